@@ -1,0 +1,1 @@
+"""The edges of docrelay: intake sources, document-AI vendors and downstream destinations."""

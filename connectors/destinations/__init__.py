@@ -1,0 +1,1 @@
+"""Downstream destinations: where finished extractions are delivered."""

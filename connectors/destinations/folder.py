@@ -1,0 +1,148 @@
+"""Folder destination: one JSON (and optionally CSV) file per document, written atomically.
+
+Files are named by document id, so a repeated delivery (after a crash between the write and the
+outbox update) rewrites the same file instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from connectors.base import (
+    DOCUMENT_FIELDS,
+    LINE_ITEM_FIELDS,
+    ConnectorSettings,
+    DeliveryReceipt,
+    Destination,
+    ExportPayload,
+    FieldValue,
+)
+from connectors.errors import TransientError
+from connectors.fsutil import atomic_write
+
+FORMAT_VERSION = 1
+
+
+class FolderDestinationSettings(ConnectorSettings):
+    kind: Literal["folder"] = "folder"
+    path: Path
+    """Directory the export files are written to (created if missing)."""
+    format: Literal["json", "csv", "both"] = "json"
+    """``json``: one ``<document_id>.json``; ``csv``: ``<document_id>.csv`` (one row of fields)
+    plus ``<document_id>.lines.csv``; ``both``: all of them."""
+    indent: int | None = Field(2, ge=0)
+    """JSON indentation; none for one line per file."""
+
+
+def field_value(value: FieldValue) -> str | None:
+    """The canonical value of a field as text: ISO dates, plain decimals, validated ids."""
+    if value.value_date is not None:
+        return value.value_date.isoformat()
+    if value.value_number is not None:
+        return format(value.value_number.normalize(), "f")
+    return value.value_text
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, Any]:
+    """The JSON export: canonical fields first, then details and provenance."""
+    result = payload.result
+    fields: dict[str, Any] = {}
+    for value in result.fields:
+        fields.setdefault(value.name, field_value(value))
+    return {
+        "docrelay_export": FORMAT_VERSION,
+        "document_id": payload.document_id,
+        "fields": fields,
+        "line_items": [
+            {name: _plain(getattr(item, name)) for name in ("line_no", *LINE_ITEM_FIELDS)}
+            for item in result.line_items
+        ],
+        "field_details": [
+            {
+                "field": v.name,
+                "value": field_value(v),
+                "raw_text": v.raw_text,
+                "currency": v.currency,
+                "confidence": v.confidence,
+                "page": v.page,
+                "bbox": [v.bbox.left, v.bbox.top, v.bbox.right, v.bbox.bottom] if v.bbox else None,
+                "vendor_label": v.vendor_label,
+            }
+            for v in result.fields
+        ],
+        "document": {
+            "sha256": payload.sha256,
+            "filename": payload.filename,
+            "mime_type": payload.mime_type,
+            "source": payload.source,
+            "source_ref": payload.source_ref,
+            "received_at": payload.received_at.isoformat(),
+            "metadata": dict(payload.metadata),
+        },
+        "provenance": {
+            "vendor": payload.vendor,
+            "vendor_kind": payload.vendor_kind,
+            "vendor_ref": payload.vendor_ref,
+            "submission_id": payload.submission_id,
+            "extraction_id": payload.extraction_id,
+            "idempotency_key": idempotency_key,
+            "exported_at": datetime.now(UTC).isoformat(),
+        },
+    }
+
+
+class FolderDestination(Destination):
+    kind = "folder"
+    settings_model = FolderDestinationSettings
+    settings: FolderDestinationSettings
+
+    def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
+        root = self.settings.path
+        written: list[str] = []
+        try:
+            if self.settings.format in ("json", "both"):
+                body = export_document(payload, idempotency_key)
+                data = json.dumps(body, indent=self.settings.indent, ensure_ascii=False)
+                target = root / f"{payload.document_id}.json"
+                atomic_write(target, (data + "\n").encode())
+                written.append(target.name)
+            if self.settings.format in ("csv", "both"):
+                written.extend(self._write_csv(root, payload))
+        except OSError as exc:  # disk full, permissions, NFS away: worth retrying
+            raise TransientError(f"cannot write to {root}: {exc.strerror or exc}") from exc
+        return DeliveryReceipt(ref=",".join(written))
+
+    def _write_csv(self, root: Path, payload: ExportPayload) -> list[str]:
+        values = {v.name: field_value(v) for v in reversed(payload.result.fields)}
+        head = io.StringIO()
+        writer = csv.writer(head)
+        writer.writerow(["document_id", *DOCUMENT_FIELDS])
+        writer.writerow([payload.document_id, *(values.get(name) for name in DOCUMENT_FIELDS)])
+        lines = io.StringIO()
+        writer = csv.writer(lines)
+        writer.writerow(["document_id", "line_no", *LINE_ITEM_FIELDS])
+        for item in payload.result.line_items:
+            writer.writerow(
+                [payload.document_id, item.line_no]
+                + [_plain(getattr(item, name)) for name in LINE_ITEM_FIELDS]
+            )
+        names = [f"{payload.document_id}.csv", f"{payload.document_id}.lines.csv"]
+        atomic_write(root / names[0], head.getvalue().encode())
+        atomic_write(root / names[1], lines.getvalue().encode())
+        return names

@@ -1,0 +1,56 @@
+"""Which connector implements which ``kind``.
+
+Built-in connectors are listed here by import path so that importing the registry imports no
+connector code; third-party packages add their own through the ``docrelay.connectors`` entry-point
+group, named ``<role>.<kind>`` (e.g. ``vendor.acme = "acme_docrelay:AcmeVendor"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Literal
+
+Role = Literal["source", "vendor", "destination"]
+ROLES: tuple[Role, ...] = ("source", "vendor", "destination")
+
+BUILTIN: dict[Role, dict[str, str]] = {
+    "source": {
+        "folder": "connectors.sources.folder:FolderSource",
+    },
+    "vendor": {
+        "local": "connectors.vendors.local:LocalVendor",
+    },
+    "destination": {
+        "folder": "connectors.destinations.folder:FolderDestination",
+    },
+}
+
+ENTRY_POINT_GROUP = "docrelay.connectors"
+
+
+@cache
+def available() -> dict[Role, dict[str, str]]:
+    """Every known kind per role, built-ins first; a plugin cannot shadow a built-in."""
+    found: dict[Role, dict[str, str]] = {role: dict(kinds) for role, kinds in BUILTIN.items()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        role, _, kind = ep.name.partition(".")
+        if role in found and kind and kind not in found[role]:  # type: ignore[comparison-overlap]
+            found[role][kind] = ep.value  # type: ignore[index]
+    return found
+
+
+class UnknownConnector(LookupError):
+    pass
+
+
+def load(role: Role, kind: str) -> type:
+    """Import and return the connector class for ``kind``."""
+    kinds = available()[role]
+    target = kinds.get(kind)
+    if target is None:
+        known = ", ".join(sorted(kinds)) or "none"
+        raise UnknownConnector(f"unknown {role} kind {kind!r} (installed: {known})")
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)

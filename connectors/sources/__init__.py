@@ -1,0 +1,1 @@
+"""Intake sources: where documents come from (watched folders, mailboxes)."""

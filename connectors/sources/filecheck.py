@@ -1,0 +1,299 @@
+"""Cheap checks that a file is a document a vendor can take, before it is stored or sent.
+
+The checks read as little as possible (a PDF: its first 4 KiB and last 1 KiB) so a folder full of
+large scans is checked quickly; the vendor does the real parsing. They tell three things apart:
+the file is fine, it looks like it is still being written (the caller waits and asks again), or
+it can never be used (the caller quarantines it with the reason, worded for the person who put it
+there).
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+HEAD_BYTES = 4096
+"""How much of the start of a file is read for sniffing."""
+TAIL_BYTES = 1024
+"""How much of the end is searched for an end marker (``%%EOF``, ``IEND``)."""
+
+PDF = "application/pdf"
+PNG = "image/png"
+JPEG = "image/jpeg"
+TIFF = "image/tiff"
+TEXT = "text/plain"
+
+IMAGE_MIME_TYPES = frozenset({PNG, JPEG, TIFF})
+SUPPORTED_MIME_TYPES = frozenset({PDF, TEXT} | IMAGE_MIME_TYPES)
+TEXT_EXTENSIONS = frozenset({".txt"})
+"""Only these are taken as plain text: other text-like files (.csv, .xml) are not documents."""
+
+_SUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", PDF),
+    (b"\x89PNG\r\n\x1a\n", PNG),
+    (b"\xff\xd8\xff", JPEG),
+    (b"II*\x00", TIFF),
+    (b"MM\x00*", TIFF),
+)
+
+_UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "application/zip container"),
+    (b"PK\x05\x06", "application/zip container"),
+    (b"PK\x07\x08", "application/zip container"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "OLE2 container: legacy Office file or Outlook message"),
+    (b"\x1f\x8b", "gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (b"Rar!\x1a\x07", "RAR archive"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"{\\rtf", "application/rtf"),
+    (b"%!PS", "application/postscript"),
+    (b"\x7fELF", "executable"),
+)
+
+_TRUNCATED = "truncated or still being written"
+_PDF_INCOMPLETE = f"incomplete PDF: no %%EOF marker ({_TRUNCATED})"
+_TEXT_CONTROL = frozenset(range(0x20)) - {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1A, 0x1B}
+
+
+class Verdict(enum.StrEnum):
+    OK = "ok"
+    """Take the file."""
+    WAIT = "wait"
+    """Looks incomplete: ask again later; reject with ``reason`` once the caller's grace ends."""
+    REJECT = "reject"
+    """Can never be used; quarantine it with ``reason``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of ``check_file``; ``reason`` is set for WAIT and REJECT."""
+
+    verdict: Verdict
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.OK
+
+    @property
+    def wait(self) -> bool:
+        return self.verdict is Verdict.WAIT
+
+    @property
+    def rejected(self) -> bool:
+        return self.verdict is Verdict.REJECT
+
+
+OK = CheckResult(Verdict.OK)
+
+
+def _wait(reason: str) -> CheckResult:
+    return CheckResult(Verdict.WAIT, reason)
+
+
+def _reject(reason: str) -> CheckResult:
+    return CheckResult(Verdict.REJECT, reason)
+
+
+class NotARegularFileError(OSError):
+    """The path is a FIFO, device, socket or directory: never open those for reading."""
+
+
+def open_regular(path: Path, *, follow_symlinks: bool = True) -> IO[bytes]:
+    """Open a regular file for reading, refusing anything else without blocking.
+
+    ``O_NONBLOCK`` keeps a FIFO swapped in behind our back from hanging the caller; with
+    ``follow_symlinks=False`` a symlink in the last component fails with ``ELOOP``.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFileError(f"not a regular file: {path}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _looks_like_text(data: bytes) -> bool:
+    """No NUL bytes and few control characters; decodes as UTF-8 or, failing that, latin-1."""
+    if b"\x00" in data:
+        return False
+    if not data:
+        return True
+    controls = sum(1 for byte in data if byte in _TEXT_CONTROL)
+    return controls * 20 <= len(data)
+
+
+def _magic(head: bytes) -> str | None:
+    for signature, mime in _SUPPORTED_MAGIC:
+        if head.startswith(signature):
+            return mime
+    return None
+
+
+def describe_content(head: bytes) -> str:
+    """A human-readable guess at what a file is, for rejection messages."""
+    if (mime := _magic(head)) is not None:
+        return mime
+    for signature, what in _UNSUPPORTED_MAGIC:
+        if head.startswith(signature):
+            return what
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "image/heic" if brand in (b"heic", b"heix", b"mif1", b"msf1") else "ISO media file"
+    if head.lstrip().startswith(b"<"):
+        return "XML/HTML markup"
+    if _looks_like_text(head):
+        return "text, but only .txt files are taken as text"
+    return "unrecognised binary content"
+
+
+def sniff_mime(path: Path, head: bytes | None = None) -> str | None:
+    """The MIME type of a supported document, or None when it is not one.
+
+    Magic bytes decide first, so a renamed file is judged by what it is; the extension only
+    decides for plain text, which has no signature. ``head`` is the file's first bytes when the
+    caller already has them (at least 4 KiB, or the whole file). OSError propagates.
+    """
+    if head is None:
+        with open_regular(path) as stream:
+            head = stream.read(HEAD_BYTES)
+    if (mime := _magic(head)) is not None:
+        return mime
+    if path.suffix.lower() in TEXT_EXTENSIONS and _looks_like_text(head):
+        return TEXT
+    return None
+
+
+def _extension(path: Path) -> str:
+    return path.suffix.lower() or "(no extension)"
+
+
+def check_file(path: Path, mime: str | None, *, max_bytes: int) -> CheckResult:
+    """Decide whether a file can be taken as ``mime`` (from ``sniff_mime``).
+
+    Follows symlinks (the caller has vetted the path). FileNotFoundError and other OSErrors
+    propagate: a vanished or unreadable file is the caller's business, not a bad document.
+    """
+    with open_regular(path) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size == 0:
+            return _reject("empty file (0 bytes)")
+        if size > max_bytes:
+            return _reject(f"file too large: {size:,} bytes (limit {max_bytes:,} bytes)")
+        head = stream.read(HEAD_BYTES)
+        if mime is None or mime not in SUPPORTED_MIME_TYPES:
+            what = mime or describe_content(head)
+            return _reject(f"unsupported file type: {_extension(path)} ({what})")
+        if mime == PDF:
+            return _check_pdf(stream, head, size)
+        if mime == TEXT:
+            return _check_text(stream)
+        return _check_image(stream, mime, size)
+
+
+def _tail(stream: IO[bytes], size: int) -> bytes:
+    stream.seek(max(0, size - TAIL_BYTES))
+    return stream.read(TAIL_BYTES)
+
+
+def _check_pdf(stream: IO[bytes], head: bytes, size: int) -> CheckResult:
+    if not head.startswith(b"%PDF-"):
+        return _reject(f"not a PDF: does not start with %PDF- ({describe_content(head)})")
+    if b"%%EOF" not in _tail(stream, size):
+        return _wait(_PDF_INCOMPLETE)
+    return OK
+
+
+def _check_text(stream: IO[bytes]) -> CheckResult:
+    stream.seek(0)
+    decoder: codecs.IncrementalDecoder | None = codecs.getincrementaldecoder("utf-8")()
+    while chunk := stream.read(1 << 16):
+        if not _looks_like_text(chunk):
+            return _reject("not a text file: contains binary data (NUL or control bytes)")
+        if decoder is not None:
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                decoder = None  # latin-1 decodes any byte: the file is taken as latin-1
+    return OK
+
+
+def _check_image(stream: IO[bytes], mime: str, size: int) -> CheckResult:
+    """Open and verify with Pillow (imported here: only image intake pays for it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    label = mime.removeprefix("image/").upper()
+    if mime == PNG and b"IEND" not in _tail(stream, size):
+        return _wait(f"incomplete PNG: no IEND chunk ({_TRUNCATED})")
+    try:
+        stream.seek(0)
+        with Image.open(stream) as image:
+            image.verify()
+        stream.seek(0)
+        with Image.open(stream) as image:
+            if mime == JPEG:
+                return _check_jpeg_data(image)
+            if mime == TIFF:
+                return _check_tiff_extent(image, size)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return _reject("image too large (decompression bomb guard)")
+    except UnidentifiedImageError:
+        if mime == TIFF:  # the directory Pillow needs is often written last
+            return _wait(f"incomplete TIFF: image directory unreadable ({_TRUNCATED})")
+        return _reject(f"broken {label} image: cannot be opened")
+    except (OSError, SyntaxError, ValueError, EOFError, Warning) as exc:
+        return _reject(f"broken {label} image: {exc}")
+    return OK
+
+
+def _check_jpeg_data(image: Image.Image) -> CheckResult:
+    """Decode at 1/8 scale: cheap, and it reads all the compressed data, so truncation shows."""
+    image.draft("L", (max(1, image.width // 8), max(1, image.height // 8)))
+    try:
+        image.load()
+    except OSError as exc:
+        if "truncated" in str(exc):
+            return _wait(f"incomplete JPEG: image data is cut short ({_TRUNCATED})")
+        raise
+    return OK
+
+
+_TIFF_EXTENTS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), (TileOffsets, ...)
+_MAX_TIFF_PAGES = 2000
+
+
+def _check_tiff_extent(image: Image.Image, size: int) -> CheckResult:
+    """Every page's image data must lie inside the file; otherwise it is cut short."""
+    pages = min(getattr(image, "n_frames", 1), _MAX_TIFF_PAGES)
+    for page in range(pages):
+        image.seek(page)
+        tags = getattr(image, "tag_v2", {})
+        for offsets_tag, counts_tag in _TIFF_EXTENTS:
+            offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+            if offsets is None or counts is None:
+                continue
+            if isinstance(offsets, int):
+                offsets, counts = (offsets,), (counts,)
+            end = max((o + c for o, c in zip(offsets, counts, strict=False)), default=0)
+            if end > size:
+                return _wait(
+                    f"incomplete TIFF: page {page + 1} extends past the end of the file"
+                    f" ({_TRUNCATED})"
+                )
+    return OK

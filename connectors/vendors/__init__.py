@@ -1,0 +1,1 @@
+"""Document-AI vendor connectors: one package per vendor (client, mapping, emulator)."""

@@ -1,0 +1,89 @@
+"""The ``local`` vendor: extraction on this machine, no account, no network.
+
+Submitting is pure (the reference is the document's hash) and the result is ready at once, so
+the pipeline's usual submit → poll → fetch cycle runs straight through; the work happens in
+``fetch``, in the profile's worker threads (``concurrency``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from connectors.base import (
+    CanonicalResult,
+    ConnectorContext,
+    ConnectorSettings,
+    DocumentRef,
+    PollResult,
+    PollStatus,
+    SubmitResult,
+    Vendor,
+    VendorCapabilities,
+)
+from connectors.errors import TerminalError
+from connectors.vendors.local import mapping
+from connectors.vendors.local.text import SUPPORTED_TYPES, base_mime_type, extract_text
+
+
+class LocalSettings(ConnectorSettings):
+    """Settings of a ``local`` vendor profile."""
+
+    kind: Literal["local"] = "local"
+    """Selects the offline rule-based extractor (no account needed)."""
+    ocr: Literal["auto", "off"] = "auto"
+    """`auto` runs tesseract on scans and images when it is installed; `off` rejects them."""
+    max_pages: int = Field(50, ge=1)
+    """Documents with more pages than this are rejected rather than read."""
+    ocr_timeout: float = Field(60, gt=0)
+    """Seconds OCR may take for one whole document before it is rejected."""
+    concurrency: int = Field(2, ge=1)
+    """Worker threads extracting at the same time (PDF parsing itself is serialised)."""
+
+
+class LocalVendor(Vendor):
+    """Reads the text layer (or OCR text) and finds labelled fields with rules."""
+
+    kind: ClassVar[str] = "local"
+    settings_model: ClassVar[type[ConnectorSettings]] = LocalSettings
+    capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(poll_interval=0)
+
+    settings: LocalSettings
+
+    def __init__(self, settings: ConnectorSettings, context: ConnectorContext) -> None:
+        if not isinstance(settings, LocalSettings):
+            settings = LocalSettings.model_validate(settings.model_dump())
+        super().__init__(settings, context)
+
+    def submit(self, document: DocumentRef) -> SubmitResult:
+        """Nothing to upload: the reference is the content hash, so repeating is harmless."""
+        if base_mime_type(document.mime_type) not in SUPPORTED_TYPES:
+            supported = ", ".join(sorted(SUPPORTED_TYPES))
+            raise TerminalError(
+                f"the local extractor cannot read {document.mime_type or 'unknown'} documents "
+                f"(supported: {supported})"
+            )
+        return SubmitResult(vendor_ref=f"local:{document.sha256}")
+
+    def poll(self, vendor_ref: str, data: Mapping[str, Any]) -> PollResult:
+        """Always ready: the extraction runs in ``fetch``."""
+        return PollResult(status=PollStatus.READY)
+
+    def fetch(self, vendor_ref: str, data: Mapping[str, Any], document: DocumentRef) -> Any:
+        """Extract the text and find the fields; TerminalError for unreadable documents."""
+        from connectors.vendors.local.rules import find_fields
+
+        extracted = extract_text(
+            document.path,
+            document.mime_type,
+            ocr=self.settings.ocr,
+            max_pages=self.settings.max_pages,
+            ocr_timeout=self.settings.ocr_timeout,
+        )
+        return find_fields(extracted.pages, method=extracted.method)
+
+    def normalize(self, raw: Any) -> CanonicalResult:
+        """Pure mapping of the stored raw result (see ``mapping``)."""
+        return mapping.normalize(raw)

@@ -1,0 +1,397 @@
+"""The ``docrelay`` command."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO, Any
+
+EXIT_CONFIG = 2
+
+log = logging.getLogger("docrelay")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from daemon import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="docrelay",
+        description="Relay documents from folders and mailboxes to document-AI vendors and ERPs.",
+    )
+    parser.add_argument("--version", action="version", version=f"docrelay {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $DOCRELAY_CONFIG, /etc/docrelay/config.toml if it "
+        "exists, else ./config.toml)",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    command("run", cmd_run, "run the service in the foreground (what systemd starts)")
+    command("check-config", cmd_check_config, "validate the configuration and exit")
+    p = command("status", cmd_status, "counts per state and vendor, oldest waiting, last errors")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("submit", cmd_submit, "ingest files or folders once (source 'cli')")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--source", default="cli", help="source name to record and route by")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until every document is finished; processes them here if no daemon runs",
+    )
+    p = command("retry", cmd_retry, "retry dead or failed documents (by id or filter)")
+    p.add_argument("documents", nargs="*", type=int, help="document ids")
+    p.add_argument("--state", choices=["dead", "failed", "rejected"], action="append")
+    p.add_argument("--vendor", help="only this vendor profile")
+    p.add_argument("--all", action="store_true", help="every dead and failed item")
+    p = command("history", cmd_history, "the event trail of one document")
+    p.add_argument("document", type=int)
+    p.add_argument("--json", action="store_true")
+    p = command("db", None, "database maintenance")
+    db = p.add_subparsers(title="db commands", metavar="DBCOMMAND")
+    up = db.add_parser("upgrade", help="migrate the store schema to the newest revision")
+    up.add_argument("--revision", default="head")
+    up.set_defaults(func=cmd_db_upgrade)
+    cur = db.add_parser("current", help="show the schema revision of the store")
+    cur.set_defaults(func=cmd_db_current)
+    command("connectors", cmd_connectors, "list installed sources, vendors and destinations")
+    return parser
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def load_config(args: argparse.Namespace, *, quiet: bool = False) -> Any:
+    from daemon import config as config_mod
+
+    path = args.config or config_mod.default_path()
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        if not quiet:
+            print(f"{path}: {len(exc.problems)} problem(s); nothing started", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def open_store(config: Any) -> Any:
+    from daemon.store import engine as store_engine
+
+    engine = store_engine.make_engine(
+        config.core.store.url, busy_timeout_ms=int(config.core.store.busy_timeout * 1000)
+    )
+    store_engine.ensure_schema(engine)
+    return engine
+
+
+def setup_logging(config: Any) -> None:
+    from daemon import logs
+
+    logs.setup(config.core.logging.level, config.core.logging.format, config.secrets)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    config = load_config(args)
+    setup_logging(config)
+    from daemon import notify
+    from daemon.runtime import Daemon, StoreLocked
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon = Daemon(config)
+    try:
+        daemon.open()
+    except StoreLocked as exc:
+        log.error("%s", exc)
+        return 1
+    daemon.start()
+    elapsed = time.monotonic() - started
+    port = f", web on port {daemon.web.port}" if daemon.web else ""
+    log.info("docrelay ready in %.2fs (config %s%s)", elapsed, config.path, port)
+    notify.notify("READY=1", f"STATUS=ready in {elapsed:.2f}s")
+    stop.wait()
+    notify.notify("STOPPING=1")
+    daemon.stop()
+    log.info("docrelay stopped")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    routes = len(config.routes)
+    print(
+        f"{config.path}: OK — {len(config.sources)} source(s), {len(config.vendors)} vendor "
+        f"profile(s), {len(config.destinations)} destination(s), {routes} route(s)"
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon import status
+
+    config = load_config(args)
+    data = status.summary(open_store(config))
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print("documents: " + (", ".join(f"{k} {v}" for k, v in data["documents"].items()) or "none"))
+    if data["submissions"]:
+        print("\nsubmissions:")
+        for row in data["submissions"]:
+            print(f"  {row['vendor']:<20} {row['state']:<12} {row['count']:>8}")
+    if data["deliveries"]:
+        print("\ndeliveries:")
+        for row in data["deliveries"]:
+            print(f"  {row['destination']:<20} {row['state']:<12} {row['count']:>8}")
+    if waiting := data["oldest_waiting"]:
+        print(
+            f"\noldest waiting: document {waiting['document_id']} at {waiting['vendor']} "
+            f"({waiting['state']}) for {waiting['age_seconds']:.0f}s"
+        )
+    for health in data["connectors"]:
+        print(f"\n{health['name']}: {health['state']} since {health['since']}: {health['reason']}")
+    if data["last_errors"]:
+        print("\nlast errors:")
+        for err in data["last_errors"]:
+            print(
+                f"  document {err['document_id']} ({err['vendor']}, {err['state']}): {err['error']}"
+            )
+    return 0
+
+
+class Progress:
+    """A one-line progress bar on a terminal, occasional lines otherwise."""
+
+    def __init__(self, total: int, label: str, stream: IO[str] = sys.stderr) -> None:
+        self.total, self.label, self.stream = total, label, stream
+        self.tty = stream.isatty()
+        self.done = 0
+        self._last = 0.0
+
+    def update(self, done: int) -> None:
+        self.done = done
+        now = time.monotonic()
+        if not self.tty and done < self.total and now - self._last < 5:
+            return
+        self._last = now
+        width = 30
+        filled = int(width * done / self.total) if self.total else width
+        line = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}"
+        self.stream.write(("\r" + line) if self.tty else (line + "\n"))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _files(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(
+                p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            print(f"{path}: no such file or directory", file=sys.stderr)
+    return found
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from connectors.base import IngestStatus, IntakeItem
+    from connectors.sources.filecheck import check_file, sniff_mime
+    from daemon.pipeline.intake import Intake
+    from daemon.store.blobs import BlobStore
+
+    config = load_config(args)
+    setup_logging(config)
+    files = _files(args.paths)
+    if not files:
+        return 1
+    engine = open_store(config)
+    blobs = BlobStore(config.core.store.blob_dir)
+    blobs.tmp.mkdir(parents=True, exist_ok=True)
+    intake = Intake(engine, blobs, config)
+    progress = Progress(len(files), "ingest")
+    counts: dict[str, int] = {}
+    ids: list[int] = []
+    for index, path in enumerate(files, 1):
+        mime = sniff_mime(path)
+        check = check_file(path, mime, max_bytes=intake.max_bytes)
+        item = IntakeItem(
+            source=args.source,
+            source_ref=str(path.resolve()),
+            filename=path.name,
+            open=lambda path=path: _open(path),
+            mime_type=mime,
+            metadata={"path": str(path.resolve())},
+            rejection=check.reason,
+        )
+        outcome = intake.ingest(item)
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        if outcome.document_id is not None:
+            intake.mark_released(outcome.document_id)
+            if outcome.status == IngestStatus.INGESTED:
+                ids.append(outcome.document_id)
+        if outcome.status == IngestStatus.REJECTED:
+            print(f"\n{path}: rejected: {outcome.reason}", file=sys.stderr)
+        progress.update(index)
+    progress.close()
+    print(", ".join(f"{n} {status}" for status, n in counts.items()))
+    if args.wait and ids:
+        return _wait_for(config, engine, ids)
+    return 0
+
+
+def _open(path: Path) -> AbstractContextManager[IO[bytes]]:
+    return path.open("rb")
+
+
+def _wait_for(config: Any, engine: Any, ids: list[int]) -> int:
+    """Wait until the documents are final; run the workers here when no daemon owns the store."""
+    from sqlalchemy import func, select
+
+    from daemon.pipeline import ledger
+    from daemon.pipeline.states import FINAL
+    from daemon.runtime import Daemon, StoreLocked
+    from daemon.store import engine as store_engine
+
+    local: Daemon | None = None
+    try:
+        core = config.core.model_copy(
+            update={"web": config.core.web.model_copy(update={"enabled": False})}
+        )
+        candidate = Daemon(dataclasses.replace(config, core=core, sources=[]))
+        candidate.open()
+        local = candidate
+        local.start()
+    except StoreLocked:
+        print("a running daemon will process them; waiting", file=sys.stderr)
+    sub, dl = ledger.submissions, ledger.deliveries
+    progress = Progress(len(ids), "process")
+    try:
+        while True:
+            with store_engine.reader(engine).connect() as conn:
+                finished = conn.execute(
+                    select(func.count(func.distinct(sub.c.document_id))).where(
+                        sub.c.document_id.in_(ids),
+                        sub.c.state.in_(FINAL),
+                        ~sub.c.document_id.in_(
+                            select(dl.c.document_id).where(dl.c.state.in_(("pending", "failed")))
+                        ),
+                    )
+                ).scalar_one()
+            progress.update(finished)
+            if finished >= len(ids):
+                break
+            time.sleep(0.25)
+    finally:
+        progress.close()
+        if local is not None:
+            local.stop()
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from daemon.pipeline.admin import retry
+
+    config = load_config(args)
+    if not (args.documents or args.state or args.vendor or args.all):
+        print("say which: document ids, --state, --vendor or --all", file=sys.stderr)
+        return EXIT_CONFIG
+    states = args.state or ["dead", "failed"]
+    counts = retry(open_store(config), documents=args.documents, states=states, vendor=args.vendor)
+    print(f"requeued {counts['submissions']} submission(s), {counts['deliveries']} delivery(ies)")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from daemon.pipeline.admin import history
+
+    config = load_config(args)
+    rows = history(open_store(config), args.document)
+    if not rows:
+        print(f"no document {args.document}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for row in rows:
+        move = f"{row['from_state'] or ''}→{row['to_state'] or ''}" if row["to_state"] else ""
+        print(f"{row['at']:%Y-%m-%d %H:%M:%S} {row['kind']:<10} {move:<24} {row['actor']}: "
+              f"{row['message'] or ''}")  # fmt: skip
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from daemon.store import engine as store_engine
+
+    config = load_config(args)
+    engine = store_engine.make_engine(config.core.store.url)
+    before = store_engine.current_revision(engine)
+    store_engine.upgrade(engine, args.revision)
+    print(f"store schema: {before or 'empty'} → {store_engine.current_revision(engine)}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from daemon.store import engine as store_engine
+
+    config = load_config(args)
+    engine = store_engine.make_engine(config.core.store.url)
+    current = store_engine.current_revision(engine)
+    head = store_engine.head_revision(engine)
+    print(f"current {current or 'empty'}, newest {head}")
+    return 0 if current == head else 1
+
+
+def cmd_connectors(args: argparse.Namespace) -> int:
+    from connectors import registry
+
+    for role, kinds in registry.available().items():
+        for kind, target in sorted(kinds.items()):
+            print(f"{role:<12} {kind:<14} {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

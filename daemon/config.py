@@ -1,0 +1,380 @@
+"""Configuration: one TOML file, ``DOCRELAY_…`` environment overrides, secrets from ``*_file``.
+
+Loading happens in two passes: the core sections are validated by pydantic-settings (TOML data
+merged under environment variables), then every connector entry is validated by the settings
+model of the connector its ``kind`` names. All problems are collected and reported together, each
+with its key path, e.g. ``vendors.rossum_main.password: field required``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connectors import registry
+from connectors.base import ConnectorSettings
+
+SYSTEM_CONFIG = Path("/etc/docrelay/config.toml")
+ENV_PREFIX = "DOCRELAY_"
+
+Section = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class StoreSettings(BaseModel):
+    model_config = Section
+
+    url: str = "sqlite:///var/docrelay.db"
+    """SQLAlchemy URL: ``sqlite:///path`` (default) or ``postgresql+psycopg://user@host/db``."""
+    blob_dir: Path = Path("var/blobs")
+    """Where document bytes are kept, content-addressed by SHA-256."""
+    busy_timeout: float = Field(10.0, gt=0)
+    """SQLite: seconds a writer waits for the lock before the step is retried."""
+    pool_size: int = Field(8, ge=1)
+    """Connections kept open to the database."""
+
+
+class WebSettings(BaseModel):
+    model_config = Section
+
+    enabled: bool = True
+    """Serve health, metrics and (for vendors that call back) webhooks."""
+    listen: str = "127.0.0.1:8080"
+    """``host:port`` to listen on; port 0 picks a free one (written to the log)."""
+    public_url: str | None = None
+    """The address vendors call back, when it differs from ``listen``."""
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    """Webhook bodies larger than this are refused before any signature check."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
+        return value
+
+
+class LoggingSettings(BaseModel):
+    model_config = Section
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+    """``json`` writes one object per line (for journald/Loki), ``console`` is for people."""
+
+
+class PipelineSettings(BaseModel):
+    model_config = Section
+
+    duplicates: Literal["skip", "process"] = "skip"
+    """Same bytes arriving again: record and skip (default), or send to the vendor again."""
+    max_attempts: int = Field(8, ge=1)
+    """Transient failures before a submission or delivery is declared dead."""
+    backoff_initial: float = Field(2.0, gt=0)
+    """Seconds before the first retry; doubles per attempt (with jitter) up to backoff_max."""
+    backoff_max: float = Field(900.0, gt=0)
+    retry_after_max: float = Field(600.0, gt=0)
+    """A vendor's Retry-After is honoured up to this many seconds."""
+    lease_seconds: float = Field(300.0, ge=5)
+    """A claimed item is picked up again by others after this long without progress."""
+    processing_timeout: float = Field(86_400.0, gt=0)
+    """Give up on a vendor that has not finished processing after this many seconds."""
+    poll_backoff_max: float = Field(300.0, gt=0)
+    """Longest gap between two status polls of one submission."""
+    sweep_interval: float = Field(30.0, gt=0)
+    """Seconds between the retry/lease sweeps that run as scheduler jobs."""
+    delivery_concurrency: int = Field(2, ge=1)
+    """Worker threads per destination."""
+
+
+class RouteMatch(BaseModel):
+    model_config = Section
+
+    source: str | list[str] | None = None
+    """Source name(s) this route takes documents from."""
+    filename: str | list[str] | None = None
+    """Glob pattern(s) on the original filename, case-insensitive (``*.pdf``)."""
+    mime_type: str | list[str] | None = None
+    """MIME type(s), ``image/*`` style wildcards allowed."""
+    sender: str | list[str] | None = None
+    """Glob pattern(s) on the sender address (mailbox sources)."""
+
+
+class Route(BaseModel):
+    model_config = Section
+
+    name: str | None = None
+    match: RouteMatch = RouteMatch()
+    """All given conditions must hold; an empty match takes everything."""
+    vendor: str
+    """The vendor profile (a key of ``[vendors]``) documents go to."""
+    fallback: str | None = None
+    """A second profile used when the first rejects the document or gives up."""
+    destinations: list[str] = []
+    """Destinations (keys of ``[destinations]``) that receive each extraction."""
+
+
+class CoreSettings(BaseSettings):
+    """The sections the engine owns; connector sections stay raw until the second pass."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    store: StoreSettings = StoreSettings()
+    web: WebSettings = WebSettings()
+    logging: LoggingSettings = LoggingSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    sources: dict[str, list[dict[str, Any]]] = {}
+    vendors: dict[str, dict[str, Any]] = {}
+    destinations: dict[str, dict[str, Any]] = {}
+    routes: list[Route] = []
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # environment overrides the file
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+
+
+class ConfigError(Exception):
+    """Every problem found in one configuration file."""
+
+    def __init__(self, path: Path, problems: list[Problem]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(
+            f"{self.path}: {p.key}: {p.message}" if p.key else f"{self.path}: {p.message}"
+            for p in self.problems
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration, ready for the engine."""
+
+    path: Path
+    core: CoreSettings
+    sources: list[ConnectorSettings]
+    vendors: dict[str, ConnectorSettings]
+    destinations: dict[str, ConnectorSettings]
+    secrets: list[str] = field(default_factory=list)
+    """Every secret value, so the log filter can redact them."""
+
+    @property
+    def routes(self) -> list[Route]:
+        return self.core.routes
+
+
+def default_path() -> Path:
+    if env := os.environ.get(f"{ENV_PREFIX}CONFIG"):
+        return Path(env)
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else Path("config.toml")
+
+
+def load(path: Path) -> Config:
+    """Read, merge and validate; raises ConfigError listing every problem."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, [Problem("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [Problem("", f"cannot read: {exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [Problem("", f"invalid TOML: {exc}")]) from None
+    return validate(raw, path)
+
+
+def validate(raw: Mapping[str, Any], path: Path) -> Config:
+    problems: list[Problem] = []
+    secrets: list[str] = []
+    data = _resolve_secret_files(dict(raw), CoreSettings, (), problems, secrets)
+    try:
+        core = CoreSettings(**data)
+    except ValidationError as exc:
+        problems.extend(_problems(exc, ()))
+        raise ConfigError(path, problems) from None
+
+    sources: list[ConnectorSettings] = []
+    for kind, entries in core.sources.items():
+        for index, entry in enumerate(entries):
+            loc = ("sources", kind, str(index))
+            model = _connector("source", kind, loc[:2], problems)
+            if model is not None:
+                built = _build(model, {**entry, "kind": kind}, loc, problems, secrets)
+                if built is not None:
+                    sources.append(built)
+    vendors = _connectors("vendor", "vendors", core.vendors, problems, secrets)
+    destinations = _connectors("destination", "destinations", core.destinations, problems, secrets)
+    _check_references(core, sources, vendors, destinations, problems)
+    _collect_secrets(core, secrets)
+    if problems:
+        raise ConfigError(path, problems)
+    return Config(path, core, sources, vendors, destinations, sorted(set(secrets), key=len))
+
+
+def _connectors(
+    role: registry.Role,
+    section: str,
+    entries: Mapping[str, Mapping[str, Any]],
+    problems: list[Problem],
+    secrets: list[str],
+) -> dict[str, ConnectorSettings]:
+    built: dict[str, ConnectorSettings] = {}
+    for name, entry in entries.items():
+        loc = (section, name)
+        kind = entry.get("kind")
+        if not isinstance(kind, str):
+            problems.append(Problem(_key((*loc, "kind")), "field required (the connector kind)"))
+            continue
+        model = _connector(role, kind, (*loc, "kind"), problems)
+        if model is not None and (settings := _build(model, entry, loc, problems, secrets)):
+            built[name] = settings
+    return built
+
+
+def _connector(
+    role: registry.Role, kind: str, loc: tuple[str, ...], problems: list[Problem]
+) -> type[ConnectorSettings] | None:
+    try:
+        return registry.load(role, kind).settings_model
+    except registry.UnknownConnector as exc:
+        problems.append(Problem(_key(loc), str(exc)))
+        return None
+
+
+def _build(
+    model: type[ConnectorSettings],
+    entry: Mapping[str, Any],
+    loc: tuple[str, ...],
+    problems: list[Problem],
+    secrets: list[str],
+) -> ConnectorSettings | None:
+    data = _resolve_secret_files(dict(entry), model, loc, problems, secrets)
+    try:
+        settings = model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems(exc, loc))
+        return None
+    _collect_secrets(settings, secrets)
+    return settings
+
+
+def _resolve_secret_files(
+    data: dict[str, Any],
+    model: type[BaseModel],
+    loc: tuple[str, ...],
+    problems: list[Problem],
+    secrets: list[str],
+) -> dict[str, Any]:
+    """Replace ``<key>_file = "path"`` by the file's content under ``<key>``.
+
+    A relative path is looked up in ``$CREDENTIALS_DIRECTORY`` first, so systemd's
+    ``LoadCredential=`` works without absolute paths.
+    """
+    for key, value in list(data.items()):
+        info = model.model_fields.get(key)
+        nested = info.annotation if info is not None else None
+        if isinstance(value, dict) and isinstance(nested, type) and issubclass(nested, BaseModel):
+            data[key] = _resolve_secret_files(dict(value), nested, (*loc, key), problems, secrets)
+    for key in [k for k in data if k.endswith("_file")]:
+        target = key.removesuffix("_file")
+        if target not in model.model_fields or key in model.model_fields:
+            continue
+        file_path = Path(str(data.pop(key)))
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not file_path.is_absolute() and creds and (Path(creds) / file_path).is_file():
+            file_path = Path(creds) / file_path
+        try:
+            value = file_path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            problems.append(Problem(_key((*loc, key)), f"cannot read {file_path}: {exc.strerror}"))
+            continue
+        if target in data:
+            problems.append(Problem(_key((*loc, key)), f"give either {target} or {key}, not both"))
+            continue
+        data[target] = value
+        secrets.append(value)
+    return data
+
+
+def _collect_secrets(model: BaseModel, secrets: list[str]) -> None:
+    for value in model.__dict__.values():
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            secrets.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            _collect_secrets(value, secrets)
+
+
+def _check_references(
+    core: CoreSettings,
+    sources: Iterable[ConnectorSettings],
+    vendors: Mapping[str, ConnectorSettings],
+    destinations: Mapping[str, ConnectorSettings],
+    problems: list[Problem],
+) -> None:
+    names = [getattr(s, "name", "") for s in sources]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(Problem("sources", f"source name {dup!r} is used more than once"))
+    for index, route in enumerate(core.routes):
+        loc = ("routes", str(index))
+        for key in ("vendor", "fallback"):
+            profile = getattr(route, key)
+            if profile is not None and profile not in vendors and profile not in core.vendors:
+                problems.append(Problem(_key((*loc, key)), f"no vendor profile named {profile!r}"))
+        for dest in route.destinations:
+            if dest not in destinations and dest not in core.destinations:
+                problems.append(
+                    Problem(_key((*loc, "destinations")), f"no destination named {dest!r}")
+                )
+        wanted = route.match.source
+        for source in [wanted] if isinstance(wanted, str) else wanted or []:
+            if source not in names and source != "cli":
+                problems.append(Problem(_key((*loc, "match", "source")), f"no source {source!r}"))
+
+
+def _problems(exc: ValidationError, prefix: tuple[str, ...]) -> list[Problem]:
+    found = []
+    for error in exc.errors(include_url=False):
+        loc = (*prefix, *(str(part) for part in error["loc"]))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "field required"
+        found.append(Problem(_key(loc), message[:1].lower() + message[1:]))
+    return found
+
+
+def _key(loc: Iterable[str]) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if part.isdigit() and parts:
+            parts[-1] += f"[{part}]"
+        else:
+            parts.append(part)
+    return ".".join(parts)

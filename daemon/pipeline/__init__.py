@@ -1,0 +1,1 @@
+"""The pipeline: intake, the submission state machine, deliveries, and the workers running them."""

@@ -1,0 +1,75 @@
+"""Operator actions on the store: retry, history. Every change writes its event."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from daemon.pipeline import ledger
+from daemon.store.engine import reader
+from daemon.store.models import DeliveryState, SubmissionState, utcnow
+
+S = SubmissionState
+
+
+def retry(
+    engine: Engine,
+    *,
+    documents: Sequence[int] = (),
+    states: Sequence[str] = ("dead", "failed"),
+    vendor: str | None = None,
+    actor: str = "cli",
+) -> dict[str, int]:
+    """Bring dead/failed/rejected submissions and dead deliveries back into the queue."""
+    sub, dl = ledger.submissions, ledger.deliveries
+    counts = {"submissions": 0, "deliveries": 0}
+    with engine.begin() as conn:
+        query = select(sub).where(sub.c.state.in_(states))
+        if documents:
+            query = query.where(sub.c.document_id.in_(documents))
+        if vendor:
+            query = query.where(sub.c.profile == vendor)
+        for row in conn.execute(query).mappings().all():
+            target = S.QUEUED if row["state"] == S.REJECTED else (row["resume_state"] or S.QUEUED)
+            ledger.move_submission(
+                conn, dict(row), target, owner=None, actor=actor, kind="retry",
+                message="requeued by an operator", attempts=0, next_attempt_at=utcnow(),
+                lease_owner=None, lease_expires_at=None, completed_at=None,
+            )  # fmt: skip
+            counts["submissions"] += 1
+        dquery = select(dl).where(dl.c.state.in_((DeliveryState.DEAD, DeliveryState.FAILED)))
+        if documents:
+            dquery = dquery.where(dl.c.document_id.in_(documents))
+        if vendor:
+            dquery = dquery.where(
+                dl.c.submission_id.in_(select(sub.c.id).where(sub.c.profile == vendor))
+            )
+        if "dead" in states or "failed" in states:
+            for row in conn.execute(dquery).mappings().all():
+                conn.execute(
+                    update(dl)
+                    .where(dl.c.id == row["id"])
+                    .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
+                )
+                ledger.event(
+                    conn, actor=actor, kind="retry", document_id=row["document_id"],
+                    delivery_id=row["id"], from_state=row["state"],
+                    to_state=DeliveryState.PENDING, message="requeued by an operator",
+                )  # fmt: skip
+                counts["deliveries"] += 1
+    return counts
+
+
+def history(engine: Engine, document_id: int) -> list[dict[str, Any]]:
+    events = ledger.events
+    with reader(engine).connect() as conn:
+        return [
+            dict(row)
+            for row in conn.execute(
+                select(events)
+                .where(events.c.document_id == document_id)
+                .order_by(events.c.at, events.c.id)
+            ).mappings()
+        ]

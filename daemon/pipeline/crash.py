@@ -1,0 +1,41 @@
+"""Named crash points for the crash tests.
+
+``DOCRELAY_CRASH_AT=<name>[,<name>…]`` makes the daemon SIGKILL itself the first time it reaches
+one of the named checkpoints (``<name>@<n>`` at the n-th time). Unset in production, where a call
+costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+_lock = threading.Lock()
+_plan: dict[str, int] = {}
+for _item in filter(None, os.environ.get("DOCRELAY_CRASH_AT", "").split(",")):
+    _name, _, _count = _item.strip().partition("@")
+    _plan[_name] = int(_count or 1)
+
+POINTS = (
+    "after_blob_write",
+    "after_document_commit",
+    "before_source_release",
+    "after_upload_response",
+    "after_fetch_commit",
+    "after_normalize_commit",
+    "before_delivery",
+    "after_delivery_push",
+)
+"""Every checkpoint the code plants, in pipeline order (documented for the tests)."""
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process if the plan says so: no cleanup, no flush, like a power cut."""
+    if not _plan or name not in _plan:
+        return
+    with _lock:
+        _plan[name] -= 1
+        if _plan[name] > 0:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,219 @@
+"""The outbox worker: pushes one committed delivery row to its destination, safely repeatable.
+
+The row exists before the push (committed with the submission's move to ``done``), the push
+carries the row's idempotency key, and the row is marked delivered only after the destination
+answered: a crash anywhere in between repeats the push with the same key, never loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from connectors.base import (
+    BBox,
+    CanonicalResult,
+    Destination,
+    ExportPayload,
+    FieldValue,
+    LineItem,
+)
+from daemon.config import PipelineSettings
+from daemon.pipeline import ledger, states
+from daemon.pipeline.crash import crash_point
+from daemon.pipeline.retry import retry_delay
+from daemon.store.engine import reader
+from daemon.store.models import DeliveryState, Document, FieldRow, LineItemRow, utcnow
+
+log = logging.getLogger(__name__)
+
+documents = Document.__table__
+fields_t = FieldRow.__table__
+line_items_t = LineItemRow.__table__
+
+
+def load_result(conn: ledger.Connection, extraction_id: int) -> CanonicalResult:
+    """The canonical result of one extraction as stored (with corrections applied)."""
+    fields = [
+        FieldValue(
+            name=row.name,
+            value_text=row.value_text,
+            raw_text=row.raw_text,
+            value_number=row.value_number,
+            value_date=row.value_date,
+            currency=row.currency,
+            confidence=row.confidence,
+            page=row.page,
+            bbox=BBox(*map(float, row.bbox.split(","))) if row.bbox else None,
+            vendor_label=row.vendor_label,
+        )
+        for row in conn.execute(
+            select(fields_t)
+            .where(fields_t.c.extraction_id == extraction_id)
+            .order_by(fields_t.c.id)
+        )
+    ]
+    items = [
+        LineItem(
+            line_no=row.line_no,
+            description=row.description,
+            quantity=row.quantity,
+            unit_price=row.unit_price,
+            net_amount=row.net_amount,
+            tax_rate=row.tax_rate,
+            total_amount=row.total_amount,
+            item_code=row.item_code,
+            extra=row.extra or {},
+        )
+        for row in conn.execute(
+            select(line_items_t)
+            .where(line_items_t.c.extraction_id == extraction_id)
+            .order_by(line_items_t.c.line_no)
+        )
+    ]
+    return CanonicalResult(fields=fields, line_items=items)
+
+
+def build_payload(conn: ledger.Connection, delivery: Mapping[str, Any]) -> ExportPayload:
+    doc = conn.execute(select(documents).where(documents.c.id == delivery["document_id"])).one()
+    sub = conn.execute(
+        select(ledger.submissions).where(ledger.submissions.c.id == delivery["submission_id"])
+    ).one()
+    return ExportPayload(
+        document_id=doc.id,
+        sha256=doc.sha256,
+        filename=doc.filename,
+        mime_type=doc.mime_type,
+        source=doc.source,
+        source_ref=doc.source_ref,
+        received_at=doc.received_at,
+        vendor=sub.profile,
+        vendor_kind=sub.vendor_kind,
+        vendor_ref=sub.vendor_ref,
+        submission_id=sub.id,
+        extraction_id=delivery["extraction_id"],
+        result=load_result(conn, delivery["extraction_id"]),
+        metadata=doc.metadata_ if hasattr(doc, "metadata_") else doc._mapping["metadata"],
+    )
+
+
+class DeliveryRunner:
+    """Runs the pushes of one destination."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        destination: Destination,
+        name: str,
+        settings: PipelineSettings,
+        on_final: Callable[[Mapping[str, Any], bool, str | None], None] = lambda *a: None,
+    ) -> None:
+        self.engine = engine
+        self.reader = reader(engine)
+        self.destination = destination
+        self.name = name
+        self.settings = settings
+        self.on_final = on_final
+        """Called after a delivery ends (delivered, or dead): export status back to the vendor."""
+
+    def run(self, delivery_id: int, owner: str) -> None:
+        table = ledger.deliveries
+        with self.reader.connect() as conn:
+            delivery = dict(
+                conn.execute(select(table).where(table.c.id == delivery_id)).mappings().one()
+            )
+            if delivery["lease_owner"] != owner:
+                return
+            payload = build_payload(conn, delivery)
+        actor = f"worker:{owner}"
+        crash_point("before_delivery")
+        try:
+            receipt = self.destination.deliver(payload, delivery["idempotency_key"])
+        except Exception as error:
+            self._failed(delivery, error, owner, actor)
+            return
+        crash_point("after_delivery_push")
+        self._set(
+            delivery,
+            DeliveryState.DELIVERED,
+            owner,
+            actor,
+            f"delivered to {self.name}: {receipt.ref}",
+            downstream_ref=receipt.ref,
+            delivered_at=utcnow(),
+            error=None,
+        )
+        self.on_final(delivery, True, None)
+
+    def _failed(self, delivery: dict[str, Any], error: Exception, owner: str, actor: str) -> None:
+        action = states.classify(error)
+        attempts = delivery["attempts"] + 1
+        message = f"{type(error).__name__}: {error}"
+        if not states.is_expected(error):
+            log.error("unexpected error delivering %s", delivery["id"], exc_info=error)
+        else:
+            log.warning("delivery %s to %s failed: %s", delivery["id"], self.name, error)
+        if action == "reject" or attempts >= self.settings.max_attempts:
+            reason = (
+                message if action == "reject" else f"gave up after {attempts} attempts: {message}"
+            )
+            self._set(
+                delivery, DeliveryState.DEAD, owner, actor, reason, attempts=attempts, error=reason
+            )
+            self.on_final(delivery, False, reason)
+            return
+        delay = retry_delay(
+            attempts,
+            initial=self.settings.backoff_initial,
+            maximum=self.settings.backoff_max,
+            retry_after=states.retry_after(error),
+            retry_after_max=self.settings.retry_after_max,
+        )
+        if action in ("pause", "wait"):
+            attempts -= 1  # not the export's fault; do not burn an attempt
+        self._set(
+            delivery,
+            DeliveryState.FAILED,
+            owner,
+            actor,
+            f"{message} (retry in {delay:.1f}s)",
+            attempts=attempts,
+            error=message,
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+        )
+
+    def _set(
+        self,
+        delivery: dict[str, Any],
+        state: str,
+        owner: str,
+        actor: str,
+        message: str,
+        **values: Any,
+    ) -> None:
+        table = ledger.deliveries
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(table)
+                .where(table.c.id == delivery["id"], table.c.lease_owner == owner)
+                .values(state=state, lease_owner=None, lease_expires_at=None, **values)
+            )
+            if result.rowcount != 1:
+                log.warning("lost the lease on delivery %s", delivery["id"])
+                return
+            ledger.event(
+                conn,
+                actor=actor,
+                kind="delivery",
+                document_id=delivery["document_id"],
+                submission_id=delivery["submission_id"],
+                delivery_id=delivery["id"],
+                from_state=delivery["state"],
+                to_state=state,
+                message=message,
+            )

@@ -1,0 +1,259 @@
+"""Intake: make an offered item durable (blob + rows, one commit) before its source releases it.
+
+Invariant 1 of DESIGN.md lives here: ``ingest`` returns only after the commit, and recognises an
+item it committed before a crash (same source, reference and bytes, not yet released) so that
+only the release is repeated, never the ingestion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, select, update
+
+from connectors.base import IngestOutcome, IngestStatus, IntakeItem
+from connectors.errors import TerminalError
+from daemon.config import Config
+from daemon.pipeline import ledger
+from daemon.pipeline.crash import crash_point
+from daemon.pipeline.preflight import inspect
+from daemon.pipeline.routing import Router, route_name
+from daemon.store.blobs import BlobStore
+from daemon.store.models import Document, SubmissionState, utcnow
+
+log = logging.getLogger(__name__)
+
+documents = Document.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    profile: str
+    vendor_kind: str
+    destinations: list[str]
+    fallback: str | None
+    route: str
+
+
+class Intake:
+    """The engine's ``IntakeSink``: shared by every source."""
+
+    documents = documents
+
+    def __init__(
+        self,
+        engine: Engine,
+        blobs: BlobStore,
+        config: Config,
+        *,
+        on_queued: Callable[[str], None] = lambda profile: None,
+        max_bytes: int = 200 * 1024 * 1024,
+    ) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.config = config
+        self.router = Router(config.routes)
+        self.on_queued = on_queued
+        self.max_bytes = max_bytes
+
+    def ingest(self, item: IntakeItem) -> IngestOutcome:
+        with item.open() as stream:
+            try:
+                sha, size = self.blobs.put_stream(stream, max_bytes=self.max_bytes)
+            except ValueError as exc:
+                return self._reject_unstored(item, f"file too large: {exc}")
+        crash_point("after_blob_write")
+        path = self.blobs.path(sha)
+        mime = item.mime_type or "application/octet-stream"
+        reason = item.rejection
+        pages: int | None = None
+        if reason is None:
+            try:
+                pages = inspect(path, mime)
+            except TerminalError as exc:
+                reason = str(exc)
+        outcome, profile = self._commit(item, sha, size, mime, pages, reason)
+        crash_point("after_document_commit")
+        if profile is not None:
+            self.on_queued(profile)
+        return outcome
+
+    def _commit(
+        self,
+        item: IntakeItem,
+        sha: str,
+        size: int,
+        mime: str,
+        pages: int | None,
+        reason: str | None,
+    ) -> tuple[IngestOutcome, str | None]:
+        actor = f"intake:{item.source}"
+        with self.engine.begin() as conn:
+            earlier = conn.execute(
+                select(documents.c.id, documents.c.intake_state).where(
+                    documents.c.source == item.source,
+                    documents.c.source_ref == item.source_ref,
+                    documents.c.sha256 == sha,
+                    documents.c.released_at.is_(None),
+                )
+            ).first()
+            if earlier is not None:
+                status = (
+                    IngestStatus.REJECTED
+                    if earlier.intake_state == "rejected"
+                    else IngestStatus.ALREADY
+                )
+                return IngestOutcome(status, earlier.id, reason), None
+
+            row = {
+                "sha256": sha,
+                "filename": item.filename,
+                "mime_type": mime,
+                "size_bytes": size,
+                "pages": pages,
+                "source": item.source,
+                "source_ref": item.source_ref,
+                "metadata": dict(item.metadata),
+                "received_at": utcnow(),
+            }
+            if reason is not None:
+                doc_id = self._insert(conn, row, "rejected", reason, actor)
+                return IngestOutcome(IngestStatus.REJECTED, doc_id, reason), None
+
+            if self.config.core.pipeline.duplicates == "skip":
+                first = conn.execute(
+                    select(documents.c.id)
+                    .where(
+                        documents.c.sha256 == sha,
+                        documents.c.duplicate_of.is_(None),
+                        documents.c.intake_state == "accepted",
+                    )
+                    .order_by(documents.c.id)
+                    .limit(1)
+                ).scalar()
+                if first is not None:
+                    doc_id = self._insert(
+                        conn,
+                        {**row, "duplicate_of": first},
+                        "duplicate",
+                        None,
+                        actor,
+                        message=f"same bytes as document {first} (sha256 {sha[:12]}…); not sent",
+                    )
+                    return IngestOutcome(IngestStatus.DUPLICATE, doc_id), None
+
+            routed = self._route(item, mime)
+            if routed is None:
+                doc_id = self._insert(conn, row, "unrouted", "no route matched", actor)
+                return IngestOutcome(IngestStatus.INGESTED, doc_id, "no route matched"), None
+            doc_id = self._insert(conn, {**row, "route": routed.route}, "accepted", None, actor)
+            queue_submission(conn, doc_id, routed, actor=actor)
+            return IngestOutcome(IngestStatus.INGESTED, doc_id), routed.profile
+
+    def _insert(
+        self,
+        conn: ledger.Connection,
+        row: dict[str, object],
+        intake_state: str,
+        error: str | None,
+        actor: str,
+        *,
+        message: str | None = None,
+    ) -> int:
+        doc_id = conn.execute(
+            insert(documents)
+            .values(**row, intake_state=intake_state, error=error)
+            .returning(documents.c.id)
+        ).scalar_one()
+        ledger.event(
+            conn,
+            actor=actor,
+            kind="received" if intake_state == "accepted" else intake_state,
+            document_id=doc_id,
+            to_state=intake_state,
+            message=message or error or f"{row['filename']} ({row['size_bytes']} bytes)",
+        )
+        return doc_id
+
+    def _route(self, item: IntakeItem, mime: str) -> Routed | None:
+        found = self.router.route(
+            source=item.source, filename=item.filename, mime_type=mime, metadata=item.metadata
+        )
+        if found is None:
+            return None
+        index, route = found
+        return Routed(
+            profile=route.vendor,
+            vendor_kind=self.config.vendors[route.vendor].kind,
+            destinations=list(route.destinations),
+            fallback=route.fallback,
+            route=route_name(index, route),
+        )
+
+    def _reject_unstored(self, item: IntakeItem, reason: str) -> IngestOutcome:
+        """Too large to keep a copy: the row records it, the source keeps the original."""
+        with self.engine.begin() as conn:
+            doc_id = self._insert(
+                conn,
+                {
+                    "sha256": "0" * 64,
+                    "filename": item.filename,
+                    "mime_type": item.mime_type or "application/octet-stream",
+                    "size_bytes": -1,
+                    "source": item.source,
+                    "source_ref": item.source_ref,
+                    "metadata": dict(item.metadata),
+                    "received_at": utcnow(),
+                },
+                "rejected",
+                reason,
+                f"intake:{item.source}",
+            )
+        return IngestOutcome(IngestStatus.REJECTED, doc_id, reason)
+
+    def mark_released(self, document_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(documents)
+                .where(documents.c.id == document_id, documents.c.released_at.is_(None))
+                .values(released_at=utcnow())
+            )
+
+    def blob_path(self, sha: str) -> Path:
+        return self.blobs.path(sha)
+
+
+def queue_submission(
+    conn: ledger.Connection, document_id: int, routed: Routed, *, actor: str, role: str = "primary"
+) -> int:
+    now = utcnow()
+    sub_id = conn.execute(
+        insert(ledger.submissions)
+        .values(
+            document_id=document_id,
+            profile=routed.profile,
+            vendor_kind=routed.vendor_kind,
+            role=role,
+            state=SubmissionState.QUEUED,
+            destinations=routed.destinations,
+            fallback=routed.fallback,
+            vendor_data={},
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(ledger.submissions.c.id)
+    ).scalar_one()
+    ledger.event(
+        conn,
+        actor=actor,
+        kind="queued",
+        document_id=document_id,
+        submission_id=sub_id,
+        to_state=SubmissionState.QUEUED,
+        message=f"{role} profile {routed.profile} via {routed.route}",
+        at=now,
+    )
+    return sub_id

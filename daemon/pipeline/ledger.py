@@ -1,0 +1,194 @@
+"""Every write that moves work forward, each with its audit event, on SQLAlchemy Core.
+
+A move is guarded by the state it expects and by the lease owner, so a worker whose lease ran
+out (and whose item someone else took over) changes nothing: the UPDATE matches no row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from daemon.pipeline.states import ACTIVE, DELIVERY_ACTIVE, check
+from daemon.store.models import Delivery, Event, Submission, utcnow
+
+submissions = Submission.__table__
+deliveries = Delivery.__table__
+events = Event.__table__
+
+
+class LeaseLost(RuntimeError):
+    """The row is no longer ours (lease expired and taken over, or state changed meanwhile)."""
+
+
+def event(
+    conn: Connection,
+    *,
+    actor: str,
+    kind: str,
+    document_id: int | None = None,
+    submission_id: int | None = None,
+    delivery_id: int | None = None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    message: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    conn.execute(
+        insert(events).values(
+            at=at or utcnow(),
+            actor=actor,
+            kind=kind,
+            document_id=document_id,
+            submission_id=submission_id,
+            delivery_id=delivery_id,
+            from_state=from_state,
+            to_state=to_state,
+            message=message[:4000] if message else None,
+        )
+    )
+
+
+def move_submission(
+    conn: Connection,
+    sub: dict[str, Any],
+    to_state: str,
+    *,
+    owner: str | None,
+    actor: str,
+    message: str | None = None,
+    kind: str = "transition",
+    lease_seconds: float | None = None,
+    **changes: Any,
+) -> None:
+    """Move one submission and write its event, in the caller's transaction.
+
+    ``sub`` is the row as the caller last saw it (at least ``id``, ``document_id``, ``state``);
+    it is updated in place so the caller can go on with the next step.
+    """
+    from_state = sub["state"]
+    if from_state != to_state:
+        check(from_state, to_state)
+    now = utcnow()
+    values: dict[str, Any] = {"state": to_state, "updated_at": now, **changes}
+    if lease_seconds is not None:
+        values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
+    guard = [submissions.c.id == sub["id"], submissions.c.state == from_state]
+    if owner is not None:
+        guard.append(submissions.c.lease_owner == owner)
+    result = conn.execute(update(submissions).where(*guard).values(**values))
+    if result.rowcount != 1:
+        raise LeaseLost(f"submission {sub['id']} moved or lease lost")
+    event(
+        conn,
+        actor=actor,
+        kind=kind,
+        document_id=sub["document_id"],
+        submission_id=sub["id"],
+        from_state=from_state,
+        to_state=to_state,
+        message=message,
+        at=now,
+    )
+    sub.update(values)
+
+
+def claim_submissions(
+    conn: Connection, *, profile: str, owner: str, limit: int, lease_seconds: float
+) -> list[int]:
+    """Lease up to ``limit`` due submissions of one profile (SKIP LOCKED on PostgreSQL)."""
+    now = utcnow()
+    due = (
+        select(submissions.c.id)
+        .where(
+            submissions.c.profile == profile,
+            submissions.c.state.in_(ACTIVE),
+            or_(submissions.c.next_attempt_at.is_(None), submissions.c.next_attempt_at <= now),
+            or_(submissions.c.lease_expires_at.is_(None), submissions.c.lease_expires_at < now),
+        )
+        .order_by(submissions.c.next_attempt_at, submissions.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return _claim(conn, submissions, due, owner, now, lease_seconds)
+
+
+def claim_deliveries(
+    conn: Connection, *, destination: str, owner: str, limit: int, lease_seconds: float
+) -> list[int]:
+    now = utcnow()
+    due = (
+        select(deliveries.c.id)
+        .where(
+            deliveries.c.destination == destination,
+            deliveries.c.state.in_(DELIVERY_ACTIVE),
+            or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+            or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+        )
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return _claim(conn, deliveries, due, owner, now, lease_seconds)
+
+
+def _claim(
+    conn: Connection, table: Any, due: Any, owner: str, now: datetime, lease_seconds: float
+) -> list[int]:
+    ids = [row[0] for row in conn.execute(due)]
+    if not ids:
+        return []
+    conn.execute(
+        update(table)
+        .where(table.c.id.in_(ids))
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+    )
+    return ids
+
+
+def next_due(conn: Connection, table: Any, column: Any, key: str) -> datetime | None:
+    """When the earliest waiting item of a profile/destination becomes claimable (None: never)."""
+    active = ACTIVE if table is submissions else DELIVERY_ACTIVE
+    free = table.c.lease_owner.is_(None)
+    row = conn.execute(
+        select(
+            func.count().filter(free, table.c.next_attempt_at.is_(None)),
+            func.min(table.c.next_attempt_at).filter(free),
+            func.min(table.c.lease_expires_at).filter(~free),
+        ).where(column == key, table.c.state.in_(active))
+    ).one()
+    if row[0]:
+        return utcnow()
+    candidates = [value for value in row[1:] if value is not None]
+    return min(candidates) if candidates else None
+
+
+def release_leases(conn: Connection, owner: str) -> int:
+    """Give back everything this worker holds (clean shutdown)."""
+    released = 0
+    for table in (submissions, deliveries):
+        result = conn.execute(
+            update(table)
+            .where(table.c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        released += result.rowcount
+    return released
+
+
+def release_dead_owners(conn: Connection, owners: Sequence[str]) -> int:
+    """Free leases held by processes known to be gone (after a crash on this host)."""
+    if not owners:
+        return 0
+    released = 0
+    for table in (submissions, deliveries):
+        result = conn.execute(
+            update(table)
+            .where(and_(table.c.lease_owner.in_(owners)))
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        released += result.rowcount
+    return released

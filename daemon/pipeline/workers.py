@@ -1,0 +1,122 @@
+"""Worker pools: threads that claim due work with a lease and run it.
+
+One pool per vendor profile and one per destination, so one vendor's outage or slowness only
+holds back its own queue. An idle pool sleeps until it is woken (new work, a sweep) or until its
+earliest waiting item falls due; it never spins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from daemon.pipeline import ledger
+from daemon.store.engine import reader
+from daemon.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+IDLE_MAX = 30.0
+"""Longest sleep of an idle pool between two looks at the queue."""
+
+
+class WorkerPool:
+    """``size`` threads running ``claim`` → ``run(item_id, owner)`` until stopped."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        size: int,
+        engine: Engine,
+        owner: str,
+        claim: Callable[[ledger.Connection, str, int], list[int]],
+        run: Callable[[int, str], None],
+        next_due: Callable[[ledger.Connection], datetime | None],
+        paused: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.name = name
+        self.size = size
+        self.engine = engine
+        self.reader = reader(engine)
+        self.owner = owner
+        self._claim = claim
+        self._run = run
+        self._next_due = next_due
+        self._paused = paused
+        self._wake = threading.Condition()
+        self._generation = 0
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.busy = 0
+
+    def start(self) -> None:
+        for index in range(self.size):
+            thread = threading.Thread(target=self._loop, name=f"{self.name}-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        with self._wake:
+            self._generation += 1
+            self._wake.notify_all()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the steps in progress, claim nothing new."""
+        self._stopping.set()
+        self.wake()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._wake:
+                seen = self._generation
+            try:
+                worked = self._work_once()
+            except OperationalError as exc:  # locked/unreachable database: wait, then retry
+                log.warning("%s: database unavailable (%s); retrying", self.name, exc.orig)
+                self._stopping.wait(2.0)
+                continue
+            except Exception:
+                log.exception("%s: worker error; continuing", self.name)
+                self._stopping.wait(2.0)
+                continue
+            if worked:
+                continue
+            self._sleep(seen)
+
+    def _work_once(self) -> bool:
+        if self._paused():
+            return False
+        with self.engine.begin() as conn:
+            ids = self._claim(conn, self.owner, 1)
+        if not ids:
+            return False
+        for item_id in ids:
+            self.busy += 1
+            try:
+                self._run(item_id, self.owner)
+            finally:
+                self.busy -= 1
+        return True
+
+    def _sleep(self, seen: int) -> None:
+        timeout = IDLE_MAX
+        if not self._paused():
+            with self.reader.connect() as conn:
+                due = self._next_due(conn)
+            if due is not None:
+                timeout = min(IDLE_MAX, max(0.0, (due - utcnow()).total_seconds()) + 0.01)
+        with self._wake:
+            if self._generation == seen and not self._stopping.is_set():
+                self._wake.wait(timeout)

@@ -1,0 +1,329 @@
+"""The running service: wires store, connectors, worker pools, scheduler and web app together."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Engine, select, text, union, update
+from sqlalchemy.engine import make_url
+
+from connectors import registry
+from connectors.base import ConnectorContext, Destination, Source, Vendor
+from daemon.config import Config
+from daemon.pipeline import ledger
+from daemon.pipeline.deliveries import DeliveryRunner
+from daemon.pipeline.intake import Intake
+from daemon.pipeline.submissions import Hooks, SubmissionRunner
+from daemon.pipeline.workers import WorkerPool
+from daemon.store import engine as store_engine
+from daemon.store.blobs import BlobStore
+from daemon.store.models import ProfileHealth, utcnow
+
+log = logging.getLogger(__name__)
+
+health_t = ProfileHealth.__table__
+
+
+class StoreLocked(RuntimeError):
+    pass
+
+
+def owner_id() -> str:
+    """Lease owner: host, pid and a nonce (a restarted process never reuses an old identity)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_sqlite_store(url: str) -> IO[str] | None:
+    """One process owns a SQLite queue: hold an exclusive lock file beside the database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:":
+        return None
+    lock_path = Path(parsed.database + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreLocked(
+            f"another docrelay process (pid {holder}) already runs on {parsed.database}"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+class Daemon:
+    """Everything one ``docrelay run`` process owns."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.owner = owner_id()
+        core = config.core
+        self.engine: Engine = store_engine.make_engine(
+            core.store.url,
+            busy_timeout_ms=int(core.store.busy_timeout * 1000),
+            pool_size=core.store.pool_size,
+        )
+        self.blobs = BlobStore(core.store.blob_dir)
+        self.state_dir = core.store.blob_dir.parent / "state"
+        self.vendors: dict[str, Vendor] = {}
+        self.destinations: dict[str, Destination] = {}
+        self.sources: list[Source] = []
+        self.pools: dict[str, WorkerPool] = {}
+        self.delivery_pools: dict[str, WorkerPool] = {}
+        self.paused: dict[str, str] = {}
+        """Profiles whose credentials were refused, with the reason."""
+        self.intake: Intake | None = None
+        self.scheduler: Any = None
+        self.web: Any = None
+        self.ready = threading.Event()
+        self.started_at = time.time()
+        self._lock: IO[str] | None = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def open(self) -> None:
+        """Lock, migrate and build the connectors; nothing runs yet."""
+        self._lock = lock_sqlite_store(self.config.core.store.url)
+        store_engine.ensure_schema(self.engine)
+        self.blobs.prepare()
+        self._recover_leases()
+        with self.engine.begin() as conn:  # new process, maybe new credentials: try again
+            conn.execute(health_t.delete())
+        for name, settings in self.config.vendors.items():
+            cls = registry.load("vendor", settings.kind)
+            self.vendors[name] = cls(settings, self._context(name))
+        for name, settings in self.config.destinations.items():
+            cls = registry.load("destination", settings.kind)
+            self.destinations[name] = cls(settings, self._context(name))
+        for settings in self.config.sources:
+            cls = registry.load("source", settings.kind)
+            self.sources.append(cls(settings, self._context(settings.name)))  # type: ignore[attr-defined]
+        self.intake = Intake(self.engine, self.blobs, self.config, on_queued=self.wake_profile)
+
+    def _context(self, name: str) -> ConnectorContext:
+        return ConnectorContext(name=name, data_dir=self.state_dir / name, clock=self.clock)
+
+    def _recover_leases(self) -> None:
+        """Free leases of processes that died on this host (or all, for an owned SQLite store)."""
+        sub, dl = ledger.submissions, ledger.deliveries
+        with self.engine.begin() as conn:
+            owners = [
+                row[0]
+                for row in conn.execute(
+                    union(
+                        select(sub.c.lease_owner).where(sub.c.lease_owner.is_not(None)),
+                        select(dl.c.lease_owner).where(dl.c.lease_owner.is_not(None)),
+                    )
+                )
+            ]
+            host = socket.gethostname()
+            if self._lock is not None:
+                gone = owners
+            else:
+                gone = [
+                    o
+                    for o in owners
+                    if o.split(":")[0] == host and not _pid_alive(int(o.split(":")[1]))
+                ]
+            if released := ledger.release_dead_owners(conn, gone):
+                log.info("recovered %d leases left by a previous run", released)
+
+    # ------------------------------------------------------------------ running
+
+    def start(self) -> None:
+        settings = self.config.core.pipeline
+        hooks = Hooks(
+            wake_deliveries=self.wake_destination,
+            wake_profile=self.wake_profile,
+            auth_failed=self.pause_profile,
+            rejected=self.tell_source_rejected,
+        )
+        for name, vendor in self.vendors.items():
+            runner = SubmissionRunner(
+                engine=self.engine,
+                blobs=self.blobs,
+                vendor=vendor,
+                profile=name,
+                vendors=self.vendors,
+                settings=settings,
+                hooks=hooks,
+            )
+            self.pools[name] = WorkerPool(
+                name=f"vendor-{name}",
+                size=int(getattr(vendor.settings, "concurrency", 2)),
+                engine=self.engine,
+                owner=self.owner,
+                claim=lambda conn, owner, limit, name=name: ledger.claim_submissions(
+                    conn,
+                    profile=name,
+                    owner=owner,
+                    limit=limit,
+                    lease_seconds=settings.lease_seconds,
+                ),
+                run=runner.run,
+                next_due=lambda conn, name=name: ledger.next_due(
+                    conn, ledger.submissions, ledger.submissions.c.profile, name
+                ),
+                paused=lambda name=name: name in self.paused,
+            )
+        for name, destination in self.destinations.items():
+            delivery_runner = DeliveryRunner(
+                engine=self.engine, destination=destination, name=name, settings=settings
+            )
+            self.delivery_pools[name] = WorkerPool(
+                name=f"dest-{name}",
+                size=settings.delivery_concurrency,
+                engine=self.engine,
+                owner=self.owner,
+                claim=lambda conn, owner, limit, name=name: ledger.claim_deliveries(
+                    conn,
+                    destination=name,
+                    owner=owner,
+                    limit=limit,
+                    lease_seconds=settings.lease_seconds,
+                ),
+                run=delivery_runner.run,
+                next_due=lambda conn, name=name: ledger.next_due(
+                    conn, ledger.deliveries, ledger.deliveries.c.destination, name
+                ),
+            )
+        for pool in [*self.pools.values(), *self.delivery_pools.values()]:
+            pool.start()
+        assert self.intake is not None
+        for source in self.sources:
+            source.start(self.intake)
+        from daemon.scheduler import build_scheduler
+
+        self.scheduler = build_scheduler(self)
+        self.scheduler.start()
+        if self.config.core.web.enabled:
+            from daemon.web import WebServer
+
+            self.web = WebServer(self)
+            self.web.start()
+        self.ready.set()
+
+    def stop(self) -> None:
+        """Stop taking work, finish the steps in flight, give back every lease."""
+        self.ready.clear()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        for source in self.sources:
+            source.stop()
+        pools = [*self.pools.values(), *self.delivery_pools.values()]
+        for pool in pools:
+            pool._stopping.set()
+            pool.wake()
+        for pool in pools:
+            pool.stop()
+        with self.engine.begin() as conn:
+            ledger.release_leases(conn, self.owner)
+        if self.web is not None:
+            self.web.stop()
+        for connector in [*self.vendors.values(), *self.destinations.values()]:
+            connector.close()
+        self.engine.dispose()
+        if self._lock is not None:
+            self._lock.close()
+
+    # ------------------------------------------------------------------ signals between parts
+
+    def wake_profile(self, profile: str) -> None:
+        if pool := self.pools.get(profile):
+            pool.wake()
+
+    def wake_destination(self, name: str) -> None:
+        if pool := self.delivery_pools.get(name):
+            pool.wake()
+
+    def wake_all(self) -> None:
+        for pool in [*self.pools.values(), *self.delivery_pools.values()]:
+            pool.wake()
+
+    def pause_profile(self, profile: str, reason: str) -> None:
+        """Credentials refused: hold this profile's queue, keep the others running."""
+        if profile in self.paused:
+            return
+        self.paused[profile] = reason
+        log.error("vendor profile %s needs re-authentication: %s", profile, reason)
+        with self.engine.begin() as conn:
+            conn.execute(health_t.delete().where(health_t.c.name == profile))
+            conn.execute(
+                health_t.insert().values(
+                    name=profile, state="auth_failed", reason=reason, since=utcnow()
+                )
+            )
+
+    def resume_profile(self, profile: str) -> None:
+        self.paused.pop(profile, None)
+        with self.engine.begin() as conn:
+            conn.execute(health_t.delete().where(health_t.c.name == profile))
+        self.wake_profile(profile)
+
+    def tell_source_rejected(self, document_id: int, reason: str) -> None:
+        """Let the document's source show a vendor's rejection (a folder copies it to failed/)."""
+        from daemon.pipeline.submissions import document_ref
+
+        docs = Intake.documents
+        with store_engine.reader(self.engine).connect() as conn:
+            row = conn.execute(select(docs).where(docs.c.id == document_id)).mappings().one()
+        for source in self.sources:
+            if source.context.name == row["source"]:
+                try:
+                    source.rejected(document_ref(row, self.blobs), row["source_ref"] or "", reason)
+                except Exception:
+                    log.exception("source %s could not record a rejection", row["source"])
+
+    def healthy(self) -> bool:
+        """The store answers and every pool still has its threads."""
+        try:
+            with store_engine.reader(self.engine).connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return all(p.alive for p in [*self.pools.values(), *self.delivery_pools.values()])
+
+    def poke_submission(self, profile: str, vendor_ref: str) -> int:
+        """A webhook said something changed: make the submission due now and wake its pool."""
+        sub = ledger.submissions
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(sub)
+                .where(
+                    sub.c.profile == profile,
+                    sub.c.vendor_ref == vendor_ref,
+                    sub.c.state.in_(("processing", "failed")),
+                )
+                .values(next_attempt_at=utcnow())
+            )
+        if result.rowcount:
+            self.wake_profile(profile)
+        return result.rowcount

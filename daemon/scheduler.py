@@ -1,0 +1,69 @@
+"""APScheduler wiring of the periodic jobs: source rescans, retry/lease sweeps, the watchdog.
+
+Jobs coalesce and never overlap: after a suspend, each runs once on resume, not once per
+missed interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from daemon import notify
+
+if TYPE_CHECKING:
+    from daemon.runtime import Daemon
+
+log = logging.getLogger(__name__)
+
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+
+
+class Counters:
+    missed = 0
+    errors = 0
+
+
+def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(job_defaults=JOB_DEFAULTS, timezone="UTC")
+    counters = Counters()
+
+    def listener(event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            counters.missed += 1
+        else:
+            counters.errors += 1
+            log.error("scheduled job %s failed", event.job_id, exc_info=event.exception)
+
+    scheduler.add_listener(listener, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+    scheduler.docrelay_counters = counters  # type: ignore[attr-defined]
+
+    for source in daemon.sources:
+        interval = float(getattr(source.settings, "rescan_interval", 60.0))
+        scheduler.add_job(
+            source.scan,
+            "interval",
+            seconds=interval,
+            id=f"rescan:{source.context.name}",
+            name=f"rescan {source.context.name}",
+        )
+    scheduler.add_job(
+        daemon.wake_all,
+        "interval",
+        seconds=daemon.config.core.pipeline.sweep_interval,
+        id="sweep",
+        name="retry and lease sweep",
+    )
+    if (interval := notify.watchdog_interval()) is not None:
+
+        def ping() -> None:
+            if daemon.healthy():
+                notify.notify("WATCHDOG=1")
+            else:
+                log.error("not healthy: withholding the systemd watchdog ping")
+
+        scheduler.add_job(ping, "interval", seconds=interval, id="watchdog", name="watchdog")
+    return scheduler

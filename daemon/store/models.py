@@ -1,0 +1,292 @@
+"""Tables of the store. The views in ``views.py`` over them are the public SQL interface.
+
+States are persisted enums (stored as plain strings so people can query them without a lookup
+table); the allowed transitions live in ``daemon.pipeline.states``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+AMOUNT = Numeric(18, 4)
+"""Exact decimals for money and quantities: never floats."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        Decimal: AMOUNT,
+        date: Date(),
+    }
+
+
+class SubmissionState(enum.StrEnum):
+    QUEUED = "queued"
+    UPLOADING = "uploading"
+    PROCESSING = "processing"
+    FETCHED = "fetched"
+    NORMALIZED = "normalized"
+    REVIEW = "review"
+    DONE = "done"
+    FAILED = "failed"
+    DEAD = "dead"
+    REJECTED = "rejected"
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class FeedbackState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class Document(Base):
+    """One arrival of bytes. The same bytes arriving again is a new row marked ``duplicate_of``."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(1024))
+    mime_type: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    pages: Mapped[int | None]
+    source: Mapped[str] = mapped_column(String(255))
+    source_ref: Mapped[str | None] = mapped_column(String(2048))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None]
+    """When the source released the original (moved/deleted/flagged); NULL = still to do."""
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
+    route: Mapped[str | None] = mapped_column(String(255))
+    intake_state: Mapped[str] = mapped_column(String(16), default="accepted")
+    """`accepted`, `duplicate`, `rejected` (at intake) or `unrouted` (no route matched)."""
+    error: Mapped[str | None] = mapped_column(Text)
+    """Why nothing was sent (no route matched, rejected at intake)."""
+
+    __table_args__ = (Index(None, "source", "source_ref"),)
+
+
+class Submission(Base):
+    """One document sent to one vendor profile, walking the state machine."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
+    profile: Mapped[str] = mapped_column(String(255))
+    vendor_kind: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), default="primary")
+    """`primary` or `fallback`."""
+    state: Mapped[str] = mapped_column(String(16))
+    resume_state: Mapped[str | None] = mapped_column(String(16))
+    """For `failed`: the state the retry resumes from."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    deadline_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    vendor_ref: Mapped[str | None] = mapped_column(String(1024), index=True)
+    vendor_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    destinations: Mapped[list[str]] = mapped_column(JSON, default=list)
+    fallback: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(None, "profile", "state", "next_attempt_at"),
+        Index(None, "document_id", "profile", unique=True),
+    )
+
+
+class Extraction(Base):
+    """A vendor's raw result, verbatim, and the time it was normalised into fields."""
+
+    __tablename__ = "extractions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
+    vendor: Mapped[str] = mapped_column(String(255))
+    raw: Mapped[Any] = mapped_column(JSON)
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    normalized_at: Mapped[datetime | None]
+
+
+class FieldRow(Base):
+    __tablename__ = "fields"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    extraction_id: Mapped[int] = mapped_column(ForeignKey("extractions.id"), index=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    value_text: Mapped[str | None] = mapped_column(Text)
+    raw_text: Mapped[str | None] = mapped_column(Text)
+    value_number: Mapped[Decimal | None]
+    value_date: Mapped[date | None]
+    currency: Mapped[str | None] = mapped_column(String(3))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    page: Mapped[int | None]
+    bbox: Mapped[str | None] = mapped_column(String(128))
+    """`left,top,right,bottom` in PDF points."""
+    vendor_label: Mapped[str | None] = mapped_column(String(255))
+    corrected: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LineItemRow(Base):
+    __tablename__ = "line_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    extraction_id: Mapped[int] = mapped_column(ForeignKey("extractions.id"), index=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
+    line_no: Mapped[int]
+    description: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[Decimal | None]
+    unit_price: Mapped[Decimal | None]
+    net_amount: Mapped[Decimal | None]
+    tax_rate: Mapped[Decimal | None]
+    total_amount: Mapped[Decimal | None]
+    item_code: Mapped[str | None] = mapped_column(String(255))
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Delivery(Base):
+    """The outbox: one extraction to one destination, pushed with an idempotency key."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
+    extraction_id: Mapped[int] = mapped_column(ForeignKey("extractions.id"))
+    destination: Mapped[str] = mapped_column(String(255))
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    downstream_ref: Mapped[str | None] = mapped_column(String(2048))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "destination", "state", "next_attempt_at"),)
+
+
+class Feedback(Base):
+    """A correction or confirmation of a field, queued for the vendor's feedback API."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
+    field: Mapped[str] = mapped_column(String(255))
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(255), default="cli")
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class Event(Base):
+    """Append-only audit trail: who did what to which row, when and why."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"), index=True)
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
+    actor: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str | None] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class ProfileHealth(Base):
+    """Per vendor profile / destination health that must survive restarts (needs re-auth)."""
+
+    __tablename__ = "connector_health"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    """`ok`, `auth_failed`."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,151 @@
+"""Run the real daemon as a separate process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def write_config(
+    root: Path,
+    *,
+    store_url: str | None = None,
+    port: int | None = None,
+    extra: str = "",
+    folder: str = "",
+    local: str = "",
+    settle: float = 0.3,
+) -> Path:
+    """A config like config.example.toml, rooted in a test directory."""
+    store_url = store_url or f"sqlite:///{root}/var/docrelay.db"
+    port = port or free_port()
+    text = f"""
+[store]
+url = "{store_url}"
+blob_dir = "{root}/var/blobs"
+
+[web]
+listen = "127.0.0.1:{port}"
+
+[logging]
+level = "info"
+
+[pipeline]
+backoff_initial = 0.2
+backoff_max = 2.0
+lease_seconds = 30
+
+[[sources.folder]]
+name = "scans"
+path = "{root}/inbox"
+after = "move"
+settle_seconds = {settle}
+incomplete_grace_seconds = 3
+rescan_interval = 5
+{folder}
+
+[vendors.local]
+kind = "local"
+{local}
+
+[destinations.outbox]
+kind = "folder"
+path = "{root}/outbox"
+
+[[routes]]
+match = {{ source = ["scans", "cli"] }}
+vendor = "local"
+destinations = ["outbox"]
+{extra}
+"""
+    path = root / "config.toml"
+    path.write_text(text)
+    return path
+
+
+class DaemonProcess:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = config.parent / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        text = config.read_text()
+        self.port = int(text.split('listen = "127.0.0.1:')[1].split('"')[0])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait_ready: bool = True, timeout: float = 20) -> DaemonProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "--config", str(self.config), "run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.config.parent,
+        )
+        log.close()
+        if wait_ready:
+            wait_until(self.ready, timeout, what=f"daemon ready (log: {self.log_path})")
+        return self
+
+    def ready(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited early; log:\n{self.log()}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
