@@ -283,9 +283,16 @@ class Daemon:
             )
 
     def resume_profile(self, profile: str) -> None:
+        """Credentials fixed: the held submissions are due again at once."""
         self.paused.pop(profile, None)
+        sub = ledger.submissions
         with self.engine.begin() as conn:
             conn.execute(health_t.delete().where(health_t.c.name == profile))
+            conn.execute(
+                update(sub)
+                .where(sub.c.profile == profile, sub.c.error_class == "auth")
+                .values(next_attempt_at=utcnow(), error=None, error_class=None)
+            )
         self.wake_profile(profile)
 
     def tell_source_rejected(self, document_id: int, reason: str) -> None:

@@ -177,8 +177,11 @@ def _vat_id(rng: random.Random, country: str) -> str:
     return _swiss_uid(rng)
 
 
-def random_spec(seed: int, lang: Lang = "en") -> InvoiceSpec:
-    """A deterministic invoice for ``seed``; ``lang`` picks names and the usual currencies."""
+def random_spec(seed: int, lang: Lang = "en", *, long: bool = False) -> InvoiceSpec:
+    """A deterministic one-page invoice for ``seed``; ``lang`` picks names and currencies.
+
+    ``long`` makes it 40 lines, which runs onto a second page (table split by a page footer).
+    """
     rng = random.Random(f"{seed}:{lang}")
     issue = date(2025, 1, 1) + timedelta(days=rng.randrange(730))
     if lang == "de":
@@ -189,7 +192,7 @@ def random_spec(seed: int, lang: Lang = "en") -> InvoiceSpec:
         currency = rng.choice(["EUR", "EUR", "USD", "GBP", "CHF"])
         rates = rng.choice([[Decimal(20)], [Decimal(19), Decimal(7)], [Decimal(21)]])
         vat_country = {"GBP": "GB", "CHF": "CH"}.get(currency) or rng.choice(["NL", "IE", "DE"])
-    count = rng.choice([1, 2, 3, 3, 4, 5, 6, 8]) if rng.random() > 0.05 else 40
+    count = 40 if long else rng.choice([1, 2, 3, 3, 4, 5, 6, 8])
     lines: list[Line] = []
     for _ in range(count):
         quantity = (

@@ -20,6 +20,13 @@ from tests.invoices import expected_fields, random_spec, write_invoice
 pytestmark = pytest.mark.e2e
 
 
+def readme_queries() -> list[str]:
+    """The example queries of README.md: they must run as printed, on SQLite and PostgreSQL."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```sql\n", 1)[1].split("```", 1)[0]
+    return [q.strip() for q in block.split(";") if q.strip()]
+
+
 def drop(inbox: Path, name: str, writer) -> Path:
     """Write under a temporary name and rename, as scanners and copy tools do."""
     tmp = inbox / f"{name}.part"
@@ -87,8 +94,12 @@ def test_invoices_flow_to_sql_views_and_json_exports(tmp_path, store_url):
                 .mappings()
                 .all()
             )
+            readme = {query: conn.execute(text(query)).all() for query in readme_queries()}
         engine.dispose()
         assert set(docs) == set(specs)
+        ready, stuck, report = readme.values()
+        assert len(ready) == len(specs) and stuck == []
+        assert len(report) == sum(len(spec.lines) for spec in specs.values())
         exports = exported(outbox)
         for name, spec in specs.items():
             doc = docs[name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -14,14 +15,22 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 from pydantic import ValidationError
 from watchdog.observers.inotify import InotifyEmitter
 
-from connectors.base import ConnectorContext, IngestOutcome, IngestStatus, IntakeItem
+from connectors.base import (
+    ConnectorContext,
+    DocumentRef,
+    IngestOutcome,
+    IngestStatus,
+    IntakeItem,
+)
 from connectors.sources import filecheck, folder
 from connectors.sources.filecheck import Verdict, check_file, sniff_mime
 from connectors.sources.folder import FolderSettings, FolderSource, quarantine
@@ -71,6 +80,7 @@ class Seen:
     item: IntakeItem
     data: bytes
     at: float
+    document_id: int = 0
 
 
 class FakeSink:
@@ -98,8 +108,8 @@ class FakeSink:
             data = stream.read()
         time.sleep(self.delay)
         with self.lock:
-            self.seen.append(Seen(item, data, time.monotonic()))
             document_id, self._next_id = self._next_id, self._next_id + 1
+            self.seen.append(Seen(item, data, time.monotonic(), document_id))
             if item.rejection:
                 return IngestOutcome(IngestStatus.REJECTED, document_id, item.rejection)
             if "reject-me" in item.filename:
@@ -306,6 +316,7 @@ def test_unusable_files_are_quarantined_with_a_reason(start_source: Factory) -> 
         text = (failed / f"{name}.reason.txt").read_text(encoding="utf-8")
         assert f"reason: {reason}\n" in text
         assert f"original: {inbox.resolve() / name}\n" in text
+        assert text.endswith(f"document: {sink.get(name).document_id}\n")
     assert sink.get("reject-me.pdf").item.rejection is None
     assert "reason: vendor says no" in (failed / "reject-me.pdf.reason.txt").read_text()
     assert (failed / "letter.docx").read_bytes() == docx
@@ -392,7 +403,7 @@ def test_unicode_spaces_dots_and_long_names(start_source: Factory, tmp_path: Pat
     processed = tmp_path / "inbox" / "processed"
     processed.mkdir(parents=True)
     (processed / long_name).write_bytes(b"clash")
-    _, sink, inbox = start_source()
+    _, sink, inbox = start_source(incomplete_grace_seconds=0.3)
     for index, name in enumerate(special):
         (inbox / name).write_bytes(pdf_bytes(f"special {index}"))
     (inbox / ("é" * 125 + ".pdf")).write_bytes(b"")  # rejected: the reason file must still fit
@@ -649,6 +660,12 @@ def test_check_file_rejects_and_waits(tmp_path: Path) -> None:
         assert result.verdict is Verdict.WAIT, (name, result)
         assert "truncated or still being written" in (result.reason or ""), name
 
+    padded = pdf_bytes() + b"\n" * 200_000 + b"\x00 \r\n" * 1000  # legal after %%EOF
+    assert check(tmp_path / "padded.pdf", padded).verdict is Verdict.OK
+    too_padded = pdf_bytes() + b"\n" * (filecheck.MAX_PDF_PADDING + 70_000)
+    assert check(tmp_path / "padded.pdf", too_padded, 4 * MIB).verdict is Verdict.WAIT
+    assert check(tmp_path / "padded.pdf", b"%PDF-1.4\n" + b"\n" * 5000).verdict is Verdict.WAIT
+
     broken = bytearray(image_bytes("PNG"))
     broken[40:60] = b"\x00" * 20
     result = check(tmp_path / "broken.png", bytes(broken))
@@ -665,3 +682,259 @@ def test_decompression_bomb_is_rejected(tmp_path: Path, monkeypatch: pytest.Monk
 def test_check_file_propagates_a_vanished_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         check_file(tmp_path / "nope.pdf", "application/pdf", max_bytes=MIB)
+
+
+def test_check_file_waits_for_an_empty_file(tmp_path: Path) -> None:
+    result = check(tmp_path / "empty.pdf", b"")
+    assert (result.verdict, result.reason) == (Verdict.WAIT, "empty file (0 bytes)")
+
+
+def test_empty_file_is_waited_for_and_taken_once_written(start_source: Factory) -> None:
+    _, sink, inbox = start_source(incomplete_grace_seconds=30)
+    path = inbox / "late.pdf"
+    path.write_bytes(b"")  # copy tools create the file first and write it later
+    time.sleep(SETTLE * 3)
+    assert path.exists()
+    assert sink.refs() == []
+    path.write_bytes(pdf_bytes("written late"))
+    wait_for(lambda: (inbox / "processed" / "late.pdf").exists(), what="taken")
+    assert sink.get("late.pdf").item.rejection is None
+    assert not names(inbox / "failed")
+
+
+# --------------------------------------------------------------------------- keep across restarts
+
+
+def kept_json(tmp_path: Path) -> dict[str, Any]:
+    return json.loads((tmp_path / "state" / "kept.json").read_text())
+
+
+def test_keep_is_remembered_across_a_restart(start_source: Factory, tmp_path: Path) -> None:
+    source, sink, inbox = start_source(after="keep")
+    path, other = inbox / "keep.pdf", inbox / "other.txt"
+    path.write_bytes(pdf_bytes("keep"))
+    other.write_text("other\n")
+    wait_for(lambda: len(sink.released) == 2, what="both taken")
+    wait_for(
+        lambda: (
+            (tmp_path / "state" / "kept.json").exists()
+            and set(kept_json(tmp_path)["files"]) == {"keep.pdf", "other.txt"}
+        ),
+        what="saved while running",
+    )
+    source.stop()
+    st = path.stat()
+    saved = kept_json(tmp_path)
+    assert saved["root"] == str(inbox.resolve())
+    assert saved["files"]["keep.pdf"] == [st.st_size, st.st_mtime_ns, None]
+
+    restarted, sink2, _ = start_source(after="keep")
+    assert restarted.scan() == 0
+    time.sleep(SETTLE * 2)
+    assert sink2.refs() == []
+
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # touched: a re-drop
+    assert restarted.scan() == 1
+    wait_for(lambda: sink2.refs() == ["keep.pdf"], what="touched file offered again")
+    other.write_text("other, changed\n")
+    wait_for(lambda: sorted(sink2.refs()) == ["keep.pdf", "other.txt"], what="changed file")
+    assert path.exists()
+    assert other.exists()
+    restarted.stop()
+    assert kept_json(tmp_path)["files"]["keep.pdf"][1] == st.st_mtime_ns + 1_000_000_000
+
+
+def test_kept_entries_of_vanished_files_are_dropped(start_source: Factory, tmp_path: Path) -> None:
+    source, sink, inbox = start_source(after="keep")
+    (inbox / "a.pdf").write_bytes(pdf_bytes("a"))
+    (inbox / "b.pdf").write_bytes(pdf_bytes("b"))
+    wait_for(lambda: len(sink.released) == 2, what="both taken")
+
+    away = inbox.with_name("inbox.away")  # an unmounted share: nothing may be concluded
+    inbox.rename(away)
+    assert source.scan() == 0
+    away.rename(inbox)
+    assert source.scan() == 0
+
+    (inbox / "a.pdf").unlink()
+    assert source.scan() == 0
+    source.stop()
+    assert set(kept_json(tmp_path)["files"]) == {"b.pdf"}
+    assert sorted(sink.refs()) == ["a.pdf", "b.pdf"]  # neither offered twice
+
+
+def test_unusable_kept_state_means_offering_again(
+    start_source: Factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox, state = tmp_path / "inbox", tmp_path / "state"
+    inbox.mkdir()
+    state.mkdir()
+    path = inbox / "kept.pdf"
+    path.write_bytes(pdf_bytes("kept"))
+    st = path.stat()
+    entry = {"kept.pdf": [st.st_size, st.st_mtime_ns, None]}
+    cases = [
+        "{not json",
+        json.dumps({"version": 1, "root": str(inbox.resolve()), "files": {"kept.pdf": ["1", 2]}}),
+        json.dumps({"version": 1, "root": "/elsewhere", "files": entry}),
+    ]
+    for case in cases:
+        (state / "kept.json").write_text(case)
+        with caplog.at_level(logging.INFO, logger=folder.__name__):
+            source, sink, _ = start_source(after="keep")
+            wait_for(lambda s=sink: s.refs() == ["kept.pdf"], what=f"offered again ({case!r})")
+            source.stop()
+        assert any("kept.json" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+
+    good = {"version": 1, "root": str(inbox.resolve()), "files": entry}
+    (state / "kept.json").write_text(json.dumps(good))
+    source, sink, _ = start_source(after="keep")
+    assert source.scan() == 0
+
+
+# --------------------------------------------------------------------------- vendor rejections
+
+
+def stored(
+    tmp_path: Path, data: bytes | None, *, id: int, filename: str = "invoice.pdf", **metadata: Any
+) -> DocumentRef:
+    """A document as the engine hands it over: the bytes in a read-only blob (None: no blob)."""
+    digest = hashlib.sha256(data or b"").hexdigest()
+    blob = tmp_path / "blobs" / f"{digest}-{id}"
+    if data is not None:
+        blob.parent.mkdir(exist_ok=True)
+        blob.write_bytes(data)
+        blob.chmod(0o444)
+    return DocumentRef(
+        id=id,
+        sha256=digest,
+        filename=filename,
+        mime_type="application/pdf",
+        size_bytes=len(data or b""),
+        pages=1,
+        received_at=datetime.now(UTC),
+        metadata=metadata,
+        path=blob,
+    )
+
+
+def reasons_by_document(failed: Path) -> dict[int, Path]:
+    """document id → the file its reason file explains."""
+    found: dict[int, Path] = {}
+    for reason in failed.glob("*.reason.txt"):
+        for line in reason.read_text().splitlines():
+            if line.startswith("document: "):
+                document_id = int(line.removeprefix("document: "))
+                assert document_id not in found, f"document {document_id} twice"
+                found[document_id] = reason.with_name(reason.name.removesuffix(".reason.txt"))
+    return found
+
+
+def test_vendor_rejection_puts_a_copy_in_failed(start_source: Factory, tmp_path: Path) -> None:
+    source, _, inbox = start_source()
+    failed = inbox / "failed"
+    data = pdf_bytes("refused")
+    doc = stored(tmp_path, data, id=7, path=str(inbox / "invoice.pdf"))
+    source.rejected(doc, "invoice.pdf", "unreadable scan\ndocument: 99")
+
+    assert names(failed) == {"invoice.pdf", "invoice.pdf.reason.txt"}
+    copy = failed / "invoice.pdf"
+    assert copy.read_bytes() == data
+    assert copy.stat().st_mode & 0o200  # not read-only like the blob
+    lines = (failed / "invoice.pdf.reason.txt").read_text().splitlines()
+    assert lines[0] == "reason: unreadable scan document: 99"
+    assert lines[1:4] == [
+        "file: invoice.pdf",
+        f"original: {inbox / 'invoice.pdf'}",
+        f"size: {len(data)} bytes",
+    ]
+    assert lines[4].startswith("time: ")
+    assert lines[5:] == ["document: 7"]
+
+    source.rejected(doc, "invoice.pdf", "said again")  # repeats are no-ops
+    assert names(failed) == {"invoice.pdf", "invoice.pdf.reason.txt"}
+    other = stored(tmp_path, pdf_bytes("other"), id=8)
+    source.rejected(other, "invoice.pdf", "also refused")
+    assert reasons_by_document(failed) == {7: copy, 8: failed / "invoice (1).pdf"}
+    assert (failed / "invoice (1).pdf").read_bytes() == pdf_bytes("other")
+
+    source.stop()
+    restarted, _, _ = start_source()
+    restarted.rejected(doc, "invoice.pdf", "after a restart")
+    restarted.rejected(other, "invoice.pdf", "after a restart")
+    assert len(names(failed)) == 4
+
+
+def test_vendor_rejection_of_a_quarantined_document_is_a_no_op(
+    start_source: Factory, tmp_path: Path
+) -> None:
+    source, sink, inbox = start_source()
+    failed = inbox / "failed"
+    source.rejected(stored(tmp_path, pdf_bytes("x"), id=100), "x.pdf", "no")
+    (inbox / "reject-me.pdf").write_bytes(pdf_bytes("refused at intake"))
+    wait_for(lambda: sink.released == [1], what="quarantined")
+    before = names(failed)
+    doc = stored(tmp_path, pdf_bytes("refused at intake"), id=1, filename="reject-me.pdf")
+    source.rejected(doc, "reject-me.pdf", "vendor says no")
+    assert names(failed) == before
+    assert set(reasons_by_document(failed)) == {1, 100}
+
+
+def test_vendor_rejection_never_uses_a_path_from_the_name(
+    start_source: Factory, tmp_path: Path
+) -> None:
+    source, _, inbox = start_source()
+    hostile = ["../../escape.pdf", "/etc/passwd", "..", "", "sub/dir/x.pdf", "a\nb.pdf", ".h.pdf"]
+    for index, name in enumerate(hostile, start=1):
+        source.rejected(stored(tmp_path, pdf_bytes(name), id=index, filename=name), name, "bad")
+    failed = inbox / "failed"
+    copies = {"escape.pdf", "passwd", "document-3", "document-4", "x.pdf", "a_b.pdf", "h.pdf"}
+    assert names(failed) == copies | {f"{name}.reason.txt" for name in copies}
+    assert names(tmp_path) == {"inbox", "blobs"}
+    assert names(inbox) == {"failed", "processed"}
+    assert "file: a b.pdf" in (failed / "a_b.pdf.reason.txt").read_text()
+
+
+def test_vendor_rejection_with_a_missing_blob_only_warns(
+    start_source: Factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, _, inbox = start_source()
+    failed = inbox / "failed"
+    with caplog.at_level(logging.WARNING, logger=folder.__name__):
+        source.rejected(stored(tmp_path, None, id=5, filename="gone.pdf"), "gone.pdf", "bad")
+    assert names(failed) == set()  # no temporary file left either
+    assert any("stored copy is missing" in r.getMessage() for r in caplog.records)
+
+    source.rejected(stored(tmp_path, pdf_bytes("back"), id=5, filename="gone.pdf"), "g", "bad")
+    assert names(failed) == {"gone.pdf", "gone.pdf.reason.txt"}
+
+
+def test_vendor_rejections_from_many_threads(start_source: Factory, tmp_path: Path) -> None:
+    source, sink, inbox = start_source()
+    failed = inbox / "failed"
+    docs = [
+        stored(tmp_path, pdf_bytes(f"doc {i}"), id=100 + i, filename="reject-me.pdf")
+        for i in range(8)
+    ]
+    barrier = threading.Barrier(len(docs) * 2 + 1)
+
+    def reject(doc: DocumentRef) -> None:
+        barrier.wait()
+        source.rejected(doc, "reject-me.pdf", "no")
+
+    threads = [threading.Thread(target=reject, args=(doc,)) for doc in docs * 2]
+    for thread in threads:
+        thread.start()
+    (inbox / "reject-me.pdf").write_bytes(pdf_bytes("quarantined meanwhile"))
+    barrier.wait()
+    for thread in threads:
+        thread.join(10)
+    wait_for(lambda: sink.released == [1], what="quarantined")
+
+    placed = reasons_by_document(failed)
+    assert set(placed) == {1} | {doc.id for doc in docs}
+    for doc in docs:
+        assert placed[doc.id].read_bytes() == doc.path.read_bytes()
+    assert placed[1].read_bytes() == pdf_bytes("quarantined meanwhile")
+    assert len(names(failed)) == 2 * len(placed)

@@ -24,6 +24,9 @@ HEAD_BYTES = 4096
 """How much of the start of a file is read for sniffing."""
 TAIL_BYTES = 1024
 """How much of the end is searched for an end marker (``%%EOF``, ``IEND``)."""
+MAX_PDF_PADDING = 1 << 20
+"""How much whitespace/NUL padding after a PDF's ``%%EOF`` is skipped to find it. Padding is
+legal, and some scanners and transfer tools add it; a file with more is judged incomplete."""
 
 PDF = "application/pdf"
 PNG = "image/png"
@@ -61,6 +64,8 @@ _UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
 
 _TRUNCATED = "truncated or still being written"
 _PDF_INCOMPLETE = f"incomplete PDF: no %%EOF marker ({_TRUNCATED})"
+EMPTY_FILE = "empty file (0 bytes)"
+"""The reason given for a file that stays empty beyond the caller's grace (WAIT until then)."""
 _TEXT_CONTROL = frozenset(range(0x20)) - {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1A, 0x1B}
 
 
@@ -187,13 +192,15 @@ def _extension(path: Path) -> str:
 def check_file(path: Path, mime: str | None, *, max_bytes: int) -> CheckResult:
     """Decide whether a file can be taken as ``mime`` (from ``sniff_mime``).
 
-    Follows symlinks (the caller has vetted the path). FileNotFoundError and other OSErrors
-    propagate: a vanished or unreadable file is the caller's business, not a bad document.
+    An empty file is WAIT, not REJECT: copy tools and scanners often create the file before
+    they write it. Follows symlinks (the caller has vetted the path). FileNotFoundError and
+    other OSErrors propagate: a vanished or unreadable file is the caller's business, not a bad
+    document.
     """
     with open_regular(path) as stream:
         size = os.fstat(stream.fileno()).st_size
-        if size == 0:
-            return _reject("empty file (0 bytes)")
+        if size == 0:  # copy tools create the file first and fill it later
+            return _wait(EMPTY_FILE)
         if size > max_bytes:
             return _reject(f"file too large: {size:,} bytes (limit {max_bytes:,} bytes)")
         head = stream.read(HEAD_BYTES)
@@ -212,10 +219,31 @@ def _tail(stream: IO[bytes], size: int) -> bytes:
     return stream.read(TAIL_BYTES)
 
 
+_PDF_PADDING = b"\x00\t\n\x0c\r "
+"""PDF whitespace (ISO 32000-1, 7.2.2): the bytes that may follow ``%%EOF``."""
+
+
+def _pdf_tail(stream: IO[bytes], size: int) -> bytes:
+    """The last ``TAIL_BYTES`` before any trailing padding, read backwards in chunks so a
+    padded file costs no more than its padding (at most ``MAX_PDF_PADDING``)."""
+    end = size
+    while end > 0 and size - end <= MAX_PDF_PADDING:
+        start = max(0, end - (1 << 16))
+        stream.seek(start)
+        content = stream.read(end - start).rstrip(_PDF_PADDING)
+        if content:
+            end = start + len(content)
+            break
+        end = start
+    start = max(0, end - TAIL_BYTES)
+    stream.seek(start)
+    return stream.read(end - start)
+
+
 def _check_pdf(stream: IO[bytes], head: bytes, size: int) -> CheckResult:
     if not head.startswith(b"%PDF-"):
         return _reject(f"not a PDF: does not start with %PDF- ({describe_content(head)})")
-    if b"%%EOF" not in _tail(stream, size):
+    if b"%%EOF" not in _pdf_tail(stream, size):
         return _wait(_PDF_INCOMPLETE)
     return OK
 

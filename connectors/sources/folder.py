@@ -9,21 +9,27 @@ Watchdog events only make intake faster. ``scan()`` finds everything on its own,
 (NFS/SMB mounts, an exhausted inotify limit, a queue overflow) delay files but never lose them.
 
 Threads: the observer thread only records paths and wakes the worker; the single worker thread
-stats, checks, calls the sink (which may be slow) and releases, one file at a time.
+stats, checks, calls the sink (which may be slow) and releases, one file at a time. ``rejected``
+runs on an engine worker thread and shares only the failed folder (under a lock) with them.
+
+State: with ``after = "keep"`` the files already taken are remembered in ``kept.json`` in the
+source's private ``data_dir``, so a restart does not offer them again.
 """
 
 from __future__ import annotations
 
 import errno
 import fnmatch
+import json
 import logging
 import os
+import re
 import shutil
 import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
@@ -44,18 +50,27 @@ from watchdog.observers.polling import PollingObserverVFS
 from connectors.base import (
     ConnectorContext,
     ConnectorSettings,
+    DocumentRef,
     IngestOutcome,
     IngestStatus,
     IntakeItem,
     IntakeSink,
     Source,
 )
+from connectors.fsutil import atomic_write
 from connectors.sources.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 REASON_SUFFIX = ".reason.txt"
+KEPT_FILE = "kept.json"
+"""In ``data_dir``: the files ``after = "keep"`` has taken, so a restart leaves them alone."""
+KEPT_SAVE_INTERVAL = 1.0
+"""Seconds between writes of ``KEPT_FILE``: a burst of files costs one fsync a second, not one
+each. A crash loses at most this much, and those files are merely offered again (the store
+recognises them)."""
+_KEPT_VERSION = 1
 
 DEFAULT_IGNORE: tuple[str, ...] = (
     "*.part",
@@ -82,6 +97,9 @@ _NO_HARDLINKS = frozenset(
 )
 _MAX_NAME_CANDIDATES = 10_000
 _LINK_NOFOLLOW = os.link in os.supports_follow_symlinks
+_DOCUMENT_LINE = re.compile(rb"^document: (\d+)$", re.MULTILINE)
+_REASON_READ_BYTES = 64 * 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # --------------------------------------------------------------------------- settings
@@ -98,8 +116,8 @@ class FolderSettings(ConnectorSettings):
     """The folder to watch; created when missing."""
     after: Literal["keep", "move", "delete"] = "move"
     """What happens to a file once it is safely stored: ``move`` it to ``processed_dir``,
-    ``delete`` it, or ``keep`` it in place (it is then not offered again while this process runs;
-    after a restart the store recognises it)."""
+    ``delete`` it, or ``keep`` it in place. A kept file is not offered again, also after a
+    restart, until its size or modification time changes."""
     processed_dir: str = "processed"
     """Where ``after = "move"`` puts taken files; relative to ``path`` unless absolute."""
     failed_dir: str = "failed"
@@ -245,15 +263,19 @@ def _stage_copy(src: Path, dest_dir: Path) -> Path:
     return staged
 
 
-def move_no_clobber(src: Path, dest_dir: Path, *, reserve_bytes: int = 0) -> Path:
-    """Move a file into ``dest_dir`` under its own name, or ``name (1).ext`` … on a clash.
+def move_no_clobber(
+    src: Path, dest_dir: Path, *, name: str | None = None, reserve_bytes: int = 0
+) -> Path:
+    """Move a file into ``dest_dir`` under ``name`` (default: its own), or ``name (1).ext`` …
+    on a clash.
 
     Never overwrites. Names are shortened to fit the filesystem's limit minus ``reserve_bytes``
     (room for a ``.reason.txt`` suffix). Works across filesystems (copy, fsync, then place).
-    A symlink is moved as the link itself. Returns the new path.
+    A symlink is moved as the link itself. ``name`` must be a plain file name (see
+    ``safe_filename``). Returns the new path.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
-    names = _candidate_names(src.name, _name_max(dest_dir) - reserve_bytes)
+    names = _candidate_names(name or src.name, _name_max(dest_dir) - reserve_bytes)
     source, staged = src, False
     name = next(names)
     try:
@@ -298,27 +320,100 @@ def _display(text: str) -> str:
     return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
-def quarantine(path: Path, failed_dir: Path, reason: str) -> Path:
+def _one_line(text: str) -> str:
+    """Control characters (newlines above all) become spaces, so a vendor's multi-line message
+    cannot break the reason file's ``key: value`` lines or forge a ``document:`` line."""
+    return _CONTROL.sub(" ", text)
+
+
+def safe_filename(name: str, fallback: str = "document") -> str:
+    """A plain file name from an untrusted one: the last path component only, no control
+    characters, no leading dots (hidden files, ``..``), never empty.
+
+    Used for names that come from the store rather than from a directory listing, so a stored
+    ``../../etc/passwd`` can only ever become ``passwd`` in the folder it is put in.
+    """
+    text = name.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
+    for separator in {"/", os.sep, os.altsep or "/"}:
+        text = text.rsplit(separator, 1)[-1]
+    text = _CONTROL.sub("_", text).strip().lstrip(".").strip()
+    return text or fallback
+
+
+def _reason_text(
+    reason: str, file: str, original: str, size: int, document_id: int | None = None
+) -> str:
+    text = (
+        f"reason: {_one_line(reason)}\n"
+        f"file: {_one_line(file)}\n"
+        f"original: {_one_line(original)}\n"
+        f"size: {size} bytes\n"
+        f"time: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+    )
+    if document_id is not None:
+        text += f"document: {document_id}\n"
+    return text
+
+
+def _write_reason(dest: Path, text: str) -> None:
+    """Write ``<dest>.reason.txt``; a failure only costs the explanation, so it is logged."""
+    try:
+        _write_atomic(dest.with_name(dest.name + REASON_SUFFIX), text)
+    except OSError as exc:
+        log.warning("could not write the reason file for %s: %s", _display(str(dest)), exc)
+
+
+def quarantine(
+    path: Path, failed_dir: Path, reason: str, *, document_id: int | None = None
+) -> Path:
     """Move a rejected file into ``failed_dir`` and write ``<name>.reason.txt`` beside it.
 
     Never overwrites or deletes anything. The reason file is written atomically; if only that
     write fails the file stays quarantined (the store has the reason too) and a warning is logged.
-    Returns the quarantined file's path.
+    ``document_id``, when the store has one, is written as a ``document: <id>`` line: it is how
+    ``FolderSource.rejected`` knows a document is in the failed folder already. Returns the
+    quarantined file's path.
     """
     dest = move_no_clobber(path, failed_dir, reserve_bytes=_encoded_len(REASON_SUFFIX))
     try:
         size = os.lstat(dest).st_size
-        text = (
-            f"reason: {reason}\n"
-            f"file: {_display(path.name)}\n"
-            f"original: {_display(str(path))}\n"
-            f"size: {size} bytes\n"
-            f"time: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
-        )
-        _write_atomic(dest.with_name(dest.name + REASON_SUFFIX), text)
     except OSError as exc:
         log.warning("could not write the reason file for %s: %s", _display(str(dest)), exc)
+        return dest
+    text = _reason_text(reason, _display(path.name), _display(str(path)), size, document_id)
+    _write_reason(dest, text)
     return dest
+
+
+def _copy_in(src: Path, dest_dir: Path) -> Path:
+    """Copy ``src`` (content only: a read-only blob must not make a read-only copy) to a hidden
+    temporary name in ``dest_dir`` and fsync it, ready to be placed without clobbering."""
+    staged = dest_dir / f".docrelay-{uuid.uuid4().hex}.tmp"
+    try:
+        shutil.copyfile(src, staged)
+        with staged.open("rb") as stream:
+            os.fsync(stream.fileno())
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged
+
+
+def _document_ids_in(directory: Path) -> set[int]:
+    """The ``document: <id>`` lines of every reason file under ``directory``."""
+    ids: set[int] = set()
+    for folder, dirnames, filenames in os.walk(directory):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for filename in filenames:
+            if not filename.endswith(REASON_SUFFIX):
+                continue
+            try:
+                with open(os.path.join(folder, filename), "rb") as stream:
+                    head = stream.read(_REASON_READ_BYTES)
+            except OSError:
+                continue
+            ids.update(int(match) for match in _DOCUMENT_LINE.findall(head))
+    return ids
 
 
 # --------------------------------------------------------------------------- the source
@@ -335,6 +430,22 @@ class _Pending:
     next_check: float = 0.0
     incomplete_since: float | None = None
     """Clock time the file was first found stable but incomplete."""
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What one full scan collects."""
+
+    kept: dict[str, tuple[int, int]]
+    """Snapshot of the kept files (relative path → (size, mtime_ns)) when the scan began."""
+    found: list[Path] = field(default_factory=list)
+    """Files to offer."""
+    present: set[str] = field(default_factory=set)
+    """Kept paths that still exist (changed or not)."""
+    visited: set[Path] = field(default_factory=set)
+    """Resolved folders walked, against symlink loops."""
+    complete: bool = True
+    """False when a folder could not be listed: then nothing may be concluded from absence."""
 
 
 class _EventHandler(FileSystemEventHandler):
@@ -370,7 +481,17 @@ class FolderSource(Source):
         self._pending: dict[Path, _Pending] = {}
         self._inflight: Path | None = None
         self._inflight_dirty = False
-        self._kept: set[tuple[str, int, int]] = set()
+        self._kept: dict[str, tuple[int, int]] = {}
+        """``after = "keep"``: relative path → (size, mtime_ns) when taken; see ``KEPT_FILE``."""
+        self._kept_dirty = False
+        self._kept_saved_at = float("-inf")
+        self._kept_save_lock = threading.Lock()
+        """Serialises writes of ``KEPT_FILE`` (the worker, and ``stop`` if the worker hangs)."""
+        self._kept_save_error: str | None = None
+        self._failed_lock = threading.Lock()
+        """Held while placing files in the failed folder: ``rejected`` runs on other threads."""
+        self._rejected_ids: set[int] | None = None
+        """Documents with a reason file in the failed folder; read from there on first use."""
         self._unreadable: dict[Path, str] = {}
         """Last read error per path, so a file we may not read is complained about once."""
         self._rescan_requested = False
@@ -395,6 +516,7 @@ class FolderSource(Source):
         self._started = True
         self._sink = sink
         self._prepare_dirs()
+        self._load_kept()
         self._worker = threading.Thread(
             target=self._run, name=f"folder-{self.settings.name}", daemon=True
         )
@@ -435,6 +557,7 @@ class FolderSource(Source):
                     _display(str(self._inflight)),
                     self.stop_timeout,
                 )
+        self._save_kept()
         self._watch_mode = None
 
     def health(self) -> dict[str, Any]:
@@ -446,6 +569,64 @@ class FolderSource(Source):
             "pending": pending,
             "path": str(self._root),
         }
+
+    def rejected(self, document: DocumentRef, source_ref: str, reason: str) -> None:
+        """A vendor rejected a document from this folder: show it where operators look.
+
+        The original has left the folder (moved, deleted, or kept and remembered), so a copy of
+        the stored bytes goes into the failed folder under the document's file name (reduced to
+        a plain name, never a path; clashes get `` (1)`` suffixes), with a reason file carrying a
+        ``document: <id>`` line. That line makes a repeat a no-op, also after a restart. Runs on
+        an engine worker thread; placing is serialised with this source's own quarantines. Never
+        raises for I/O trouble (a missing blob, a full disk): the store has the rejection anyway.
+        """
+        name = safe_filename(document.filename, fallback=f"document-{document.id}")
+        original = document.metadata.get("path")
+        original = original if isinstance(original, str) else source_ref
+        failed = self._failed
+        with self._failed_lock:
+            if self._rejected_ids is None:
+                self._rejected_ids = _document_ids_in(failed) if failed.is_dir() else set()
+            if document.id in self._rejected_ids:
+                log.debug(
+                    "folder %s: document %d is in the failed folder already",
+                    self.settings.name,
+                    document.id,
+                )
+                return
+            try:
+                failed.mkdir(parents=True, exist_ok=True)
+                staged = _copy_in(document.path, failed)
+                try:
+                    dest = move_no_clobber(
+                        staged, failed, name=name, reserve_bytes=_encoded_len(REASON_SUFFIX)
+                    )
+                finally:
+                    staged.unlink(missing_ok=True)
+            except OSError as exc:
+                missing = not document.path.exists()
+                log.log(
+                    logging.WARNING if missing else logging.ERROR,
+                    "folder %s: cannot put rejected document %d (%s) into %s: %s",
+                    self.settings.name,
+                    document.id,
+                    _one_line(name),
+                    _display(str(failed)),
+                    "its stored copy is missing" if missing else exc,
+                )
+                return
+            self._rejected_ids.add(document.id)
+            text = _reason_text(
+                reason, document.filename, original, document.size_bytes, document.id
+            )
+            _write_reason(dest, text)
+        log.warning(
+            "folder %s: %s was rejected: %s (copied to %s)",
+            self.settings.name,
+            _one_line(source_ref or name),
+            _one_line(reason),
+            _display(str(dest)),
+        )
 
     def _watching(self) -> bool:
         """The observer and its emitter threads are alive (an emitter stops for good when the
@@ -539,6 +720,101 @@ class FolderSource(Source):
         with os.scandir(path) as entries:
             kept = [e for e in entries if not self._excluded_entry(e)]
         return iter(kept)
+
+    # ------------------------------------------------------------------ kept files
+
+    @property
+    def _kept_path(self) -> Path:
+        return self.context.data_dir / KEPT_FILE
+
+    def _load_kept(self) -> None:
+        """Read the files taken by ``after = "keep"`` before a restart.
+
+        Anything unreadable, or a file written for another folder, is ignored with a warning:
+        the kept files are then offered again, and the store recognises them.
+        """
+        if self.settings.after != "keep":
+            return
+        path = self._kept_path
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("folder %s: cannot read %s: %s", self.settings.name, path, exc)
+            return
+        try:
+            data = json.loads(raw)
+            if data.get("version") != _KEPT_VERSION:
+                raise ValueError(f"unknown version {data.get('version')!r}")
+            if data.get("root") != str(self._root):
+                log.info(
+                    "folder %s: %s is for %s, not %s; ignoring it",
+                    self.settings.name,
+                    path,
+                    _display(str(data.get("root"))),
+                    _display(str(self._root)),
+                )
+                return
+            kept: dict[str, tuple[int, int]] = {}
+            for rel, entry in data["files"].items():
+                size, mtime_ns = entry[0], entry[1]
+                if type(size) is not int or type(mtime_ns) is not int:
+                    raise ValueError(f"bad entry for {rel!r}")
+                kept[rel] = (size, mtime_ns)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            log.warning(
+                "folder %s: ignoring %s (%s); files kept in the folder are offered again",
+                self.settings.name,
+                path,
+                exc,
+            )
+            return
+        with self._cond:
+            self._kept = kept
+        log.debug("folder %s: %d kept file(s) remembered", self.settings.name, len(kept))
+
+    def _kept_save_due(self) -> float | None:
+        """Clock time the kept files should be written, or None; call with ``_cond`` held."""
+        if not self._kept_dirty:
+            return None
+        return self._kept_saved_at + KEPT_SAVE_INTERVAL
+
+    def _save_kept(self) -> None:
+        """Write ``KEPT_FILE`` atomically if anything changed since the last write.
+
+        The snapshot is taken under the save lock, so a later snapshot is never overwritten by
+        an earlier one. The sha256 slot is null: the source does not hash, the store does.
+        """
+        with self._kept_save_lock:
+            with self._cond:
+                if not self._kept_dirty:
+                    return
+                snapshot = sorted(self._kept.items())
+                self._kept_dirty = False
+                self._kept_saved_at = self.context.clock()
+            data = {
+                "version": _KEPT_VERSION,
+                "root": str(self._root),
+                "files": {rel: [size, mtime_ns, None] for rel, (size, mtime_ns) in snapshot},
+            }
+            try:
+                atomic_write(self._kept_path, json.dumps(data, indent=1).encode("ascii"))
+            except OSError as exc:
+                with self._cond:
+                    self._kept_dirty = True
+                complaint = str(exc)
+                level = logging.DEBUG if complaint == self._kept_save_error else logging.WARNING
+                self._kept_save_error = complaint
+                log.log(
+                    level,
+                    "folder %s: cannot save the kept files to %s: %s; retrying",
+                    self.settings.name,
+                    self._kept_path,
+                    exc,
+                )
+                return
+            self._kept_save_error = None
 
     # ------------------------------------------------------------------ path rules
 
@@ -634,33 +910,29 @@ class FolderSource(Source):
         that died is restarted first.
         """
         self._ensure_watching()
-        found: list[Path] = []
-        seen_kept: set[tuple[str, int, int]] = set()
         with self._cond:
-            kept = set(self._kept)
-        self._walk(self._root, found, kept, seen_kept, visited={self._root})
+            walk = _Walk(kept=dict(self._kept), visited={self._root})
+        self._walk(self._root, walk)
         with self._cond:
-            self._kept &= seen_kept | (self._kept - kept)  # forget kept files that are gone
-            for path in found:
+            if walk.complete:  # forget kept files that are gone (unless re-kept meanwhile)
+                for rel, signature in walk.kept.items():
+                    if rel not in walk.present and self._kept.get(rel) == signature:
+                        del self._kept[rel]
+                        self._kept_dirty = True
+            for path in walk.found:
                 if path == self._inflight:
                     continue
                 self._pending.setdefault(path, _Pending())
-            if found:
+            if walk.found or self._kept_dirty:
                 self._cond.notify()
-        return len(found)
+        return len(walk.found)
 
-    def _walk(
-        self,
-        directory: Path,
-        found: list[Path],
-        kept: set[tuple[str, int, int]],
-        seen_kept: set[tuple[str, int, int]],
-        visited: set[Path],
-    ) -> None:
+    def _walk(self, directory: Path, walk: _Walk) -> None:
         try:
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
+            walk.complete = False
             level = logging.WARNING if directory == self._root else logging.INFO
             log.log(level, "folder %s: cannot list %s: %s", self.settings.name, directory, exc)
             return
@@ -676,16 +948,19 @@ class FolderSource(Source):
                     st = os.stat(path)
                 else:
                     st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue  # vanished, dangling link, loop
+            except FileNotFoundError:
+                continue  # vanished, dangling link
+            except OSError:  # a loop, or no permission: it may still exist, so stay kept
+                walk.present.add(self._relative(path).as_posix())
+                continue
             if stat.S_ISDIR(st.st_mode):
                 if not self.settings.recursive:
                     continue
                 real = path.resolve()
-                if real in visited or not self._inside(real):
+                if real in walk.visited or not self._inside(real):
                     continue
-                visited.add(real)
-                self._walk(path, found, kept, seen_kept, visited)
+                walk.visited.add(real)
+                self._walk(path, walk)
             elif stat.S_ISREG(st.st_mode):
                 if entry.is_symlink() and not self._inside(path.resolve()):
                     log.info(
@@ -694,15 +969,25 @@ class FolderSource(Source):
                         _display(str(path)),
                     )
                     continue
-                key = (self._relative(path).as_posix(), st.st_size, st.st_mtime_ns)
-                if key in kept:
-                    seen_kept.add(key)
-                    continue
-                found.append(path)
+                rel = self._relative(path).as_posix()
+                if rel in walk.kept:
+                    walk.present.add(rel)
+                    if walk.kept[rel] == (st.st_size, st.st_mtime_ns):
+                        continue
+                walk.found.append(path)
 
     # ------------------------------------------------------------------ worker
 
     def _run(self) -> None:
+        try:
+            self._work()
+        finally:
+            try:
+                self._save_kept()
+            except Exception:
+                log.exception("folder %s: saving the kept files failed", self.settings.name)
+
+    def _work(self) -> None:
         while True:
             with self._cond:
                 if self._stopping:
@@ -710,13 +995,20 @@ class FolderSource(Source):
                 now = self.context.clock()
                 due = [p for p, e in self._pending.items() if e.next_check <= now]
                 rescan, self._rescan_requested = self._rescan_requested, False
-                if not due and not rescan:
-                    soonest = min((e.next_check for e in self._pending.values()), default=None)
+                save_due = self._kept_save_due()
+                save = save_due is not None and save_due <= now
+                if not due and not rescan and not save:
+                    times = [e.next_check for e in self._pending.values()]
+                    if save_due is not None:
+                        times.append(save_due)
+                    soonest = min(times, default=None)
                     if soonest is None:
                         self._cond.wait()  # idle: events, scans and stop() all notify
                     else:  # in real seconds, capped: the clock may be a test's fake
                         self._cond.wait(max(0.005, min(self._tick, soonest - now)))
                     continue
+            if save:
+                self._save_kept()
             if rescan:
                 try:
                     self.scan()
@@ -784,7 +1076,7 @@ class FolderSource(Source):
                     return
             rel = self._relative(path)
             with self._cond:
-                is_kept = (rel.as_posix(), *signature) in self._kept
+                is_kept = self._kept.get(rel.as_posix()) == signature
             if is_kept:
                 self._drop(path)
                 return
@@ -902,7 +1194,11 @@ class FolderSource(Source):
         rel_text = _display(rel.as_posix())
         if result.rejected or outcome.status is IngestStatus.REJECTED:
             reason = (result.reason if result.rejected else outcome.reason) or "rejected"
-            dest = quarantine(path, self._failed / rel.parent, reason)
+            document_id = outcome.document_id
+            with self._failed_lock:
+                dest = quarantine(path, self._failed / rel.parent, reason, document_id=document_id)
+                if document_id is not None and self._rejected_ids is not None:
+                    self._rejected_ids.add(document_id)
             log.warning(
                 "folder %s: rejected %s: %s (moved to %s)",
                 settings.name,
@@ -927,7 +1223,8 @@ class FolderSource(Source):
             return False
         if settings.after == "keep":
             with self._cond:
-                self._kept.add((rel.as_posix(), *signature))
+                self._kept[rel.as_posix()] = signature
+                self._kept_dirty = True
         elif settings.after == "delete":
             path.unlink()
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.errors import TerminalError
+from connectors.pdfium import LOCK
 
 MAX_PAGES = 2000
 
@@ -25,17 +26,17 @@ def inspect(path: Path, mime_type: str) -> int | None:
 def _pdf_pages(path: Path) -> int:
     import pypdfium2 as pdfium
 
-    try:
-        pdf = pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as exc:
-        text = str(exc).lower()
-        if "password" in text:
-            raise TerminalError("PDF is password-protected") from None
-        raise TerminalError(f"corrupt PDF: {exc}") from None
-    try:
-        pages = len(pdf)
-    finally:
-        pdf.close()
+    with LOCK:
+        try:
+            pdf = pdfium.PdfDocument(str(path))
+        except pdfium.PdfiumError as exc:
+            if "password" in str(exc).lower():
+                raise TerminalError("PDF is password-protected") from None
+            raise TerminalError(f"corrupt PDF: {exc}") from None
+        try:
+            pages = len(pdf)
+        finally:
+            pdf.close()
     if pages == 0:
         raise TerminalError("PDF has no pages")
     if pages > MAX_PAGES:

@@ -11,12 +11,12 @@ import functools
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from connectors import pdfium as pdfium_lock
 from connectors.errors import TerminalError
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ MIN_TEXT_CHARS = 20
 OCR_DPI = 300
 """Tesseract is trained on ~300 dpi text; lower loses small print, higher only costs time."""
 
-_PDFIUM_LOCK = threading.Lock()
+_PDFIUM_LOCK = pdfium_lock.LOCK
 _PADDING = b" \t\r\n\x00\x0c"
 _NO_OCR = "install tesseract-ocr to enable it"
 

@@ -1,0 +1,105 @@
+"""In-process fake connectors that keep protocol state, for pipeline unit tests.
+
+A ``ScriptedVendor`` answers each call from a per-profile script, so a test says "503 three
+times, then accept" and the pipeline's reaction is observed on the store.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from connectors.base import (
+    CanonicalResult,
+    ConnectorSettings,
+    DocumentRef,
+    FieldValue,
+    PollResult,
+    PollStatus,
+    SubmitResult,
+    Vendor,
+    VendorCapabilities,
+)
+from connectors.errors import AuthFailed, NotReady, RateLimited, TerminalError, TransientError
+
+SCRIPTS: dict[str, deque[str]] = defaultdict(deque)
+"""profile → outcomes for the next calls: ok, transient, terminal, auth, ratelimit, processing."""
+CALLS: dict[str, list[tuple[str, int]]] = defaultdict(list)
+"""profile → (method, document id) for every call, in order."""
+
+
+class ScriptedSettings(ConnectorSettings):
+    kind: Literal["scripted"] = "scripted"
+    concurrency: int = 1
+    poll_interval: float = 0.0
+
+
+def _next(profile: str) -> str:
+    script = SCRIPTS[profile]
+    return script.popleft() if script else "ok"
+
+
+def _raise(outcome: str) -> None:
+    if outcome == "transient":
+        raise TransientError("503 Service Unavailable")
+    if outcome == "terminal":
+        raise TerminalError("vendor refused the document: unsupported layout")
+    if outcome == "auth":
+        raise AuthFailed("401 Unauthorized: token expired, re-login refused")
+    if outcome.startswith("ratelimit"):
+        raise RateLimited("429 Too Many Requests", retry_after=float(outcome.split(":")[1]))
+    if outcome == "notready":
+        raise NotReady("still importing", retry_after=0.05)
+
+
+class ScriptedVendor(Vendor):
+    kind: ClassVar[str] = "scripted"
+    settings_model: ClassVar[type[ConnectorSettings]] = ScriptedSettings
+    capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(poll_interval=0)
+
+    def submit(self, document: DocumentRef) -> SubmitResult:
+        CALLS[self.context.name].append(("submit", document.id))
+        _raise(_next(self.context.name))
+        return SubmitResult(vendor_ref=f"{self.context.name}-{document.id}", data={"n": 1})
+
+    def poll(self, vendor_ref: str, data: Mapping[str, Any]) -> PollResult:
+        CALLS[self.context.name].append(("poll", int(vendor_ref.rsplit("-", 1)[1])))
+        outcome = _next(self.context.name)
+        if outcome == "processing":
+            return PollResult(PollStatus.PROCESSING, retry_after=0.05)
+        if outcome == "rejected":
+            return PollResult(PollStatus.REJECTED, reason="vendor says: not an invoice")
+        _raise(outcome)
+        return PollResult(PollStatus.READY)
+
+    def fetch(self, vendor_ref: str, data: Mapping[str, Any], document: DocumentRef) -> Any:
+        CALLS[self.context.name].append(("fetch", document.id))
+        return {"invoice_number": f"INV-{document.id}", "total": "12.50"}
+
+    def normalize(self, raw: Any) -> CanonicalResult:
+        from decimal import Decimal
+
+        return CanonicalResult(
+            fields=[
+                FieldValue("invoice_number", raw["invoice_number"], vendor_label="num"),
+                FieldValue(
+                    "total_amount",
+                    raw["total"],
+                    value_number=Decimal(raw["total"]),
+                    currency="EUR",
+                    vendor_label="total",
+                ),
+            ]
+        )
+
+
+def install(monkeypatch: Any) -> None:
+    """Register the fake kind with the connector registry for one test."""
+    from connectors import registry
+
+    monkeypatch.setitem(registry.BUILTIN["vendor"], "scripted", "tests.fakes:ScriptedVendor")
+    registry.available.cache_clear()
+    monkeypatch.setattr(registry, "available", registry.available)
+    SCRIPTS.clear()
+    CALLS.clear()

@@ -1,0 +1,219 @@
+"""The state machine under scripted vendor behaviour, with the engine running in-process."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from connectors.base import IngestStatus, IntakeItem
+from connectors.registry import available
+from daemon import config as config_mod
+from daemon.pipeline import admin, ledger
+from daemon.runtime import Daemon
+from tests import fakes
+from tests.daemon_proc import wait_until
+
+
+@pytest.fixture
+def make_daemon(tmp_path, monkeypatch):
+    fakes.install(monkeypatch)
+    started: list[Daemon] = []
+
+    def make(extra: dict | None = None, *, routes: list[dict] | None = None, **pipeline) -> Daemon:
+        raw = {
+            "store": {"url": f"sqlite:///{tmp_path}/d.db", "blob_dir": str(tmp_path / "blobs")},
+            "web": {"enabled": False},
+            "pipeline": {"backoff_initial": 0.05, "backoff_max": 0.2, **pipeline},
+            "vendors": {
+                "a": {"kind": "scripted"},
+                "b": {"kind": "scripted"},
+                "local": {"kind": "local"},
+            },
+            "destinations": {"out": {"kind": "folder", "path": str(tmp_path / "out")}},
+            "routes": routes
+            or [
+                {"match": {"filename": "b-*"}, "vendor": "b", "destinations": ["out"]},
+                {"match": {"filename": "*.pdf"}, "vendor": "a", "destinations": ["out"]},
+            ],
+            **(extra or {}),
+        }
+        daemon = Daemon(config_mod.validate(raw, Path("test.toml")))
+        daemon.open()
+        daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.stop()
+    available.cache_clear()
+
+
+def offer(daemon: Daemon, name: str, data: bytes = b"%PDF-1.4 fake %%EOF") -> int:
+    import io
+    from contextlib import nullcontext
+
+    outcome = daemon.intake.ingest(
+        IntakeItem(
+            source="cli",
+            source_ref=name,
+            filename=name,
+            open=lambda: nullcontext(io.BytesIO(data)),
+            mime_type="text/plain",
+        )
+    )
+    assert outcome.status in (IngestStatus.INGESTED, IngestStatus.DUPLICATE), outcome
+    return outcome.document_id
+
+
+def sub_state(daemon: Daemon, doc: int, profile: str | None = None) -> dict:
+    sub = ledger.submissions
+    query = select(sub).where(sub.c.document_id == doc).order_by(sub.c.id.desc())
+    if profile:
+        query = query.where(sub.c.profile == profile)
+    with daemon.engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return dict(row) if row else {}
+
+
+def events(daemon: Daemon, doc: int) -> list[tuple[str, str | None, str | None]]:
+    with daemon.engine.connect() as conn:
+        return [
+            (r.kind, r.from_state, r.to_state)
+            for r in conn.execute(
+                select(ledger.events)
+                .where(ledger.events.c.document_id == doc)
+                .order_by(ledger.events.c.id)
+            )
+        ]
+
+
+def test_transient_errors_are_retried_with_backoff_then_succeed(make_daemon):
+    fakes.SCRIPTS["a"].extend(["transient", "transient", "transient"])
+    daemon = make_daemon(max_attempts=5)
+    doc = offer(daemon, "one.pdf")
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done")
+    row = sub_state(daemon, doc)
+    assert row["attempts"] == 3
+    assert [c for c in fakes.CALLS["a"] if c[0] == "submit"] == [("submit", doc)] * 4
+    trail = events(daemon, doc)
+    assert trail.count(("transition", "uploading", "failed")) == 3
+    assert trail.count(("retry", "failed", "uploading")) == 3
+    assert trail[-1] == ("delivery", "pending", "delivered")
+
+
+def test_gives_up_after_max_attempts_then_operator_retry_revives(make_daemon):
+    fakes.SCRIPTS["a"].extend(["transient"] * 3)
+    daemon = make_daemon(max_attempts=3)
+    doc = offer(daemon, "two.pdf")
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "dead", 10, what="dead")
+    assert "gave up after 3 attempts" in sub_state(daemon, doc)["error"]
+    assert admin.retry(daemon.engine, documents=[doc]) == {"submissions": 1, "deliveries": 0}
+    daemon.wake_all()
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done again")
+
+
+def test_rate_limit_waits_at_least_retry_after(make_daemon):
+    fakes.SCRIPTS["a"].append("ratelimit:0.6")
+    daemon = make_daemon()
+    began = time.monotonic()
+    doc = offer(daemon, "slow.pdf")
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done")
+    assert time.monotonic() - began >= 0.6
+
+
+def test_terminal_rejection_goes_to_the_fallback_profile(make_daemon):
+    fakes.SCRIPTS["a"].append("terminal")
+    daemon = make_daemon(
+        routes=[{"vendor": "a", "fallback": "b", "destinations": ["out"]}],
+    )
+    doc = offer(daemon, "three.pdf")
+    wait_until(lambda: sub_state(daemon, doc, "b").get("state") == "done", 10, what="fallback")
+    primary = sub_state(daemon, doc, "a")
+    assert primary["state"] == "rejected"
+    assert "unsupported layout" in primary["error"]
+    assert sub_state(daemon, doc, "b")["role"] == "fallback"
+    with daemon.engine.connect() as conn:
+        view = conn.execute(
+            text("SELECT state, vendor FROM docrelay_documents WHERE document_id = :d"), {"d": doc}
+        ).one()
+    assert tuple(view) == ("done", "b")
+
+
+def test_vendor_rejection_on_poll_without_fallback(make_daemon):
+    fakes.SCRIPTS["a"].extend(["ok", "processing", "processing", "rejected"])
+    daemon = make_daemon()
+    doc = offer(daemon, "four.pdf")
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "rejected", 10, what="rejected")
+    row = sub_state(daemon, doc)
+    assert row["polls"] == 2
+    assert row["error"] == "vendor says: not an invoice"
+
+
+def test_auth_failure_pauses_only_that_profile(make_daemon):
+    fakes.SCRIPTS["a"].append("auth")
+    daemon = make_daemon()
+    doc_a = offer(daemon, "a1.pdf", b"a1")
+    doc_b = [offer(daemon, f"b-{i}.pdf", f"b{i}".encode()) for i in range(3)]
+    for doc in doc_b:
+        wait_until(lambda doc=doc: sub_state(daemon, doc).get("state") == "done", 10, what="b")
+    wait_until(lambda: "a" in daemon.paused, 5, what="a paused")
+    assert sub_state(daemon, doc_a)["state"] == "uploading"
+    with daemon.engine.connect() as conn:
+        health = conn.execute(text("SELECT name, state FROM connector_health")).all()
+    assert [tuple(h) for h in health] == [("a", "auth_failed")]
+    calls_before = len(fakes.CALLS["a"])
+    time.sleep(0.3)
+    assert len(fakes.CALLS["a"]) == calls_before, "a paused profile makes no vendor calls"
+    daemon.resume_profile("a")
+    wait_until(lambda: sub_state(daemon, doc_a).get("state") == "done", 10, what="a resumed")
+
+
+def test_processing_deadline_makes_it_dead(make_daemon):
+    fakes.SCRIPTS["a"].extend(["ok"] + ["processing"] * 100)
+    daemon = make_daemon(processing_timeout=0.3)
+    doc = offer(daemon, "stuck.pdf")
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "dead", 10, what="dead")
+    assert "deadline" in sub_state(daemon, doc)["error"]
+
+
+def test_duplicates_are_recorded_not_sent(make_daemon):
+    daemon = make_daemon()
+    first = offer(daemon, "x.pdf", b"same bytes")
+    second = offer(daemon, "y.pdf", b"same bytes")
+    wait_until(lambda: sub_state(daemon, first).get("state") == "done", 10, what="done")
+    with daemon.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT state, duplicate_of FROM docrelay_documents WHERE document_id = :d"),
+            {"d": second},
+        ).one()
+    assert tuple(row) == ("duplicate", first)
+    assert sub_state(daemon, second) == {}
+    assert [c for c in fakes.CALLS["a"] if c[0] == "submit"] == [("submit", first)]
+
+
+def test_duplicates_processed_when_configured(make_daemon):
+    daemon = make_daemon(duplicates="process")
+    first = offer(daemon, "x.pdf", b"same bytes")
+    second = offer(daemon, "y.pdf", b"same bytes")
+    for doc in (first, second):
+        wait_until(lambda doc=doc: sub_state(daemon, doc).get("state") == "done", 10, what="d")
+
+
+def test_no_route_is_recorded_as_unrouted(make_daemon):
+    daemon = make_daemon(routes=[{"match": {"filename": "*.tif"}, "vendor": "a"}])
+    doc = offer(daemon, "z.pdf")
+    with daemon.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT state, error FROM docrelay_documents WHERE document_id = :d"), {"d": doc}
+        ).one()
+    assert tuple(row) == ("unrouted", "no route matched")
+
+
+def test_config_dataclass_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config_mod.Config.__new__(config_mod.Config).path = Path("x")  # type: ignore[misc]

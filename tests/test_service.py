@@ -1,0 +1,158 @@
+"""The service around the pipeline: systemd notifications, SIGTERM, the CLI commands, the web
+app, secrets kept out of logs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.daemon_proc import DaemonProcess, wait_until, write_config
+from tests.invoices import random_spec, render_pdf
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=config.parent,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_systemd_notify_ready_watchdog_and_clean_stop(tmp_path):
+    notify_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(20)
+    config = write_config(tmp_path)
+    daemon = DaemonProcess(
+        config, env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "1000000"}
+    )
+    daemon.start(wait_ready=False)
+    try:
+        messages = [sock.recv(4096).decode()]
+        assert messages[0].startswith("READY=1"), messages
+        assert daemon.ready(), "READY=1 only once the web app answers too"
+        messages.append(sock.recv(4096).decode())
+        assert messages[-1] == "WATCHDOG=1"
+        (tmp_path / "inbox" / "a.pdf").write_bytes(render_pdf(random_spec(1)))
+        wait_until(lambda: list((tmp_path / "outbox").glob("*.json")), 20, what="export")
+    finally:
+        code = daemon.stop()
+        sock.settimeout(5)
+        rest = []
+        try:
+            while True:
+                rest.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+        sock.close()
+    assert code == 0
+    assert "STOPPING=1" in rest
+    engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
+    with engine.connect() as conn:
+        held = conn.execute(
+            text("SELECT COUNT(*) FROM submissions WHERE lease_owner IS NOT NULL")
+        ).scalar()
+    engine.dispose()
+    assert held == 0, "a clean stop gives every lease back"
+
+
+def test_second_daemon_on_the_same_sqlite_store_refuses_to_start(tmp_path):
+    config = write_config(tmp_path)
+    first = DaemonProcess(config).start()
+    try:
+        other = tmp_path / "other.toml"
+        other.write_text(config.read_text().replace(f"127.0.0.1:{first.port}", "127.0.0.1:0"))
+        result = cli(other, "run", check=False)
+        assert result.returncode == 1
+        assert "another docrelay process" in result.stderr
+    finally:
+        assert first.stop() == 0
+
+
+def test_cli_submit_wait_status_history_retry(tmp_path):
+    config = write_config(tmp_path)
+    files = tmp_path / "batch"
+    files.mkdir()
+    for seed in range(3):
+        (files / f"inv{seed}.pdf").write_bytes(render_pdf(random_spec(200 + seed)))
+    (files / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    result = cli(config, "submit", str(files), "--wait")
+    assert "3 ingested" in result.stdout and "1 rejected" in result.stdout
+    assert "broken.pdf: rejected: " in result.stderr
+    assert len(list((tmp_path / "outbox").glob("*.json"))) == 3
+    assert sorted(p.name for p in files.iterdir()) == sorted(
+        ["inv0.pdf", "inv1.pdf", "inv2.pdf", "broken.pdf"]
+    ), "submit never moves or deletes the user's files"
+
+    status = json.loads(cli(config, "status", "--json").stdout)
+    assert {"vendor": "local", "state": "done", "count": 3} in status["submissions"]
+    assert status["documents"] == {"accepted": 3, "rejected": 1}
+    human = cli(config, "status").stdout
+    assert "local" in human and "done" in human
+
+    engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
+    with engine.connect() as conn:
+        doc = conn.execute(
+            text("SELECT document_id FROM docrelay_documents WHERE filename = 'inv0.pdf'")
+        ).scalar_one()
+    engine.dispose()
+    history = cli(config, "history", str(doc)).stdout
+    for step in ("queued→uploading", "uploading→processing", "normalized→done", "delivered"):
+        assert step in history, history
+    assert cli(config, "history", "999", check=False).returncode == 1
+
+    result = cli(config, "retry", "--all")
+    assert "requeued 0 submission(s)" in result.stdout
+
+
+def test_web_endpoints_and_secret_redaction(tmp_path):
+    secret_file = tmp_path / "dburl"
+    db_url = f"sqlite:///{tmp_path}/var/docrelay.db"
+    secret_file.write_text(db_url)
+    config = write_config(tmp_path)
+    text_ = config.read_text().replace(f'url = "{db_url}"', f'url_file = "{secret_file}"')
+    text_ = text_.replace('level = "info"', 'level = "debug"')
+    config.write_text(text_)
+    daemon = DaemonProcess(config).start()
+    try:
+        (tmp_path / "inbox" / "a.pdf").write_bytes(render_pdf(random_spec(3)))
+        wait_until(lambda: list((tmp_path / "outbox").glob("*.json")), 20, what="export")
+        health = httpx.get(f"{daemon.url}/healthz").json()
+        assert health["status"] == "ok"
+        assert health["sources"]["scans"]["watch_mode"] in ("inotify", "polling")
+        metrics = httpx.get(f"{daemon.url}/metrics").text
+        wait_until(
+            lambda: (
+                'docrelay_deliveries{destination="outbox",state="delivered"} 1'
+                in httpx.get(f"{daemon.url}/metrics").text
+            ),
+            10,
+            what="metrics",
+        )
+        assert 'docrelay_vendor_paused{vendor="local"} 0' in metrics
+        status = httpx.get(f"{daemon.url}/status").json()
+        assert status["submissions"] == [{"vendor": "local", "state": "done", "count": 1}]
+        hook = httpx.post(f"{daemon.url}/webhooks/local", content=b"{}")
+        assert hook.status_code == 404
+        assert httpx.post(f"{daemon.url}/webhooks/nope", content=b"{}").status_code == 404
+    finally:
+        assert daemon.stop() == 0
+    log = daemon.log()
+    assert "DEBUG" in log or "debug" in log
+    assert db_url not in log, "the store URL came from a secret file and must not be logged"
+    assert "url=***" in log, "the schema upgrade line names the store, redacted"
