@@ -332,6 +332,11 @@ class Destination(abc.ABC):
 
     kind: ClassVar[str]
     settings_model: ClassVar[type[ConnectorSettings]]
+    inline: ClassVar[bool] = False
+    """True for destinations that answer in milliseconds (a local folder): the vendor worker
+    that finished a document pushes its first attempt right away instead of handing it to the
+    destination's own pool. Remote systems keep False, so their slowness never holds back a
+    vendor queue."""
 
     def __init__(self, settings: ConnectorSettings, context: ConnectorContext) -> None:
         self.settings = settings

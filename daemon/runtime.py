@@ -160,12 +160,37 @@ class Daemon:
 
     def start(self) -> None:
         settings = self.config.core.pipeline
+        runners = {
+            name: DeliveryRunner(
+                engine=self.engine, destination=destination, name=name, settings=settings
+            )
+            for name, destination in self.destinations.items()
+        }
         hooks = Hooks(
+            inline={n: r for n, r in runners.items() if r.destination.inline},
             wake_deliveries=self.wake_destination,
             wake_profile=self.wake_profile,
             auth_failed=self.pause_profile,
             rejected=self.tell_source_rejected,
         )
+        for name, delivery_runner in runners.items():
+            self.delivery_pools[name] = WorkerPool(
+                name=f"dest-{name}",
+                size=settings.delivery_concurrency,
+                engine=self.engine,
+                owner=self.owner,
+                claim=lambda conn, owner, limit, name=name: ledger.claim_deliveries(
+                    conn,
+                    destination=name,
+                    owner=owner,
+                    limit=limit,
+                    lease_seconds=settings.lease_seconds,
+                ),
+                run=delivery_runner.run,
+                next_due=lambda conn, name=name: ledger.next_due(
+                    conn, ledger.deliveries, ledger.deliveries.c.destination, name
+                ),
+            )
         for name, vendor in self.vendors.items():
             runner = SubmissionRunner(
                 engine=self.engine,
@@ -194,27 +219,6 @@ class Daemon:
                 ),
                 paused=lambda name=name: name in self.paused,
             )
-        for name, destination in self.destinations.items():
-            delivery_runner = DeliveryRunner(
-                engine=self.engine, destination=destination, name=name, settings=settings
-            )
-            self.delivery_pools[name] = WorkerPool(
-                name=f"dest-{name}",
-                size=settings.delivery_concurrency,
-                engine=self.engine,
-                owner=self.owner,
-                claim=lambda conn, owner, limit, name=name: ledger.claim_deliveries(
-                    conn,
-                    destination=name,
-                    owner=owner,
-                    limit=limit,
-                    lease_seconds=settings.lease_seconds,
-                ),
-                run=delivery_runner.run,
-                next_due=lambda conn, name=name: ledger.next_due(
-                    conn, ledger.deliveries, ledger.deliveries.c.destination, name
-                ),
-            )
         for pool in [*self.pools.values(), *self.delivery_pools.values()]:
             pool.start()
         assert self.intake is not None
@@ -240,8 +244,7 @@ class Daemon:
             source.stop()
         pools = [*self.pools.values(), *self.delivery_pools.values()]
         for pool in pools:
-            pool._stopping.set()
-            pool.wake()
+            pool.stop(wait=False)
         for pool in pools:
             pool.stop()
         with self.engine.begin() as conn:
@@ -266,7 +269,7 @@ class Daemon:
 
     def wake_all(self) -> None:
         for pool in [*self.pools.values(), *self.delivery_pools.values()]:
-            pool.wake()
+            pool.wake(everyone=True)
 
     def pause_profile(self, profile: str, reason: str) -> None:
         """Credentials refused: hold this profile's queue, keep the others running."""

@@ -59,3 +59,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/docrelay.db"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left_behind() -> Iterator[None]:
+    """A failing test must not leave a daemon running into the next one."""
+    from tests.daemon_proc import RUNNING
+
+    yield
+    while RUNNING:
+        RUNNING.pop().kill()

@@ -89,6 +89,10 @@ destinations = ["outbox"]
     return path
 
 
+RUNNING: list[DaemonProcess] = []
+"""Every process started by a test; the conftest kills leftovers after each test."""
+
+
 class DaemonProcess:
     def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
@@ -112,6 +116,7 @@ class DaemonProcess:
             cwd=self.config.parent,
         )
         log.close()
+        RUNNING.append(self)
         if wait_ready:
             wait_until(self.ready, timeout, what=f"daemon ready (log: {self.log_path})")
         return self

@@ -23,8 +23,7 @@ POINTS = [
     "after_blob_write",
     "after_document_commit",  # after the submission row is committed, before the file moves
     "after_upload_response",
-    "after_fetch_commit",  # between extraction and delivery
-    "after_normalize_commit",
+    "after_fetch_commit",  # extraction committed (with its fields and outbox rows), not delivered
     "before_delivery",
     "after_delivery_push",  # after the export is written, before it is marked delivered
 ]

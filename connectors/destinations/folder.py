@@ -110,6 +110,7 @@ def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, A
 class FolderDestination(Destination):
     kind = "folder"
     settings_model = FolderDestinationSettings
+    inline = True
     settings: FolderDestinationSettings
 
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:

@@ -23,7 +23,7 @@ POINTS = (
     "before_source_release",
     "after_upload_response",
     "after_fetch_commit",
-    "after_normalize_commit",
+    "after_normalize_commit",  # only when a stored result is normalised again
     "before_delivery",
     "after_delivery_push",
 )

@@ -78,26 +78,39 @@ def load_result(conn: ledger.Connection, extraction_id: int) -> CanonicalResult:
     return CanonicalResult(fields=fields, line_items=items)
 
 
+def export_payload(
+    doc: Mapping[str, Any], sub: Mapping[str, Any], extraction_id: int, result: CanonicalResult
+) -> ExportPayload:
+    """An export from the rows of a document and its submission plus a canonical result."""
+    return ExportPayload(
+        document_id=doc["id"],
+        sha256=doc["sha256"],
+        filename=doc["filename"],
+        mime_type=doc["mime_type"],
+        source=doc["source"],
+        source_ref=doc["source_ref"],
+        received_at=doc["received_at"],
+        vendor=sub["profile"],
+        vendor_kind=sub["vendor_kind"],
+        vendor_ref=sub["vendor_ref"],
+        submission_id=sub["id"],
+        extraction_id=extraction_id,
+        result=result,
+        metadata=doc["metadata"] or {},
+    )
+
+
 def build_payload(conn: ledger.Connection, delivery: Mapping[str, Any]) -> ExportPayload:
-    doc = conn.execute(select(documents).where(documents.c.id == delivery["document_id"])).one()
+    """The export of one outbox row, as stored (with corrections applied)."""
+    doc = conn.execute(select(documents).where(documents.c.id == delivery["document_id"]))
     sub = conn.execute(
         select(ledger.submissions).where(ledger.submissions.c.id == delivery["submission_id"])
-    ).one()
-    return ExportPayload(
-        document_id=doc.id,
-        sha256=doc.sha256,
-        filename=doc.filename,
-        mime_type=doc.mime_type,
-        source=doc.source,
-        source_ref=doc.source_ref,
-        received_at=doc.received_at,
-        vendor=sub.profile,
-        vendor_kind=sub.vendor_kind,
-        vendor_ref=sub.vendor_ref,
-        submission_id=sub.id,
-        extraction_id=delivery["extraction_id"],
-        result=load_result(conn, delivery["extraction_id"]),
-        metadata=doc.metadata_ if hasattr(doc, "metadata_") else doc._mapping["metadata"],
+    )
+    return export_payload(
+        doc.mappings().one(),
+        sub.mappings().one(),
+        delivery["extraction_id"],
+        load_result(conn, delivery["extraction_id"]),
     )
 
 
@@ -130,6 +143,10 @@ class DeliveryRunner:
             if delivery["lease_owner"] != owner:
                 return
             payload = build_payload(conn, delivery)
+        self.push(delivery, payload, owner)
+
+    def push(self, delivery: dict[str, Any], payload: ExportPayload, owner: str) -> None:
+        """Deliver one leased outbox row and record the outcome."""
         actor = f"worker:{owner}"
         crash_point("before_delivery")
         try:

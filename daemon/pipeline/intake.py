@@ -27,6 +27,8 @@ from daemon.store.models import Document, SubmissionState, utcnow
 log = logging.getLogger(__name__)
 
 documents = Document.__table__
+INSERT_DOCUMENT = insert(documents).returning(documents.c.id)
+INSERT_SUBMISSION = insert(ledger.submissions).returning(ledger.submissions.c.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +166,7 @@ class Intake:
         message: str | None = None,
     ) -> int:
         doc_id = conn.execute(
-            insert(documents)
-            .values(**row, intake_state=intake_state, error=error)
-            .returning(documents.c.id)
+            INSERT_DOCUMENT, {**row, "intake_state": intake_state, "error": error}
         ).scalar_one()
         ledger.event(
             conn,
@@ -231,20 +231,21 @@ def queue_submission(
 ) -> int:
     now = utcnow()
     sub_id = conn.execute(
-        insert(ledger.submissions)
-        .values(
-            document_id=document_id,
-            profile=routed.profile,
-            vendor_kind=routed.vendor_kind,
-            role=role,
-            state=SubmissionState.QUEUED,
-            destinations=routed.destinations,
-            fallback=routed.fallback,
-            vendor_data={},
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(ledger.submissions.c.id)
+        INSERT_SUBMISSION,
+        {
+            "document_id": document_id,
+            "profile": routed.profile,
+            "vendor_kind": routed.vendor_kind,
+            "role": role,
+            "state": SubmissionState.QUEUED,
+            "destinations": routed.destinations,
+            "fallback": routed.fallback,
+            "vendor_data": {},
+            "created_at": now,
+            "updated_at": now,
+            "attempts": 0,
+            "polls": 0,
+        },
     ).scalar_one()
     ledger.event(
         conn,

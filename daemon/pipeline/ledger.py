@@ -10,14 +10,27 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from daemon.pipeline.states import ACTIVE, DELIVERY_ACTIVE, check
-from daemon.store.models import Delivery, Event, Submission, utcnow
+from daemon.store.models import Delivery, Event, Submission, SubmissionState, utcnow
 
 submissions = Submission.__table__
 deliveries = Delivery.__table__
 events = Event.__table__
+
+
+# Hot statements are built once: constructing SQLAlchemy expressions per call costs more than
+# running them. Their SET columns come from the parameters given at execution.
+INSERT_EVENT = insert(events)
+MOVE_BY_OWNER = update(submissions).where(
+    submissions.c.id == bindparam("w_id"),
+    submissions.c.state == bindparam("w_state"),
+    submissions.c.lease_owner == bindparam("w_owner"),
+)
+MOVE_ANY_OWNER = update(submissions).where(
+    submissions.c.id == bindparam("w_id"), submissions.c.state == bindparam("w_state")
+)
 
 
 class LeaseLost(RuntimeError):
@@ -38,17 +51,18 @@ def event(
     at: datetime | None = None,
 ) -> None:
     conn.execute(
-        insert(events).values(
-            at=at or utcnow(),
-            actor=actor,
-            kind=kind,
-            document_id=document_id,
-            submission_id=submission_id,
-            delivery_id=delivery_id,
-            from_state=from_state,
-            to_state=to_state,
-            message=message[:4000] if message else None,
-        )
+        INSERT_EVENT,
+        {
+            "at": at or utcnow(),
+            "actor": actor,
+            "kind": kind,
+            "document_id": document_id,
+            "submission_id": submission_id,
+            "delivery_id": delivery_id,
+            "from_state": from_state,
+            "to_state": to_state,
+            "message": message[:4000] if message else None,
+        },
     )
 
 
@@ -76,10 +90,11 @@ def move_submission(
     values: dict[str, Any] = {"state": to_state, "updated_at": now, **changes}
     if lease_seconds is not None:
         values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
-    guard = [submissions.c.id == sub["id"], submissions.c.state == from_state]
+    guard = {"w_id": sub["id"], "w_state": from_state}
     if owner is not None:
-        guard.append(submissions.c.lease_owner == owner)
-    result = conn.execute(update(submissions).where(*guard).values(**values))
+        guard["w_owner"] = owner
+    statement = MOVE_BY_OWNER if owner is not None else MOVE_ANY_OWNER
+    result = conn.execute(statement, {**values, **guard})
     if result.rowcount != 1:
         raise LeaseLost(f"submission {sub['id']} moved or lease lost")
     event(
@@ -99,10 +114,14 @@ def move_submission(
 def claim_submissions(
     conn: Connection, *, profile: str, owner: str, limit: int, lease_seconds: float
 ) -> list[int]:
-    """Lease up to ``limit`` due submissions of one profile (SKIP LOCKED on PostgreSQL)."""
+    """Lease up to ``limit`` due submissions of one profile (SKIP LOCKED on PostgreSQL).
+
+    A claimed ``queued`` submission moves to ``uploading`` in the same transaction: that move
+    is what a worker does first anyway, and it must be committed before the upload starts.
+    """
     now = utcnow()
     due = (
-        select(submissions.c.id)
+        select(submissions.c.id, submissions.c.state, submissions.c.document_id)
         .where(
             submissions.c.profile == profile,
             submissions.c.state.in_(ACTIVE),
@@ -113,7 +132,40 @@ def claim_submissions(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return _claim(conn, submissions, due, owner, now, lease_seconds)
+    rows = conn.execute(due).all()
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    expires = now + timedelta(seconds=lease_seconds)
+    conn.execute(
+        update(submissions)
+        .where(submissions.c.id.in_(ids))
+        .values(lease_owner=owner, lease_expires_at=expires)
+    )
+    queued = [row for row in rows if row.state == SubmissionState.QUEUED]
+    if queued:
+        conn.execute(
+            update(submissions)
+            .where(submissions.c.id.in_([row.id for row in queued]))
+            .values(state=SubmissionState.UPLOADING, updated_at=now)
+        )
+        conn.execute(
+            insert(events),
+            [
+                {
+                    "at": now,
+                    "actor": f"worker:{owner}",
+                    "kind": "transition",
+                    "document_id": row.document_id,
+                    "submission_id": row.id,
+                    "from_state": SubmissionState.QUEUED,
+                    "to_state": SubmissionState.UPLOADING,
+                    "message": None,
+                }
+                for row in queued
+            ],
+        )
+    return ids
 
 
 def claim_deliveries(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from connectors.errors import TerminalError
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
+from daemon.pipeline.deliveries import DeliveryRunner, export_payload
 from daemon.pipeline.intake import Routed, queue_submission
 from daemon.pipeline.retry import poll_delay, retry_delay
 from daemon.store.blobs import BlobStore
@@ -39,6 +40,7 @@ S = SubmissionState
 
 documents = Document.__table__
 extractions = Extraction.__table__
+INSERT_DELIVERY = insert(ledger.deliveries).returning(ledger.deliveries.c.id)
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
 
@@ -46,6 +48,9 @@ line_items_t = LineItemRow.__table__
 @dataclass
 class Hooks:
     """How the stages reach the rest of the engine."""
+
+    inline: Mapping[str, DeliveryRunner]
+    """Destinations whose first push the vendor worker makes itself (see Destination.inline)."""
 
     wake_deliveries: Callable[[str], None]
     wake_profile: Callable[[str], None]
@@ -67,6 +72,23 @@ def document_ref(row: Mapping[str, Any], blobs: BlobStore) -> DocumentRef:
         metadata=row["metadata"] or {},
         path=blobs.path(row["sha256"]),
     )
+
+
+@dataclass
+class _Work:
+    """One claimed submission while a worker advances it."""
+
+    sub: dict[str, Any]
+    doc: dict[str, Any]
+    document: DocumentRef
+    owner: str
+    actor: str
+    processing: dict[str, Any] | None = None
+    """The move to `processing`, made in memory, to be written with the poll's outcome."""
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    """Delivery rows created (and leased by this worker) for inline destinations."""
+    canonical: CanonicalResult | None = None
+    extraction_id: int | None = None
 
 
 class SubmissionRunner:
@@ -96,7 +118,6 @@ class SubmissionRunner:
 
     def run(self, submission_id: int, owner: str) -> None:
         """Advance one claimed submission as far as it can go now."""
-        actor = f"worker:{owner}"
         with self.reader.connect() as conn:
             sub = dict(
                 conn.execute(
@@ -112,68 +133,94 @@ class SubmissionRunner:
             )
         if sub["lease_owner"] != owner:
             return
-        document = document_ref(doc, self.blobs)
+        work = _Work(sub, doc, document_ref(doc, self.blobs), owner, f"worker:{owner}")
         step = sub["state"]
         try:
             while sub["state"] in states.ACTIVE:
                 step = sub["state"]
-                if not self._step(sub, document, owner, actor):
+                if not self._step(work):
                     return
         except ledger.LeaseLost:
             log.warning("lost the lease on submission %s; another worker has it", submission_id)
         except Exception as error:
-            self._failed(sub, step, error, owner, actor)
+            self._failed(sub, step, error, owner, work.actor)
 
     # ------------------------------------------------------------------ the steps
 
-    def _step(self, sub: dict[str, Any], document: DocumentRef, owner: str, actor: str) -> bool:
+    def _move(self, conn: ledger.Connection, work: _Work, to: str, **values: Any) -> None:
+        ledger.move_submission(
+            conn,
+            work.sub,
+            to,
+            owner=work.owner,
+            actor=work.actor,
+            lease_seconds=self.settings.lease_seconds,
+            **values,
+        )
+
+    def _step(self, work: _Work) -> bool:
         """Do one step; False when the submission must wait (for time or for the vendor)."""
+        sub = work.sub
         state = sub["state"]
-        lease = self.settings.lease_seconds
         if state == S.FAILED:
-            resume = sub["resume_state"] or S.QUEUED
             with self.engine.begin() as conn:
-                ledger.move_submission(
-                    conn, sub, resume, owner=owner, actor=actor, kind="retry",
-                    message=f"attempt {sub['attempts'] + 1}", lease_seconds=lease,
+                self._move(
+                    conn, work, sub["resume_state"] or S.QUEUED, kind="retry",
+                    message=f"attempt {sub['attempts'] + 1}",
                 )  # fmt: skip
             return True
-        if state == S.QUEUED:
+        if state == S.QUEUED:  # normally done by the claim itself
             with self.engine.begin() as conn:
-                ledger.move_submission(
-                    conn, sub, S.UPLOADING, owner=owner, actor=actor, lease_seconds=lease
-                )
+                self._move(conn, work, S.UPLOADING)
             return True
         if state == S.UPLOADING:
-            result = self.vendor.submit(document)
+            result = self.vendor.submit(work.document)
             crash_point("after_upload_response")
             now = utcnow()
             first_poll = self.vendor.capabilities.poll_interval
-            with self.engine.begin() as conn:
-                ledger.move_submission(
-                    conn, sub, S.PROCESSING, owner=owner, actor=actor, lease_seconds=lease,
-                    message=f"vendor reference {result.vendor_ref}",
-                    vendor_ref=result.vendor_ref, vendor_data=result.data, polls=0,
-                    deadline_at=now + timedelta(seconds=self.settings.processing_timeout),
-                    next_attempt_at=now + timedelta(seconds=first_poll) if first_poll else None,
-                )  # fmt: skip
-            return first_poll <= 0
+            processing = {
+                "message": f"vendor reference {result.vendor_ref}",
+                "vendor_ref": result.vendor_ref,
+                "vendor_data": result.data,
+                "polls": 0,
+                "deadline_at": now + timedelta(seconds=self.settings.processing_timeout),
+                "next_attempt_at": now + timedelta(seconds=first_poll) if first_poll else None,
+            }
+            if first_poll > 0:
+                with self.engine.begin() as conn:
+                    self._move(conn, work, S.PROCESSING, **processing)
+                return False
+            # Worth asking at once: the move to `processing` is written with the poll's outcome
+            # (a crash before that repeats the upload, which `submit` makes safe).
+            work.processing = processing
+            return self._poll(work)
         if state == S.PROCESSING:
-            return self._poll(sub, document, owner, actor)
+            return self._poll(work)
         if state == S.FETCHED:
-            return self._normalize(sub, owner, actor)
+            return self._normalize(work)
         if state == S.NORMALIZED:
-            self._finish(sub, owner, actor)
+            with self.engine.begin() as conn:
+                self._finish(conn, work)
+            self._deliver(work)
             return False
         raise states.IllegalTransition(f"no step for state {state}")
 
-    def _poll(self, sub: dict[str, Any], document: DocumentRef, owner: str, actor: str) -> bool:
+    def _commit_processing(self, conn: ledger.Connection, work: _Work) -> None:
+        if work.processing is not None:
+            self._move(conn, work, S.PROCESSING, **work.processing)
+            work.processing = None
+
+    def _poll(self, work: _Work) -> bool:
+        sub, owner = work.sub, work.owner
         now = utcnow()
-        deadline = sub["deadline_at"]
+        pending = work.processing or {}
+        deadline = pending.get("deadline_at", sub["deadline_at"])
         if deadline is not None and now > deadline:
-            self._give_up(sub, owner, actor, "vendor did not finish processing before the deadline")
+            reason = "the vendor did not finish processing before the deadline"
+            self._give_up(sub, owner, work.actor, reason)
             return False
-        ref, data = sub["vendor_ref"], sub["vendor_data"] or {}
+        ref = pending.get("vendor_ref", sub["vendor_ref"])
+        data = pending.get("vendor_data", sub["vendor_data"]) or {}
         result = self.vendor.poll(ref, data)
         if result.data is not None:
             data = result.data
@@ -184,6 +231,7 @@ class SubmissionRunner:
                 maximum=self.settings.poll_backoff_max,
             )
             with self.engine.begin() as conn:
+                self._commit_processing(conn, work)
                 conn.execute(
                     update(ledger.submissions)
                     .where(
@@ -201,28 +249,47 @@ class SubmissionRunner:
                 )
             return False
         if result.status == PollStatus.REJECTED:
-            self._reject(sub, owner, actor, result.reason or "the vendor rejected the document")
+            with self.engine.begin() as conn:
+                self._commit_processing(conn, work)
+            self._reject(sub, owner, work.actor, result.reason or "the vendor rejected it")
             return False
-        raw = self.vendor.fetch(ref, data, document)
+        raw = self.vendor.fetch(ref, data, work.document)
         _ensure_json(raw)
+        canonical, mapping_error = self._map(raw)
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(extractions).values(
+            self._commit_processing(conn, work)
+            extraction_id = conn.execute(
+                insert(extractions)
+                .values(
                     submission_id=sub["id"],
                     document_id=sub["document_id"],
                     vendor=self.profile,
                     raw=raw,
                     fetched_at=utcnow(),
+                    normalized_at=utcnow() if canonical is not None else None,
                 )
-            )
-            ledger.move_submission(
-                conn, sub, S.FETCHED, owner=owner, actor=actor, vendor_data=data,
-                polls=sub["polls"] + 1, lease_seconds=self.settings.lease_seconds,
-            )  # fmt: skip
+                .returning(extractions.c.id)
+            ).scalar_one()
+            self._move(conn, work, S.FETCHED, vendor_data=data, polls=sub["polls"] + 1)
+            if canonical is not None:
+                # Pure computation from here to `done`: one transaction, an event per move.
+                self._store_canonical(conn, work, extraction_id, canonical)
+                self._finish(conn, work, extraction_id)
         crash_point("after_fetch_commit")
-        return True
+        if mapping_error is not None:
+            raise mapping_error
+        self._deliver(work)
+        return False
 
-    def _normalize(self, sub: dict[str, Any], owner: str, actor: str) -> bool:
+    def _map(self, raw: Any) -> tuple[CanonicalResult | None, TerminalError | None]:
+        try:
+            return self.vendor.normalize(raw), None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return None, TerminalError(f"the vendor's result could not be mapped: {exc!r}")
+
+    def _normalize(self, work: _Work) -> bool:
+        """FETCHED → NORMALIZED for a result stored earlier (a re-fetch, or after a crash)."""
+        sub = work.sub
         with self.reader.connect() as conn:
             extraction = (
                 conn.execute(
@@ -234,66 +301,85 @@ class SubmissionRunner:
                 .mappings()
                 .one()
             )
-        try:
-            result = self.vendor.normalize(extraction["raw"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TerminalError(f"the vendor's result could not be mapped: {exc!r}") from exc
+        canonical, mapping_error = self._map(extraction["raw"])
+        if mapping_error is not None:
+            raise mapping_error
+        assert canonical is not None
         with self.engine.begin() as conn:
-            write_canonical(conn, extraction["id"], sub["document_id"], result)
             conn.execute(
                 update(extractions)
                 .where(extractions.c.id == extraction["id"])
                 .values(normalized_at=utcnow())
             )
-            ledger.move_submission(
-                conn,
-                sub,
-                S.NORMALIZED,
-                owner=owner,
-                actor=actor,
-                message=f"{len(result.fields)} fields, {len(result.line_items)} line items",
-                lease_seconds=self.settings.lease_seconds,
-            )
+            self._store_canonical(conn, work, extraction["id"], canonical)
         crash_point("after_normalize_commit")
         return True
 
-    def _finish(self, sub: dict[str, Any], owner: str, actor: str) -> None:
-        """NORMALIZED → DONE, and the outbox rows for every destination, in one transaction."""
-        with self.engine.begin() as conn:
+    def _store_canonical(
+        self, conn: ledger.Connection, work: _Work, extraction_id: int, result: CanonicalResult
+    ) -> None:
+        write_canonical(conn, extraction_id, work.sub["document_id"], result)
+        work.canonical = result
+        self._move(
+            conn,
+            work,
+            S.NORMALIZED,
+            message=f"{len(result.fields)} fields, {len(result.line_items)} line items",
+        )
+
+    def _finish(
+        self, conn: ledger.Connection, work: _Work, extraction_id: int | None = None
+    ) -> None:
+        """NORMALIZED → DONE, with the outbox rows for every destination, in the caller's
+        transaction."""
+        sub = work.sub
+        if extraction_id is None:
             extraction_id = conn.execute(
                 select(extractions.c.id)
                 .where(extractions.c.submission_id == sub["id"])
                 .order_by(extractions.c.id.desc())
                 .limit(1)
             ).scalar_one()
-            now = utcnow()
-            for destination in sub["destinations"] or []:
-                conn.execute(
-                    insert(ledger.deliveries).values(
-                        document_id=sub["document_id"],
-                        submission_id=sub["id"],
-                        extraction_id=extraction_id,
-                        destination=destination,
-                        idempotency_key=f"docrelay-{sub['document_id']}-{extraction_id}-{destination}",
-                        state="pending",
-                        created_at=now,
-                    )
-                )
-            ledger.move_submission(
-                conn,
-                sub,
-                S.DONE,
-                owner=owner,
-                actor=actor,
-                completed_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=None,
-                error=None,
-                error_class=None,
-            )
+        now = utcnow()
+        lease = now + timedelta(seconds=self.settings.lease_seconds)
         for destination in sub["destinations"] or []:
-            self.hooks.wake_deliveries(destination)
+            inline = destination in self.hooks.inline
+            row = {
+                "document_id": sub["document_id"],
+                "submission_id": sub["id"],
+                "extraction_id": extraction_id,
+                "destination": destination,
+                "idempotency_key": f"docrelay-{sub['document_id']}-{extraction_id}-{destination}",
+                "state": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "lease_owner": work.owner if inline else None,
+                "lease_expires_at": lease if inline else None,
+            }
+            row["id"] = conn.execute(INSERT_DELIVERY, row).scalar_one()
+            if inline:
+                work.outbox.append(row)
+        work.extraction_id = extraction_id
+        ledger.move_submission(
+            conn, sub, S.DONE, owner=work.owner, actor=work.actor, completed_at=now,
+            lease_owner=None, lease_expires_at=None, next_attempt_at=None, error=None,
+            error_class=None,
+        )  # fmt: skip
+
+    def _deliver(self, work: _Work) -> None:
+        """After `done` is committed: push to inline destinations here, wake the other pools."""
+        rows, work.outbox = work.outbox, []
+        if rows and work.canonical is not None and work.extraction_id is not None:
+            payload = export_payload(work.doc, work.sub, work.extraction_id, work.canonical)
+            for row in rows:
+                self.hooks.inline[row["destination"]].push(row, payload, work.owner)
+        else:
+            for row in rows:  # nothing in memory to push: the pool's sweep takes them
+                self.hooks.wake_deliveries(row["destination"])
+        inline = {row["destination"] for row in rows}
+        for destination in work.sub["destinations"] or []:
+            if destination not in inline:
+                self.hooks.wake_deliveries(destination)
 
     # ------------------------------------------------------------------ outcomes
 

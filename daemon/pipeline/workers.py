@@ -61,17 +61,23 @@ class WorkerPool:
             thread.start()
             self._threads.append(thread)
 
-    def wake(self) -> None:
+    def wake(self, everyone: bool = False) -> None:
+        """New work: one idle thread looks (it keeps claiming while there is more); a sweep or
+        a stop wakes them all."""
         with self._wake:
             self._generation += 1
-            self._wake.notify_all()
+            if everyone:
+                self._wake.notify_all()
+            else:
+                self._wake.notify()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, *, wait: bool = True) -> None:
         """Finish the steps in progress, claim nothing new."""
         self._stopping.set()
-        self.wake()
-        for thread in self._threads:
-            thread.join(timeout)
+        self.wake(everyone=True)
+        if wait:
+            for thread in self._threads:
+                thread.join(timeout)
 
     @property
     def alive(self) -> bool:
