@@ -217,3 +217,46 @@ def test_no_route_is_recorded_as_unrouted(make_daemon):
 def test_config_dataclass_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         config_mod.Config.__new__(config_mod.Config).path = Path("x")  # type: ignore[misc]
+
+
+def test_two_engines_on_postgresql_claim_each_submission_once(tmp_path, pg_url, monkeypatch):
+    """SKIP LOCKED: two processes' worth of workers on one PostgreSQL queue never share work."""
+    fakes.install(monkeypatch)
+    raw = {
+        "store": {"url": pg_url, "blob_dir": str(tmp_path / "blobs")},
+        "web": {"enabled": False},
+        "vendors": {"a": {"kind": "scripted", "concurrency": 3}},
+        "destinations": {"out": {"kind": "folder", "path": str(tmp_path / "out")}},
+        "routes": [{"vendor": "a", "destinations": ["out"]}],
+    }
+    first = Daemon(config_mod.validate(raw, Path("one.toml")))
+    second = Daemon(config_mod.validate(raw, Path("two.toml")))
+    first.open()
+    second.open()
+    assert first.owner != second.owner
+    docs = [offer(first, f"doc{i}.pdf", f"doc {i}".encode()) for i in range(40)]
+    first.start()
+    second.start()
+    try:
+        with first.engine.connect() as conn:
+            wait_until(
+                lambda: conn.execute(
+                    text("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+                ).scalar()
+                == len(docs),
+                30,
+                what="all delivered",
+            )
+            owners = conn.execute(
+                text(
+                    "SELECT DISTINCT actor FROM events WHERE kind = 'transition' "
+                    "AND to_state = 'uploading'"
+                )
+            ).scalars().all()
+    finally:
+        first.stop()
+        second.stop()
+    submits = [c for c in fakes.CALLS["a"] if c[0] == "submit"]
+    assert sorted(doc for _, doc in submits) == sorted(docs), "each document uploaded once"
+    assert len(owners) == 2, "both engines took part"
+    assert len(list((tmp_path / "out").glob("*.json"))) == len(docs)
