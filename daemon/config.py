@@ -213,23 +213,36 @@ def validate(raw: Mapping[str, Any], path: Path) -> Config:
     problems: list[Problem] = []
     secrets: list[str] = []
     data = _resolve_secret_files(dict(raw), CoreSettings, (), problems, secrets)
+    core: CoreSettings | None
     try:
         core = CoreSettings(**data)
+        sections: Mapping[str, Any] = core.model_dump(
+            include={"sources", "vendors", "destinations"}
+        )
     except ValidationError as exc:
         problems.extend(_problems(exc, ()))
-        raise ConfigError(path, problems) from None
+        core = None  # still check the connector sections, so one run reports every problem
+        sections = data
+
+    def table(name: str) -> dict[str, Any]:
+        value = sections.get(name, {})
+        return value if isinstance(value, dict) else {}
 
     sources: list[ConnectorSettings] = []
-    for kind, entries in core.sources.items():
-        for index, entry in enumerate(entries):
+    for kind, entries in table("sources").items():
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
             loc = ("sources", kind, str(index))
             model = _connector("source", kind, loc[:2], problems)
-            if model is not None:
+            if model is not None and isinstance(entry, dict):
                 built = _build(model, {**entry, "kind": kind}, loc, problems, secrets)
                 if built is not None:
                     sources.append(built)
-    vendors = _connectors("vendor", "vendors", core.vendors, problems, secrets)
-    destinations = _connectors("destination", "destinations", core.destinations, problems, secrets)
+    vendors = _connectors("vendor", "vendors", table("vendors"), problems, secrets)
+    destinations = _connectors(
+        "destination", "destinations", table("destinations"), problems, secrets
+    )
+    if core is None:
+        raise ConfigError(path, problems)
     _check_references(core, sources, vendors, destinations, problems)
     _collect_secrets(core, secrets)
     if problems:
@@ -247,7 +260,7 @@ def _connectors(
     built: dict[str, ConnectorSettings] = {}
     for name, entry in entries.items():
         loc = (section, name)
-        kind = entry.get("kind")
+        kind = entry.get("kind") if isinstance(entry, dict) else None
         if not isinstance(kind, str):
             problems.append(Problem(_key((*loc, "kind")), "field required (the connector kind)"))
             continue

@@ -13,6 +13,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEv
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon import notify
+from daemon.pipeline import ledger
 
 if TYPE_CHECKING:
     from daemon.runtime import Daemon
@@ -50,8 +51,15 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
             id=f"rescan:{source.context.name}",
             name=f"rescan {source.context.name}",
         )
+
+    def sweep() -> None:
+        with daemon.engine.begin() as conn:
+            if expired := ledger.expire_leases(conn):
+                log.warning("%d lease(s) ran out; their work is taken over", expired)
+        daemon.wake_all()
+
     scheduler.add_job(
-        daemon.wake_all,
+        sweep,
         "interval",
         seconds=daemon.config.core.pipeline.sweep_interval,
         id="sweep",

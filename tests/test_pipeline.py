@@ -240,19 +240,25 @@ def test_two_engines_on_postgresql_claim_each_submission_once(tmp_path, pg_url, 
     try:
         with first.engine.connect() as conn:
             wait_until(
-                lambda: conn.execute(
-                    text("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
-                ).scalar()
-                == len(docs),
+                lambda: (
+                    conn.execute(
+                        text("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+                    ).scalar()
+                    == len(docs)
+                ),
                 30,
                 what="all delivered",
             )
-            owners = conn.execute(
-                text(
-                    "SELECT DISTINCT actor FROM events WHERE kind = 'transition' "
-                    "AND to_state = 'uploading'"
+            owners = (
+                conn.execute(
+                    text(
+                        "SELECT DISTINCT actor FROM events WHERE kind = 'transition' "
+                        "AND to_state = 'uploading'"
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
     finally:
         first.stop()
         second.stop()
@@ -260,3 +266,31 @@ def test_two_engines_on_postgresql_claim_each_submission_once(tmp_path, pg_url, 
     assert sorted(doc for _, doc in submits) == sorted(docs), "each document uploaded once"
     assert len(owners) == 2, "both engines took part"
     assert len(list((tmp_path / "out").glob("*.json"))) == len(docs)
+
+
+def test_expired_leases_are_freed_with_an_event(make_daemon):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from daemon.store.models import utcnow
+
+    fakes.SCRIPTS["a"].extend(["ok"] + ["processing"] * 1000)
+    daemon = make_daemon()
+    doc = offer(daemon, "held.pdf")
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "processing", 10, what="processing")
+    sub = ledger.submissions
+    with daemon.engine.begin() as conn:  # a worker elsewhere took it, then died
+        conn.execute(
+            update(sub)
+            .where(sub.c.document_id == doc)
+            .values(
+                lease_owner="otherhost:1:dead",
+                lease_expires_at=utcnow() - timedelta(seconds=1),
+                next_attempt_at=utcnow() + timedelta(hours=1),
+            )
+        )
+        assert ledger.expire_leases(conn) == 1
+        assert ledger.expire_leases(conn) == 0
+    assert sub_state(daemon, doc)["lease_owner"] is None
+    assert ("lease_expired", "processing", "processing") in events(daemon, doc)

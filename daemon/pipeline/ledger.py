@@ -244,3 +244,41 @@ def release_dead_owners(conn: Connection, owners: Sequence[str]) -> int:
         )
         released += result.rowcount
     return released
+
+
+def expire_leases(conn: Connection, *, actor: str = "scheduler") -> int:
+    """Free leases that ran out (their worker died or hung) and say so in the audit trail."""
+    now = utcnow()
+    expired = 0
+    for table, key in ((submissions, "submission_id"), (deliveries, "delivery_id")):
+        rows = conn.execute(
+            select(table.c.id, table.c.document_id, table.c.state, table.c.lease_owner).where(
+                table.c.lease_owner.is_not(None), table.c.lease_expires_at < now
+            )
+        ).all()
+        if not rows:
+            continue
+        conn.execute(
+            update(table)
+            .where(table.c.id.in_([r.id for r in rows]), table.c.lease_expires_at < now)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        conn.execute(
+            INSERT_EVENT,
+            [
+                {
+                    "at": now,
+                    "actor": actor,
+                    "kind": "lease_expired",
+                    "document_id": r.document_id,
+                    "submission_id": r.id if key == "submission_id" else None,
+                    "delivery_id": r.id if key == "delivery_id" else None,
+                    "from_state": r.state,
+                    "to_state": r.state,
+                    "message": f"lease of {r.lease_owner} ran out; the work is free again",
+                }
+                for r in rows
+            ],
+        )
+        expired += len(rows)
+    return expired
