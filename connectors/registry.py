@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["source", "vendor", "destination"]
 ROLES: tuple[Role, ...] = ("source", "vendor", "destination")
@@ -26,6 +26,11 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "folder": "connectors.destinations.folder:FolderDestination",
     },
 }
+
+EMULATORS: dict[str, str] = {
+    "rossum": "connectors.vendors.rossum.emulator_cli:main",
+}
+"""Vendor kind → the ``main(argv) -> int`` of its emulator (``docrelay emulate <kind>``)."""
 
 ENTRY_POINT_GROUP = "docrelay.connectors"
 
@@ -52,5 +57,14 @@ def load(role: Role, kind: str) -> type:
     if target is None:
         known = ", ".join(sorted(kinds)) or "none"
         raise UnknownConnector(f"unknown {role} kind {kind!r} (installed: {known})")
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def load_emulator(kind: str) -> Any:
+    target = EMULATORS.get(kind)
+    if target is None:
+        known = ", ".join(sorted(EMULATORS)) or "none"
+        raise UnknownConnector(f"no emulator for {kind!r} (available: {known})")
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)

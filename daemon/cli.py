@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_db_upgrade)
     cur = db.add_parser("current", help="show the schema revision of the store")
     cur.set_defaults(func=cmd_db_current)
+    p = command(
+        "correct", cmd_correct, "correct fields of a document; the vendor gets them as feedback"
+    )
+    p.add_argument("document", type=int)
+    p.add_argument("values", nargs="+", metavar="FIELD=VALUE")
+    p = command("emulate", cmd_emulate, "run a vendor's API emulator to try a config offline")
+    p.add_argument("vendor", help="vendor kind, e.g. rossum")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of the emulator (--help)")
     command("connectors", cmd_connectors, "list installed sources, vendors and destinations")
     return parser
 
@@ -385,6 +393,42 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     head = store_engine.head_revision(engine)
     print(f"current {current or 'empty'}, newest {head}")
     return 0 if current == head else 1
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    from connectors import registry
+    from daemon.pipeline.feedback import CorrectionError, correct
+
+    config = load_config(args)
+    values: dict[str, str] = {}
+    for item in args.values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"{item!r}: expected FIELD=VALUE", file=sys.stderr)
+            return EXIT_CONFIG
+        values[name.strip()] = value
+    vendors = {
+        name: registry.load("vendor", settings.kind) for name, settings in config.vendors.items()
+    }
+    try:
+        changed = correct(open_store(config), args.document, values, vendors=vendors)
+    except CorrectionError as exc:
+        print(f"document {args.document}: {exc}", file=sys.stderr)
+        return 1
+    for line in changed:
+        print(line)
+    return 0
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from connectors import registry
+
+    try:
+        main_of = registry.load_emulator(args.vendor)
+    except registry.UnknownConnector as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    return int(main_of(list(args.args)) or 0)
 
 
 def cmd_connectors(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +21,15 @@ from connectors.base import ConnectorContext, Destination, Source, Vendor
 from daemon.config import Config
 from daemon.pipeline import ledger
 from daemon.pipeline.deliveries import DeliveryRunner
+from daemon.pipeline.feedback import (
+    ACTIVE as FEEDBACK_ACTIVE,
+)
+from daemon.pipeline.feedback import (
+    FeedbackRunner,
+    claim_feedback,
+    feedback_t,
+    queue_export_status,
+)
 from daemon.pipeline.intake import Intake
 from daemon.pipeline.submissions import Hooks, SubmissionRunner
 from daemon.pipeline.workers import WorkerPool
@@ -98,6 +107,7 @@ class Daemon:
         self.sources: list[Source] = []
         self.pools: dict[str, WorkerPool] = {}
         self.delivery_pools: dict[str, WorkerPool] = {}
+        self.feedback_pools: dict[str, WorkerPool] = {}
         self.paused: dict[str, str] = {}
         """Profiles whose credentials were refused, with the reason."""
         self.intake: Intake | None = None
@@ -162,7 +172,11 @@ class Daemon:
         settings = self.config.core.pipeline
         runners = {
             name: DeliveryRunner(
-                engine=self.engine, destination=destination, name=name, settings=settings
+                engine=self.engine,
+                destination=destination,
+                name=name,
+                settings=settings,
+                on_final=self._delivery_ended,
             )
             for name, destination in self.destinations.items()
         }
@@ -219,7 +233,32 @@ class Daemon:
                 ),
                 paused=lambda name=name: name in self.paused,
             )
-        for pool in [*self.pools.values(), *self.delivery_pools.values()]:
+        for name, vendor in self.vendors.items():
+            caps = vendor.capabilities
+            if not (caps.feedback or caps.export_status):
+                continue
+            feedback_runner = FeedbackRunner(
+                engine=self.engine, vendor=vendor, profile=name, settings=settings
+            )
+            self.feedback_pools[name] = WorkerPool(
+                name=f"feedback-{name}",
+                size=1,
+                engine=self.engine,
+                owner=self.owner,
+                claim=lambda conn, owner, limit, name=name: claim_feedback(
+                    conn,
+                    profile=name,
+                    owner=owner,
+                    limit=limit,
+                    lease_seconds=settings.lease_seconds,
+                ),
+                run=feedback_runner.run,
+                next_due=lambda conn, name=name: ledger.next_due(
+                    conn, feedback_t, feedback_t.c.profile, name, FEEDBACK_ACTIVE
+                ),
+                paused=lambda name=name: name in self.paused,
+            )
+        for pool in self._all_pools():
             pool.start()
         assert self.intake is not None
         for source in self.sources:
@@ -242,7 +281,7 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
         for source in self.sources:
             source.stop()
-        pools = [*self.pools.values(), *self.delivery_pools.values()]
+        pools = self._all_pools()
         for pool in pools:
             pool.stop(wait=False)
         for pool in pools:
@@ -267,9 +306,32 @@ class Daemon:
         if pool := self.delivery_pools.get(name):
             pool.wake()
 
+    def _all_pools(self) -> list[WorkerPool]:
+        return [*self.pools.values(), *self.delivery_pools.values(), *self.feedback_pools.values()]
+
     def wake_all(self) -> None:
-        for pool in [*self.pools.values(), *self.delivery_pools.values()]:
+        for pool in self._all_pools():
             pool.wake(everyone=True)
+
+    def wake_feedback(self, profile: str) -> None:
+        if pool := self.feedback_pools.get(profile):
+            pool.wake()
+
+    def _delivery_ended(
+        self, conn: ledger.Connection, delivery: Mapping[str, Any], ok: bool, reason: str | None
+    ) -> None:
+        """In the transaction ending a delivery: queue the export status for the vendor."""
+        sub = ledger.submissions
+        profile = conn.execute(
+            select(sub.c.profile).where(sub.c.id == delivery["submission_id"])
+        ).scalar_one()
+        vendor = self.vendors.get(profile)
+        if vendor is None or not vendor.capabilities.export_status:
+            return
+        if not getattr(vendor.settings, "export_status", True):
+            return
+        if queue_export_status(conn, delivery, profile):
+            self.wake_feedback(profile)
 
     def pause_profile(self, profile: str, reason: str) -> None:
         """Credentials refused: hold this profile's queue, keep the others running."""
@@ -319,7 +381,7 @@ class Daemon:
                 conn.execute(text("SELECT 1"))
         except Exception:
             return False
-        return all(p.alive for p in [*self.pools.values(), *self.delivery_pools.values()])
+        return all(p.alive for p in self._all_pools())
 
     def poke_submission(self, profile: str, vendor_ref: str) -> int:
         """A webhook said something changed: make the submission due now and wake its pool."""

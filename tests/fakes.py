@@ -56,7 +56,9 @@ def _raise(outcome: str) -> None:
 class ScriptedVendor(Vendor):
     kind: ClassVar[str] = "scripted"
     settings_model: ClassVar[type[ConnectorSettings]] = ScriptedSettings
-    capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(poll_interval=0)
+    capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(
+        poll_interval=0, feedback=True, export_status=True
+    )
 
     def submit(self, document: DocumentRef) -> SubmitResult:
         CALLS[self.context.name].append(("submit", document.id))
@@ -76,6 +78,15 @@ class ScriptedVendor(Vendor):
     def fetch(self, vendor_ref: str, data: Mapping[str, Any], document: DocumentRef) -> Any:
         CALLS[self.context.name].append(("fetch", document.id))
         return {"invoice_number": f"INV-{document.id}", "total": "12.50"}
+
+    def send_feedback(self, vendor_ref: str, data: Mapping[str, Any], corrections: list) -> None:
+        CALLS[self.context.name].append(("feedback", corrections))
+        _raise(_next(f"{self.context.name}:feedback"))
+
+    def report_delivery(
+        self, vendor_ref: str, data: Mapping[str, Any], ok: bool, message: str | None
+    ) -> None:
+        CALLS[self.context.name].append(("report", (vendor_ref, ok, message)))
 
     def normalize(self, raw: Any) -> CanonicalResult:
         from decimal import Decimal

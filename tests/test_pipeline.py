@@ -96,14 +96,16 @@ def test_transient_errors_are_retried_with_backoff_then_succeed(make_daemon):
     fakes.SCRIPTS["a"].extend(["transient", "transient", "transient"])
     daemon = make_daemon(max_attempts=5)
     doc = offer(daemon, "one.pdf")
-    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done")
+    wait_until(
+        lambda: ("delivery", "pending", "delivered") in events(daemon, doc), 10, what="delivered"
+    )
     row = sub_state(daemon, doc)
+    assert row["state"] == "done"
     assert row["attempts"] == 3
     assert [c for c in fakes.CALLS["a"] if c[0] == "submit"] == [("submit", doc)] * 4
     trail = events(daemon, doc)
     assert trail.count(("transition", "uploading", "failed")) == 3
     assert trail.count(("retry", "failed", "uploading")) == 3
-    assert trail[-1] == ("delivery", "pending", "delivered")
 
 
 def test_gives_up_after_max_attempts_then_operator_retry_revives(make_daemon):
@@ -294,3 +296,63 @@ def test_expired_leases_are_freed_with_an_event(make_daemon):
         assert ledger.expire_leases(conn) == 0
     assert sub_state(daemon, doc)["lease_owner"] is None
     assert ("lease_expired", "processing", "processing") in events(daemon, doc)
+
+
+def test_export_status_and_corrections_reach_the_vendor(make_daemon):
+    from daemon.pipeline.feedback import correct
+
+    daemon = make_daemon()
+    doc = offer(daemon, "fb.pdf")
+    ref = f"a-{doc}"
+    wait_until(lambda: ("report", (ref, True, None)) in fakes.CALLS["a"], 10, what="exported")
+    fakes.SCRIPTS["a:feedback"].append("transient")  # the first send fails, the retry succeeds
+    changed = correct(
+        daemon.engine, doc, {"invoice_number": "INV-9", "total_amount": "13,50 EUR"},
+        vendors=daemon.vendors,
+    )  # fmt: skip
+    assert changed == [
+        "invoice_number: INV-… → INV-9".replace("…", str(doc)),
+        "total_amount: 12.50 → 13.50",
+    ]
+    daemon.wake_feedback("a")
+    wait_until(
+        lambda: [c for c in fakes.CALLS["a"] if c[0] == "feedback"][1:], 10, what="feedback sent"
+    )
+    sent = [c[1] for c in fakes.CALLS["a"] if c[0] == "feedback"][-1]
+    assert {(c.field, c.value) for c in sent} == {
+        ("invoice_number", "INV-9"),
+        ("total_amount", "13.50"),
+    }
+    with daemon.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT invoice_number, total_amount FROM docrelay_invoices WHERE document_id = :d"
+            ),
+            {"d": doc},
+        ).one()
+        corrected = conn.execute(
+            text("SELECT COUNT(*) FROM docrelay_fields WHERE document_id = :d AND corrected"),
+            {"d": doc},
+        ).scalar()
+        states = conn.execute(text("SELECT kind, state FROM feedback ORDER BY id")).all()
+    assert row[0] == "INV-9" and float(row[1]) == 13.5
+    assert corrected == 2
+    assert [tuple(s) for s in states] == [
+        ("export_status", "sent"),
+        ("correction", "sent"),
+        ("correction", "sent"),
+    ]
+
+
+def test_failed_export_is_reported_with_the_reason(make_daemon, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the export folder should be")
+    daemon = make_daemon(
+        {"destinations": {"out": {"kind": "folder", "path": str(blocker / "sub")}}},
+        max_attempts=2,
+    )
+    doc = offer(daemon, "nowhere.pdf")
+    wait_until(lambda: [c for c in fakes.CALLS["a"] if c[0] == "report"], 15, what="failed_export")
+    report = next(c[1] for c in fakes.CALLS["a"] if c[0] == "report")
+    assert report[0] == f"a-{doc}" and report[1] is False
+    assert "out: gave up after 2 attempts" in report[2]

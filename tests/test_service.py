@@ -156,3 +156,25 @@ def test_web_endpoints_and_secret_redaction(tmp_path):
     assert "DEBUG" in log or "debug" in log
     assert db_url not in log, "the store URL came from a secret file and must not be logged"
     assert "url=***" in log, "the schema upgrade line names the store, redacted"
+
+
+def test_correct_updates_the_store_for_a_vendor_without_feedback(tmp_path):
+    config = write_config(tmp_path)
+    files = tmp_path / "one"
+    files.mkdir()
+    (files / "a.pdf").write_bytes(render_pdf(random_spec(5)))
+    cli(config, "submit", str(files), "--wait")
+    result = cli(config, "correct", "1", "invoice_number=X-1", "total_amount=99,90 EUR")
+    assert "invoice_number:" in result.stdout and "→ X-1" in result.stdout
+    assert "total_amount:" in result.stdout and "→ 99.90" in result.stdout
+    engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT invoice_number, total_amount FROM docrelay_invoices")).one()
+        feedback = conn.execute(text("SELECT COUNT(*) FROM feedback")).scalar()
+    engine.dispose()
+    assert row[0] == "X-1" and float(row[1]) == 99.9
+    assert feedback == 0, "the local extractor takes no feedback; only the store changes"
+    assert "corrected" in cli(config, "history", "1").stdout
+    bad = cli(config, "correct", "42", "invoice_number=1", check=False)
+    assert bad.returncode == 1 and "no extraction" in bad.stderr
+    assert cli(config, "correct", "1", "nonsense", check=False).returncode == 2

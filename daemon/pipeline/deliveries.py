@@ -124,7 +124,9 @@ class DeliveryRunner:
         destination: Destination,
         name: str,
         settings: PipelineSettings,
-        on_final: Callable[[Mapping[str, Any], bool, str | None], None] = lambda *a: None,
+        on_final: Callable[[ledger.Connection, Mapping[str, Any], bool, str | None], None] = (
+            lambda *a: None
+        ),
     ) -> None:
         self.engine = engine
         self.reader = reader(engine)
@@ -132,7 +134,8 @@ class DeliveryRunner:
         self.name = name
         self.settings = settings
         self.on_final = on_final
-        """Called after a delivery ends (delivered, or dead): export status back to the vendor."""
+        """Called in the transaction that ends a delivery (delivered, or dead), so the export
+        status for the vendor is queued atomically with it."""
 
     def run(self, delivery_id: int, owner: str) -> None:
         table = ledger.deliveries
@@ -145,15 +148,15 @@ class DeliveryRunner:
             payload = build_payload(conn, delivery)
         self.push(delivery, payload, owner)
 
-    def push(self, delivery: dict[str, Any], payload: ExportPayload, owner: str) -> None:
-        """Deliver one leased outbox row and record the outcome."""
+    def push(self, delivery: dict[str, Any], payload: ExportPayload, owner: str) -> bool:
+        """Deliver one leased outbox row and record the outcome; True when delivered."""
         actor = f"worker:{owner}"
         crash_point("before_delivery")
         try:
             receipt = self.destination.deliver(payload, delivery["idempotency_key"])
         except Exception as error:
             self._failed(delivery, error, owner, actor)
-            return
+            return False
         crash_point("after_delivery_push")
         self._set(
             delivery,
@@ -161,11 +164,12 @@ class DeliveryRunner:
             owner,
             actor,
             f"delivered to {self.name}: {receipt.ref}",
+            final=(True, None),
             downstream_ref=receipt.ref,
             delivered_at=utcnow(),
             error=None,
         )
-        self.on_final(delivery, True, None)
+        return True
 
     def _failed(self, delivery: dict[str, Any], error: Exception, owner: str, actor: str) -> None:
         action = states.classify(error)
@@ -180,9 +184,15 @@ class DeliveryRunner:
                 message if action == "reject" else f"gave up after {attempts} attempts: {message}"
             )
             self._set(
-                delivery, DeliveryState.DEAD, owner, actor, reason, attempts=attempts, error=reason
+                delivery,
+                DeliveryState.DEAD,
+                owner,
+                actor,
+                reason,
+                final=(False, reason),
+                attempts=attempts,
+                error=reason,
             )
-            self.on_final(delivery, False, reason)
             return
         delay = retry_delay(
             attempts,
@@ -211,6 +221,8 @@ class DeliveryRunner:
         owner: str,
         actor: str,
         message: str,
+        *,
+        final: tuple[bool, str | None] | None = None,
         **values: Any,
     ) -> None:
         table = ledger.deliveries
@@ -234,3 +246,5 @@ class DeliveryRunner:
                 to_state=state,
                 message=message,
             )
+            if final is not None:
+                self.on_final(conn, delivery, *final)

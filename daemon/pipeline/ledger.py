@@ -201,9 +201,12 @@ def _claim(
     return ids
 
 
-def next_due(conn: Connection, table: Any, column: Any, key: str) -> datetime | None:
+def next_due(
+    conn: Connection, table: Any, column: Any, key: str, active: Any = None
+) -> datetime | None:
     """When the earliest waiting item of a profile/destination becomes claimable (None: never)."""
-    active = ACTIVE if table is submissions else DELIVERY_ACTIVE
+    if active is None:
+        active = ACTIVE if table is submissions else DELIVERY_ACTIVE
     free = table.c.lease_owner.is_(None)
     row = conn.execute(
         select(

@@ -372,7 +372,8 @@ class SubmissionRunner:
         if rows and work.canonical is not None and work.extraction_id is not None:
             payload = export_payload(work.doc, work.sub, work.extraction_id, work.canonical)
             for row in rows:
-                self.hooks.inline[row["destination"]].push(row, payload, work.owner)
+                if not self.hooks.inline[row["destination"]].push(row, payload, work.owner):
+                    self.hooks.wake_deliveries(row["destination"])  # its pool does the retries
         else:
             for row in rows:  # nothing in memory to push: the pool's sweep takes them
                 self.hooks.wake_deliveries(row["destination"])

@@ -241,17 +241,27 @@ class Delivery(Base):
     __table_args__ = (Index(None, "destination", "state", "next_attempt_at"),)
 
 
+class FeedbackKind(enum.StrEnum):
+    CORRECTION = "correction"
+    """A field value changed on our side (CLI, ERP): the vendor learns the right value."""
+    EXPORT_STATUS = "export_status"
+    """What happened downstream (exported / failed_export), shown in the vendor's UI."""
+
+
 class Feedback(Base):
-    """A correction or confirmation of a field, queued for the vendor's feedback API."""
+    """Messages to a vendor driven by a committed row: corrections and export status."""
 
     __tablename__ = "feedback"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
-    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
-    field: Mapped[str] = mapped_column(String(255))
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    profile: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32), default=FeedbackKind.CORRECTION)
+    field: Mapped[str | None] = mapped_column(String(255))
     old_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
     origin: Mapped[str] = mapped_column(String(255), default="cli")
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -261,6 +271,8 @@ class Feedback(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "profile", "state", "next_attempt_at"),)
 
 
 class Event(Base):

@@ -154,9 +154,12 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('document_id', sa.Integer(), nullable=False),
     sa.Column('submission_id', sa.Integer(), nullable=False),
-    sa.Column('field', sa.String(length=255), nullable=False),
+    sa.Column('profile', sa.String(length=255), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('field', sa.String(length=255), nullable=True),
     sa.Column('old_value', sa.Text(), nullable=True),
     sa.Column('new_value', sa.Text(), nullable=True),
+    sa.Column('message', sa.Text(), nullable=True),
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
@@ -172,6 +175,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('feedback', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_feedback_document_id'), ['document_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_feedback_profile_state_next_attempt_at'), ['profile', 'state', 'next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_feedback_submission_id'), ['submission_id'], unique=False)
 
     op.create_table('deliveries',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -289,6 +294,8 @@ def downgrade() -> None:
 
     op.drop_table('deliveries')
     with op.batch_alter_table('feedback', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_feedback_submission_id'))
+        batch_op.drop_index(batch_op.f('ix_feedback_profile_state_next_attempt_at'))
         batch_op.drop_index(batch_op.f('ix_feedback_document_id'))
 
     op.drop_table('feedback')
