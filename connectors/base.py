@@ -293,6 +293,15 @@ class Vendor(abc.ABC):
     ) -> None:
         """Tell the vendor that the downstream export succeeded or finally failed."""
 
+    def purge(self, vendor_ref: str, data: Mapping[str, Any]) -> None:
+        """Delete the document at the vendor (retention). MUST be safe to repeat: a document
+        already gone counts as purged."""
+        raise NotImplementedError(f"{self.kind} cannot delete documents")
+
+    def retention_days(self) -> float | None:
+        """Days after which finished documents are purged at the vendor; None keeps them."""
+        return None
+
     def close(self) -> None:
         """Release connections; called once at shutdown."""
 

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from connectors.base import Vendor
 from daemon import notify
 from daemon.pipeline import ledger
+from daemon.pipeline.admin import purge_expired
 
 if TYPE_CHECKING:
     from daemon.runtime import Daemon
@@ -65,6 +67,17 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
         id="sweep",
         name="retry and lease sweep",
     )
+    for profile, vendor in daemon.vendors.items():
+        if vendor.retention_days() is None:
+            continue
+
+        def purge(profile: str = profile, vendor: Vendor = vendor) -> None:
+            if count := purge_expired(daemon.engine, profile, vendor):
+                log.info("retention: deleted %d document(s) at %s", count, profile)
+
+        scheduler.add_job(
+            purge, "interval", hours=1, id=f"retention:{profile}", name=f"retention {profile}"
+        )
     if (interval := notify.watchdog_interval()) is not None:
 
         def ping() -> None:

@@ -356,3 +356,31 @@ def test_failed_export_is_reported_with_the_reason(make_daemon, tmp_path):
     report = next(c[1] for c in fakes.CALLS["a"] if c[0] == "report")
     assert report[0] == f"a-{doc}" and report[1] is False
     assert "out: gave up after 2 attempts" in report[2]
+
+
+def test_retention_purges_finished_documents_at_the_vendor(make_daemon, monkeypatch):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from daemon.store.models import utcnow
+
+    purged: list[str] = []
+    monkeypatch.setattr(fakes.ScriptedVendor, "retention_days", lambda self: 30.0)
+    monkeypatch.setattr(fakes.ScriptedVendor, "purge", lambda self, ref, data: purged.append(ref))
+    daemon = make_daemon()
+    old, recent = offer(daemon, "old.pdf", b"old"), offer(daemon, "new.pdf", b"new")
+    for doc in (old, recent):
+        wait_until(lambda doc=doc: ("delivery", "pending", "delivered") in events(daemon, doc), 10)
+    sub = ledger.submissions
+    with daemon.engine.begin() as conn:
+        conn.execute(
+            update(sub)
+            .where(sub.c.document_id == old)
+            .values(completed_at=utcnow() - timedelta(days=31))
+        )
+    assert admin.purge_expired(daemon.engine, "a", daemon.vendors["a"]) == 1
+    assert admin.purge_expired(daemon.engine, "a", daemon.vendors["a"]) == 0, "once only"
+    assert purged == [f"a-{old}"]
+    assert sub_state(daemon, old)["purged_at"] is not None
+    assert sub_state(daemon, recent)["purged_at"] is None

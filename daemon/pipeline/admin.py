@@ -73,3 +73,47 @@ def history(engine: Engine, document_id: int) -> list[dict[str, Any]]:
                 .order_by(events.c.at, events.c.id)
             ).mappings()
         ]
+
+
+def purge_expired(engine: Engine, profile: str, vendor: Any, *, limit: int = 100) -> int:
+    """Delete finished documents at the vendor once the profile's retention has passed.
+
+    Only final submissions whose exports have all ended are purged; our store keeps everything.
+    """
+    from datetime import timedelta
+
+    days = vendor.retention_days()
+    if days is None:
+        return 0
+    sub, dl = ledger.submissions, ledger.deliveries
+    cutoff = utcnow() - timedelta(days=days)
+    with reader(engine).connect() as conn:
+        due = conn.execute(
+            select(sub.c.id, sub.c.document_id, sub.c.vendor_ref, sub.c.vendor_data)
+            .where(
+                sub.c.profile == profile,
+                sub.c.state.in_(("done", "rejected", "dead")),
+                sub.c.purged_at.is_(None),
+                sub.c.vendor_ref.is_not(None),
+                sub.c.completed_at < cutoff,
+                ~sub.c.id.in_(
+                    select(dl.c.submission_id).where(dl.c.state.in_(("pending", "failed")))
+                ),
+            )
+            .limit(limit)
+        ).all()
+    purged = 0
+    for row in due:
+        vendor.purge(row.vendor_ref, row.vendor_data or {})
+        with engine.begin() as conn:
+            conn.execute(update(sub).where(sub.c.id == row.id).values(purged_at=utcnow()))
+            ledger.event(
+                conn,
+                actor="retention",
+                kind="purged",
+                document_id=row.document_id,
+                submission_id=row.id,
+                message=f"deleted at {profile} after {days:g} days",
+            )
+        purged += 1
+    return purged

@@ -159,6 +159,8 @@ class Submission(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    purged_at: Mapped[datetime | None]
+    """When the document was deleted at the vendor after the profile's retention."""
 
     __table_args__ = (
         Index(None, "profile", "state", "next_attempt_at"),
