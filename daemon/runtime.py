@@ -220,16 +220,23 @@ class Daemon:
                 size=int(getattr(vendor.settings, "concurrency", 2)),
                 engine=self.engine,
                 owner=self.owner,
-                claim=lambda conn, owner, limit, name=name: ledger.claim_submissions(
+                claim=lambda conn, owner, limit, name=name, vendor=vendor: ledger.claim_submissions(
                     conn,
                     profile=name,
                     owner=owner,
                     limit=limit,
                     lease_seconds=settings.lease_seconds,
+                    max_in_flight=getattr(vendor.settings, "max_in_flight", None),
                 ),
                 run=runner.run,
-                next_due=lambda conn, name=name: ledger.next_due(
-                    conn, ledger.submissions, ledger.submissions.c.profile, name
+                next_due=lambda conn, name=name, vendor=vendor: ledger.next_due(
+                    conn,
+                    ledger.submissions,
+                    ledger.submissions.c.profile,
+                    name,
+                    ledger.claimable_states(
+                        conn, name, getattr(vendor.settings, "max_in_flight", None)
+                    ),
                 ),
                 paused=lambda name=name: name in self.paused,
             )

@@ -33,6 +33,7 @@ class ScriptedSettings(ConnectorSettings):
     kind: Literal["scripted"] = "scripted"
     concurrency: int = 1
     poll_interval: float = 0.0
+    max_in_flight: int | None = None
 
 
 def _next(profile: str) -> str:

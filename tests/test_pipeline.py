@@ -384,3 +384,26 @@ def test_retention_purges_finished_documents_at_the_vendor(make_daemon, monkeypa
     assert purged == [f"a-{old}"]
     assert sub_state(daemon, old)["purged_at"] is not None
     assert sub_state(daemon, recent)["purged_at"] is None
+
+
+def test_max_in_flight_limits_documents_at_the_vendor(make_daemon):
+    fakes.SCRIPTS["a"].extend(["ok", "processing", "processing"] * 6)
+    daemon = make_daemon(
+        {"vendors": {"a": {"kind": "scripted", "concurrency": 3, "max_in_flight": 2}}},
+        routes=[{"vendor": "a", "destinations": ["out"]}],
+    )
+    docs = [offer(daemon, f"f{i}.pdf", f"f{i}".encode()) for i in range(6)]
+    seen = 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with daemon.engine.connect() as conn:
+            seen = max(seen, ledger.in_flight(conn, "a"))
+            done = conn.execute(
+                text("SELECT COUNT(*) FROM submissions WHERE state = 'done'")
+            ).scalar()
+        if done == len(docs):
+            break
+        time.sleep(0.01)
+    assert done == len(docs)
+    assert seen <= 2
+    assert seen == 2, "the limit is used, not just respected"

@@ -111,24 +111,59 @@ def move_submission(
     sub.update(values)
 
 
+IN_FLIGHT = (SubmissionState.UPLOADING, SubmissionState.PROCESSING)
+
+
+def in_flight(conn: Connection, profile: str) -> int:
+    """Documents sent to (or being sent to) the vendor and not finished there yet."""
+    return conn.execute(
+        select(func.count()).where(
+            submissions.c.profile == profile,
+            or_(
+                submissions.c.state.in_(IN_FLIGHT),
+                and_(
+                    submissions.c.state == SubmissionState.FAILED,
+                    submissions.c.resume_state.in_(IN_FLIGHT),
+                ),
+            ),
+        )
+    ).scalar_one()
+
+
+def claimable_states(conn: Connection, profile: str, max_in_flight: int | None) -> Any:
+    """The states a claim may take now: no `queued` while the vendor has its fill."""
+    if max_in_flight is not None and in_flight(conn, profile) >= max_in_flight:
+        return ACTIVE - {SubmissionState.QUEUED}
+    return ACTIVE
+
+
 def claim_submissions(
-    conn: Connection, *, profile: str, owner: str, limit: int, lease_seconds: float
+    conn: Connection,
+    *,
+    profile: str,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    max_in_flight: int | None = None,
 ) -> list[int]:
     """Lease up to ``limit`` due submissions of one profile (SKIP LOCKED on PostgreSQL).
 
     A claimed ``queued`` submission moves to ``uploading`` in the same transaction: that move
     is what a worker does first anyway, and it must be committed before the upload starts.
+    With ``max_in_flight``, no new upload starts while that many documents are at the vendor
+    (a soft limit across processes: two may each start one at the edge).
     """
     now = utcnow()
+    conditions = [
+        submissions.c.profile == profile,
+        submissions.c.state.in_(claimable_states(conn, profile, max_in_flight)),
+        or_(submissions.c.next_attempt_at.is_(None), submissions.c.next_attempt_at <= now),
+        or_(submissions.c.lease_expires_at.is_(None), submissions.c.lease_expires_at < now),
+    ]
     due = (
         select(submissions.c.id, submissions.c.state, submissions.c.document_id)
-        .where(
-            submissions.c.profile == profile,
-            submissions.c.state.in_(ACTIVE),
-            or_(submissions.c.next_attempt_at.is_(None), submissions.c.next_attempt_at <= now),
-            or_(submissions.c.lease_expires_at.is_(None), submissions.c.lease_expires_at < now),
-        )
-        .order_by(submissions.c.next_attempt_at, submissions.c.id)
+        .where(*conditions)
+        .order_by(submissions.c.next_attempt_at.nulls_first(), submissions.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
