@@ -407,3 +407,20 @@ def test_max_in_flight_limits_documents_at_the_vendor(make_daemon):
     assert done == len(docs)
     assert seen <= 2
     assert seen == 2, "the limit is used, not just respected"
+
+
+def test_a_waiting_submission_is_polled_after_the_interval_not_the_lease(make_daemon, monkeypatch):
+    """Regression: moving to `processing` must give the lease back, or the first poll waits for
+    the lease to run out (minutes) instead of the poll interval."""
+    from connectors.base import VendorCapabilities
+
+    monkeypatch.setattr(
+        fakes.ScriptedVendor,
+        "capabilities",
+        VendorCapabilities(poll_interval=0.2, feedback=True, export_status=True),
+    )
+    daemon = make_daemon(lease_seconds=120)
+    began = time.monotonic()
+    doc = offer(daemon, "later.pdf")
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done")
+    assert time.monotonic() - began < 5

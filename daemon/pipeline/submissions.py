@@ -186,9 +186,12 @@ class SubmissionRunner:
                 "deadline_at": now + timedelta(seconds=self.settings.processing_timeout),
                 "next_attempt_at": now + timedelta(seconds=first_poll) if first_poll else None,
             }
-            if first_poll > 0:
+            if first_poll > 0:  # the vendor needs time: give the submission back until then
                 with self.engine.begin() as conn:
-                    self._move(conn, work, S.PROCESSING, **processing)
+                    ledger.move_submission(
+                        conn, sub, S.PROCESSING, owner=work.owner, actor=work.actor,
+                        lease_owner=None, lease_expires_at=None, **processing,
+                    )  # fmt: skip
                 return False
             # Worth asking at once: the move to `processing` is written with the poll's outcome
             # (a crash before that repeats the upload, which `submit` makes safe).
