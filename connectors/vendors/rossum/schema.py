@@ -87,7 +87,7 @@ _LABELS: dict[str, str] = {
     "item_description": "Description",
     "item_quantity": "Quantity",
     "item_amount_base": "Unit price without tax",
-    "item_total_base": "Total without tax",
+    "item_total_base": "Line total without tax",
     "item_amount_total": "Total with tax",
     "item_rate": "Tax rate",
 }
