@@ -21,6 +21,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "vendor": {
         "local": "connectors.vendors.local:LocalVendor",
+        "rossum": "connectors.vendors.rossum.client:RossumVendor",
     },
     "destination": {
         "folder": "connectors.destinations.folder:FolderDestination",

@@ -690,6 +690,24 @@ async def admin_stats(request: Request) -> Response:
     return JSONResponse(request.app.state.emulator.stats())
 
 
+async def admin_annotations(request: Request) -> Response:
+    """Every annotation with its status, metadata and when its import finished (epoch seconds):
+    what benchmarks need to measure latency from "the vendor finished" onwards."""
+    state: EmulatorState = request.app.state.emulator
+    with state.lock:
+        state.tick()
+        rows = [
+            {
+                "id": ann.id,
+                "status": ann.status,
+                "ready_at": ann.ready_at,
+                "metadata": ann.metadata,
+            }
+            for ann in state.annotations.values()
+        ]
+    return JSONResponse({"results": rows})
+
+
 async def admin_status(request: Request) -> Response:
     """Force a status (``{"status": ...}``) or run an action as a UI user (``{"action": ...}``)."""
     state: EmulatorState = request.app.state.emulator
@@ -775,6 +793,7 @@ def _routes(prefix: str) -> list[Route]:
         for path, handler, methods, flags in table
     ]
     routes.append(Route("/_emulator/stats", admin_stats, methods=["GET"]))
+    routes.append(Route("/_emulator/annotations", admin_annotations, methods=["GET"]))
     routes.append(Route("/_emulator/annotations/{id:int}/status", admin_status, methods=["POST"]))
     return routes
 

@@ -1,0 +1,211 @@
+"""End to end against Rossum: the real daemon process and the Rossum emulator under uvicorn
+(`docrelay emulate rossum`, a separate process), generated invoices dropped in the inbox.
+
+Counts are taken from the emulator's own request log: every document uploaded exactly once,
+exported once, and its annotation moved to `exported` at the emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from connectors.vendors.rossum.schema import FIELD_MAP
+from tests.daemon_proc import DaemonProcess, free_port, wait_until, write_config
+from tests.invoices import expected_fields, random_spec, render_pdf
+
+pytestmark = pytest.mark.e2e
+
+DOCS = 8
+MAPPED = set(FIELD_MAP.values())
+
+
+class Emulator:
+    """`docrelay emulate rossum` as its own process."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (root / "emulator.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "emulate", "rossum", "--port", str(self.port),
+             *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_until(self._up, 20, what="emulator up")
+
+    def _up(self) -> bool:
+        assert self.proc.poll() is None, "emulator exited"
+        try:
+            return httpx.get(f"{self.url}/_emulator/stats", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.url}/_emulator/stats", timeout=5).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def rossum_config(root: Path, emulator: Emulator, *, webhooks: bool, port: int) -> Path:
+    vendor = f"""
+[vendors.rossum_main]
+kind = "rossum"
+base_url = "{emulator.url}/api/v1"
+username = "user@example.com"
+password = "secret"
+queue = 1
+concurrency = 4
+poll_interval = {1.0 if webhooks else 0.4}
+timeout = 5
+{'webhook_secret = "emulator-secret"' if webhooks else ""}
+"""
+    config = write_config(root, port=port, extra=vendor)
+    text_ = config.read_text().replace('vendor = "local"', 'vendor = "rossum_main"')
+    config.write_text(text_)
+    return config
+
+
+def drop_invoices(inbox: Path, count: int, offset: int = 0) -> dict[str, object]:
+    inbox.mkdir(exist_ok=True)
+    specs = {}
+    for seed in range(offset, offset + count):
+        lang = "de" if seed % 2 else "en"
+        spec = random_spec(300 + seed, lang)
+        name = f"rossum-{seed}.pdf"
+        tmp = inbox / f"{name}.part"
+        tmp.write_bytes(render_pdf(spec, lang))
+        tmp.rename(inbox / name)
+        specs[name] = spec
+    return specs
+
+
+def check_store(root: Path, specs: dict[str, object]) -> None:
+    engine = create_engine(f"sqlite:///{root}/var/docrelay.db")
+    with engine.connect() as conn:
+        docs = {
+            r["filename"]: r
+            for r in conn.execute(text("SELECT * FROM docrelay_documents")).mappings()
+        }
+        invoices = {
+            r["document_id"]: r
+            for r in conn.execute(text("SELECT * FROM docrelay_invoices")).mappings()
+        }
+        lines = (
+            conn.execute(text("SELECT * FROM docrelay_line_items ORDER BY document_id, line_no"))
+            .mappings()
+            .all()
+        )
+        delivered = conn.execute(
+            text("SELECT document_id, COUNT(*) FROM deliveries WHERE state = 'delivered' "
+                 "GROUP BY document_id")
+        ).all()  # fmt: skip
+    engine.dispose()
+    assert set(docs) == set(specs)
+    assert sorted(n for _, n in delivered) == [1] * len(specs), "each exported exactly once"
+    for name, spec in specs.items():
+        doc = docs[name]
+        assert doc["state"] == "done" and doc["vendor"] == "rossum_main", doc
+        row = invoices[doc["document_id"]]
+        for field, want in expected_fields(spec).items():
+            if field not in MAPPED or want is None:
+                continue
+            got = row[field]
+            if isinstance(want, Decimal):
+                got = Decimal(str(got))
+            elif hasattr(want, "isoformat") and not hasattr(got, "isoformat"):
+                got = type(want).fromisoformat(str(got)[:10])
+            assert got == want, (name, field, got, want)
+        doc_lines = [li for li in lines if li["document_id"] == doc["document_id"]]
+        assert [li["description"] for li in doc_lines] == [line[0] for line in spec.lines]
+        assert [Decimal(str(li["quantity"])) for li in doc_lines] == [
+            line[1] for line in spec.lines
+        ]
+
+
+def run_scenario(tmp_path: Path, *, webhooks: bool, emulator_args: tuple[str, ...] = ()) -> dict:
+    port = free_port()
+    hook = ("--webhook-url", f"http://127.0.0.1:{port}/webhooks/rossum_main") if webhooks else ()
+    emulator = Emulator(tmp_path, "--delay", "0.5", "--rate-limit", "0", *hook, *emulator_args)
+    try:
+        config = rossum_config(tmp_path, emulator, webhooks=webhooks, port=port)
+        daemon = DaemonProcess(config).start()
+        try:
+            specs = drop_invoices(tmp_path / "inbox", DOCS)
+            wait_until(
+                lambda: emulator.stats()["annotations"].get("exported", 0) == DOCS,
+                90,
+                interval=0.3,
+                what="all annotations exported at the emulator",
+            )
+            check_store(tmp_path, specs)
+            stats = emulator.stats()
+            assert stats["uploads"] == DOCS, "no document uploaded twice"
+            exports = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.json")]
+            assert len(exports) == DOCS
+            assert {e["provenance"]["vendor_kind"] for e in exports} == {"rossum"}
+        finally:
+            assert daemon.stop() == 0, daemon.log()
+        return stats
+    finally:
+        emulator.stop()
+
+
+def test_rossum_with_webhooks(tmp_path):
+    stats = run_scenario(tmp_path, webhooks=True)
+    assert stats["webhook_deliveries"]["delivered"] >= DOCS
+
+
+def test_rossum_polling_only(tmp_path):
+    stats = run_scenario(tmp_path, webhooks=False)
+    assert stats["webhook_deliveries"]["attempts"] == 0
+
+
+def test_rossum_with_a_fifth_of_responses_failing(tmp_path):
+    stats = run_scenario(
+        tmp_path, webhooks=True, emulator_args=("--fail-rate", "0.2", "--seed", "7")
+    )
+    assert sum(stats["faults"].values()) > 0, "faults were injected"
+
+
+def test_rossum_daemon_killed_and_restarted_mid_run(tmp_path):
+    port = free_port()
+    emulator = Emulator(
+        tmp_path, "--delay", "1.0", "--rate-limit", "0",
+        "--webhook-url", f"http://127.0.0.1:{port}/webhooks/rossum_main",
+    )  # fmt: skip
+    try:
+        config = rossum_config(tmp_path, emulator, webhooks=True, port=port)
+        daemon = DaemonProcess(config).start()
+        specs = drop_invoices(tmp_path / "inbox", DOCS)
+        wait_until(lambda: emulator.stats()["uploads"] >= DOCS // 2, 60, what="half uploaded")
+        daemon.kill()
+        restarted = DaemonProcess(config).start()
+        try:
+            wait_until(
+                lambda: emulator.stats()["annotations"].get("exported", 0) == DOCS,
+                90,
+                interval=0.3,
+                what="all exported after the restart",
+            )
+            check_store(tmp_path, specs)
+            assert emulator.stats()["uploads"] == DOCS, "nothing uploaded twice across the crash"
+        finally:
+            assert restarted.stop() == 0, restarted.log()
+    finally:
+        emulator.stop()
