@@ -211,9 +211,11 @@ def run_script(staging: Path, emulator: Emulator) -> dict:
         annotation_url = upload["annotations"][0]
         while client.get(annotation_url).json()["status"] == "importing":
             time.sleep(0.05)
-        client.get(annotation_url).raise_for_status()
-        client.get(f"{annotation_url}/content").raise_for_status()
-        client.patch(annotation_url, json={"status": "exported"}).raise_for_status()
+        client.get(annotation_url).raise_for_status()  # fetch: the annotation …
+        client.get(f"{annotation_url}/content").raise_for_status()  # … and its content
+        client.get(annotation_url).raise_for_status()  # export status: where is it now?
+        client.post(f"{annotation_url}/start").raise_for_status()  # to_review → exported:
+        client.post(f"{annotation_url}/confirm").raise_for_status()  # start + confirm
 
     began = time.time()
     with ThreadPoolExecutor(CONCURRENCY) as pool:
@@ -252,6 +254,7 @@ def main() -> None:
             finally:
                 emulator.stop()
             ratio = daemon["docs_per_s"] / script["docs_per_s"]
+            # (printed below together with the script's figure)
             print(f"throughput: daemon {daemon['docs_per_s']:.1f} docs/s "
                   f"({daemon['elapsed_s']:.1f}s, uploads {daemon['uploads']}), "
                   f"script {script['docs_per_s']:.1f} docs/s ({script['elapsed_s']:.1f}s); "

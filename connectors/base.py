@@ -251,11 +251,13 @@ class Vendor(abc.ABC):
         self.context = context
 
     @abc.abstractmethod
-    def submit(self, document: DocumentRef) -> SubmitResult:
+    def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
         """Upload the document.
 
         MUST be safe to repeat for the same document: a connector whose vendor can carry our
-        document id looks up an earlier upload before sending the bytes again.
+        document id looks up an earlier upload before sending the bytes again. The engine sets
+        ``first_attempt`` only when no earlier upload can exist (the submission was queued until
+        this very claim); the look-up MAY be skipped then.
         """
 
     @abc.abstractmethod

@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     # Threads holding the store's write lock must get the GIL back quickly; the default 5 ms
     # switch interval lets a CPU-bound extractor thread convoy every writer behind it.
-    sys.setswitchinterval(0.001)
+    sys.setswitchinterval(0.0002)
     daemon = Daemon(config)
     try:
         daemon.open()

@@ -220,13 +220,16 @@ class Daemon:
                 size=int(getattr(vendor.settings, "concurrency", 2)),
                 engine=self.engine,
                 owner=self.owner,
-                claim=lambda conn, owner, limit, name=name, vendor=vendor: ledger.claim_submissions(
-                    conn,
-                    profile=name,
-                    owner=owner,
-                    limit=limit,
-                    lease_seconds=settings.lease_seconds,
-                    max_in_flight=getattr(vendor.settings, "max_in_flight", None),
+                claim=lambda conn, owner, limit, name=name, vendor=vendor, runner=runner: (
+                    ledger.claim_submissions(
+                        conn,
+                        profile=name,
+                        owner=owner,
+                        limit=limit,
+                        lease_seconds=settings.lease_seconds,
+                        max_in_flight=getattr(vendor.settings, "max_in_flight", None),
+                        fresh=runner.fresh,
+                    )
                 ),
                 run=runner.run,
                 next_due=lambda conn, name=name, vendor=vendor: ledger.next_due(
@@ -326,19 +329,21 @@ class Daemon:
 
     def _delivery_ended(
         self, conn: ledger.Connection, delivery: Mapping[str, Any], ok: bool, reason: str | None
-    ) -> None:
-        """In the transaction ending a delivery: queue the export status for the vendor."""
+    ) -> Callable[[], None] | None:
+        """In the transaction ending a delivery: queue the export status for the vendor (and
+        wake its sender once that is committed)."""
         sub = ledger.submissions
         profile = conn.execute(
             select(sub.c.profile).where(sub.c.id == delivery["submission_id"])
         ).scalar_one()
         vendor = self.vendors.get(profile)
         if vendor is None or not vendor.capabilities.export_status:
-            return
+            return None
         if not getattr(vendor.settings, "export_status", True):
-            return
+            return None
         if queue_export_status(conn, delivery, profile):
-            self.wake_feedback(profile)
+            return lambda: self.wake_feedback(profile)
+        return None
 
     def pause_profile(self, profile: str, reason: str) -> None:
         """Credentials refused: hold this profile's queue, keep the others running."""

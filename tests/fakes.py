@@ -61,7 +61,7 @@ class ScriptedVendor(Vendor):
         poll_interval=0, feedback=True, export_status=True
     )
 
-    def submit(self, document: DocumentRef) -> SubmitResult:
+    def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
         CALLS[self.context.name].append(("submit", document.id))
         _raise(_next(self.context.name))
         return SubmitResult(vendor_ref=f"{self.context.name}-{document.id}", data={"n": 1})

@@ -711,6 +711,32 @@ def test_submit_uploads_streams_and_follows_the_task(
     assert vendor.poll(result.vendor_ref, result.data).status == PollStatus.READY
 
 
+def test_a_first_attempt_skips_the_lookup_and_a_retry_does_not(
+    vendor: RossumVendor, fake: FakeRossum, tmp_path: Path
+) -> None:
+    document = make_document(tmp_path)
+    vendor.submit(document, first_attempt=True)
+    assert fake.count("GET", "annotations") == 0, "nothing to reconcile on a first attempt"
+    assert fake.uploads == 1
+    result = vendor.submit(document)
+    assert fake.count("GET", "annotations") == 1
+    assert fake.uploads == 1 and result.data["reconciled"] is True
+
+
+def test_fetch_after_a_ready_poll_reuses_the_polled_annotation(
+    vendor: RossumVendor, fake: FakeRossum, tmp_path: Path
+) -> None:
+    result = vendor.submit(make_document(tmp_path), first_attempt=True)
+    aid = result.data["annotation_id"]
+    assert vendor.poll(result.vendor_ref, result.data).status == PollStatus.READY
+    before = fake.count("GET", f"annotations/{aid}")
+    raw = vendor.fetch(result.vendor_ref, result.data, make_document(tmp_path))
+    assert fake.count("GET", f"annotations/{aid}") == before, "no second GET of the annotation"
+    assert raw["annotation"]["id"] == aid
+    vendor.fetch(result.vendor_ref, result.data, make_document(tmp_path))
+    assert fake.count("GET", f"annotations/{aid}") == before + 1, "a later fetch reads afresh"
+
+
 def test_submit_is_reconciled_after_a_timeout_after_send(
     vendor: RossumVendor, fake: FakeRossum, tmp_path: Path
 ) -> None:

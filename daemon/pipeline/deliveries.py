@@ -124,9 +124,9 @@ class DeliveryRunner:
         destination: Destination,
         name: str,
         settings: PipelineSettings,
-        on_final: Callable[[ledger.Connection, Mapping[str, Any], bool, str | None], None] = (
-            lambda *a: None
-        ),
+        on_final: Callable[
+            [ledger.Connection, Mapping[str, Any], bool, str | None], Callable[[], None] | None
+        ] = lambda *a: None,
     ) -> None:
         self.engine = engine
         self.reader = reader(engine)
@@ -135,7 +135,8 @@ class DeliveryRunner:
         self.settings = settings
         self.on_final = on_final
         """Called in the transaction that ends a delivery (delivered, or dead), so the export
-        status for the vendor is queued atomically with it."""
+        status for the vendor is queued atomically with it; what it returns runs after the
+        commit (waking the worker that sends it)."""
 
     def run(self, delivery_id: int, owner: str) -> None:
         table = ledger.deliveries
@@ -226,6 +227,7 @@ class DeliveryRunner:
         **values: Any,
     ) -> None:
         table = ledger.deliveries
+        after: Callable[[], None] | None = None
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(table)
@@ -247,4 +249,6 @@ class DeliveryRunner:
                 message=message,
             )
             if final is not None:
-                self.on_final(conn, delivery, *final)
+                after = self.on_final(conn, delivery, *final)
+        if after is not None:
+            after()

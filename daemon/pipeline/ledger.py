@@ -145,6 +145,7 @@ def claim_submissions(
     limit: int,
     lease_seconds: float,
     max_in_flight: int | None = None,
+    fresh: set[int] | None = None,
 ) -> list[int]:
     """Lease up to ``limit`` due submissions of one profile (SKIP LOCKED on PostgreSQL).
 
@@ -178,6 +179,8 @@ def claim_submissions(
         .values(lease_owner=owner, lease_expires_at=expires)
     )
     queued = [row for row in rows if row.state == SubmissionState.QUEUED]
+    if fresh is not None:  # no upload of these can exist yet: tell the vendor it may skip
+        fresh.update(row.id for row in queued)  # its look-up
     if queued:
         conn.execute(
             update(submissions)

@@ -89,6 +89,8 @@ class _Work:
     """Delivery rows created (and leased by this worker) for inline destinations."""
     canonical: CanonicalResult | None = None
     extraction_id: int | None = None
+    first_attempt: bool = False
+    """No earlier upload can exist (queued until this claim): the vendor may skip reconciling."""
 
 
 class SubmissionRunner:
@@ -113,6 +115,8 @@ class SubmissionRunner:
         self.vendors = vendors
         self.settings = settings
         self.hooks = hooks
+        self.fresh: set[int] = set()
+        """Submissions this process just moved from `queued` to `uploading` (first attempts)."""
 
     # ------------------------------------------------------------------ entry point
 
@@ -131,9 +135,12 @@ class SubmissionRunner:
                 .mappings()
                 .one()
             )
+        first_attempt = submission_id in self.fresh
+        self.fresh.discard(submission_id)
         if sub["lease_owner"] != owner:
             return
         work = _Work(sub, doc, document_ref(doc, self.blobs), owner, f"worker:{owner}")
+        work.first_attempt = first_attempt
         step = sub["state"]
         try:
             while sub["state"] in states.ACTIVE:
@@ -174,7 +181,8 @@ class SubmissionRunner:
                 self._move(conn, work, S.UPLOADING)
             return True
         if state == S.UPLOADING:
-            result = self.vendor.submit(work.document)
+            result = self.vendor.submit(work.document, first_attempt=work.first_attempt)
+            work.first_attempt = False
             crash_point("after_upload_response")
             now = utcnow()
             first_poll = self.vendor.capabilities.poll_interval

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -53,6 +53,7 @@ class WorkerPool:
         self._generation = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._claiming = threading.Lock()
         self.busy = 0
 
     def start(self) -> None:
@@ -88,7 +89,7 @@ class WorkerPool:
             with self._wake:
                 seen = self._generation
             try:
-                worked = self._work_once()
+                worked, due = self._work_once()
             except OperationalError as exc:  # locked/unreachable database: wait, then retry
                 log.warning("%s: database unavailable (%s); retrying", self.name, exc.orig)
                 self._stopping.wait(2.0)
@@ -99,30 +100,36 @@ class WorkerPool:
                 continue
             if worked:
                 continue
-            self._sleep(seen)
+            self._sleep(seen, due)
 
-    def _work_once(self) -> bool:
+    def _work_once(self) -> tuple[bool, datetime | None]:
+        """Claim and run one item: (worked, when the next item is due if nothing was)."""
         if self._paused():
-            return False
-        with self.engine.begin() as conn:
-            ids = self._claim(conn, self.owner, 1)
-        if not ids:
-            return False
+            return False, None
+        # Threads of one pool claim one at a time, and look before taking the store's write
+        # lock: when several wake for the same due item, the others find it leased instead of
+        # each queueing an empty write behind every writer of the process.
+        with self._claiming:
+            with self.reader.connect() as conn:
+                due = self._next_due(conn)
+            if due is None or due > utcnow():
+                return False, due
+            with self.engine.begin() as conn:
+                ids = self._claim(conn, self.owner, 1)
+        if not ids:  # another process was quicker: look again shortly
+            return False, utcnow() + timedelta(milliseconds=50)
         for item_id in ids:
             self.busy += 1
             try:
                 self._run(item_id, self.owner)
             finally:
                 self.busy -= 1
-        return True
+        return True, None
 
-    def _sleep(self, seen: int) -> None:
+    def _sleep(self, seen: int, due: datetime | None) -> None:
         timeout = IDLE_MAX
-        if not self._paused():
-            with self.reader.connect() as conn:
-                due = self._next_due(conn)
-            if due is not None:
-                timeout = min(IDLE_MAX, max(0.0, (due - utcnow()).total_seconds()) + 0.01)
+        if due is not None and not self._paused():
+            timeout = min(IDLE_MAX, max(0.0, (due - utcnow()).total_seconds()) + 0.01)
         with self._wake:
             if self._generation == seen and not self._stopping.is_set():
                 self._wake.wait(timeout)

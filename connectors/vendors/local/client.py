@@ -57,7 +57,7 @@ class LocalVendor(Vendor):
             settings = LocalSettings.model_validate(settings.model_dump())
         super().__init__(settings, context)
 
-    def submit(self, document: DocumentRef) -> SubmitResult:
+    def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
         """Nothing to upload: the reference is the content hash, so repeating is harmless."""
         if base_mime_type(document.mime_type) not in SUPPORTED_TYPES:
             supported = ", ".join(sorted(SUPPORTED_TYPES))

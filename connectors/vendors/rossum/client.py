@@ -59,6 +59,9 @@ from connectors.errors import (
 from connectors.vendors.rossum import mapping
 from connectors.vendors.rossum.schema import FIELD_MAP, LINE_ITEM_MAP
 
+RECENT_SECONDS = 5.0
+"""How long a polled, ready annotation stands in for a fresh GET in ``fetch``."""
+
 log = logging.getLogger(__name__)
 
 METADATA_DOCUMENT_ID = "docrelay_document_id"
@@ -658,6 +661,8 @@ class RossumVendor(Vendor):
             poll_interval=settings.poll_interval,
         )
         self._user_id: int | None = None
+        self._recent: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._recent_lock = threading.Lock()
         self.field_map = {**FIELD_MAP, **settings.mapping}
         self.line_item_map = {**LINE_ITEM_MAP, **settings.line_item_mapping}
         self.client = RossumClient(
@@ -700,9 +705,10 @@ class RossumVendor(Vendor):
 
     # ------------------------------------------------------------------ submit
 
-    def submit(self, document: DocumentRef) -> SubmitResult:
+    def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
         """Reconcile by our document id in the annotation metadata, else upload and follow the
-        task to the annotation (see NOTES.md for why this never uploads twice)."""
+        task to the annotation (see NOTES.md for why this never uploads twice). On a first
+        attempt no earlier upload can exist, so the look-up is skipped (one request less)."""
         if document.size_bytes > self.settings.max_upload_bytes:
             raise TerminalError(
                 f"the document has {document.size_bytes} bytes; this Rossum profile accepts at "
@@ -715,7 +721,9 @@ class RossumVendor(Vendor):
             "sha256": document.sha256,
             "since": since.isoformat(),
         }
-        existing = self._find_existing(document.id, document.sha256, since)
+        existing = (
+            None if first_attempt else self._find_existing(document.id, document.sha256, since)
+        )
         if existing is not None:
             log.info(
                 "document %s is already annotation %s at Rossum; not uploading again",
@@ -920,7 +928,23 @@ class RossumVendor(Vendor):
             )
         result = self.status_result(annotation)
         result.data = new_data
+        if result.status == PollStatus.READY:
+            self._remember(annotation_id, annotation)
         return result
+
+    def _remember(self, annotation_id: int, annotation: dict[str, Any]) -> None:
+        """Keep a just-polled ready annotation for the ``fetch`` that follows at once, so it
+        costs one request (the content) instead of two."""
+        now = time.monotonic()
+        with self._recent_lock:
+            for key in [k for k, (at, _) in self._recent.items() if now - at > RECENT_SECONDS]:
+                del self._recent[key]
+            self._recent[annotation_id] = (now, annotation)
+
+    def _recalled(self, annotation_id: int) -> dict[str, Any] | None:
+        with self._recent_lock:
+            at, annotation = self._recent.pop(annotation_id, (0.0, None))
+        return annotation if time.monotonic() - at <= RECENT_SECONDS else None
 
     def status_result(self, annotation: Mapping[str, Any]) -> PollResult:
         """Map an annotation's status to a PollResult (the table in NOTES.md)."""
@@ -977,7 +1001,7 @@ class RossumVendor(Vendor):
     def fetch(self, vendor_ref: str, data: Mapping[str, Any], document: DocumentRef) -> Any:
         """The annotation and its content tree, verbatim (two GETs, nothing changed)."""
         annotation_id = self._require_id(vendor_ref, data)
-        annotation = self._annotation(annotation_id)
+        annotation = self._recalled(annotation_id) or self._annotation(annotation_id)
         if annotation is None:
             raise TerminalError(f"annotation {annotation_id} no longer exists at Rossum")
         content = self._content(annotation_id)
@@ -1059,7 +1083,7 @@ class RossumVendor(Vendor):
         if not corrections:
             return
         annotation_id = self._require_id(vendor_ref, data)
-        annotation = self._annotation(annotation_id)
+        annotation = self._recalled(annotation_id) or self._annotation(annotation_id)
         if annotation is None:
             raise TerminalError(f"annotation {annotation_id} no longer exists at Rossum")
         status = str(annotation.get("status") or "")
@@ -1200,7 +1224,7 @@ class RossumVendor(Vendor):
         if not self.settings.export_status:
             return
         annotation_id = self._require_id(vendor_ref, data)
-        annotation = self._annotation(annotation_id)
+        annotation = self._recalled(annotation_id) or self._annotation(annotation_id)
         if annotation is None:
             log.info("annotation %s is gone at Rossum; export status not reported", annotation_id)
             return
