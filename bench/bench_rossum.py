@@ -191,10 +191,6 @@ def run_script(staging: Path, emulator: Emulator) -> dict:
         with lock:
             doc_id = next(counter)
         metadata = {"docrelay_document_id": doc_id}
-        client.get(
-            f"{base}/annotations",
-            params={"queue": 1, "metadata__docrelay_document_id": doc_id},
-        ).raise_for_status()
         with path.open("rb") as stream:
             task_url = client.post(
                 f"{base}/uploads",
@@ -209,10 +205,10 @@ def run_script(staging: Path, emulator: Emulator) -> dict:
             time.sleep(0.05)
         upload = client.get(task["content"]["upload"]).json()
         annotation_url = upload["annotations"][0]
-        while client.get(annotation_url).json()["status"] == "importing":
+        client.get(annotation_url).raise_for_status()  # submit: the annotation it produced
+        while client.get(annotation_url).json()["status"] == "importing":  # poll
             time.sleep(0.05)
-        client.get(annotation_url).raise_for_status()  # fetch: the annotation …
-        client.get(f"{annotation_url}/content").raise_for_status()  # … and its content
+        client.get(f"{annotation_url}/content").raise_for_status()  # fetch (annotation reused)
         client.get(annotation_url).raise_for_status()  # export status: where is it now?
         client.post(f"{annotation_url}/start").raise_for_status()  # to_review → exported:
         client.post(f"{annotation_url}/confirm").raise_for_status()  # start + confirm

@@ -286,6 +286,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if outcome.status == IngestStatus.REJECTED:
             print(f"\n{path}: rejected: {outcome.reason}", file=sys.stderr)
         progress.update(index)
+    intake.flush_releases()
     progress.close()
     print(", ".join(f"{n} {status}" for status, n in counts.items()))
     if args.wait and ids:

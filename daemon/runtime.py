@@ -298,6 +298,8 @@ class Daemon:
             pool.stop()
         with self.engine.begin() as conn:
             ledger.release_leases(conn, self.owner)
+        if self.intake is not None:
+            self.intake.flush_releases()
         if self.web is not None:
             self.web.stop()
         for connector in [*self.vendors.values(), *self.destinations.values()]:

@@ -55,6 +55,8 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
         )
 
     def sweep() -> None:
+        if daemon.intake is not None:
+            daemon.intake.flush_releases()
         with daemon.engine.begin() as conn:
             if expired := ledger.expire_leases(conn):
                 log.warning("%d lease(s) ran out; their work is taken over", expired)

@@ -8,11 +8,13 @@ only the release is repeated, never the ingestion.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from connectors.base import IngestOutcome, IngestStatus, IntakeItem
 from connectors.errors import TerminalError
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 documents = Document.__table__
 INSERT_DOCUMENT = insert(documents).returning(documents.c.id)
 INSERT_SUBMISSION = insert(ledger.submissions).returning(ledger.submissions.c.id)
+MARK_RELEASED = (
+    update(documents)
+    .where(documents.c.id == bindparam("doc_id"), documents.c.released_at.is_(None))
+    .values(released_at=bindparam("released_at"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,8 @@ class Intake:
         self.router = Router(config.routes)
         self.on_queued = on_queued
         self.max_bytes = max_bytes
+        self._releases: list[tuple[int, Any]] = []
+        self._releases_lock = threading.Lock()
 
     def ingest(self, item: IntakeItem) -> IngestOutcome:
         with item.open() as stream:
@@ -94,6 +103,7 @@ class Intake:
     ) -> tuple[IngestOutcome, str | None]:
         actor = f"intake:{item.source}"
         with self.engine.begin() as conn:
+            self.flush_releases(conn)
             earlier = conn.execute(
                 select(documents.c.id, documents.c.intake_state).where(
                     documents.c.source == item.source,
@@ -215,12 +225,27 @@ class Intake:
         return IngestOutcome(IngestStatus.REJECTED, doc_id, reason)
 
     def mark_released(self, document_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(documents)
-                .where(documents.c.id == document_id, documents.c.released_at.is_(None))
-                .values(released_at=utcnow())
-            )
+        """Record a release with the next intake commit (or the next flush) instead of a
+        transaction of its own. Losing the mark in a crash is harmless: the original is gone
+        or kept, and the mark only tells a re-drop from a re-offer after a crash."""
+        with self._releases_lock:
+            self._releases.append((document_id, utcnow()))
+
+    def flush_releases(self, conn: ledger.Connection | None = None) -> None:
+        with self._releases_lock:
+            pending, self._releases = self._releases, []
+        if not pending:
+            return
+        if conn is None:
+            with self.engine.begin() as own:
+                self._write_releases(own, pending)
+        else:
+            self._write_releases(conn, pending)
+
+    def _write_releases(self, conn: ledger.Connection, pending: list[tuple[int, Any]]) -> None:
+        conn.execute(
+            MARK_RELEASED, [{"doc_id": doc_id, "released_at": at} for doc_id, at in pending]
+        )
 
     def blob_path(self, sha: str) -> Path:
         return self.blobs.path(sha)
