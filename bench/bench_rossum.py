@@ -252,7 +252,9 @@ def main() -> None:
             ratio = daemon["docs_per_s"] / script["docs_per_s"]
             # (printed below together with the script's figure)
             print(f"throughput: daemon {daemon['docs_per_s']:.1f} docs/s "
-                  f"({daemon['elapsed_s']:.1f}s, uploads {daemon['uploads']}), "
+                  f"({daemon['elapsed_s']:.1f}s to fields in SQL and exported; "
+                  f"{daemon['exported_s']:.1f}s until every annotation is `exported` at the "
+                  f"emulator; uploads {daemon['uploads']}), "
                   f"script {script['docs_per_s']:.1f} docs/s ({script['elapsed_s']:.1f}s); "
                   f"ratio {ratio:.2f} (target >= 0.5)", flush=True)  # fmt: skip
             print("  daemon requests:", json.dumps(daemon["requests"]))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -108,6 +109,9 @@ class Daemon:
         self.pools: dict[str, WorkerPool] = {}
         self.delivery_pools: dict[str, WorkerPool] = {}
         self.feedback_pools: dict[str, WorkerPool] = {}
+        self.follow_pools: dict[str, WorkerPool] = {}
+        self._hints: queue.SimpleQueue[tuple[str, list[str]] | None] = queue.SimpleQueue()
+        self._hinter = threading.Thread(target=self._apply_hints, name="hints", daemon=True)
         self.paused: dict[str, str] = {}
         """Profiles whose credentials were refused, with the reason."""
         self.intake: Intake | None = None
@@ -215,34 +219,14 @@ class Daemon:
                 settings=settings,
                 hooks=hooks,
             )
-            self.pools[name] = WorkerPool(
-                name=f"vendor-{name}",
-                size=int(getattr(vendor.settings, "concurrency", 2)),
-                engine=self.engine,
-                owner=self.owner,
-                claim=lambda conn, owner, limit, name=name, vendor=vendor, runner=runner: (
-                    ledger.claim_submissions(
-                        conn,
-                        profile=name,
-                        owner=owner,
-                        limit=limit,
-                        lease_seconds=settings.lease_seconds,
-                        max_in_flight=getattr(vendor.settings, "max_in_flight", None),
-                        fresh=runner.fresh,
-                    )
-                ),
-                run=runner.run,
-                next_due=lambda conn, name=name, vendor=vendor: ledger.next_due(
-                    conn,
-                    ledger.submissions,
-                    ledger.submissions.c.profile,
-                    name,
-                    ledger.claimable_states(
-                        conn, name, getattr(vendor.settings, "max_in_flight", None)
-                    ),
-                ),
-                paused=lambda name=name: name in self.paused,
-            )
+            concurrency = int(getattr(vendor.settings, "concurrency", 2))
+            self.pools[name] = self._vendor_pool(f"vendor-{name}", name, runner, concurrency)
+            if vendor.capabilities.webhooks:
+                # Threads that only finish documents the vendor has: a webhook's fetch never
+                # waits behind a queue of uploads.
+                self.follow_pools[name] = self._vendor_pool(
+                    f"follow-{name}", name, runner, max(1, concurrency // 4), ledger.FOLLOW
+                )
         for name, vendor in self.vendors.items():
             caps = vendor.capabilities
             if not (caps.feedback or caps.export_status):
@@ -270,6 +254,7 @@ class Daemon:
             )
         for pool in self._all_pools():
             pool.start()
+        self._hinter.start()
         assert self.intake is not None
         for source in self.sources:
             source.start(self.intake)
@@ -291,6 +276,9 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
         for source in self.sources:
             source.stop()
+        if self._hinter.is_alive():
+            self._hints.put(None)
+            self._hinter.join(5)
         pools = self._all_pools()
         for pool in pools:
             pool.stop(wait=False)
@@ -318,8 +306,49 @@ class Daemon:
         if pool := self.delivery_pools.get(name):
             pool.wake()
 
+    def _vendor_pool(
+        self,
+        pool_name: str,
+        profile: str,
+        runner: SubmissionRunner,
+        size: int,
+        only: frozenset[str] = ledger.ACTIVE,
+    ) -> WorkerPool:
+        settings = self.config.core.pipeline
+        max_in_flight = getattr(self.vendors[profile].settings, "max_in_flight", None)
+        return WorkerPool(
+            name=pool_name,
+            size=size,
+            engine=self.engine,
+            owner=self.owner,
+            claim=lambda conn, owner, limit: ledger.claim_submissions(
+                conn,
+                profile=profile,
+                owner=owner,
+                limit=limit,
+                lease_seconds=settings.lease_seconds,
+                max_in_flight=max_in_flight,
+                fresh=runner.fresh,
+                only=only,
+            ),
+            run=runner.run,
+            next_due=lambda conn: ledger.next_due(
+                conn,
+                ledger.submissions,
+                ledger.submissions.c.profile,
+                profile,
+                ledger.claimable_states(conn, profile, max_in_flight, only),
+            ),
+            paused=lambda: profile in self.paused,
+        )
+
     def _all_pools(self) -> list[WorkerPool]:
-        return [*self.pools.values(), *self.delivery_pools.values(), *self.feedback_pools.values()]
+        return [
+            *self.pools.values(),
+            *self.follow_pools.values(),
+            *self.delivery_pools.values(),
+            *self.feedback_pools.values(),
+        ]
 
     def wake_all(self) -> None:
         for pool in self._all_pools():
@@ -397,19 +426,45 @@ class Daemon:
             return False
         return all(p.alive for p in self._all_pools())
 
-    def poke_submission(self, profile: str, vendor_ref: str) -> int:
-        """A webhook said something changed: make the submission due now and wake its pool."""
+    def poke_submission(self, profile: str, vendor_refs: Sequence[str]) -> int:
+        """A webhook said something changed: make the submissions due now and wake a pool."""
         sub = ledger.submissions
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(sub)
                 .where(
                     sub.c.profile == profile,
-                    sub.c.vendor_ref == vendor_ref,
+                    sub.c.vendor_ref.in_(list(vendor_refs)),
                     sub.c.state.in_(("processing", "failed")),
                 )
                 .values(next_attempt_at=utcnow())
             )
         if result.rowcount:
-            self.wake_profile(profile)
+            pool = self.follow_pools.get(profile) or self.pools.get(profile)
+            if pool is not None:
+                pool.wake(everyone=result.rowcount > 1)
         return result.rowcount
+
+    def hint(self, profile: str, vendor_refs: Sequence[str]) -> None:
+        """Queue verified webhook hints; the web app answers at once and never waits for the
+        store's write lock. A hint lost in a crash costs nothing: polling still finds it."""
+        self._hints.put((profile, list(vendor_refs)))
+
+    def _apply_hints(self) -> None:
+        """One thread turns hints into due submissions, many per transaction under load."""
+        while True:
+            item = self._hints.get()
+            if item is None:
+                return
+            batch: dict[str, set[str]] = {}
+            while item is not None:
+                batch.setdefault(item[0], set()).update(item[1])
+                try:
+                    item = self._hints.get_nowait()
+                except queue.Empty:
+                    item = None
+            for profile, refs in batch.items():
+                try:
+                    self.poke_submission(profile, sorted(refs))
+                except Exception:
+                    log.exception("could not apply webhook hints for %s", profile)

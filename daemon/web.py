@@ -90,10 +90,9 @@ def create_app(daemon: Daemon) -> Starlette:
         except WebhookRejected as exc:
             log.warning("webhook for %s rejected: %s", profile, exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status_code)
-        poked = 0
-        for hint in hints:
-            poked += await asyncio.to_thread(daemon.poke_submission, profile, hint.vendor_ref)
-        return JSONResponse({"accepted": len(hints), "matched": poked})
+        if hints:
+            daemon.hint(profile, [hint.vendor_ref for hint in hints])
+        return JSONResponse({"accepted": len(hints)})
 
     return Starlette(
         routes=[

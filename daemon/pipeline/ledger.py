@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
 from daemon.pipeline.states import ACTIVE, DELIVERY_ACTIVE, check
 from daemon.store.models import Delivery, Event, Submission, SubmissionState, utcnow
@@ -130,11 +130,21 @@ def in_flight(conn: Connection, profile: str) -> int:
     ).scalar_one()
 
 
-def claimable_states(conn: Connection, profile: str, max_in_flight: int | None) -> Any:
+FOLLOW: frozenset[str] = frozenset(
+    {SubmissionState.PROCESSING, SubmissionState.FETCHED, SubmissionState.NORMALIZED}
+)
+"""States of documents the vendor already has: what a webhook asks us to finish."""
+
+
+def claimable_states(
+    conn: Connection, profile: str, max_in_flight: int | None, only: frozenset[str] = ACTIVE
+) -> frozenset[str]:
     """The states a claim may take now: no `queued` while the vendor has its fill."""
-    if max_in_flight is not None and in_flight(conn, profile) >= max_in_flight:
-        return ACTIVE - {SubmissionState.QUEUED}
-    return ACTIVE
+    states = ACTIVE & only
+    if SubmissionState.QUEUED in states and max_in_flight is not None:
+        if in_flight(conn, profile) >= max_in_flight:
+            states = states - {SubmissionState.QUEUED}
+    return states
 
 
 def claim_submissions(
@@ -146,6 +156,7 @@ def claim_submissions(
     lease_seconds: float,
     max_in_flight: int | None = None,
     fresh: set[int] | None = None,
+    only: frozenset[str] = ACTIVE,
 ) -> list[int]:
     """Lease up to ``limit`` due submissions of one profile (SKIP LOCKED on PostgreSQL).
 
@@ -157,14 +168,17 @@ def claim_submissions(
     now = utcnow()
     conditions = [
         submissions.c.profile == profile,
-        submissions.c.state.in_(claimable_states(conn, profile, max_in_flight)),
+        submissions.c.state.in_(claimable_states(conn, profile, max_in_flight, only)),
         or_(submissions.c.next_attempt_at.is_(None), submissions.c.next_attempt_at <= now),
         or_(submissions.c.lease_expires_at.is_(None), submissions.c.lease_expires_at < now),
     ]
+    # Finish what the vendor has before starting new uploads: a poked or due poll goes first,
+    # which keeps webhook latency low and frees in-flight slots sooner.
+    starting = case((submissions.c.state == SubmissionState.QUEUED, 1), else_=0)
     due = (
         select(submissions.c.id, submissions.c.state, submissions.c.document_id)
         .where(*conditions)
-        .order_by(submissions.c.next_attempt_at.nulls_first(), submissions.c.id)
+        .order_by(starting, submissions.c.next_attempt_at.nulls_first(), submissions.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
