@@ -25,7 +25,7 @@ from connectors.base import (
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
-from daemon.pipeline.retry import retry_delay
+from daemon.pipeline.retry import delay_after
 from daemon.store.engine import reader
 from daemon.store.models import DeliveryState, Document, FieldRow, LineItemRow, utcnow
 
@@ -195,13 +195,7 @@ class DeliveryRunner:
                 error=reason,
             )
             return
-        delay = retry_delay(
-            attempts,
-            initial=self.settings.backoff_initial,
-            maximum=self.settings.backoff_max,
-            retry_after=states.retry_after(error),
-            retry_after_max=self.settings.retry_after_max,
-        )
+        delay = delay_after(error, attempts, self.settings)
         if action in ("pause", "wait"):
             attempts -= 1  # not the export's fault; do not burn an attempt
         self._set(

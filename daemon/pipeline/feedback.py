@@ -20,7 +20,7 @@ from connectors.errors import TerminalError
 from connectors.normalize import normalize_field
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
-from daemon.pipeline.retry import retry_delay
+from daemon.pipeline.retry import delay_after
 from daemon.store.engine import reader
 from daemon.store.models import (
     DeliveryState,
@@ -279,13 +279,7 @@ class FeedbackRunner:
         if action == "reject" or attempts >= self.settings.max_attempts:
             self._finish(rows, owner, FeedbackState.DEAD, message, attempts=attempts, error=message)
             return
-        delay = retry_delay(
-            attempts,
-            initial=self.settings.backoff_initial,
-            maximum=self.settings.backoff_max,
-            retry_after=states.retry_after(error),
-            retry_after_max=self.settings.retry_after_max,
-        )
+        delay = delay_after(error, attempts, self.settings)
         self._finish(
             rows,
             owner,

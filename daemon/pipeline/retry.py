@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.config import PipelineSettings
 
 
 def backoff(
@@ -36,3 +40,17 @@ def retry_delay(
 def poll_delay(polls: int, *, first: float, maximum: float) -> float:
     """Gap before status poll number ``polls + 1``: starts at ``first``, grows by half each time."""
     return min(maximum, first * 1.5 ** max(0, polls))
+
+
+def delay_after(error: BaseException, attempts: int, settings: PipelineSettings) -> float:
+    """The wait before retrying after ``error``, the ``attempts``-th failure, by the pipeline's
+    backoff settings and the vendor's Retry-After if it gave one."""
+    from daemon.pipeline.states import retry_after
+
+    return retry_delay(
+        attempts,
+        initial=settings.backoff_initial,
+        maximum=settings.backoff_max,
+        retry_after=retry_after(error),
+        retry_after_max=settings.retry_after_max,
+    )

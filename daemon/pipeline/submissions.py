@@ -23,7 +23,7 @@ from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.deliveries import DeliveryRunner, export_payload
 from daemon.pipeline.intake import Routed, queue_submission
-from daemon.pipeline.retry import poll_delay, retry_delay
+from daemon.pipeline.retry import delay_after, poll_delay
 from daemon.store.blobs import BlobStore
 from daemon.store.engine import reader
 from daemon.store.models import (
@@ -422,13 +422,7 @@ class SubmissionRunner:
         if attempts >= self.settings.max_attempts:
             self._give_up(sub, owner, actor, f"gave up after {attempts} attempts: {message}")
             return
-        delay = retry_delay(
-            attempts,
-            initial=self.settings.backoff_initial,
-            maximum=self.settings.backoff_max,
-            retry_after=states.retry_after(error),
-            retry_after_max=self.settings.retry_after_max,
-        )
+        delay = delay_after(error, attempts, self.settings)
         state = sub["state"]
         with self.engine.begin() as conn:
             ledger.move_submission(
