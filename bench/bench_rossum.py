@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,39 +35,20 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from tests.daemon_proc import DaemonProcess, free_port, wait_until, write_config  # noqa: E402
+from tests.daemon_proc import (  # noqa: E402
+    DaemonProcess,
+    EmulatorProcess,
+    free_port,
+    wait_until,
+    write_config,
+)
 from tests.invoices import random_spec, render_pdf  # noqa: E402
 
 CONCURRENCY = 8
 
 
-class Emulator:
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "emulate", "rossum", "--port", str(self.port),
-             "--rate-limit", "0", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_until(self._up, 20, what="emulator")
-
-    def _up(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/_emulator/stats", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stats(self) -> dict:
-        return httpx.get(f"{self.url}/_emulator/stats", timeout=30).json()
-
-    def annotations(self) -> list[dict]:
-        return httpx.get(f"{self.url}/_emulator/annotations", timeout=30).json()["results"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+def Emulator(*args: str) -> EmulatorProcess:
+    return EmulatorProcess("rossum", "--rate-limit", "0", *args)
 
 
 def generate(folder: Path, count: int) -> list[Path]:
@@ -92,7 +72,7 @@ def status_requests(stats: dict) -> int:
 
 def run_daemon(
     staging: Path,
-    emulator: Emulator,
+    emulator: EmulatorProcess,
     *,
     webhooks: bool,
     max_in_flight: int | None,
@@ -175,7 +155,7 @@ def _ts(value: object) -> float:
     return datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp()
 
 
-def run_script(staging: Path, emulator: Emulator) -> dict:
+def run_script(staging: Path, emulator: EmulatorProcess) -> dict:
     """The same Rossum calls the daemon makes per document, and nothing else."""
     base = f"{emulator.url}/api/v1"
     files = sorted(staging.iterdir())

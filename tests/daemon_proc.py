@@ -154,3 +154,42 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class EmulatorProcess:
+    """`docrelay emulate <vendor>` as its own process, as users run it."""
+
+    def __init__(self, vendor: str, *args: str, log: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("ab") if log is not None else None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "emulate", vendor, "--port", str(self.port),
+             *args],
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_until(self._up, 20, what=f"{vendor} emulator up")
+
+    def _up(self) -> bool:
+        assert self.proc.poll() is None, "emulator exited"
+        try:
+            return httpx.get(f"{self.url}/_emulator/stats", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/_emulator/stats", timeout=30).json()
+
+    def annotations(self) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.url}/_emulator/annotations", timeout=30).json()["results"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self._log is not None:
+            self._log.close()

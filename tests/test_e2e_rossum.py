@@ -8,17 +8,20 @@ exported once, and its annotation moved to `exported` at the emulator.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from connectors.vendors.rossum.schema import FIELD_MAP
-from tests.daemon_proc import DaemonProcess, free_port, wait_until, write_config
+from tests.daemon_proc import (
+    DaemonProcess,
+    EmulatorProcess,
+    free_port,
+    wait_until,
+    write_config,
+)
 from tests.invoices import expected_fields, random_spec, render_pdf
 
 pytestmark = pytest.mark.e2e
@@ -27,42 +30,11 @@ DOCS = 8
 MAPPED = set(FIELD_MAP.values())
 
 
-class Emulator:
-    """`docrelay emulate rossum` as its own process."""
-
-    def __init__(self, root: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (root / "emulator.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "emulate", "rossum", "--port", str(self.port),
-             *args],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_until(self._up, 20, what="emulator up")
-
-    def _up(self) -> bool:
-        assert self.proc.poll() is None, "emulator exited"
-        try:
-            return httpx.get(f"{self.url}/_emulator/stats", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stats(self) -> dict:
-        return httpx.get(f"{self.url}/_emulator/stats", timeout=5).json()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+def Emulator(root: Path, *args: str) -> EmulatorProcess:
+    return EmulatorProcess("rossum", *args, log=root / "emulator.log")
 
 
-def rossum_config(root: Path, emulator: Emulator, *, webhooks: bool, port: int) -> Path:
+def rossum_config(root: Path, emulator: EmulatorProcess, *, webhooks: bool, port: int) -> Path:
     vendor = f"""
 [vendors.rossum_main]
 kind = "rossum"
