@@ -196,14 +196,7 @@ def claim_feedback(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = list(conn.execute(due).scalars())
-    if ids:
-        conn.execute(
-            update(feedback_t)
-            .where(feedback_t.c.id.in_(ids))
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-        )
-    return ids
+    return ledger.lease_due(conn, feedback_t, due, owner, now, lease_seconds)
 
 
 class FeedbackRunner:

@@ -236,12 +236,13 @@ def claim_deliveries(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return _claim(conn, deliveries, due, owner, now, lease_seconds)
+    return lease_due(conn, deliveries, due, owner, now, lease_seconds)
 
 
-def _claim(
+def lease_due(
     conn: Connection, table: Any, due: Any, owner: str, now: datetime, lease_seconds: float
 ) -> list[int]:
+    """Lease the rows whose ids the ``due`` query selects (locked SKIP LOCKED on PostgreSQL)."""
     ids = [row[0] for row in conn.execute(due)]
     if not ids:
         return []
