@@ -58,8 +58,7 @@ def load(role: Role, kind: str) -> type:
     if target is None:
         known = ", ".join(sorted(kinds)) or "none"
         raise UnknownConnector(f"unknown {role} kind {kind!r} (installed: {known})")
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    return _import(target)
 
 
 def load_emulator(kind: str) -> Any:
@@ -67,5 +66,10 @@ def load_emulator(kind: str) -> Any:
     if target is None:
         known = ", ".join(sorted(EMULATORS)) or "none"
         raise UnknownConnector(f"no emulator for {kind!r} (available: {known})")
+    return _import(target)
+
+
+def _import(target: str) -> Any:
+    """``"package.module:attr"`` → the attribute, importing the module only now."""
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
