@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -449,9 +449,3 @@ class Source(abc.ABC):
         the original (read from ``document.path``, the blob) into its failed folder with the
         reason beside it. MUST be safe to repeat and MUST NOT raise for a vanished original.
         """
-
-
-def iter_chunks(stream: IO[bytes], size: int = 1 << 16) -> Iterator[bytes]:
-    """Read a stream in chunks, for streaming uploads and hashing."""
-    while chunk := stream.read(size):
-        yield chunk

@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
@@ -246,9 +245,6 @@ class Intake:
         conn.execute(
             MARK_RELEASED, [{"doc_id": doc_id, "released_at": at} for doc_id, at in pending]
         )
-
-    def blob_path(self, sha: str) -> Path:
-        return self.blobs.path(sha)
 
 
 def queue_submission(

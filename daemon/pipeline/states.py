@@ -22,8 +22,6 @@ ACTIVE: frozenset[str] = frozenset(
 """States a worker may claim."""
 
 FINAL: frozenset[str] = frozenset({S.DONE, S.DEAD, S.REJECTED})
-RETRYABLE: frozenset[str] = frozenset({S.FAILED, S.DEAD})
-"""States `docrelay retry` brings back to life."""
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.UPLOADING, S.FAILED, S.DEAD, S.REJECTED}),

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +88,6 @@ def reader(engine: Engine) -> Engine:
     Writing through it is a bug (SQLite would refuse the lock upgrade under contention).
     """
     return engine.execution_options(**{READ_ONLY: True})
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back on any exception."""
-    with factory() as session, session.begin():
-        yield session
 
 
 def alembic_config(engine: Engine) -> Any:
