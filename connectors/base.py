@@ -402,17 +402,47 @@ class IntakeItem:
     mime_type: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     rejection: str | None = None
+    unique: bool = False
+    """``source_ref`` names this item for good (a mail's Message-ID and part): the same
+    reference with the same bytes is always the item committed before, released or not. A
+    folder path is not unique: the same file dropped again later is a new arrival."""
+    route: str | None = None
+    """The name of the route a source's own rule chose; None lets the routes decide."""
 
 
 class IntakeSink(Protocol):
-    """The engine side of intake: commits an item durably before the source may release it."""
+    """The engine side of intake: commits an item durably before the source may release it.
+
+    Also lends sources what must live in the shared store rather than in one process: small
+    state (a mailbox folder's UIDVALIDITY and highest UID), leases on accounts and health.
+    """
 
     def ingest(self, item: IntakeItem) -> IngestOutcome:
         """Store the bytes and the rows; returns only after the commit."""
         ...
 
+    def reject_unstored(self, item: IntakeItem, reason: str) -> IngestOutcome:
+        """Record an item that is not even downloaded (too large) as rejected; its bytes stay
+        at the source. Safe to repeat for a ``unique`` item."""
+        ...
+
     def mark_released(self, document_id: int) -> None:
         """Record that the original was moved/deleted/flagged as configured."""
+        ...
+
+    def load_state(self, source: str, key: str) -> dict[str, Any] | None: ...
+
+    def save_state(self, source: str, key: str, value: Mapping[str, Any]) -> None: ...
+
+    def hold_lease(self, name: str, seconds: float) -> bool:
+        """Take or renew this process's lease on ``name``; False while another process holds
+        an unexpired one."""
+        ...
+
+    def drop_lease(self, name: str) -> None: ...
+
+    def report_health(self, name: str, state: str, reason: str | None = None) -> None:
+        """``ok`` or a problem (``auth_failed``) an operator must see, kept across restarts."""
         ...
 
 

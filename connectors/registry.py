@@ -18,6 +18,7 @@ ROLES: tuple[Role, ...] = ("source", "vendor", "destination")
 BUILTIN: dict[Role, dict[str, str]] = {
     "source": {
         "folder": "connectors.sources.folder:FolderSource",
+        "mailbox": "connectors.sources.mailbox:MailboxSource",
     },
     "vendor": {
         "local": "connectors.vendors.local:LocalVendor",

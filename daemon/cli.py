@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vendor", help="vendor kind, e.g. rossum")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of the emulator (--help)")
     command("connectors", cmd_connectors, "list installed sources, vendors and destinations")
+    p = command("mailbox", None, "mailbox sources")
+    mb = p.add_subparsers(title="mailbox commands", metavar="MAILBOXCOMMAND")
+    test = mb.add_parser(
+        "test",
+        help="log in, list folders and count what the rules would take; changes nothing",
+    )
+    test.add_argument("name", help="the mailbox source's name")
+    test.add_argument("--limit", type=int, default=200, help="newest messages examined per folder")
+    test.set_defaults(func=cmd_mailbox_test)
     return parser
 
 
@@ -438,6 +447,42 @@ def cmd_connectors(args: argparse.Namespace) -> int:
     for role, kinds in registry.available().items():
         for kind, target in sorted(kinds.items()):
             print(f"{role:<12} {kind:<14} {target}")
+    return 0
+
+
+def cmd_mailbox_test(args: argparse.Namespace) -> int:
+    """Exit 0 when the account works, 3 when it cannot be reached, 4 when login is refused."""
+    from connectors.base import ConnectorContext
+    from connectors.sources.mailbox import (
+        MailboxAuthError,
+        MailboxError,
+        MailboxSettings,
+        MailboxSource,
+        describe,
+    )
+
+    config = load_config(args)
+    found = [s for s in config.sources if isinstance(s, MailboxSettings) and s.name == args.name]
+    if not found:
+        names = [s.name for s in config.sources if isinstance(s, MailboxSettings)]
+        print(
+            f"no mailbox source named {args.name!r} (mailboxes: {names or 'none'})", file=sys.stderr
+        )
+        return 2
+    settings = found[0]
+    context = ConnectorContext(name=settings.name, data_dir=Path("."), clock=time.monotonic)
+    source = MailboxSource(settings, context)
+    try:
+        folders, reports = source.survey(limit=args.limit)
+    except MailboxAuthError as exc:
+        print(f"{settings.name}: login refused: {exc}", file=sys.stderr)
+        return 4
+    except MailboxError as exc:
+        print(f"{settings.name}: {exc}", file=sys.stderr)
+        return 3
+    print(f"{settings.name}: logged in as {settings.username} at {settings.account}")
+    print(f"folders: {', '.join(folders)}")
+    print(describe(reports))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,8 +312,8 @@ def _resolve_secret_files(
     """
     for key, value in list(data.items()):
         info = model.model_fields.get(key)
-        nested = info.annotation if info is not None else None
-        if isinstance(value, dict) and isinstance(nested, type) and issubclass(nested, BaseModel):
+        nested = _model_type(info.annotation) if info is not None else None
+        if isinstance(value, dict) and nested is not None:
             data[key] = _resolve_secret_files(dict(value), nested, (*loc, key), problems, secrets)
     for key in [k for k in data if k.endswith("_file")]:
         target = key.removesuffix("_file")
@@ -333,6 +334,14 @@ def _resolve_secret_files(
         data[target] = value
         secrets.append(value)
     return data
+
+
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (also when optional: ``OAuth2Settings | None``)."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _collect_secrets(model: BaseModel, secrets: list[str]) -> None:
@@ -368,6 +377,15 @@ def _check_references(
         for source in [wanted] if isinstance(wanted, str) else wanted or []:
             if source not in names and source != "cli":
                 problems.append(Problem(_key((*loc, "match", "source")), f"no source {source!r}"))
+    route_names = {route.name or f"routes[{i}]" for i, route in enumerate(core.routes)}
+    seen: dict[str, int] = {}
+    for source in sources:  # a source's rules may name the route their documents take
+        index = seen[source.kind] = seen.get(source.kind, -1) + 1
+        for number, rule in enumerate(getattr(source, "rules", None) or []):
+            chosen = getattr(rule, "route", None)
+            if chosen is not None and chosen not in route_names:
+                loc = ("sources", source.kind, str(index), "rules", str(number), "route")
+                problems.append(Problem(_key(loc), f"no route named {chosen!r}"))
 
 
 def _problems(exc: ValidationError, prefix: tuple[str, ...]) -> list[Problem]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Engine, select, text, union, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.engine import make_url
 
 from connectors import registry
@@ -109,6 +109,7 @@ class Daemon:
         self.pools: dict[str, WorkerPool] = {}
         self.delivery_pools: dict[str, WorkerPool] = {}
         self.feedback_pools: dict[str, WorkerPool] = {}
+        self.feedback_runners: dict[str, FeedbackRunner] = {}
         self.follow_pools: dict[str, WorkerPool] = {}
         self._hints: queue.SimpleQueue[tuple[str, list[str]] | None] = queue.SimpleQueue()
         self._hinter = threading.Thread(target=self._apply_hints, name="hints", daemon=True)
@@ -140,24 +141,17 @@ class Daemon:
         for settings in self.config.sources:
             cls = registry.load("source", settings.kind)
             self.sources.append(cls(settings, self._context(settings.name)))  # type: ignore[attr-defined]
-        self.intake = Intake(self.engine, self.blobs, self.config, on_queued=self.wake_profile)
+        self.intake = Intake(
+            self.engine, self.blobs, self.config, on_queued=self.wake_profile, owner=self.owner
+        )
 
     def _context(self, name: str) -> ConnectorContext:
         return ConnectorContext(name=name, data_dir=self.state_dir / name, clock=self.clock)
 
     def _recover_leases(self) -> None:
         """Free leases of processes that died on this host (or all, for an owned SQLite store)."""
-        sub, dl = ledger.submissions, ledger.deliveries
         with self.engine.begin() as conn:
-            owners = [
-                row[0]
-                for row in conn.execute(
-                    union(
-                        select(sub.c.lease_owner).where(sub.c.lease_owner.is_not(None)),
-                        select(dl.c.lease_owner).where(dl.c.lease_owner.is_not(None)),
-                    )
-                )
-            ]
+            owners = ledger.lease_owners(conn)
             host = socket.gethostname()
             if self._lock is not None:
                 gone = owners
@@ -234,6 +228,7 @@ class Daemon:
             feedback_runner = FeedbackRunner(
                 engine=self.engine, vendor=vendor, profile=name, settings=settings
             )
+            self.feedback_runners[name] = feedback_runner
             self.feedback_pools[name] = WorkerPool(
                 name=f"feedback-{name}",
                 size=1,
@@ -359,10 +354,19 @@ class Daemon:
             pool.wake()
 
     def _delivery_ended(
-        self, conn: ledger.Connection, delivery: Mapping[str, Any], ok: bool, reason: str | None
+        self,
+        conn: ledger.Connection,
+        delivery: Mapping[str, Any],
+        ok: bool,
+        reason: str | None,
+        inline: bool,
     ) -> Callable[[], None] | None:
-        """In the transaction ending a delivery: queue the export status for the vendor (and
-        wake its sender once that is committed)."""
+        """In the transaction ending a delivery: queue the export status for the vendor.
+
+        After an inline push the vendor's own worker sends it at once (the row is leased to it,
+        so a crash before the send leaves it to the feedback pool); otherwise the feedback pool
+        is woken, keeping a slow vendor out of the delivery threads.
+        """
         sub = ledger.submissions
         profile = conn.execute(
             select(sub.c.profile).where(sub.c.id == delivery["submission_id"])
@@ -372,9 +376,15 @@ class Daemon:
             return None
         if not getattr(vendor.settings, "export_status", True):
             return None
-        if queue_export_status(conn, delivery, profile):
-            return lambda: self.wake_feedback(profile)
-        return None
+        inline = inline and profile not in self.paused
+        runner = self.feedback_runners.get(profile) if inline else None
+        lease = (self.owner, self.config.core.pipeline.lease_seconds) if runner else None
+        feedback_id = queue_export_status(conn, delivery, profile, lease=lease)
+        if feedback_id is None:
+            return None
+        if runner is not None:
+            return lambda: runner.run(feedback_id, self.owner)
+        return lambda: self.wake_feedback(profile)
 
     def pause_profile(self, profile: str, reason: str) -> None:
         """Credentials refused: hold this profile's queue, keep the others running."""

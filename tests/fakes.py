@@ -6,6 +6,7 @@ times, then accept" and the pipeline's reaction is observed on the store.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -25,7 +26,7 @@ from connectors.errors import AuthFailed, NotReady, RateLimited, TerminalError, 
 
 SCRIPTS: dict[str, deque[str]] = defaultdict(deque)
 """profile → outcomes for the next calls: ok, transient, terminal, auth, ratelimit, processing."""
-CALLS: dict[str, list[tuple[str, int]]] = defaultdict(list)
+CALLS: dict[str, list[Any]] = defaultdict(list)
 """profile → (method, document id) for every call, in order."""
 
 
@@ -88,6 +89,7 @@ class ScriptedVendor(Vendor):
         self, vendor_ref: str, data: Mapping[str, Any], ok: bool, message: str | None
     ) -> None:
         CALLS[self.context.name].append(("report", (vendor_ref, ok, message)))
+        CALLS[f"{self.context.name}:report-threads"].append(threading.current_thread().name)
 
     def normalize(self, raw: Any) -> CanonicalResult:
         from decimal import Decimal

@@ -153,3 +153,93 @@ def test_run_refuses_a_bad_config(tmp_path):
     assert result.returncode == 2
     assert f"{bad}: store.url: " in result.stderr
     assert not (tmp_path / "var").exists()
+
+
+MAILBOX_BASE = """
+[store]
+url = "sqlite:///x.db"
+[vendors.local]
+kind = "local"
+[[routes]]
+name = "mail"
+match = {}
+vendor = "local"
+"""
+
+
+def test_mailbox_problems_are_named_by_key_path(tmp_path):
+    found = problems_of(
+        tmp_path,
+        MAILBOX_BASE
+        + """
+[[sources.mailbox]]
+name = "m"
+host = "imap.example.com"
+tls = "plain"
+username = "u"
+password = "p"
+[[sources.mailbox]]
+name = "n"
+host = "imap.example.com"
+username = "u"
+[[sources.mailbox.rules]]
+route = "nowhere"
+post_action = "archive"
+flag = "two words"
+""",
+    )
+    text = "\n".join(found)
+    assert "sources.mailbox[0]: " in text and "allow_plain" in text
+    assert "sources.mailbox[1].rules[0].post_action" in text
+    assert "sources.mailbox[1].rules[0].flag" in text and "IMAP keyword" in text
+    no_credentials = problems_of(
+        tmp_path,
+        MAILBOX_BASE + '[[sources.mailbox]]\nname = "m"\nhost = "h"\nusername = "u"\n',
+    )
+    assert any(
+        p.startswith("sources.mailbox[0]: ") and "give exactly one of password" in p
+        for p in no_credentials
+    )
+
+
+def test_mailbox_rule_route_must_exist_and_oauth2_secrets_come_from_files(tmp_path):
+    found = problems_of(
+        tmp_path,
+        MAILBOX_BASE
+        + """
+[[sources.mailbox]]
+name = "m"
+host = "imap.example.com"
+username = "u"
+password = "p"
+[[sources.mailbox.rules]]
+route = "nowhere"
+""",
+    )
+    assert any("sources.mailbox[0].rules[0].route" in p and "nowhere" in p for p in found)
+    (tmp_path / "refresh").write_text("rt-from-file\n")
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        MAILBOX_BASE
+        + f"""
+[[sources.mailbox]]
+name = "m"
+host = "outlook.office365.com"
+username = "invoices@contoso.example"
+[sources.mailbox.oauth2]
+provider = "microsoft"
+tenant = "contoso.example"
+client_id = "app"
+refresh_token_file = "{tmp_path / "refresh"}"
+[[sources.mailbox.rules]]
+route = "mail"
+"""
+    )
+    config = config_mod.load(path)
+    oauth = config.sources[0].oauth2
+    assert oauth.refresh_token.get_secret_value() == "rt-from-file"
+    assert oauth.endpoint() == (
+        "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token",
+        "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
+    )
+    assert "rt-from-file" in config.secrets

@@ -305,6 +305,8 @@ def test_export_status_and_corrections_reach_the_vendor(make_daemon):
     doc = offer(daemon, "fb.pdf")
     ref = f"a-{doc}"
     wait_until(lambda: ("report", (ref, True, None)) in fakes.CALLS["a"], 10, what="exported")
+    # The folder export is pushed inline, so the vendor's own worker reports it at once.
+    assert fakes.CALLS["a:report-threads"][0].startswith("vendor-a-")
     fakes.SCRIPTS["a:feedback"].append("transient")  # the first send fails, the retry succeeds
     changed = correct(
         daemon.engine, doc, {"invoice_number": "INV-9", "total_amount": "13,50 EUR"},
@@ -355,6 +357,7 @@ def test_failed_export_is_reported_with_the_reason(make_daemon, tmp_path):
     wait_until(lambda: [c for c in fakes.CALLS["a"] if c[0] == "report"], 15, what="failed_export")
     report = next(c[1] for c in fakes.CALLS["a"] if c[0] == "report")
     assert report[0] == f"a-{doc}" and report[1] is False
+    assert fakes.CALLS["a:report-threads"][0].startswith("feedback-a-")  # after the retries
     assert "out: gave up after 2 attempts" in report[2]
 
 

@@ -125,7 +125,8 @@ class DeliveryRunner:
         name: str,
         settings: PipelineSettings,
         on_final: Callable[
-            [ledger.Connection, Mapping[str, Any], bool, str | None], Callable[[], None] | None
+            [ledger.Connection, Mapping[str, Any], bool, str | None, bool],
+            Callable[[], None] | None,
         ] = lambda *a: None,
     ) -> None:
         self.engine = engine
@@ -136,7 +137,8 @@ class DeliveryRunner:
         self.on_final = on_final
         """Called in the transaction that ends a delivery (delivered, or dead), so the export
         status for the vendor is queued atomically with it; what it returns runs after the
-        commit (waking the worker that sends it)."""
+        commit (sending it, or waking the worker that sends it). Its last argument says whether
+        the push was made inline by the vendor's own worker."""
 
     def run(self, delivery_id: int, owner: str) -> None:
         table = ledger.deliveries
@@ -149,8 +151,13 @@ class DeliveryRunner:
             payload = build_payload(conn, delivery)
         self.push(delivery, payload, owner)
 
-    def push(self, delivery: dict[str, Any], payload: ExportPayload, owner: str) -> bool:
-        """Deliver one leased outbox row and record the outcome; True when delivered."""
+    def push(
+        self, delivery: dict[str, Any], payload: ExportPayload, owner: str, *, inline: bool = False
+    ) -> bool:
+        """Deliver one leased outbox row and record the outcome; True when delivered.
+
+        ``inline``: the vendor's worker pushes right after `done` (see Destination.inline).
+        """
         actor = f"worker:{owner}"
         crash_point("before_delivery")
         try:
@@ -165,7 +172,7 @@ class DeliveryRunner:
             owner,
             actor,
             f"delivered to {self.name}: {receipt.ref}",
-            final=(True, None),
+            final=(True, None, inline),
             downstream_ref=receipt.ref,
             delivered_at=utcnow(),
             error=None,
@@ -190,7 +197,7 @@ class DeliveryRunner:
                 owner,
                 actor,
                 reason,
-                final=(False, reason),
+                final=(False, reason, False),
                 attempts=attempts,
                 error=reason,
             )
@@ -217,7 +224,7 @@ class DeliveryRunner:
         actor: str,
         message: str,
         *,
-        final: tuple[bool, str | None] | None = None,
+        final: tuple[bool, str | None, bool] | None = None,
         **values: Any,
     ) -> None:
         table = ledger.deliveries

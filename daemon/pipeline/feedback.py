@@ -137,10 +137,18 @@ def correct(
     return changed
 
 
-def queue_export_status(conn: Connection, delivery: Mapping[str, Any], profile: str) -> bool:
+def queue_export_status(
+    conn: Connection,
+    delivery: Mapping[str, Any],
+    profile: str,
+    *,
+    lease: tuple[str, float] | None = None,
+) -> int | None:
     """Once every delivery of the submission has ended, queue the export status for the vendor.
 
-    Runs in the transaction that ended the last delivery; True when a row was queued.
+    Runs in the transaction that ended the last delivery; returns the new row's id (None when
+    deliveries are still open). ``lease`` (owner, seconds) hands the row to the caller, which
+    sends it itself right after the commit.
     """
     dl = ledger.deliveries
     open_count, failed = conn.execute(
@@ -150,7 +158,7 @@ def queue_export_status(conn: Connection, delivery: Mapping[str, Any], profile: 
         ).where(dl.c.submission_id == delivery["submission_id"])
     ).one()
     if open_count:
-        return False
+        return None
     if failed:
         errors = conn.execute(
             select(dl.c.destination, dl.c.error).where(
@@ -161,8 +169,10 @@ def queue_export_status(conn: Connection, delivery: Mapping[str, Any], profile: 
         message = "; ".join(f"{d}: {e}" for d, e in errors)[:2000]
     else:
         status, message = "exported", None
-    conn.execute(
-        feedback_t.insert(),
+    now = utcnow()
+    owner, expires = (lease[0], now + timedelta(seconds=lease[1])) if lease else (None, None)
+    return conn.execute(
+        feedback_t.insert().returning(feedback_t.c.id),
         {
             "document_id": delivery["document_id"],
             "submission_id": delivery["submission_id"],
@@ -174,10 +184,11 @@ def queue_export_status(conn: Connection, delivery: Mapping[str, Any], profile: 
             "origin": "deliveries",
             "state": FeedbackState.PENDING,
             "attempts": 0,
-            "created_at": utcnow(),
+            "created_at": now,
+            "lease_owner": owner,
+            "lease_expires_at": expires,
         },
-    )
-    return True
+    ).scalar_one()
 
 
 def claim_feedback(
@@ -213,36 +224,16 @@ class FeedbackRunner:
 
     def run(self, feedback_id: int, owner: str) -> None:
         sub = ledger.submissions
-        with self.engine.begin() as conn:
+        with self.reader.connect() as conn:
             first = conn.execute(select(feedback_t).where(feedback_t.c.id == feedback_id)).one()
-            if first.lease_owner != owner:
-                return
-            rows = [first]
-            if first.kind == FeedbackKind.CORRECTION:  # take its siblings along: one confirm
-                siblings = conn.execute(
-                    select(feedback_t)
-                    .where(
-                        feedback_t.c.submission_id == first.submission_id,
-                        feedback_t.c.kind == FeedbackKind.CORRECTION,
-                        feedback_t.c.state.in_(ACTIVE),
-                        feedback_t.c.id != first.id,
-                        or_(
-                            feedback_t.c.lease_owner.is_(None),
-                            feedback_t.c.lease_expires_at < utcnow(),
-                        ),
-                    )
-                    .order_by(feedback_t.c.id)
-                ).all()
-                if siblings:
-                    conn.execute(
-                        update(feedback_t)
-                        .where(feedback_t.c.id.in_([s.id for s in siblings]))
-                        .values(lease_owner=owner, lease_expires_at=first.lease_expires_at)
-                    )
-                rows.extend(siblings)
             target = conn.execute(
                 select(sub.c.vendor_ref, sub.c.vendor_data).where(sub.c.id == first.submission_id)
             ).one()
+        if first.lease_owner != owner:
+            return
+        rows = [first]
+        if first.kind == FeedbackKind.CORRECTION:  # take its siblings along: one confirm
+            rows.extend(self._lease_siblings(first, owner))
         try:
             if target.vendor_ref is None:
                 raise TerminalError("the submission has no vendor reference")
@@ -260,6 +251,31 @@ class FeedbackRunner:
             self._failed(rows, error, owner)
             return
         self._finish(rows, owner, FeedbackState.SENT, "sent", sent_at=utcnow(), error=None)
+
+    def _lease_siblings(self, first: Any, owner: str) -> list[Any]:
+        """The other pending corrections of the same submission, leased to this worker."""
+        with self.engine.begin() as conn:
+            siblings = conn.execute(
+                select(feedback_t)
+                .where(
+                    feedback_t.c.submission_id == first.submission_id,
+                    feedback_t.c.kind == FeedbackKind.CORRECTION,
+                    feedback_t.c.state.in_(ACTIVE),
+                    feedback_t.c.id != first.id,
+                    or_(
+                        feedback_t.c.lease_owner.is_(None),
+                        feedback_t.c.lease_expires_at < utcnow(),
+                    ),
+                )
+                .order_by(feedback_t.c.id)
+            ).all()
+            if siblings:
+                conn.execute(
+                    update(feedback_t)
+                    .where(feedback_t.c.id.in_([s.id for s in siblings]))
+                    .values(lease_owner=owner, lease_expires_at=first.lease_expires_at)
+                )
+        return list(siblings)
 
     def _failed(self, rows: Sequence[Any], error: Exception, owner: str) -> None:
         action = states.classify(error)

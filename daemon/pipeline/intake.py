@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, or_, select, update
 
 from connectors.base import IngestOutcome, IngestStatus, IntakeItem
 from connectors.errors import TerminalError
@@ -23,11 +24,24 @@ from daemon.pipeline.crash import crash_point
 from daemon.pipeline.preflight import inspect
 from daemon.pipeline.routing import Router, route_name
 from daemon.store.blobs import BlobStore
-from daemon.store.models import Document, SubmissionState, utcnow
+from daemon.store.engine import reader
+from daemon.store.models import (
+    Document,
+    ProfileHealth,
+    SourceLease,
+    SourceState,
+    SubmissionState,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
 documents = Document.__table__
+source_state = SourceState.__table__
+source_leases = SourceLease.__table__
+health_t = ProfileHealth.__table__
+UNSTORED_SHA = "0" * 64
+"""The sha256 recorded for an item that was never downloaded (too large)."""
 INSERT_DOCUMENT = insert(documents).returning(documents.c.id)
 INSERT_SUBMISSION = insert(ledger.submissions).returning(ledger.submissions.c.id)
 MARK_RELEASED = (
@@ -59,8 +73,11 @@ class Intake:
         *,
         on_queued: Callable[[str], None] = lambda profile: None,
         max_bytes: int = 200 * 1024 * 1024,
+        owner: str = "intake",
     ) -> None:
         self.engine = engine
+        self.reader = reader(engine)
+        self.owner = owner
         self.blobs = blobs
         self.config = config
         self.router = Router(config.routes)
@@ -74,7 +91,7 @@ class Intake:
             try:
                 sha, size = self.blobs.put_stream(stream, max_bytes=self.max_bytes)
             except ValueError as exc:
-                return self._reject_unstored(item, f"file too large: {exc}")
+                return self.reject_unstored(item, f"file too large: {exc}")
         crash_point("after_blob_write")
         path = self.blobs.path(sha)
         mime = item.mime_type or "application/octet-stream"
@@ -103,14 +120,7 @@ class Intake:
         actor = f"intake:{item.source}"
         with self.engine.begin() as conn:
             self.flush_releases(conn)
-            earlier = conn.execute(
-                select(documents.c.id, documents.c.intake_state).where(
-                    documents.c.source == item.source,
-                    documents.c.source_ref == item.source_ref,
-                    documents.c.sha256 == sha,
-                    documents.c.released_at.is_(None),
-                )
-            ).first()
+            earlier = self._earlier(conn, item, sha)
             if earlier is not None:
                 status = (
                     IngestStatus.REJECTED
@@ -164,6 +174,20 @@ class Intake:
             queue_submission(conn, doc_id, routed, actor=actor)
             return IngestOutcome(IngestStatus.INGESTED, doc_id), routed.profile
 
+    @staticmethod
+    def _earlier(conn: ledger.Connection, item: IntakeItem, sha: str) -> Any:
+        """The row this very item got before (a crash, or a re-listed unique item)."""
+        conditions = [
+            documents.c.source == item.source,
+            documents.c.source_ref == item.source_ref,
+            documents.c.sha256 == sha,
+        ]
+        if not item.unique:
+            conditions.append(documents.c.released_at.is_(None))
+        return conn.execute(
+            select(documents.c.id, documents.c.intake_state).where(*conditions).limit(1)
+        ).first()
+
     def _insert(
         self,
         conn: ledger.Connection,
@@ -188,9 +212,12 @@ class Intake:
         return doc_id
 
     def _route(self, item: IntakeItem, mime: str) -> Routed | None:
-        found = self.router.route(
-            source=item.source, filename=item.filename, mime_type=mime, metadata=item.metadata
-        )
+        if item.route is not None:
+            found = self.router.named(item.route)
+        else:
+            found = self.router.route(
+                source=item.source, filename=item.filename, mime_type=mime, metadata=item.metadata
+            )
         if found is None:
             return None
         index, route = found
@@ -202,13 +229,15 @@ class Intake:
             route=route_name(index, route),
         )
 
-    def _reject_unstored(self, item: IntakeItem, reason: str) -> IngestOutcome:
+    def reject_unstored(self, item: IntakeItem, reason: str) -> IngestOutcome:
         """Too large to keep a copy: the row records it, the source keeps the original."""
         with self.engine.begin() as conn:
+            if item.unique and (earlier := self._earlier(conn, item, UNSTORED_SHA)) is not None:
+                return IngestOutcome(IngestStatus.REJECTED, earlier.id, reason)
             doc_id = self._insert(
                 conn,
                 {
-                    "sha256": "0" * 64,
+                    "sha256": UNSTORED_SHA,
                     "filename": item.filename,
                     "mime_type": item.mime_type or "application/octet-stream",
                     "size_bytes": -1,
@@ -222,6 +251,71 @@ class Intake:
                 f"intake:{item.source}",
             )
         return IngestOutcome(IngestStatus.REJECTED, doc_id, reason)
+
+    # ------------------------------------------------------------------ what sources keep here
+
+    def load_state(self, source: str, key: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return conn.execute(
+                select(source_state.c.value).where(
+                    source_state.c.source == source, source_state.c.key == key
+                )
+            ).scalar()
+
+    def save_state(self, source: str, key: str, value: Mapping[str, Any]) -> None:
+        where = (source_state.c.source == source, source_state.c.key == key)
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(source_state).where(*where).values(value=dict(value), updated_at=utcnow())
+            ).rowcount
+            if not changed:
+                conn.execute(
+                    insert(source_state).values(
+                        source=source, key=key, value=dict(value), updated_at=utcnow()
+                    )
+                )
+
+    def hold_lease(self, name: str, seconds: float) -> bool:
+        now = utcnow()
+        expires = now + timedelta(seconds=seconds)
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(source_leases.c.owner, source_leases.c.expires_at)
+                .where(source_leases.c.name == name)
+                .with_for_update()
+            ).first()
+            if row is None:
+                conn.execute(
+                    insert(source_leases).values(name=name, owner=self.owner, expires_at=expires)
+                )
+                return True
+            if row.owner != self.owner and row.expires_at > now:
+                return False
+            conn.execute(
+                update(source_leases)
+                .where(
+                    source_leases.c.name == name,
+                    or_(source_leases.c.owner == self.owner, source_leases.c.expires_at <= now),
+                )
+                .values(owner=self.owner, expires_at=expires)
+            )
+            return True
+
+    def drop_lease(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(source_leases).where(
+                    source_leases.c.name == name, source_leases.c.owner == self.owner
+                )
+            )
+
+    def report_health(self, name: str, state: str, reason: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(health_t).where(health_t.c.name == name))
+            if state != "ok":
+                conn.execute(
+                    insert(health_t).values(name=name, state=state, reason=reason, since=utcnow())
+                )
 
     def mark_released(self, document_id: int) -> None:
         """Record a release with the next intake commit (or the next flush) instead of a

@@ -10,14 +10,37 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    union,
+    update,
+)
 
 from daemon.pipeline.states import ACTIVE, DELIVERY_ACTIVE, check
-from daemon.store.models import Delivery, Event, Submission, SubmissionState, utcnow
+from daemon.store.models import (
+    Delivery,
+    Event,
+    Feedback,
+    SourceLease,
+    Submission,
+    SubmissionState,
+    utcnow,
+)
 
 submissions = Submission.__table__
 deliveries = Delivery.__table__
 events = Event.__table__
+feedback = Feedback.__table__
+LEASED = (submissions, deliveries, feedback)
+"""Tables whose rows a worker leases."""
+source_leases = SourceLease.__table__
 
 
 # Hot statements are built once: constructing SQLAlchemy expressions per call costs more than
@@ -277,13 +300,14 @@ def next_due(
 def release_leases(conn: Connection, owner: str) -> int:
     """Give back everything this worker holds (clean shutdown)."""
     released = 0
-    for table in (submissions, deliveries):
+    for table in LEASED:
         result = conn.execute(
             update(table)
             .where(table.c.lease_owner == owner)
             .values(lease_owner=None, lease_expires_at=None)
         )
         released += result.rowcount
+    conn.execute(source_leases.delete().where(source_leases.c.owner == owner))
     return released
 
 
@@ -292,14 +316,24 @@ def release_dead_owners(conn: Connection, owners: Sequence[str]) -> int:
     if not owners:
         return 0
     released = 0
-    for table in (submissions, deliveries):
+    for table in LEASED:
         result = conn.execute(
             update(table)
             .where(and_(table.c.lease_owner.in_(owners)))
             .values(lease_owner=None, lease_expires_at=None)
         )
         released += result.rowcount
+    released += conn.execute(
+        source_leases.delete().where(source_leases.c.owner.in_(owners))
+    ).rowcount
     return released
+
+
+def lease_owners(conn: Connection) -> list[str]:
+    """Every process that holds some lease now."""
+    queries = [select(t.c.lease_owner).where(t.c.lease_owner.is_not(None)) for t in LEASED]
+    queries.append(select(source_leases.c.owner))
+    return [row[0] for row in conn.execute(union(*queries))]
 
 
 def expire_leases(conn: Connection, *, actor: str = "scheduler") -> int:

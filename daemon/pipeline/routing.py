@@ -44,6 +44,13 @@ class Router:
             return index, route
         return None
 
+    def named(self, name: str) -> tuple[int, Route] | None:
+        """The route a source's rule chose by name."""
+        for index, route in enumerate(self.routes):
+            if route_name(index, route) == name:
+                return index, route
+        return None
+
 
 def route_name(index: int, route: Route) -> str:
     return route.name or f"routes[{index}]"

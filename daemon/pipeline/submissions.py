@@ -383,7 +383,8 @@ class SubmissionRunner:
         if rows and work.canonical is not None and work.extraction_id is not None:
             payload = export_payload(work.doc, work.sub, work.extraction_id, work.canonical)
             for row in rows:
-                if not self.hooks.inline[row["destination"]].push(row, payload, work.owner):
+                runner = self.hooks.inline[row["destination"]]
+                if not runner.push(row, payload, work.owner, inline=True):
                     self.hooks.wake_deliveries(row["destination"])  # its pool does the retries
         else:
             for row in rows:  # nothing in memory to push: the pool's sweep takes them

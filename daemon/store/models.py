@@ -304,3 +304,26 @@ class ProfileHealth(Base):
     """`ok`, `auth_failed`."""
     reason: Mapped[str | None] = mapped_column(Text)
     since: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SourceState(Base):
+    """What a source remembers between runs, e.g. a mailbox folder's UIDVALIDITY and highest
+    UID. In the store rather than a file so that any daemon sharing the store can take over."""
+
+    __tablename__ = "source_state"
+
+    source: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SourceLease(Base):
+    """One process at a time works a source account (a mailbox): two daemons on one store
+    never fetch and post-process the same messages."""
+
+    __tablename__ = "source_leases"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime]

@@ -35,7 +35,7 @@ SELECT d.id AS document_id, d.sha256, d.filename, d.mime_type, d.size_bytes, d.p
        (SELECT MAX(dl.delivered_at) FROM deliveries dl
          WHERE dl.document_id = d.id AND dl.state = 'delivered') AS exported_at,
        COALESCE(s.error, d.error) AS error,
-       d.duplicate_of, d.route, s.id AS submission_id, s.attempts
+       d.duplicate_of, d.route, s.id AS submission_id, s.attempts, d.metadata
 FROM documents d
 LEFT JOIN ({_LATEST_SUBMISSION}) ls ON ls.document_id = d.id
 LEFT JOIN submissions s ON s.id = ls.id

@@ -1,0 +1,465 @@
+"""The mailbox source against a real Dovecot: exactly-once intake, post-actions, UIDVALIDITY
+resets, oversized messages, and `docrelay mailbox test`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from connectors.base import ConnectorContext
+from connectors.sources.mailbox import MailboxSettings, MailboxSource
+from daemon import config as config_mod
+from daemon.pipeline.intake import Intake
+from daemon.store.blobs import BlobStore
+from daemon.store.engine import ensure_schema, make_engine
+from tests.daemon_proc import wait_until
+from tests.dovecot import Dovecot, dovecot  # noqa: F401
+
+
+def pdf_bytes(label: str) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.cell(text=f"Invoice {label}")
+    return bytes(pdf.output())
+
+
+def mail(
+    number: int,
+    attachments: list[tuple[str, bytes]],
+    *,
+    sender: str = "billing@supplier.example",
+    subject: str | None = None,
+    size_padding: int = 0,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Supplier <{sender}>"
+    msg["To"] = "invoices@example.com"
+    msg["Subject"] = subject or f"Invoice {number}"
+    msg["Message-ID"] = f"<mail-{number}@supplier.example>"
+    msg["Date"] = "Mon, 23 Nov 2026 10:00:00 +0000"
+    msg.set_content("Please find the invoice attached.\n" + "x" * size_padding)
+    for name, data in attachments:
+        msg.add_attachment(data, maintype="application", subtype="pdf", filename=name)
+    return msg.as_bytes()
+
+
+class Harness:
+    """A mailbox source with a real intake on SQLite, pointed at one Dovecot user."""
+
+    def __init__(self, tmp_path: Path, server: Dovecot, **settings) -> None:
+        raw = {
+            "store": {"url": f"sqlite:///{tmp_path}/d.db", "blob_dir": str(tmp_path / "blobs")},
+            "web": {"enabled": False},
+            "vendors": {"local": {"kind": "local"}},
+            "routes": [{"name": "all", "match": {}, "vendor": "local"}],
+        }
+        self.config = config_mod.validate(raw, Path("test.toml"))
+        self.engine = make_engine(raw["store"]["url"])
+        ensure_schema(self.engine)
+        blobs = BlobStore(tmp_path / "blobs")
+        blobs.prepare()
+        self.intake = Intake(self.engine, blobs, self.config, owner="test:1:a")
+        self.settings = MailboxSettings.model_validate(
+            {
+                "name": "invoices",
+                "host": server.host,
+                "port": server.imap_port,
+                "tls": "starttls",
+                "ca_file": server.cafile,
+                "username": "alice",
+                "password": "secret",
+                "poll_interval": 0.5,
+                **settings,
+            }
+        )
+        self.tmp_path = tmp_path
+        self.source: MailboxSource | None = None
+
+    def start(self) -> MailboxSource:
+        context = ConnectorContext("invoices", self.tmp_path / "state", clock=lambda: 0.0)
+        self.source = MailboxSource(self.settings, context)
+        self.source.start(self.intake)
+        return self.source
+
+    def stop(self) -> None:
+        if self.source is not None:
+            self.source.stop()
+            self.source = None
+
+    def rows(self, sql: str, **params) -> list:
+        with self.engine.connect() as conn:
+            return list(conn.execute(text(sql), params))
+
+    def polled_after(self, folder: str, uid: int) -> bool:
+        state = self.intake.load_state("invoices", folder)
+        return bool(state) and state["last_uid"] >= uid
+
+
+@pytest.fixture
+def harness(tmp_path, dovecot):
+    made: list[Harness] = []
+
+    def make(**settings) -> Harness:
+        made.append(Harness(tmp_path, dovecot, **settings))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.stop()
+        h.engine.dispose()
+
+
+def test_attachments_are_taken_once_and_each_message_post_processed_once(
+    harness,
+    dovecot,
+):
+    a, b = pdf_bytes("A"), pdf_bytes("B")
+    first = mail(1, [("a.pdf", a), ("b.pdf", b)])
+    uids = [
+        dovecot.append("alice", "INBOX", first),
+        dovecot.append("alice", "INBOX", first),  # the same mail delivered twice
+        dovecot.append("alice", "INBOX", mail(2, [("again.pdf", a)])),  # same file, new mail
+        dovecot.append("alice", "INBOX", mail(3, [])),  # nothing to take
+    ]
+    h = harness()
+    h.start()
+    wait_until(lambda: h.polled_after("INBOX", uids[-1]), 20, what="all messages polled")
+    docs = h.rows(
+        "SELECT filename, state, source_ref, metadata FROM docrelay_documents ORDER BY document_id"
+    )
+    states = [(d.filename, d.state) for d in docs]
+    assert states[:3] == [("a.pdf", "queued"), ("b.pdf", "queued"), ("again.pdf", "duplicate")]
+    assert states[3][1] == "rejected" and states[3][0] == "Invoice 3.eml"
+    assert len(docs) == 4, "the duplicate delivery of mail 1 was recognised, not taken again"
+    assert docs[0].source_ref == "mail-1@supplier.example/1"
+    meta = h.rows("SELECT metadata FROM documents WHERE id = 1")[0][0]
+    assert f'"uid": {uids[0]}' in meta and '"subject": "Invoice 1"' in meta
+    assert '"sender": "billing@supplier.example"' in meta and '"folder": "INBOX"' in meta
+    flags = dovecot.flags("alice", "INBOX")
+    assert all("$DocrelayTaken" in flags[uid] for uid in uids), flags
+    assert not any("\\Seen" in flags[uid] for uid in uids), "BODY.PEEK never marks seen"
+    # A restart takes nothing again: only new UIDs are looked at.
+    h.stop()
+    later = dovecot.append("alice", "INBOX", mail(4, [("c.pdf", pdf_bytes("C"))]))
+    h.start()
+    wait_until(lambda: h.polled_after("INBOX", later), 20, what="the new message")
+    assert [r.filename for r in h.rows("SELECT filename FROM documents WHERE id > 4")] == ["c.pdf"]
+
+
+def test_idle_sees_new_mail_within_seconds(harness, dovecot):
+    import time
+
+    h = harness(poll_interval=60)
+    h.start()
+    wait_until(lambda: h.intake.load_state("invoices", "INBOX") is not None, 20, what="first poll")
+    time.sleep(0.5)  # in IDLE now
+    began = time.monotonic()
+    uid = dovecot.append("alice", "INBOX", mail(5, [("idle.pdf", pdf_bytes("I"))]))
+    wait_until(lambda: h.polled_after("INBOX", uid), 10, what="IDLE wake-up")
+    assert time.monotonic() - began < 5
+
+
+def test_rules_route_and_move_with_folder_created(harness, dovecot):
+    keep = dovecot.append("alice", "INBOX", mail(6, [("x.pdf", pdf_bytes("X"))], sender="me@x"))
+    take = dovecot.append("alice", "INBOX", mail(7, [("y.pdf", pdf_bytes("Y"))]))
+    h = harness(
+        rules=[
+            {
+                "name": "suppliers",
+                "sender": ["*@supplier.example"],
+                "filename": ["*.pdf"],
+                "post_action": "move",
+                "move_to": "Processed/Invoices",
+            }
+        ]
+    )
+    h.start()
+    wait_until(lambda: h.polled_after("INBOX", take), 20, what="poll")
+    assert [r.filename for r in h.rows("SELECT filename FROM documents")] == ["y.pdf"]
+    assert dovecot.uids("alice", "INBOX") == [keep], "the unmatched mail is left alone"
+    assert len(dovecot.uids("alice", "Processed/Invoices")) == 1
+
+
+def test_a_uidvalidity_reset_re_lists_but_takes_nothing_again(harness, dovecot, caplog):
+    raws = [mail(n, [(f"r{n}.pdf", pdf_bytes(f"R{n}"))]) for n in range(10, 13)]
+    dovecot.append_many("alice", "Scans", raws)
+    h = harness(folders=["Scans"])
+    h.start()
+    wait_until(lambda: h.polled_after("Scans", 3), 20, what="first pass")
+    before = h.intake.load_state("invoices", "Scans")
+    h.stop()
+    dovecot.delete_folder("alice", "Scans")
+    dovecot.append_many("alice", "Scans", raws)  # same messages, new folder, new UIDVALIDITY
+    assert dovecot.uidvalidity("alice", "Scans") != before["uidvalidity"]
+    with caplog.at_level(logging.WARNING, logger="connectors.sources.mailbox"):
+        h.start()
+        wait_until(
+            lambda: (
+                (h.intake.load_state("invoices", "Scans") or {}).get("uidvalidity")
+                != before["uidvalidity"]
+            ),
+            20,
+            what="second pass",
+        )
+    assert h.rows("SELECT COUNT(*) FROM documents")[0][0] == 3
+    assert "UIDVALIDITY of Scans changed" in caplog.text
+
+
+def test_an_oversized_message_is_rejected_without_download_and_kept(harness, dovecot):
+    big = dovecot.append("alice", "INBOX", mail(20, [("big.pdf", pdf_bytes("B") * 200)]))
+    small = dovecot.append("alice", "INBOX", mail(21, [("small.pdf", pdf_bytes("S"))]))
+    h = harness(max_message_bytes=64 * 1024)
+    h.start()
+    wait_until(lambda: h.polled_after("INBOX", small), 20, what="poll")
+    rows = h.rows("SELECT filename, state, error, size_bytes FROM docrelay_documents ORDER BY 1")
+    assert [(r.filename, r.state) for r in rows] == [
+        ("Invoice 20.eml", "rejected"),
+        ("small.pdf", "queued"),
+    ]
+    assert "too large" in rows[0].error and "not downloaded" in rows[0].error
+    assert rows[0].size_bytes == -1
+    assert big in dovecot.uids("alice", "INBOX"), "the original stays in the mailbox"
+    assert "$DocrelayTaken" not in dovecot.flags("alice", "INBOX")[big]
+
+
+def test_refused_credentials_mean_needs_reauth(harness, dovecot):
+    h = harness(password="wrong")
+    source = h.start()
+    wait_until(lambda: source.health()["state"] == "needs_reauth", 20, what="needs re-auth")
+    rows = h.rows("SELECT name, state FROM connector_health")
+    assert [tuple(r) for r in rows] == [("invoices", "auth_failed")]
+
+
+def test_mailbox_test_command_counts_without_changing_anything(tmp_path, dovecot):
+    uid = dovecot.append("alice", "INBOX", mail(30, [("t.pdf", pdf_bytes("T"))]))
+    dovecot.append("alice", "INBOX", mail(31, []))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[store]
+url = "sqlite:///{tmp_path}/d.db"
+blob_dir = "{tmp_path}/blobs"
+[web]
+enabled = false
+[[sources.mailbox]]
+name = "invoices"
+host = "{dovecot.host}"
+port = {dovecot.imaps_port}
+tls = "implicit"
+ca_file = "{dovecot.cafile}"
+username = "alice"
+password = "secret"
+[vendors.local]
+kind = "local"
+[[routes]]
+match = {{}}
+vendor = "local"
+"""
+    )
+    before = dovecot.flags("alice", "INBOX")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "--config",
+            str(config),
+            "mailbox",
+            "test",
+            "invoices",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "INBOX: 2 messages" in run.stdout
+    assert "2 match a rule (default: 2) with 1 parts to take" in run.stdout
+    assert dovecot.flags("alice", "INBOX") == before and uid in before
+    config.write_text(config.read_text().replace('password = "secret"', 'password = "nope"'))
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "--config",
+            str(config),
+            "mailbox",
+            "test",
+            "invoices",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 4 and "login refused" in refused.stderr
+
+
+def test_plain_imap_needs_explicit_permission():
+    with pytest.raises(ValueError, match="allow_plain"):
+        MailboxSettings.model_validate(
+            {"name": "m", "host": "h", "tls": "plain", "username": "u", "password": "p"}
+        )
+
+
+def test_invoices_by_mail_flow_through_the_daemon_to_sql_and_exports(tmp_path, store_url, dovecot):
+    """The real daemon: Dovecot → mailbox source → local extractor → SQL views → JSON export."""
+    from tests.daemon_proc import DaemonProcess, write_config
+    from tests.invoices import expected_fields, random_spec, write_invoice
+
+    specs = [random_spec(seed) for seed in (101, 102)]
+    for number, spec in enumerate(specs, 50):
+        pdf = write_invoice(tmp_path / f"invoice-{number}.pdf", spec).read_bytes()
+        dovecot.append("alice", "INBOX", mail(number, [(f"invoice-{number}.pdf", pdf)]))
+    mailbox = f"""
+[[sources.mailbox]]
+name = "mail"
+host = "{dovecot.host}"
+port = {dovecot.imap_port}
+tls = "starttls"
+ca_file = "{dovecot.cafile}"
+username = "alice"
+password_file = "{tmp_path / "imap-password"}"
+poll_interval = 1
+[[sources.mailbox.rules]]
+name = "pdfs"
+filename = ["*.pdf"]
+route = "mail-to-local"
+post_action = "seen"
+
+[[routes]]
+name = "mail-to-local"
+match = {{ source = ["mail"] }}
+vendor = "local"
+destinations = ["outbox"]
+"""
+    (tmp_path / "imap-password").write_text("secret\n")
+    config = write_config(tmp_path, store_url=store_url, extra=mailbox)
+    daemon = DaemonProcess(config).start()
+    from sqlalchemy import create_engine
+
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+
+            def exported() -> bool:
+                query = "SELECT COUNT(*) FROM docrelay_documents WHERE exported_at IS NOT NULL"
+                return conn.execute(text(query)).scalar() == 2
+
+            wait_until(exported, 60, what="both mailed invoices exported")
+            rows = conn.execute(
+                text(
+                    "SELECT d.filename, d.source, d.route, d.metadata, i.invoice_number "
+                    "FROM docrelay_documents d JOIN docrelay_invoices i USING (document_id) "
+                    "ORDER BY d.document_id"
+                )
+            ).all()
+    finally:
+        assert daemon.stop() == 0
+        engine.dispose()
+    assert [(r.filename, r.source, r.route) for r in rows] == [
+        ("invoice-50.pdf", "mail", "mail-to-local"),
+        ("invoice-51.pdf", "mail", "mail-to-local"),
+    ]
+    for row, spec in zip(rows, specs, strict=True):
+        assert row.invoice_number == expected_fields(spec)["invoice_number"]
+        meta = row.metadata if isinstance(row.metadata, dict) else json.loads(row.metadata)
+        assert meta["mailbox"] == "mail" and meta["folder"] == "INBOX"
+        assert meta["sender"] == "billing@supplier.example" and meta["rule"] == "pdfs"
+        assert meta["message_id"].endswith("@supplier.example") and meta["uidvalidity"] > 0
+    assert len(list((tmp_path / "outbox").glob("*.json"))) == 2
+    flags = dovecot.flags("alice", "INBOX")
+    assert all("\\Seen" in f for f in flags.values())
+
+
+def test_the_mime_corpus_ends_ingested_or_rejected_and_the_daemon_keeps_running(tmp_path, dovecot):
+    """Every edge case of the corpus, a 30 MB message over a 10 MB limit among them, through the
+    real daemon: each message ends with its parts stored (or rejected with a reason) within
+    seconds, and the daemon stays healthy."""
+    import time
+
+    import httpx
+
+    from connectors.sources.mailparts import message_info, message_key
+    from tests.daemon_proc import DaemonProcess, free_port, write_config
+    from tests.mime_corpus import CORPUS, EXPECTED
+
+    raws = {name: build() for name, build in CORPUS.items()}
+    keys = {name: message_key(message_info(raw), raw) for name, raw in raws.items()}
+    port = free_port()
+    mailbox = f"""
+[[sources.mailbox]]
+name = "mail"
+host = "{dovecot.host}"
+port = {dovecot.imap_port}
+tls = "starttls"
+ca_file = "{dovecot.cafile}"
+username = "alice"
+password = "secret"
+poll_interval = 1
+max_message_bytes = 10485760
+
+[[routes]]
+match = {{ source = ["mail"] }}
+vendor = "local"
+destinations = ["outbox"]
+"""
+    config = write_config(tmp_path, port=port, extra=mailbox)
+    daemon = DaemonProcess(config).start()
+    began = time.monotonic()
+    dovecot.append_many("alice", "INBOX", list(raws.values()))
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
+    try:
+        state = dovecot.uids("alice", "INBOX")
+        with engine.connect() as conn:
+
+            def polled() -> bool:
+                value = conn.execute(
+                    text("SELECT value FROM source_state WHERE source = 'mail'")
+                ).scalar()
+                return value is not None and json.loads(value)["last_uid"] >= max(state)
+
+            wait_until(polled, 30, what="every corpus message handled")
+            elapsed = time.monotonic() - began
+            docs = conn.execute(
+                text("SELECT source_ref, filename, state, error FROM docrelay_documents")
+            ).all()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        assert daemon.stop() == 0
+        engine.dispose()
+    assert elapsed < 20, f"the corpus took {elapsed:.1f}s"
+    by_key: dict[str, list] = {}
+    for doc in docs:
+        by_key.setdefault(doc.source_ref.rsplit("/", 1)[0], []).append(doc)
+    for name, expected in EXPECTED.items():
+        found = by_key.get(keys[name], [])
+        if name == "big_base64":
+            assert [(d.state, "too large" in d.error) for d in found] == [("rejected", True)]
+        elif expected.parts == 0:
+            assert [d.state for d in found] == ["rejected"], name
+            assert "no attachment" in found[0].error
+        else:
+            assert sorted(d.filename for d in found) == sorted(expected.filenames), name
+            for doc, unsupported in zip(
+                sorted(found, key=lambda d: d.source_ref),
+                expected.unsupported or (False,) * expected.parts,
+                strict=True,
+            ):
+                if unsupported:
+                    assert doc.state == "rejected" and doc.error, (name, doc)
+    assert len(by_key) == len(set(keys.values())), "one entry per distinct message"
+    # Names are display names only: nothing was written outside the blob store's hash names.
+    assert not list(tmp_path.rglob("passwd")) and not list(tmp_path.rglob("*evil*"))
