@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from email.message import EmailMessage
@@ -463,3 +464,71 @@ destinations = ["outbox"]
     assert len(by_key) == len(set(keys.values())), "one entry per distinct message"
     # Names are display names only: nothing was written outside the blob store's hash names.
     assert not list(tmp_path.rglob("passwd")) and not list(tmp_path.rglob("*evil*"))
+
+
+def test_one_process_per_account_and_a_standby_takes_over(tmp_path, dovecot):
+    """Two daemons (two owners on one store) on one account: one works it, the other waits,
+    and takes over once the first lets go."""
+    one = Harness(tmp_path, dovecot)
+    two = Harness(tmp_path, dovecot)
+    two.intake.owner = "test:2:b"
+    first = one.start()
+    wait_until(lambda: first.health()["state"] == "ok", 20, what="the first holds the account")
+    second = two.start()
+    wait_until(lambda: second.health()["state"] == "standby", 20, what="the second waits")
+    uid = dovecot.append("alice", "INBOX", mail(60, [("l.pdf", pdf_bytes("L"))]))
+    wait_until(lambda: one.polled_after("INBOX", uid), 20, what="taken by the first")
+    one.stop()  # drops the lease
+    later = dovecot.append("alice", "INBOX", mail(61, [("m.pdf", pdf_bytes("M"))]))
+    wait_until(lambda: second.health()["state"] == "ok", 20, what="the standby took over")
+    wait_until(lambda: two.polled_after("INBOX", later), 20, what="taken by the second")
+    two.stop()
+    refs = [r[0] for r in one.rows("SELECT source_ref FROM documents ORDER BY id")]
+    assert refs == ["mail-60@supplier.example/1", "mail-61@supplier.example/1"]
+    one.engine.dispose()
+    two.engine.dispose()
+
+
+def test_a_message_expunged_between_search_and_fetch_is_skipped(
+    harness, dovecot, monkeypatch, caplog
+):
+    from connectors.sources import mailbox as mailbox_mod
+
+    uids = [
+        dovecot.append("alice", "INBOX", mail(n, [(f"e{n}.pdf", pdf_bytes(f"E{n}"))]))
+        for n in (70, 71, 72)
+    ]
+    real_connect = mailbox_mod.connect
+
+    def connect(*args, **kwargs):
+        client = real_connect(*args, **kwargs)
+        client._imap.debug = 4  # imaplib logs every command line it sends
+        real_search = client.search
+
+        def search(criteria):
+            found = real_search(criteria)
+            if uids[1] in found:  # another client deletes the middle one meanwhile
+                with dovecot.session("alice") as other:
+                    other.select_folder("INBOX")
+                    other.delete_messages([uids[1]])
+                    other.uid_expunge([uids[1]])
+            return found
+
+        client.search = search
+        return client
+
+    monkeypatch.setattr(mailbox_mod, "connect", connect)
+    h = harness()
+    with caplog.at_level(logging.DEBUG, logger="imapclient"):
+        source = h.start()
+        wait_until(lambda: h.polled_after("INBOX", uids[2]), 20, what="the pass")
+        h.stop()
+    names = [r[0] for r in h.rows("SELECT filename FROM documents ORDER BY id")]
+    assert names == ["e70.pdf", "e72.pdf"]
+    assert source.health()["state"] == "ok"
+    # Only UID commands touch messages: a sequence number could name another message.
+    sent = [r.getMessage() for r in caplog.records if r.getMessage().startswith("> b'")]
+    touching = [m for m in sent if re.search(r"\b(FETCH|SEARCH|STORE|COPY|MOVE|EXPUNGE)\b", m)]
+    assert touching and all(
+        re.search(r"\bUID (FETCH|SEARCH|STORE|COPY|MOVE|EXPUNGE)\b", m) for m in touching
+    ), touching
