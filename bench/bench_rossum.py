@@ -243,7 +243,8 @@ def main() -> None:
         if "webhooks" not in args.skip:
             port = free_port()  # the daemon listens where the emulator's hook calls
             emulator = Emulator(
-                "--delay", "2", "--webhook-url", f"http://127.0.0.1:{port}/webhooks/rossum_main"
+                "--delay", "2", "--webhook-url", f"http://127.0.0.1:{port}/webhooks/rossum_main",
+                "--webhook-events", "annotation_status",
             )  # fmt: skip
             try:
                 result = run_daemon(

@@ -101,6 +101,7 @@ class Daemon:
             busy_timeout_ms=int(core.store.busy_timeout * 1000),
             pool_size=core.store.pool_size,
         )
+        self.reader = store_engine.reader(self.engine)
         self.blobs = BlobStore(core.store.blob_dir)
         self.state_dir = core.store.blob_dir.parent / "state"
         self.vendors: dict[str, Vendor] = {}
@@ -437,23 +438,22 @@ class Daemon:
         return all(p.alive for p in self._all_pools())
 
     def poke_submission(self, profile: str, vendor_refs: Sequence[str]) -> int:
-        """A webhook said something changed: make the submissions due now and wake a pool."""
-        sub = ledger.submissions
+        """A webhook said something changed: make the submissions due now and wake a pool.
+
+        Most calls are about documents that are finished already (the status changes our own
+        confirm and export cause): they are found with a read and cost no write lock.
+        """
+        with self.reader.connect() as conn:
+            ids = ledger.waiting_for(conn, profile, vendor_refs)
+        if not ids:
+            return 0
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(sub)
-                .where(
-                    sub.c.profile == profile,
-                    sub.c.vendor_ref.in_(list(vendor_refs)),
-                    sub.c.state.in_(("processing", "failed")),
-                )
-                .values(next_attempt_at=utcnow())
-            )
-        if result.rowcount:
+            poked = ledger.poke(conn, ids)
+        if poked:
             pool = self.follow_pools.get(profile) or self.pools.get(profile)
             if pool is not None:
-                pool.wake(everyone=result.rowcount > 1)
-        return result.rowcount
+                pool.wake(everyone=poked > 1)
+        return poked
 
     def hint(self, profile: str, vendor_refs: Sequence[str]) -> None:
         """Queue verified webhook hints; the web app answers at once and never waits for the

@@ -1218,3 +1218,17 @@ def test_annotation_id_forms() -> None:
     assert RossumVendor.annotation_id(f"{BASE}/tasks/3", {"annotation_id": 5}) == 5
     assert RossumVendor.annotation_id(f"{BASE}/tasks/3", {}) is None
     assert re.fullmatch(r"https://.*/annotations/\d+", f"{BASE}/annotations/1")
+
+
+def test_the_export_status_after_a_fetch_starts_from_the_fetched_annotation(
+    vendor: RossumVendor, fake: FakeRossum, tmp_path: Path
+) -> None:
+    result = vendor.submit(make_document(tmp_path), first_attempt=True)
+    aid = result.data["annotation_id"]
+    assert vendor.poll(result.vendor_ref, result.data).status == PollStatus.READY
+    vendor.fetch(result.vendor_ref, result.data, make_document(tmp_path))
+    before = fake.count("GET", f"annotations/{aid}")
+    vendor.report_delivery(result.vendor_ref, result.data, True, None)
+    # one GET only: the check after the confirm, none before the start
+    assert fake.count("GET", f"annotations/{aid}") == before + 1
+    assert fake.annotations[aid]["status"] == "exported"

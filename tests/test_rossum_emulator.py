@@ -712,7 +712,12 @@ def test_webhooks_are_signed_retried_and_drive_export():
     receiver.script = {"initialize": [(500, {"detail": "busy"})]}  # fails once, then 200
     with (
         serve(receiver.app) as hook_root,
-        emulator(delay=0.1, webhook_url=f"{hook_root}/hook", webhook_secret="s3cret") as emu,
+        emulator(
+            delay=0.1,
+            webhook_url=f"{hook_root}/hook",
+            webhook_secret="s3cret",
+            webhook_events=("annotation_status", "annotation_content"),
+        ) as emu,
     ):
         emu.login()
         [hook] = emu.http.get("hooks").json()["results"]
@@ -875,5 +880,6 @@ def test_cli_options():
     assert (args.host, args.port) == ("127.0.0.1", 8765)
     assert options.delay == 0.5 and options.fail_rate == 0.1 and options.rate_limit == 10
     assert options.webhook_url == "http://x/h" and options.webhook_secret == "emulator-secret"
+    assert options.webhook_events == ("annotation_status",)
     with pytest.raises(SystemExit):
         emulator_cli.options_from(parser.parse_args(["--fail-rate", "2"]))

@@ -37,3 +37,23 @@ def test_downgrade_to_empty_and_back(tmp_path):
         assert "documents" not in inspect(conn).get_table_names()
     store_engine.upgrade(engine)
     engine.dispose()
+
+
+def test_pre_serialised_json_is_stored_once_not_as_a_string(store_url):
+    from sqlalchemy import select
+
+    from daemon.store.engine import RawJSON, ensure_schema, make_engine
+    from daemon.store.models import SourceState, utcnow
+
+    engine = make_engine(store_url)
+    ensure_schema(engine)
+    table = SourceState.__table__
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert().values(
+                source="s", key="k", value=RawJSON('{"a": [1, 2]}'), updated_at=utcnow()
+            )
+        )
+    with engine.connect() as conn:
+        assert conn.execute(select(table.c.value)).scalar_one() == {"a": [1, 2]}
+    engine.dispose()

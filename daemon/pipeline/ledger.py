@@ -6,6 +6,7 @@ out (and whose item someone else took over) changes nothing: the UPDATE matches 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -137,20 +138,21 @@ def move_submission(
 IN_FLIGHT = (SubmissionState.UPLOADING, SubmissionState.PROCESSING)
 
 
+IN_FLIGHT_COUNT = select(func.count()).where(
+    submissions.c.profile == bindparam("profile"),
+    or_(
+        submissions.c.state.in_(IN_FLIGHT),
+        and_(
+            submissions.c.state == SubmissionState.FAILED,
+            submissions.c.resume_state.in_(IN_FLIGHT),
+        ),
+    ),
+)
+
+
 def in_flight(conn: Connection, profile: str) -> int:
     """Documents sent to (or being sent to) the vendor and not finished there yet."""
-    return conn.execute(
-        select(func.count()).where(
-            submissions.c.profile == profile,
-            or_(
-                submissions.c.state.in_(IN_FLIGHT),
-                and_(
-                    submissions.c.state == SubmissionState.FAILED,
-                    submissions.c.resume_state.in_(IN_FLIGHT),
-                ),
-            ),
-        )
-    ).scalar_one()
+    return conn.execute(IN_FLIGHT_COUNT, {"profile": profile}).scalar_one()
 
 
 FOLLOW: frozenset[str] = frozenset(
@@ -189,43 +191,31 @@ def claim_submissions(
     (a soft limit across processes: two may each start one at the edge).
     """
     now = utcnow()
-    conditions = [
-        submissions.c.profile == profile,
-        submissions.c.state.in_(claimable_states(conn, profile, max_in_flight, only)),
-        or_(submissions.c.next_attempt_at.is_(None), submissions.c.next_attempt_at <= now),
-        or_(submissions.c.lease_expires_at.is_(None), submissions.c.lease_expires_at < now),
-    ]
-    # Finish what the vendor has before starting new uploads: a poked or due poll goes first,
-    # which keeps webhook latency low and frees in-flight slots sooner.
-    starting = case((submissions.c.state == SubmissionState.QUEUED, 1), else_=0)
-    due = (
-        select(submissions.c.id, submissions.c.state, submissions.c.document_id)
-        .where(*conditions)
-        .order_by(starting, submissions.c.next_attempt_at.nulls_first(), submissions.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    rows = conn.execute(due).all()
+    states = ACTIVE & only
+    room: int | None = None  # how many uploads may start now
+    if SubmissionState.QUEUED in states and max_in_flight is not None:
+        room = max_in_flight - in_flight(conn, profile)
+        if room <= 0:
+            states = states - {SubmissionState.QUEUED}
+    rows = conn.execute(
+        _due_submissions(limit), {"profile": profile, "states": sorted(states), "now": now}
+    ).all()
+    if room is not None:
+        rows = _within(rows, room)
     if not rows:
         return []
     ids = [row.id for row in rows]
-    expires = now + timedelta(seconds=lease_seconds)
     conn.execute(
-        update(submissions)
-        .where(submissions.c.id.in_(ids))
-        .values(lease_owner=owner, lease_expires_at=expires)
+        LEASE_SUBMISSIONS,
+        {"ids": ids, "owner": owner, "expires": now + timedelta(seconds=lease_seconds)},
     )
     queued = [row for row in rows if row.state == SubmissionState.QUEUED]
     if fresh is not None:  # no upload of these can exist yet: tell the vendor it may skip
         fresh.update(row.id for row in queued)  # its look-up
     if queued:
+        conn.execute(START_UPLOADS, {"ids": [row.id for row in queued], "now": now})
         conn.execute(
-            update(submissions)
-            .where(submissions.c.id.in_([row.id for row in queued]))
-            .values(state=SubmissionState.UPLOADING, updated_at=now)
-        )
-        conn.execute(
-            insert(events),
+            INSERT_EVENT,
             [
                 {
                     "at": now,
@@ -241,6 +231,75 @@ def claim_submissions(
             ],
         )
     return ids
+
+
+def _within(rows: Sequence[Any], room: int) -> list[Any]:
+    """The claimed rows, with no more new uploads than there is room for at the vendor."""
+    kept, starting = [], 0
+    for row in rows:
+        if row.state == SubmissionState.QUEUED:
+            if starting >= room:
+                continue
+            starting += 1
+        kept.append(row)
+    return kept
+
+
+@functools.cache
+def _due_submissions(limit: int) -> Any:
+    """The claim query, built once per limit (building it costs more than running it)."""
+    now = bindparam("now")
+    # Finish what the vendor has before starting new uploads: a poked or due poll goes first,
+    # which keeps webhook latency low and frees in-flight slots sooner.
+    starting = case((submissions.c.state == SubmissionState.QUEUED, 1), else_=0)
+    return (
+        select(submissions.c.id, submissions.c.state, submissions.c.document_id)
+        .where(
+            submissions.c.profile == bindparam("profile"),
+            submissions.c.state.in_(bindparam("states", expanding=True)),
+            or_(submissions.c.next_attempt_at.is_(None), submissions.c.next_attempt_at <= now),
+            or_(submissions.c.lease_expires_at.is_(None), submissions.c.lease_expires_at < now),
+        )
+        .order_by(starting, submissions.c.next_attempt_at.nulls_first(), submissions.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+WAITING = (SubmissionState.PROCESSING, SubmissionState.FAILED)
+WAITING_BY_REF = select(submissions.c.id).where(
+    submissions.c.profile == bindparam("profile"),
+    submissions.c.vendor_ref.in_(bindparam("refs", expanding=True)),
+    submissions.c.state.in_(WAITING),
+)
+POKE = (
+    update(submissions)
+    .where(submissions.c.id.in_(bindparam("ids", expanding=True)), submissions.c.state.in_(WAITING))
+    .values(next_attempt_at=bindparam("now"))
+)
+
+
+def waiting_for(conn: Connection, profile: str, vendor_refs: Sequence[str]) -> list[int]:
+    """The submissions a webhook about these references could move on (read-only)."""
+    params = {"profile": profile, "refs": list(vendor_refs)}
+    return list(conn.execute(WAITING_BY_REF, params).scalars())
+
+
+def poke(conn: Connection, ids: Sequence[int]) -> int:
+    """Make waiting submissions due now; returns how many still were waiting."""
+    return conn.execute(POKE, {"ids": list(ids), "now": utcnow()}).rowcount
+
+
+LEASE_SUBMISSIONS = (
+    update(submissions)
+    .where(submissions.c.id.in_(bindparam("ids", expanding=True)))
+    .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("expires"))
+)
+START_UPLOADS = (
+    update(submissions)
+    .where(submissions.c.id.in_(bindparam("ids", expanding=True)))
+    .values(state=SubmissionState.UPLOADING, updated_at=bindparam("now"))
+)
 
 
 def claim_deliveries(
@@ -283,18 +342,25 @@ def next_due(
     """When the earliest waiting item of a profile/destination becomes claimable (None: never)."""
     if active is None:
         active = ACTIVE if table is submissions else DELIVERY_ACTIVE
-    free = table.c.lease_owner.is_(None)
     row = conn.execute(
-        select(
-            func.count().filter(free, table.c.next_attempt_at.is_(None)),
-            func.min(table.c.next_attempt_at).filter(free),
-            func.min(table.c.lease_expires_at).filter(~free),
-        ).where(column == key, table.c.state.in_(active))
+        _next_due_query(table, column.name), {"key": key, "active": sorted(active)}
     ).one()
     if row[0]:
         return utcnow()
     candidates = [value for value in row[1:] if value is not None]
     return min(candidates) if candidates else None
+
+
+@functools.cache
+def _next_due_query(table: Any, column: str) -> Any:
+    free = table.c.lease_owner.is_(None)
+    return select(
+        func.count().filter(free, table.c.next_attempt_at.is_(None)),
+        func.min(table.c.next_attempt_at).filter(free),
+        func.min(table.c.lease_expires_at).filter(~free),
+    ).where(
+        table.c[column] == bindparam("key"), table.c.state.in_(bindparam("active", expanding=True))
+    )
 
 
 def release_leases(conn: Connection, owner: str) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from connectors.base import CanonicalResult, DocumentRef, PollStatus, Vendor
 from connectors.errors import TerminalError
@@ -25,7 +25,7 @@ from daemon.pipeline.deliveries import DeliveryRunner, export_payload
 from daemon.pipeline.intake import Routed, queue_submission
 from daemon.pipeline.retry import delay_after, poll_delay
 from daemon.store.blobs import BlobStore
-from daemon.store.engine import reader
+from daemon.store.engine import RawJSON, reader
 from daemon.store.models import (
     Document,
     Extraction,
@@ -43,6 +43,8 @@ extractions = Extraction.__table__
 INSERT_DELIVERY = insert(ledger.deliveries).returning(ledger.deliveries.c.id)
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
+SELECT_SUBMISSION = select(ledger.submissions).where(ledger.submissions.c.id == bindparam("id"))
+SELECT_DOCUMENT = select(documents).where(documents.c.id == bindparam("id"))
 
 
 @dataclass
@@ -123,18 +125,8 @@ class SubmissionRunner:
     def run(self, submission_id: int, owner: str) -> None:
         """Advance one claimed submission as far as it can go now."""
         with self.reader.connect() as conn:
-            sub = dict(
-                conn.execute(
-                    select(ledger.submissions).where(ledger.submissions.c.id == submission_id)
-                )
-                .mappings()
-                .one()
-            )
-            doc = dict(
-                conn.execute(select(documents).where(documents.c.id == sub["document_id"]))
-                .mappings()
-                .one()
-            )
+            sub = dict(conn.execute(SELECT_SUBMISSION, {"id": submission_id}).mappings().one())
+            doc = dict(conn.execute(SELECT_DOCUMENT, {"id": sub["document_id"]}).mappings().one())
         first_attempt = submission_id in self.fresh
         self.fresh.discard(submission_id)
         if sub["lease_owner"] != owner:
@@ -265,7 +257,7 @@ class SubmissionRunner:
             self._reject(sub, owner, work.actor, result.reason or "the vendor rejected it")
             return False
         raw = self.vendor.fetch(ref, data, work.document)
-        _ensure_json(raw)
+        raw_json = _checked_json(raw)
         canonical, mapping_error = self._map(raw)
         with self.engine.begin() as conn:
             self._commit_processing(conn, work)
@@ -275,7 +267,7 @@ class SubmissionRunner:
                     submission_id=sub["id"],
                     document_id=sub["document_id"],
                     vendor=self.profile,
-                    raw=raw,
+                    raw=raw_json,
                     fetched_at=utcnow(),
                     normalized_at=utcnow() if canonical is not None else None,
                 )
@@ -556,9 +548,11 @@ def write_canonical(
         )
 
 
-def _ensure_json(raw: Any) -> None:
-    """A vendor result that cannot be stored as JSON is the connector's bug: fail loudly."""
+def _checked_json(raw: Any) -> RawJSON:
+    """The vendor result as JSON text, serialised once for the check and the store alike.
+
+    A result that cannot be stored as JSON is the connector's bug: fail loudly."""
     try:
-        json.dumps(raw)
+        return RawJSON(json.dumps(raw))
     except (TypeError, ValueError) as exc:
         raise TerminalError(f"the vendor's result is not JSON-serialisable: {exc}") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -54,7 +55,11 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._claiming = threading.Lock()
+        self._claimed: deque[int] = deque()
+        """Items leased by one claim for the pool's other threads (one claim, many items)."""
         self.busy = 0
+        """Threads running an item now."""
+        self._busy_lock = threading.Lock()
 
     def start(self) -> None:
         for index in range(self.size):
@@ -108,23 +113,36 @@ class WorkerPool:
             return False, None
         # Threads of one pool claim one at a time, and look before taking the store's write
         # lock: when several wake for the same due item, the others find it leased instead of
-        # each queueing an empty write behind every writer of the process.
+        # each queueing an empty write behind every writer of the process. A claim leases up
+        # to one item per idle thread; what this thread does not run now waits in ``_claimed``
+        # for the others, so a burst of due items costs one claim, not one each, and nothing
+        # waits here behind busy threads (newer, more urgent work would queue behind it).
         with self._claiming:
-            with self.reader.connect() as conn:
-                due = self._next_due(conn)
-            if due is None or due > utcnow():
-                return False, due
-            with self.engine.begin() as conn:
-                ids = self._claim(conn, self.owner, 1)
-        if not ids:  # another process was quicker: look again shortly
-            return False, utcnow() + timedelta(milliseconds=50)
-        for item_id in ids:
-            self.busy += 1
-            try:
-                self._run(item_id, self.owner)
-            finally:
-                self.busy -= 1
+            if self._claimed:
+                item_id = self._claimed.popleft()
+            else:
+                with self.reader.connect() as conn:
+                    due = self._next_due(conn)
+                if due is None or due > utcnow():
+                    return False, due
+                with self.engine.begin() as conn:
+                    ids = self._claim(conn, self.owner, max(1, self.size - self.busy))
+                if not ids:  # another process was quicker: look again shortly
+                    return False, utcnow() + timedelta(milliseconds=50)
+                item_id, *rest = ids
+                self._claimed.extend(rest)
+                if rest:
+                    self.wake(everyone=True)
+            self._count(+1)  # before the claim lock is let go: the next claim sees it
+        try:
+            self._run(item_id, self.owner)
+        finally:
+            self._count(-1)
         return True, None
+
+    def _count(self, change: int) -> None:
+        with self._busy_lock:
+            self.busy += change
 
     def _sleep(self, seen: int, due: datetime | None) -> None:
         timeout = IDLE_MAX

@@ -6,6 +6,7 @@ so concurrent writers queue on the busy timeout instead of failing on a lock upg
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -26,6 +27,19 @@ def migrations_dir() -> Path:
     raise FileNotFoundError("the migrations directory is missing from this installation")
 
 
+class RawJSON(str):
+    """JSON text already serialised (and thereby checked): stored as it is, not encoded again.
+
+    For large vendor results, which are serialised once to check them anyway."""
+
+
+def dump_json(value: Any) -> str:
+    """The engines' JSON serialiser: ``RawJSON`` passes through, anything else is encoded."""
+    if isinstance(value, RawJSON):
+        return str(value)
+    return json.dumps(value)
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 8) -> Engine:
     """Create the engine for a store URL with the pragmas and pool this daemon needs."""
     parsed = make_url(url)
@@ -38,10 +52,13 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 8) 
             connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=4,
+            json_serializer=dump_json,
         )
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True, json_serializer=dump_json
+    )
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

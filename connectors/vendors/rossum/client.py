@@ -661,7 +661,7 @@ class RossumVendor(Vendor):
             poll_interval=settings.poll_interval,
         )
         self._user_id: int | None = None
-        self._recent: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._recent: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
         self._recent_lock = threading.Lock()
         self.field_map = {**FIELD_MAP, **settings.mapping}
         self.line_item_map = {**LINE_ITEM_MAP, **settings.line_item_mapping}
@@ -932,18 +932,21 @@ class RossumVendor(Vendor):
             self._remember(annotation_id, annotation)
         return result
 
-    def _remember(self, annotation_id: int, annotation: dict[str, Any]) -> None:
-        """Keep a just-polled ready annotation for the ``fetch`` that follows at once, so it
-        costs one request (the content) instead of two."""
+    def _remember(
+        self, annotation_id: int, annotation: dict[str, Any], purpose: str = "fetch"
+    ) -> None:
+        """Keep an annotation just read for the one call that follows at once (``purpose``):
+        a ready poll's for the ``fetch``, a fetch's for the export status report. Each costs
+        one request less; anything later reads afresh."""
         now = time.monotonic()
         with self._recent_lock:
             for key in [k for k, (at, _) in self._recent.items() if now - at > RECENT_SECONDS]:
                 del self._recent[key]
-            self._recent[annotation_id] = (now, annotation)
+            self._recent[(purpose, annotation_id)] = (now, annotation)
 
-    def _recalled(self, annotation_id: int) -> dict[str, Any] | None:
+    def _recalled(self, annotation_id: int, purpose: str = "fetch") -> dict[str, Any] | None:
         with self._recent_lock:
-            at, annotation = self._recent.pop(annotation_id, (0.0, None))
+            at, annotation = self._recent.pop((purpose, annotation_id), (0.0, None))
         return annotation if time.monotonic() - at <= RECENT_SECONDS else None
 
     def status_result(self, annotation: Mapping[str, Any]) -> PollResult:
@@ -1005,6 +1008,10 @@ class RossumVendor(Vendor):
         if annotation is None:
             raise TerminalError(f"annotation {annotation_id} no longer exists at Rossum")
         content = self._content(annotation_id)
+        # The export status is usually reported right after (inline export): it starts from
+        # this read instead of another GET; a change meanwhile makes `start` refuse, and the
+        # retry reads afresh.
+        self._remember(annotation_id, annotation, "report")
         return {
             "annotation": annotation,
             "content": content,
@@ -1224,7 +1231,7 @@ class RossumVendor(Vendor):
         if not self.settings.export_status:
             return
         annotation_id = self._require_id(vendor_ref, data)
-        annotation = self._recalled(annotation_id) or self._annotation(annotation_id)
+        annotation = self._recalled(annotation_id, "report") or self._annotation(annotation_id)
         if annotation is None:
             log.info("annotation %s is gone at Rossum; export status not reported", annotation_id)
             return

@@ -78,7 +78,10 @@ class EmulatorOptions:
     rate_limit: float = 10.0
     """Requests per second per token (token bucket, burst = rate); 0 disables throttling."""
     webhook_url: str | None = None
-    """If set, a hook for ``annotation_status`` and ``annotation_content`` posts there."""
+    """If set, a hook for ``webhook_events`` posts there."""
+    webhook_events: tuple[str, ...] = ("annotation_status",)
+    """The events of that hook: by default what docrelay needs (NOTES.md, "Hints"); add
+    ``annotation_content`` to see the interactive events and hook-driven export."""
     webhook_secret: str = "emulator-secret"  # noqa: S105 - the documented demo secret
     token_lifetime: float = 583200
     """Default and maximum token lifetime in seconds (162 hours)."""

@@ -39,6 +39,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--webhook-url", default=None, help="create a hook posting events here")
     parser.add_argument(
+        "--webhook-events",
+        default=",".join(defaults.webhook_events),
+        help="that hook's events, comma-separated (default: %(default)s; docrelay needs only "
+        "annotation_status, annotation_content adds the interactive events and export)",
+    )
+    parser.add_argument(
         "--webhook-secret",
         default=defaults.webhook_secret,
         help="the hook's HMAC secret (default: %(default)s)",
@@ -63,6 +69,7 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
         fail_rate=args.fail_rate,
         rate_limit=args.rate_limit,
         webhook_url=args.webhook_url,
+        webhook_events=tuple(e.strip() for e in args.webhook_events.split(",") if e.strip()),
         webhook_secret=args.webhook_secret,
         seed=args.seed,
         ocr=args.ocr,

@@ -90,7 +90,7 @@ class EmulatorState(Views, Queries, HookEvents):
                 {
                     "name": "docrelay webhook",
                     "queues": [f"{self.base_url}/queues/{QUEUE}"],
-                    "events": ["annotation_status", "annotation_content"],
+                    "events": list(options.webhook_events),
                     "config": {"url": options.webhook_url, "secret": options.webhook_secret},
                 }
             )
