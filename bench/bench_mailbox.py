@@ -26,16 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.daemon_proc import DaemonProcess, wait_until, write_config
 from tests.dovecot import Dovecot
-
-
-def pdf(label: str) -> bytes:
-    from fpdf import FPDF
-
-    doc = FPDF()
-    doc.add_page()
-    doc.set_font("helvetica", size=12)
-    doc.cell(text=f"Invoice {label} Total 12.50 EUR")
-    return bytes(doc.output())
+from tests.invoices import one_page_pdf
 
 
 def message(number: int) -> bytes:
@@ -46,29 +37,24 @@ def message(number: int) -> bytes:
     msg["Message-ID"] = f"<bench-{number}@supplier.example>"
     msg.set_content("Invoice attached.")
     msg.add_attachment(
-        pdf(str(number)), maintype="application", subtype="pdf", filename=f"inv-{number}.pdf"
+        one_page_pdf(f"Invoice {number} Total 12.50 EUR"),
+        maintype="application",
+        subtype="pdf",
+        filename=f"inv-{number}.pdf",
     )
     return msg.as_bytes()
 
 
 def config_for(root: Path, server: Dovecot, poll: float) -> Path:
-    mailbox = f"""
-[[sources.mailbox]]
-name = "mail"
-host = "{server.host}"
-port = {server.imap_port}
-tls = "starttls"
-ca_file = "{server.cafile}"
-username = "alice"
-password = "secret"
-poll_interval = {poll}
-batch_size = 100
-
+    mailbox = (
+        server.source_toml(poll_interval=poll, batch_size=100)
+        + """
 [[routes]]
-match = {{ source = ["mail"] }}
+match = { source = ["mail"] }
 vendor = "local"
 destinations = ["outbox"]
 """
+    )
     config = write_config(root, extra=mailbox)
     config.write_text(config.read_text().replace('level = "info"', 'level = "warning"'))
     return config

@@ -560,6 +560,25 @@ service imap-login {{
             fetched = client.fetch(wanted, ["BODY.PEEK[HEADER]"])
         return {uid: data[b"BODY[HEADER]"] for uid, data in fetched.items()}
 
+    def source_toml(self, name: str = "mail", user: str = "alice", **keys: object) -> str:
+        """A ``[[sources.mailbox]]`` block for the daemon's config: STARTTLS to this server,
+        verified with its certificate, logged in with the user's password; ``keys`` add to or
+        override it (numbers and strings; None leaves a key out)."""
+        values: dict[str, object] = {
+            "name": name,
+            "host": self.host,
+            "port": self.imap_port,
+            "tls": "starttls",
+            "ca_file": self.cafile,
+            "username": user,
+            "password": self.users[user],
+            "poll_interval": 1,
+            **keys,
+        }
+        lines = [f"{k} = {v!r}" if isinstance(v, int | float) else f'{k} = "{v}"'
+                 for k, v in values.items() if v is not None]  # fmt: skip
+        return "[[sources.mailbox]]\n" + "\n".join(lines) + "\n"
+
     def fetch_raw(self, user: str, folder: str, uid: int) -> bytes:
         """The full message as stored, fetched with PEEK."""
         with self.session(user) as client:

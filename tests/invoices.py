@@ -557,6 +557,14 @@ def _new_pdf() -> FPDF:
     return pdf
 
 
+def one_page_pdf(text: str) -> bytes:
+    """A small valid PDF with one line of text: distinct bytes per text, cheap to make."""
+    pdf = _new_pdf()
+    pdf.add_page()
+    pdf.text(20, 20, text)
+    return bytes(pdf.output())
+
+
 def render_pdf(spec: InvoiceSpec, lang: Lang = "en", *, password: str | None = None) -> bytes:
     """The invoice as a PDF with a text layer; ``password`` encrypts it (RC4, user password)."""
     layout = layout_for(spec, lang)

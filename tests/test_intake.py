@@ -15,19 +15,9 @@ from daemon import config as config_mod
 from daemon.pipeline.intake import Intake
 from daemon.store.blobs import BlobStore
 from daemon.store.engine import ensure_schema, make_engine
+from tests.invoices import one_page_pdf
 
-
-def _pdf() -> bytes:
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.add_page()
-    pdf.set_font("helvetica", size=12)
-    pdf.cell(text="Invoice 1")
-    return bytes(pdf.output())
-
-
-PDF = _pdf()
+PDF = one_page_pdf("Invoice 1")
 
 
 @pytest.fixture

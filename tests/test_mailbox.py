@@ -22,16 +22,11 @@ from daemon.store.blobs import BlobStore
 from daemon.store.engine import ensure_schema, make_engine
 from tests.daemon_proc import wait_until
 from tests.dovecot import Dovecot, dovecot  # noqa: F401
+from tests.invoices import one_page_pdf
 
 
 def pdf_bytes(label: str) -> bytes:
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.add_page()
-    pdf.set_font("helvetica", size=12)
-    pdf.cell(text=f"Invoice {label}")
-    return bytes(pdf.output())
+    return one_page_pdf(f"Invoice {label}")
 
 
 def mail(
@@ -241,6 +236,16 @@ def test_refused_credentials_mean_needs_reauth(harness, dovecot):
     assert [tuple(r) for r in rows] == [("invoices", "auth_failed")]
 
 
+def mailbox_test(config: Path) -> subprocess.CompletedProcess[str]:
+    command = ["mailbox", "test", "invoices"]
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--config", str(config), *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_mailbox_test_command_counts_without_changing_anything(tmp_path, dovecot):
     uid = dovecot.append("alice", "INBOX", mail(30, [("t.pdf", pdf_bytes("T"))]))
     dovecot.append("alice", "INBOX", mail(31, []))
@@ -268,41 +273,13 @@ vendor = "local"
 """
     )
     before = dovecot.flags("alice", "INBOX")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "daemon.cli",
-            "--config",
-            str(config),
-            "mailbox",
-            "test",
-            "invoices",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = mailbox_test(config)
     assert run.returncode == 0, run.stderr
     assert "INBOX: 2 messages" in run.stdout
     assert "2 match a rule (default: 2) with 1 parts to take" in run.stdout
     assert dovecot.flags("alice", "INBOX") == before and uid in before
     config.write_text(config.read_text().replace('password = "secret"', 'password = "nope"'))
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "daemon.cli",
-            "--config",
-            str(config),
-            "mailbox",
-            "test",
-            "invoices",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = mailbox_test(config)
     assert refused.returncode == 4 and "login refused" in refused.stderr
 
 
@@ -322,16 +299,9 @@ def test_invoices_by_mail_flow_through_the_daemon_to_sql_and_exports(tmp_path, s
     for number, spec in enumerate(specs, 50):
         pdf = write_invoice(tmp_path / f"invoice-{number}.pdf", spec).read_bytes()
         dovecot.append("alice", "INBOX", mail(number, [(f"invoice-{number}.pdf", pdf)]))
-    mailbox = f"""
-[[sources.mailbox]]
-name = "mail"
-host = "{dovecot.host}"
-port = {dovecot.imap_port}
-tls = "starttls"
-ca_file = "{dovecot.cafile}"
-username = "alice"
-password_file = "{tmp_path / "imap-password"}"
-poll_interval = 1
+    (tmp_path / "imap-password").write_text("secret\n")
+    mailbox = dovecot.source_toml(password=None, password_file=tmp_path / "imap-password")
+    mailbox += """
 [[sources.mailbox.rules]]
 name = "pdfs"
 filename = ["*.pdf"]
@@ -340,11 +310,10 @@ post_action = "seen"
 
 [[routes]]
 name = "mail-to-local"
-match = {{ source = ["mail"] }}
+match = { source = ["mail"] }
 vendor = "local"
 destinations = ["outbox"]
 """
-    (tmp_path / "imap-password").write_text("secret\n")
     config = write_config(tmp_path, store_url=store_url, extra=mailbox)
     daemon = DaemonProcess(config).start()
     from sqlalchemy import create_engine
@@ -398,23 +367,15 @@ def test_the_mime_corpus_ends_ingested_or_rejected_and_the_daemon_keeps_running(
     raws = {name: build() for name, build in CORPUS.items()}
     keys = {name: message_key(message_info(raw), raw) for name, raw in raws.items()}
     port = free_port()
-    mailbox = f"""
-[[sources.mailbox]]
-name = "mail"
-host = "{dovecot.host}"
-port = {dovecot.imap_port}
-tls = "starttls"
-ca_file = "{dovecot.cafile}"
-username = "alice"
-password = "secret"
-poll_interval = 1
-max_message_bytes = 10485760
-
+    mailbox = (
+        dovecot.source_toml(max_message_bytes=10 * 1024 * 1024)
+        + """
 [[routes]]
-match = {{ source = ["mail"] }}
+match = { source = ["mail"] }
 vendor = "local"
 destinations = ["outbox"]
 """
+    )
     config = write_config(tmp_path, port=port, extra=mailbox)
     daemon = DaemonProcess(config).start()
     began = time.monotonic()

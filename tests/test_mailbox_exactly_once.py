@@ -17,16 +17,7 @@ from sqlalchemy import create_engine, text
 
 from tests.daemon_proc import DaemonProcess, wait_until, write_config
 from tests.dovecot import dovecot  # noqa: F401
-
-
-def pdf(label: str) -> bytes:
-    from fpdf import FPDF
-
-    doc = FPDF()
-    doc.add_page()
-    doc.set_font("helvetica", size=12)
-    doc.cell(text=f"Invoice {label}")
-    return bytes(doc.output())
+from tests.invoices import one_page_pdf
 
 
 def batch(rng: random.Random, first: int, count: int, pool: list[bytes]) -> list[bytes]:
@@ -52,28 +43,23 @@ def batch(rng: random.Random, first: int, count: int, pool: list[bytes]) -> list
 
 def test_exactly_once_with_duplicates_and_kills(tmp_path, dovecot):
     rng = random.Random(4)
-    pool = [pdf(f"P{n}") for n in range(300)]  # 500 mails drawing 1 to 3 each: many shared
+    pool = [
+        one_page_pdf(f"Invoice P{n}") for n in range(300)
+    ]  # 500 mails drawing 1 to 3 each: many shared
     first = batch(rng, 0, 250, pool)
     second = batch(rng, 250, 250, pool)
-    mailbox = f"""
-[[sources.mailbox]]
-name = "mail"
-host = "{dovecot.host}"
-port = {dovecot.imap_port}
-tls = "starttls"
-ca_file = "{dovecot.cafile}"
-username = "alice"
-password = "secret"
-poll_interval = 1
-batch_size = 20
+    mailbox = (
+        dovecot.source_toml(batch_size=20)
+        + """
 [[sources.mailbox.rules]]
 post_action = "move"
 move_to = "Done"
 
 [[routes]]
-match = {{ source = ["mail"] }}
+match = { source = ["mail"] }
 vendor = "local"
 """
+    )
     config = write_config(tmp_path, extra=mailbox)
     dovecot.create_folder("alice", "Done")
 

@@ -279,6 +279,9 @@ class SubmissionRunner:
                 self._store_canonical(conn, work, extraction_id, canonical)
                 self._finish(conn, work, extraction_id)
         crash_point("after_fetch_commit")
+        # A place at the vendor is free (max_in_flight): an idle worker may start an upload
+        # now rather than when its sleep ends; this one still has the delivery to make.
+        self.hooks.wake_profile(self.profile)
         if mapping_error is not None:
             raise mapping_error
         self._deliver(work)
