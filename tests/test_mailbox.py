@@ -493,3 +493,17 @@ def test_a_message_expunged_between_search_and_fetch_is_skipped(
     assert touching and all(
         re.search(r"\bUID (FETCH|SEARCH|STORE|COPY|MOVE|EXPUNGE)\b", m) for m in touching
     ), touching
+
+
+def test_delete_post_action_expunges_only_what_was_stored(harness, dovecot):
+    keep = dovecot.append("alice", "INBOX", mail(80, [("k.pdf", pdf_bytes("K"))], sender="x@y"))
+    gone = dovecot.append("alice", "INBOX", mail(81, [("d.pdf", pdf_bytes("D"))]))
+    h = harness(rules=[{"sender": ["*@supplier.example"], "post_action": "delete"}])
+    h.start()
+    wait_until(lambda: h.polled_after("INBOX", gone), 20, what="poll")
+    assert dovecot.uids("alice", "INBOX") == [keep]
+    rows = h.rows("SELECT filename, sha256 FROM documents")
+    assert [r.filename for r in rows] == ["d.pdf"]
+    # the original is safe in the blob store, by hash
+    assert (h.tmp_path / "blobs").exists()
+    assert any(rows[0].sha256 in str(p) for p in (h.tmp_path / "blobs").rglob("*"))
