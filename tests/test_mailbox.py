@@ -36,12 +36,14 @@ def mail(
     sender: str = "billing@supplier.example",
     subject: str | None = None,
     size_padding: int = 0,
+    message_id: bool = True,
 ) -> bytes:
     msg = EmailMessage()
     msg["From"] = f"Supplier <{sender}>"
     msg["To"] = "invoices@example.com"
     msg["Subject"] = subject or f"Invoice {number}"
-    msg["Message-ID"] = f"<mail-{number}@supplier.example>"
+    if message_id:
+        msg["Message-ID"] = f"<mail-{number}@supplier.example>"
     msg["Date"] = "Mon, 23 Nov 2026 10:00:00 +0000"
     msg.set_content("Please find the invoice attached.\n" + "x" * size_padding)
     for name, data in attachments:
@@ -507,3 +509,24 @@ def test_delete_post_action_expunges_only_what_was_stored(harness, dovecot):
     # the original is safe in the blob store, by hash
     assert (h.tmp_path / "blobs").exists()
     assert any(rows[0].sha256 in str(p) for p in (h.tmp_path / "blobs").rglob("*"))
+
+
+def test_an_oversized_message_without_message_id_is_rejected_once_across_a_reset(harness, dovecot):
+    big = mail(90, [("big.pdf", pdf_bytes("B") * 200)], message_id=False)
+    dovecot.append("alice", "Big", big)
+    h = harness(folders=["Big"], max_message_bytes=64 * 1024)
+    h.start()
+    wait_until(lambda: h.polled_after("Big", 1), 20, what="first pass")
+    first = h.intake.load_state("invoices", "Big")
+    h.stop()
+    dovecot.delete_folder("alice", "Big")
+    dovecot.append("alice", "Big", big)
+    h.start()
+    wait_until(
+        lambda: h.intake.load_state("invoices", "Big")["uidvalidity"] != first["uidvalidity"],
+        20,
+        what="second pass",
+    )
+    rows = h.rows("SELECT state, source_ref FROM docrelay_documents")
+    assert len(rows) == 1 and rows[0].state == "rejected"
+    assert rows[0].source_ref.startswith("envelope:")

@@ -22,6 +22,7 @@ lease in the store), IDLE is used where the server has it with the poll as the f
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
 import logging
 import ssl
@@ -609,7 +610,7 @@ class MailboxSource(Source):
         rule: MailRule,
     ) -> None:
         assert self._sink is not None
-        key = envelope.message_id or f"uid:{self.cfg.account}/{folder}/{uidvalidity}/{uid}"
+        key = envelope.key(size)
         reason = (
             f"too large: the message has {size:,} bytes, over max_message_bytes "
             f"({self.cfg.max_message_bytes:,}); not downloaded, left in the mailbox"
@@ -730,6 +731,7 @@ class _Envelope:
     sender: str | None
     recipients: list[str]
     subject: str
+    date: str = ""
 
     @classmethod
     def of(cls, envelope: Any) -> _Envelope:
@@ -754,7 +756,16 @@ class _Envelope:
             sender=next((s for s in senders if s), None),
             recipients=[r for r in recipients if r],
             subject=subject,
+            date=str(envelope.date or ""),
         )
+
+    def key(self, size: int) -> str:
+        """The message's identity without its body: the Message-ID, else a hash of what the
+        envelope says (stable across UIDVALIDITY resets, unlike a UID)."""
+        if self.message_id:
+            return self.message_id
+        facts = "\x1f".join([self.date, self.sender or "", self.subject, *self.recipients])
+        return "envelope:" + hashlib.sha256(f"{facts}\x1f{size}".encode()).hexdigest()
 
 
 def _text(value: bytes | str | None) -> str:
