@@ -206,7 +206,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"({waiting['state']}) for {waiting['age_seconds']:.0f}s"
         )
     for health in data["connectors"]:
-        print(f"\n{health['name']}: {health['state']} since {health['since']}: {health['reason']}")
+        state = health["state"]
+        if state == "auth_failed":
+            state = "needs re-authentication (credentials refused)"
+        print(f"\n{health['name']}: {state} since {health['since']}: {health['reason']}")
     if data["last_errors"]:
         print("\nlast errors:")
         for err in data["last_errors"]:

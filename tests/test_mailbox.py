@@ -236,6 +236,19 @@ def test_refused_credentials_mean_needs_reauth(harness, dovecot):
     wait_until(lambda: source.health()["state"] == "needs_reauth", 20, what="needs re-auth")
     rows = h.rows("SELECT name, state FROM connector_health")
     assert [tuple(r) for r in rows] == [("invoices", "auth_failed")]
+    config = h.tmp_path / "status.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{h.tmp_path}/d.db"\nblob_dir = "{h.tmp_path}/blobs"\n'
+        '[vendors.local]\nkind = "local"\n[[routes]]\nmatch = {}\nvendor = "local"\n'
+    )
+    status = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--config", str(config), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "invoices: needs re-authentication" in status.stdout, status.stdout + status.stderr
+    assert "password refused" in status.stdout
 
 
 def mailbox_test(config: Path) -> subprocess.CompletedProcess[str]:

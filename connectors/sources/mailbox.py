@@ -362,7 +362,8 @@ class MailboxSource(Source):
         if self.tokens is not None:
             self.tokens.close()
         if self._sink is not None:
-            _quietly(lambda: self._sink.drop_lease(self.lease) if self._sink else None)
+            sink = self._sink
+            _quietly(lambda: sink.drop_lease(self.lease))
 
     def health(self) -> dict[str, Any]:
         return {"state": self._state, "reason": self._reason, "account": self.cfg.account}
@@ -383,7 +384,8 @@ class MailboxSource(Source):
             except MailboxAuthError as exc:
                 self._set_state("needs_reauth", str(exc))
                 log.error("mailbox %s needs re-authentication: %s", self.name, exc)
-                self._sink and self._sink.report_health(self.name, "auth_failed", str(exc))
+                if self._sink is not None:
+                    self._sink.report_health(self.name, "auth_failed", str(exc))
                 self._wait(max(self.cfg.poll_interval, 300.0))
             except Exception as exc:
                 self._set_state("reconnecting", f"{type(exc).__name__}: {exc}")
