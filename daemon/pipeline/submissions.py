@@ -43,8 +43,15 @@ extractions = Extraction.__table__
 INSERT_DELIVERY = insert(ledger.deliveries).returning(ledger.deliveries.c.id)
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
-SELECT_SUBMISSION = select(ledger.submissions).where(ledger.submissions.c.id == bindparam("id"))
-SELECT_DOCUMENT = select(documents).where(documents.c.id == bindparam("id"))
+SELECT_WORK = (
+    select(
+        *(c.label(f"s_{c.name}") for c in ledger.submissions.c),
+        *(c.label(f"d_{c.name}") for c in documents.c),
+    )
+    .join_from(ledger.submissions, documents, documents.c.id == ledger.submissions.c.document_id)
+    .where(ledger.submissions.c.id == bindparam("id"))
+)
+"""A submission and its document in one read (``s_`` and ``d_`` columns)."""
 
 
 @dataclass
@@ -125,8 +132,9 @@ class SubmissionRunner:
     def run(self, submission_id: int, owner: str) -> None:
         """Advance one claimed submission as far as it can go now."""
         with self.reader.connect() as conn:
-            sub = dict(conn.execute(SELECT_SUBMISSION, {"id": submission_id}).mappings().one())
-            doc = dict(conn.execute(SELECT_DOCUMENT, {"id": sub["document_id"]}).mappings().one())
+            row = conn.execute(SELECT_WORK, {"id": submission_id}).mappings().one()
+        sub = {key[2:]: value for key, value in row.items() if key.startswith("s_")}
+        doc = {key[2:]: value for key, value in row.items() if key.startswith("d_")}
         first_attempt = submission_id in self.fresh
         self.fresh.discard(submission_id)
         if sub["lease_owner"] != owner:

@@ -55,6 +55,8 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._claiming = threading.Lock()
+        self._found_work = False
+        """The last claim found work: the next one skips the look at the queue first."""
         self._claimed: deque[int] = deque()
         """Items leased by one claim for the pool's other threads (one claim, many items)."""
         self.busy = 0
@@ -121,13 +123,15 @@ class WorkerPool:
             if self._claimed:
                 item_id = self._claimed.popleft()
             else:
-                with self.reader.connect() as conn:
-                    due = self._next_due(conn)
-                if due is None or due > utcnow():
-                    return False, due
+                if not self._found_work:  # under load the look is skipped: work is there
+                    with self.reader.connect() as conn:
+                        due = self._next_due(conn)
+                    if due is None or due > utcnow():
+                        return False, due
                 with self.engine.begin() as conn:
                     ids = self._claim(conn, self.owner, max(1, self.size - self.busy))
-                if not ids:  # another process was quicker: look again shortly
+                self._found_work = bool(ids)
+                if not ids:  # another process was quicker, or the work ran out: look again
                     return False, utcnow() + timedelta(milliseconds=50)
                 item_id, *rest = ids
                 self._claimed.extend(rest)
