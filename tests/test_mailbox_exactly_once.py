@@ -75,7 +75,7 @@ vendor = "local"
     # Round 2: killed after a commit (before the post-action), then at random moments.
     dovecot.append_many("alice", "INBOX", second)
     crashing = DaemonProcess(config, env={"DOCRELAY_CRASH_AT": "after_document_commit@37"})
-    crashing.start()
+    crashing.start(wait_ready=False)  # the crash may come before the ready check sees it
     assert crashing.wait_exit(60) != 0, "the planned crash happened"
     kills = 0
     for _ in range(4):
