@@ -61,10 +61,7 @@ def start(config: Path) -> tuple[DaemonProcess, float]:
 def one_run(staging: Path, docs: int, idle: float, settle: float) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="docrelay-bench-"))
     try:
-        config = write_config(work, settle=settle)
-        (work / "config.toml").write_text(
-            (work / "config.toml").read_text().replace('level = "info"', 'level = "warning"')
-        )
+        config = write_config(work, settle=settle, log_level="warning")
         daemon, cold = start(config)
         inbox = work / "inbox"
         engine = create_engine(f"sqlite:///{work}/var/docrelay.db")

@@ -55,9 +55,7 @@ vendor = "local"
 destinations = ["outbox"]
 """
     )
-    config = write_config(root, extra=mailbox)
-    config.write_text(config.read_text().replace('level = "info"', 'level = "warning"'))
-    return config
+    return write_config(root, extra=mailbox, log_level="warning")
 
 
 def _ts(value: object) -> float:

@@ -82,24 +82,15 @@ def run_daemon(
     work = Path(tempfile.mkdtemp(prefix="docrelay-bench-rossum-"))
     port = port or free_port()
     try:
-        vendor = f"""
-[vendors.rossum_main]
-kind = "rossum"
-base_url = "{emulator.url}/api/v1"
-username = "user@example.com"
-password = "secret"
-queue = 1
-concurrency = {CONCURRENCY}
-rate_limit = 10000
-poll_interval = {poll}
-{f"max_in_flight = {max_in_flight}" if max_in_flight else ""}
-{'webhook_secret = "emulator-secret"' if webhooks else ""}
-"""
-        config = write_config(work, port=port, extra=vendor, settle=0.2)
-        config.write_text(
-            config.read_text()
-            .replace('vendor = "local"', 'vendor = "rossum_main"')
-            .replace('level = "info"', 'level = "warning"')
+        vendor = emulator.vendor_toml(
+            concurrency=CONCURRENCY,
+            rate_limit=10000,
+            poll_interval=poll,
+            max_in_flight=max_in_flight,
+            webhook_secret="emulator-secret" if webhooks else None,
+        )
+        config = write_config(
+            work, port=port, extra=vendor, settle=0.2, vendor="rossum_main", log_level="warning"
         )
         daemon = DaemonProcess(config).start()
         inbox = work / "inbox"

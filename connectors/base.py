@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, ClassVar, Protocol
+from typing import IO, Annotated, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 # --------------------------------------------------------------------------- canonical model
 
@@ -146,6 +146,16 @@ class DocumentRef:
 # --------------------------------------------------------------------------- settings
 
 SettingsConfig = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+SourceName = Annotated[str, AfterValidator(_not_blank)]
+"""A source's name (recorded with every document as where it came from): never blank."""
 
 
 class ConnectorSettings(BaseModel):

@@ -394,19 +394,14 @@ class Daemon:
         self.paused[profile] = reason
         log.error("vendor profile %s needs re-authentication: %s", profile, reason)
         with self.engine.begin() as conn:
-            conn.execute(health_t.delete().where(health_t.c.name == profile))
-            conn.execute(
-                health_t.insert().values(
-                    name=profile, state="auth_failed", reason=reason, since=utcnow()
-                )
-            )
+            ledger.set_health(conn, profile, "auth_failed", reason)
 
     def resume_profile(self, profile: str) -> None:
         """Credentials fixed: the held submissions are due again at once."""
         self.paused.pop(profile, None)
         sub = ledger.submissions
         with self.engine.begin() as conn:
-            conn.execute(health_t.delete().where(health_t.c.name == profile))
+            ledger.set_health(conn, profile, "ok")
             conn.execute(
                 update(sub)
                 .where(sub.c.profile == profile, sub.c.error_class == "auth")
@@ -419,7 +414,7 @@ class Daemon:
         from daemon.pipeline.submissions import document_ref
 
         docs = Intake.documents
-        with store_engine.reader(self.engine).connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(docs).where(docs.c.id == document_id)).mappings().one()
         for source in self.sources:
             if source.context.name == row["source"]:
@@ -431,7 +426,7 @@ class Daemon:
     def healthy(self) -> bool:
         """The store answers and every pool still has its threads."""
         try:
-            with store_engine.reader(self.engine).connect() as conn:
+            with self.reader.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception:
             return False

@@ -32,6 +32,19 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str 
         time.sleep(interval)
 
 
+def toml_table(header: str, values: dict[str, object]) -> str:
+    """A TOML table of plain keys (numbers and booleans as they are, anything else as a
+    string; None leaves the key out), e.g. a connector block for ``write_config(extra=…)``."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return repr(v) if isinstance(v, int | float) else f'"{v}"'
+
+    lines = [f"{k} = {value(v)}" for k, v in values.items() if v is not None]
+    return f"{header}\n" + "\n".join(lines) + "\n"
+
+
 def write_config(
     root: Path,
     *,
@@ -41,8 +54,11 @@ def write_config(
     folder: str = "",
     local: str = "",
     settle: float = 0.3,
+    vendor: str = "local",
+    log_level: str = "info",
 ) -> Path:
-    """A config like config.example.toml, rooted in a test directory."""
+    """A config like config.example.toml, rooted in a test directory; ``vendor`` is the
+    profile the folder's route sends to (defined in ``extra`` unless it is ``local``)."""
     store_url = store_url or f"sqlite:///{root}/var/docrelay.db"
     port = port or free_port()
     text = f"""
@@ -54,7 +70,7 @@ blob_dir = "{root}/var/blobs"
 listen = "127.0.0.1:{port}"
 
 [logging]
-level = "info"
+level = "{log_level}"
 
 [pipeline]
 backoff_initial = 0.2
@@ -80,7 +96,7 @@ path = "{root}/outbox"
 
 [[routes]]
 match = {{ source = ["scans", "cli"] }}
-vendor = "local"
+vendor = "{vendor}"
 destinations = ["outbox"]
 {extra}
 """
@@ -177,6 +193,19 @@ class EmulatorProcess:
             return httpx.get(f"{self.url}/_emulator/stats", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def vendor_toml(self, name: str = "rossum_main", **keys: object) -> str:
+        """A ``[vendors.<name>]`` block for this emulator's ready account; ``keys`` add to or
+        override it (None leaves a key out)."""
+        values: dict[str, object] = {
+            "kind": "rossum",
+            "base_url": f"{self.url}/api/v1",
+            "username": "user@example.com",
+            "password": "secret",
+            "queue": 1,
+            **keys,
+        }
+        return toml_table(f"[vendors.{name}]", values)
 
     def stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/_emulator/stats", timeout=30).json()

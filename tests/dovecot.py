@@ -36,7 +36,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from tests.conftest import require_service
-from tests.daemon_proc import free_port
+from tests.daemon_proc import free_port, toml_table
 
 DOVECOT_BIN = Path("/usr/sbin/dovecot")
 MAIL_USER = "dovecot"  # owns the mail store and runs the imap processes
@@ -575,9 +575,7 @@ service imap-login {{
             "poll_interval": 1,
             **keys,
         }
-        lines = [f"{k} = {v!r}" if isinstance(v, int | float) else f'{k} = "{v}"'
-                 for k, v in values.items() if v is not None]  # fmt: skip
-        return "[[sources.mailbox]]\n" + "\n".join(lines) + "\n"
+        return toml_table("[[sources.mailbox]]", values)
 
     def fetch_raw(self, user: str, folder: str, uid: int) -> bytes:
         """The full message as stored, fetched with PEEK."""

@@ -35,22 +35,13 @@ def Emulator(root: Path, *args: str) -> EmulatorProcess:
 
 
 def rossum_config(root: Path, emulator: EmulatorProcess, *, webhooks: bool, port: int) -> Path:
-    vendor = f"""
-[vendors.rossum_main]
-kind = "rossum"
-base_url = "{emulator.url}/api/v1"
-username = "user@example.com"
-password = "secret"
-queue = 1
-concurrency = 4
-poll_interval = {1.0 if webhooks else 0.4}
-timeout = 5
-{'webhook_secret = "emulator-secret"' if webhooks else ""}
-"""
-    config = write_config(root, port=port, extra=vendor)
-    text_ = config.read_text().replace('vendor = "local"', 'vendor = "rossum_main"')
-    config.write_text(text_)
-    return config
+    vendor = emulator.vendor_toml(
+        concurrency=4,
+        poll_interval=1.0 if webhooks else 0.4,
+        timeout=5,
+        webhook_secret="emulator-secret" if webhooks else None,
+    )
+    return write_config(root, port=port, extra=vendor, vendor="rossum_main")
 
 
 def drop_invoices(inbox: Path, count: int, offset: int = 0) -> dict[str, object]:

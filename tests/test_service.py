@@ -124,10 +124,10 @@ def test_web_endpoints_and_secret_redaction(tmp_path):
     secret_file = tmp_path / "dburl"
     db_url = f"sqlite:///{tmp_path}/var/docrelay.db"
     secret_file.write_text(db_url)
-    config = write_config(tmp_path)
-    text_ = config.read_text().replace(f'url = "{db_url}"', f'url_file = "{secret_file}"')
-    text_ = text_.replace('level = "info"', 'level = "debug"')
-    config.write_text(text_)
+    config = write_config(tmp_path, log_level="debug")
+    config.write_text(
+        config.read_text().replace(f'url = "{db_url}"', f'url_file = "{secret_file}"')
+    )
     daemon = DaemonProcess(config).start()
     try:
         (tmp_path / "inbox" / "a.pdf").write_bytes(render_pdf(random_spec(3)))

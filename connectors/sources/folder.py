@@ -56,6 +56,7 @@ from connectors.base import (
     IntakeItem,
     IntakeSink,
     Source,
+    SourceName,
 )
 from connectors.fsutil import atomic_write
 from connectors.sources.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
@@ -110,7 +111,7 @@ class FolderSettings(ConnectorSettings):
 
     kind: Literal["folder"] = "folder"
     """Selects the watched-folder source."""
-    name: str
+    name: SourceName
     """This source's name: recorded with every document as where it came from."""
     path: Path
     """The folder to watch; created when missing."""
@@ -143,13 +144,6 @@ class FolderSettings(ConnectorSettings):
     ``~$*``, ``.*``, ``Thumbs.db``, …)."""
     max_file_bytes: int = Field(100 * MiB, gt=0)
     """Larger files are rejected without being read."""
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
     @field_validator("path")
     @classmethod

@@ -43,6 +43,7 @@ from connectors.base import (
     IntakeSink,
     SettingsConfig,
     Source,
+    SourceName,
 )
 from connectors.sources.mailparts import (
     MailPart,
@@ -153,7 +154,7 @@ class MailboxSettings(ConnectorSettings):
     """An IMAP account watched for incoming documents."""
 
     kind: Literal["mailbox"] = "mailbox"
-    name: str
+    name: SourceName
     """This source's name: recorded with every document as where it came from."""
     host: str
     port: int | None = None
@@ -181,13 +182,6 @@ class MailboxSettings(ConnectorSettings):
     rules: list[MailRule] = Field(default_factory=lambda: [MailRule(name="default")])
     """Tried in order; the first that matches a message decides. A message no rule matches is
     left alone. Without rules: take every attachment, flag the message."""
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
     @field_validator("folders")
     @classmethod

@@ -194,20 +194,10 @@ def queue_export_status(
 def claim_feedback(
     conn: Connection, *, profile: str, owner: str, limit: int, lease_seconds: float
 ) -> list[int]:
-    now = utcnow()
-    due = (
-        select(feedback_t.c.id)
-        .where(
-            feedback_t.c.profile == profile,
-            feedback_t.c.state.in_(ACTIVE),
-            or_(feedback_t.c.next_attempt_at.is_(None), feedback_t.c.next_attempt_at <= now),
-            or_(feedback_t.c.lease_expires_at.is_(None), feedback_t.c.lease_expires_at < now),
-        )
-        .order_by(feedback_t.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return ledger.lease_due(conn, feedback_t, due, owner, now, lease_seconds)
+    return ledger.claim_due(
+        conn, feedback_t, feedback_t.c.profile, profile, ACTIVE,
+        owner=owner, limit=limit, lease_seconds=lease_seconds, order_by=(feedback_t.c.id,),
+    )  # fmt: skip
 
 
 class FeedbackRunner:

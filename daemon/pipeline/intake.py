@@ -27,7 +27,6 @@ from daemon.store.blobs import BlobStore
 from daemon.store.engine import reader
 from daemon.store.models import (
     Document,
-    ProfileHealth,
     SourceLease,
     SourceState,
     SubmissionState,
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 documents = Document.__table__
 source_state = SourceState.__table__
 source_leases = SourceLease.__table__
-health_t = ProfileHealth.__table__
 UNSTORED_SHA = "0" * 64
 """The sha256 recorded for an item that was never downloaded (too large)."""
 INSERT_DOCUMENT = insert(documents).returning(documents.c.id)
@@ -311,11 +309,7 @@ class Intake:
 
     def report_health(self, name: str, state: str, reason: str | None = None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(delete(health_t).where(health_t.c.name == name))
-            if state != "ok":
-                conn.execute(
-                    insert(health_t).values(name=name, state=state, reason=reason, since=utcnow())
-                )
+            ledger.set_health(conn, name, state, reason)
 
     def mark_released(self, document_id: int) -> None:
         """Record a release with the next intake commit (or the next flush) instead of a

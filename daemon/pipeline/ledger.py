@@ -29,6 +29,7 @@ from daemon.store.models import (
     Delivery,
     Event,
     Feedback,
+    ProfileHealth,
     SourceLease,
     Submission,
     SubmissionState,
@@ -42,6 +43,7 @@ feedback = Feedback.__table__
 LEASED = (submissions, deliveries, feedback)
 """Tables whose rows a worker leases."""
 source_leases = SourceLease.__table__
+health = ProfileHealth.__table__
 
 
 # Hot statements are built once: constructing SQLAlchemy expressions per call costs more than
@@ -165,11 +167,18 @@ def claimable_states(
     conn: Connection, profile: str, max_in_flight: int | None, only: frozenset[str] = ACTIVE
 ) -> frozenset[str]:
     """The states a claim may take now: no `queued` while the vendor has its fill."""
+    return _claimable(conn, profile, max_in_flight, only)[0]
+
+
+def _claimable(
+    conn: Connection, profile: str, max_in_flight: int | None, only: frozenset[str]
+) -> tuple[frozenset[str], int | None]:
+    """The claimable states, and how many uploads may start now (None: no limit)."""
     states = ACTIVE & only
-    if SubmissionState.QUEUED in states and max_in_flight is not None:
-        if in_flight(conn, profile) >= max_in_flight:
-            states = states - {SubmissionState.QUEUED}
-    return states
+    if SubmissionState.QUEUED not in states or max_in_flight is None:
+        return states, None
+    room = max_in_flight - in_flight(conn, profile)
+    return (states - {SubmissionState.QUEUED} if room <= 0 else states), room
 
 
 def claim_submissions(
@@ -191,12 +200,7 @@ def claim_submissions(
     (a soft limit across processes: two may each start one at the edge).
     """
     now = utcnow()
-    states = ACTIVE & only
-    room: int | None = None  # how many uploads may start now
-    if SubmissionState.QUEUED in states and max_in_flight is not None:
-        room = max_in_flight - in_flight(conn, profile)
-        if room <= 0:
-            states = states - {SubmissionState.QUEUED}
+    states, room = _claimable(conn, profile, max_in_flight, only)
     rows = conn.execute(
         _due_submissions(limit), {"profile": profile, "states": sorted(states), "now": now}
     ).all()
@@ -305,20 +309,41 @@ START_UPLOADS = (
 def claim_deliveries(
     conn: Connection, *, destination: str, owner: str, limit: int, lease_seconds: float
 ) -> list[int]:
+    return claim_due(
+        conn, deliveries, deliveries.c.destination, destination, DELIVERY_ACTIVE,
+        owner=owner, limit=limit, lease_seconds=lease_seconds,
+        order_by=(deliveries.c.next_attempt_at, deliveries.c.id),
+    )  # fmt: skip
+
+
+def claim_due(
+    conn: Connection,
+    table: Any,
+    column: Any,
+    key: str,
+    active: Sequence[str],
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    order_by: Sequence[Any],
+) -> list[int]:
+    """Lease up to ``limit`` due, unleased rows of ``table`` whose ``column`` is ``key``
+    (SKIP LOCKED on PostgreSQL): the claim of the outbox pools."""
     now = utcnow()
     due = (
-        select(deliveries.c.id)
+        select(table.c.id)
         .where(
-            deliveries.c.destination == destination,
-            deliveries.c.state.in_(DELIVERY_ACTIVE),
-            or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
-            or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+            column == key,
+            table.c.state.in_(active),
+            or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+            or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at < now),
         )
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .order_by(*order_by)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return lease_due(conn, deliveries, due, owner, now, lease_seconds)
+    return lease_due(conn, table, due, owner, now, lease_seconds)
 
 
 def lease_due(
@@ -393,6 +418,14 @@ def release_dead_owners(conn: Connection, owners: Sequence[str]) -> int:
         source_leases.delete().where(source_leases.c.owner.in_(owners))
     ).rowcount
     return released
+
+
+def set_health(conn: Connection, name: str, state: str, reason: str | None = None) -> None:
+    """Record a connector's health (``ok`` clears it): what an operator must see, such as
+    refused credentials, kept across restarts."""
+    conn.execute(health.delete().where(health.c.name == name))
+    if state != "ok":
+        conn.execute(health.insert().values(name=name, state=state, reason=reason, since=utcnow()))
 
 
 def lease_owners(conn: Connection) -> list[str]:
