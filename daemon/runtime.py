@@ -360,31 +360,37 @@ class Daemon:
         delivery: Mapping[str, Any],
         ok: bool,
         reason: str | None,
-        inline: bool,
+        inline: Mapping[str, Any] | None,
     ) -> Callable[[], None] | None:
         """In the transaction ending a delivery: queue the export status for the vendor.
 
-        After an inline push the vendor's own worker sends it at once (the row is leased to it,
-        so a crash before the send leaves it to the feedback pool); otherwise the feedback pool
-        is woken, keeping a slow vendor out of the delivery threads.
+        After an inline push (``inline`` is the submission row the vendor's own worker holds)
+        that worker sends it at once (the row is leased to it, so a crash before the send leaves
+        it to the feedback pool); otherwise the feedback pool is woken, keeping a slow vendor
+        out of the delivery threads.
         """
-        sub = ledger.submissions
-        profile = conn.execute(
-            select(sub.c.profile).where(sub.c.id == delivery["submission_id"])
-        ).scalar_one()
+        if inline is not None:
+            profile = inline["profile"]
+        else:
+            sub = ledger.submissions
+            profile = conn.execute(
+                select(sub.c.profile).where(sub.c.id == delivery["submission_id"])
+            ).scalar_one()
         vendor = self.vendors.get(profile)
         if vendor is None or not vendor.capabilities.export_status:
             return None
         if not getattr(vendor.settings, "export_status", True):
             return None
-        inline = inline and profile not in self.paused
-        runner = self.feedback_runners.get(profile) if inline else None
+        runner = None
+        if inline is not None and profile not in self.paused:
+            runner = self.feedback_runners.get(profile)
         lease = (self.owner, self.config.core.pipeline.lease_seconds) if runner else None
-        feedback_id = queue_export_status(conn, delivery, profile, lease=lease)
-        if feedback_id is None:
+        row = queue_export_status(conn, delivery, profile, lease=lease)
+        if row is None:
             return None
-        if runner is not None:
-            return lambda: runner.run(feedback_id, self.owner)
+        if runner is not None and inline is not None:
+            target = inline
+            return lambda: runner.run(row["id"], self.owner, known=(row, target))
         return lambda: self.wake_feedback(profile)
 
     def pause_profile(self, profile: str, reason: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 
 from connectors.base import (
     BBox,
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 documents = Document.__table__
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
+SET_BY_OWNER = update(ledger.deliveries).where(
+    ledger.deliveries.c.id == bindparam("w_id"),
+    ledger.deliveries.c.lease_owner == bindparam("w_owner"),
+)
+"""Ends a push attempt; its SET columns come from the parameters."""
 
 
 def load_result(conn: ledger.Connection, extraction_id: int) -> CanonicalResult:
@@ -125,7 +130,7 @@ class DeliveryRunner:
         name: str,
         settings: PipelineSettings,
         on_final: Callable[
-            [ledger.Connection, Mapping[str, Any], bool, str | None, bool],
+            [ledger.Connection, Mapping[str, Any], bool, str | None, Mapping[str, Any] | None],
             Callable[[], None] | None,
         ] = lambda *a: None,
     ) -> None:
@@ -137,8 +142,9 @@ class DeliveryRunner:
         self.on_final = on_final
         """Called in the transaction that ends a delivery (delivered, or dead), so the export
         status for the vendor is queued atomically with it; what it returns runs after the
-        commit (sending it, or waking the worker that sends it). Its last argument says whether
-        the push was made inline by the vendor's own worker."""
+        commit (sending it, or waking the worker that sends it). Its last argument is the
+        submission row when the push was made inline by the vendor's own worker (None
+        otherwise): that worker holds the row, so nothing needs reading back."""
 
     def run(self, delivery_id: int, owner: str) -> None:
         table = ledger.deliveries
@@ -152,11 +158,17 @@ class DeliveryRunner:
         self.push(delivery, payload, owner)
 
     def push(
-        self, delivery: dict[str, Any], payload: ExportPayload, owner: str, *, inline: bool = False
+        self,
+        delivery: dict[str, Any],
+        payload: ExportPayload,
+        owner: str,
+        *,
+        inline: Mapping[str, Any] | None = None,
     ) -> bool:
         """Deliver one leased outbox row and record the outcome; True when delivered.
 
-        ``inline``: the vendor's worker pushes right after `done` (see Destination.inline).
+        ``inline``: the submission row of the vendor worker that pushes right after `done`
+        (see Destination.inline).
         """
         actor = f"worker:{owner}"
         crash_point("before_delivery")
@@ -197,7 +209,7 @@ class DeliveryRunner:
                 owner,
                 actor,
                 reason,
-                final=(False, reason, False),
+                final=(False, reason, None),
                 attempts=attempts,
                 error=reason,
             )
@@ -224,16 +236,21 @@ class DeliveryRunner:
         actor: str,
         message: str,
         *,
-        final: tuple[bool, str | None, bool] | None = None,
+        final: tuple[bool, str | None, Mapping[str, Any] | None] | None = None,
         **values: Any,
     ) -> None:
-        table = ledger.deliveries
         after: Callable[[], None] | None = None
         with self.engine.begin() as conn:
             result = conn.execute(
-                update(table)
-                .where(table.c.id == delivery["id"], table.c.lease_owner == owner)
-                .values(state=state, lease_owner=None, lease_expires_at=None, **values)
+                SET_BY_OWNER,
+                {
+                    "state": state,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    **values,
+                    "w_id": delivery["id"],
+                    "w_owner": owner,
+                },
             )
             if result.rowcount != 1:
                 log.warning("lost the lease on delivery %s", delivery["id"])

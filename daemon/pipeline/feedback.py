@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
 
 from connectors.base import Correction, Vendor
 from connectors.errors import TerminalError
@@ -38,6 +38,20 @@ feedback_t = Feedback.__table__
 fields_t = FieldRow.__table__
 extractions = Extraction.__table__
 ACTIVE = (FeedbackState.PENDING, FeedbackState.FAILED)
+
+_dl = ledger.deliveries
+DELIVERY_OUTCOMES = select(
+    func.count().filter(_dl.c.state.in_((DeliveryState.PENDING, DeliveryState.FAILED))),
+    func.count().filter(_dl.c.state == DeliveryState.DEAD),
+).where(_dl.c.submission_id == bindparam("submission_id"))
+"""How many deliveries of a submission are still open, and how many ended dead."""
+INSERT_FEEDBACK = feedback_t.insert().returning(feedback_t.c.id)
+FINISH_BY_OWNER = update(feedback_t).where(
+    feedback_t.c.id == bindparam("w_id"), feedback_t.c.lease_owner == bindparam("w_owner")
+)
+SELECT_TARGET = select(ledger.submissions.c.vendor_ref, ledger.submissions.c.vendor_data).where(
+    ledger.submissions.c.id == bindparam("submission_id")
+)
 
 
 class CorrectionError(ValueError):
@@ -143,26 +157,22 @@ def queue_export_status(
     profile: str,
     *,
     lease: tuple[str, float] | None = None,
-) -> int | None:
+) -> dict[str, Any] | None:
     """Once every delivery of the submission has ended, queue the export status for the vendor.
 
-    Runs in the transaction that ended the last delivery; returns the new row's id (None when
+    Runs in the transaction that ended the last delivery; returns the new row (None when
     deliveries are still open). ``lease`` (owner, seconds) hands the row to the caller, which
     sends it itself right after the commit.
     """
     dl = ledger.deliveries
-    open_count, failed = conn.execute(
-        select(
-            func.count().filter(dl.c.state.in_((DeliveryState.PENDING, DeliveryState.FAILED))),
-            func.count().filter(dl.c.state == DeliveryState.DEAD),
-        ).where(dl.c.submission_id == delivery["submission_id"])
-    ).one()
+    submission_id = delivery["submission_id"]
+    open_count, failed = conn.execute(DELIVERY_OUTCOMES, {"submission_id": submission_id}).one()
     if open_count:
         return None
     if failed:
         errors = conn.execute(
             select(dl.c.destination, dl.c.error).where(
-                dl.c.submission_id == delivery["submission_id"], dl.c.state == DeliveryState.DEAD
+                dl.c.submission_id == submission_id, dl.c.state == DeliveryState.DEAD
             )
         ).all()
         status = "failed_export"
@@ -171,24 +181,23 @@ def queue_export_status(
         status, message = "exported", None
     now = utcnow()
     owner, expires = (lease[0], now + timedelta(seconds=lease[1])) if lease else (None, None)
-    return conn.execute(
-        feedback_t.insert().returning(feedback_t.c.id),
-        {
-            "document_id": delivery["document_id"],
-            "submission_id": delivery["submission_id"],
-            "profile": profile,
-            "kind": FeedbackKind.EXPORT_STATUS,
-            "field": None,
-            "new_value": status,
-            "message": message,
-            "origin": "deliveries",
-            "state": FeedbackState.PENDING,
-            "attempts": 0,
-            "created_at": now,
-            "lease_owner": owner,
-            "lease_expires_at": expires,
-        },
-    ).scalar_one()
+    row: dict[str, Any] = {
+        "document_id": delivery["document_id"],
+        "submission_id": submission_id,
+        "profile": profile,
+        "kind": FeedbackKind.EXPORT_STATUS,
+        "field": None,
+        "new_value": status,
+        "message": message,
+        "origin": "deliveries",
+        "state": FeedbackState.PENDING,
+        "attempts": 0,
+        "created_at": now,
+        "lease_owner": owner,
+        "lease_expires_at": expires,
+    }
+    row["id"] = conn.execute(INSERT_FEEDBACK, row).scalar_one()
+    return row
 
 
 def claim_feedback(
@@ -212,69 +221,88 @@ class FeedbackRunner:
         self.profile = profile
         self.settings = settings
 
-    def run(self, feedback_id: int, owner: str) -> None:
-        sub = ledger.submissions
-        with self.reader.connect() as conn:
-            first = conn.execute(select(feedback_t).where(feedback_t.c.id == feedback_id)).one()
-            target = conn.execute(
-                select(sub.c.vendor_ref, sub.c.vendor_data).where(sub.c.id == first.submission_id)
-            ).one()
-        if first.lease_owner != owner:
+    def run(
+        self,
+        feedback_id: int,
+        owner: str,
+        *,
+        known: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Send one leased row (with its leasable siblings). ``known`` is (the row, its
+        submission) when the caller has both in hand, e.g. a row it just queued."""
+        if known is None:
+            with self.reader.connect() as conn:
+                first = (
+                    conn.execute(select(feedback_t).where(feedback_t.c.id == feedback_id))
+                    .mappings()
+                    .one()
+                )
+                target = (
+                    conn.execute(SELECT_TARGET, {"submission_id": first["submission_id"]})
+                    .mappings()
+                    .one()
+                )
+        else:
+            first, target = known
+        if first["lease_owner"] != owner:
             return
         rows = [first]
-        if first.kind == FeedbackKind.CORRECTION:  # take its siblings along: one confirm
+        if first["kind"] == FeedbackKind.CORRECTION:  # take its siblings along: one confirm
             rows.extend(self._lease_siblings(first, owner))
         try:
-            if target.vendor_ref is None:
+            if target["vendor_ref"] is None:
                 raise TerminalError("the submission has no vendor reference")
-            if first.kind == FeedbackKind.EXPORT_STATUS:
+            if first["kind"] == FeedbackKind.EXPORT_STATUS:
                 self.vendor.report_delivery(
-                    target.vendor_ref,
-                    target.vendor_data or {},
-                    first.new_value == "exported",
-                    first.message,
+                    target["vendor_ref"],
+                    target["vendor_data"] or {},
+                    first["new_value"] == "exported",
+                    first["message"],
                 )
             else:
                 corrections = _latest_per_field(rows)
-                self.vendor.send_feedback(target.vendor_ref, target.vendor_data or {}, corrections)
+                self.vendor.send_feedback(
+                    target["vendor_ref"], target["vendor_data"] or {}, corrections
+                )
         except Exception as error:
             self._failed(rows, error, owner)
             return
         self._finish(rows, owner, FeedbackState.SENT, "sent", sent_at=utcnow(), error=None)
 
-    def _lease_siblings(self, first: Any, owner: str) -> list[Any]:
+    def _lease_siblings(self, first: Mapping[str, Any], owner: str) -> list[Mapping[str, Any]]:
         """The other pending corrections of the same submission, leased to this worker."""
         with self.engine.begin() as conn:
-            siblings = conn.execute(
+            pending = (
                 select(feedback_t)
                 .where(
-                    feedback_t.c.submission_id == first.submission_id,
+                    feedback_t.c.submission_id == first["submission_id"],
                     feedback_t.c.kind == FeedbackKind.CORRECTION,
                     feedback_t.c.state.in_(ACTIVE),
-                    feedback_t.c.id != first.id,
+                    feedback_t.c.id != first["id"],
                     or_(
                         feedback_t.c.lease_owner.is_(None),
                         feedback_t.c.lease_expires_at < utcnow(),
                     ),
                 )
                 .order_by(feedback_t.c.id)
-            ).all()
+            )
+            siblings = conn.execute(pending).mappings().all()
             if siblings:
                 conn.execute(
                     update(feedback_t)
-                    .where(feedback_t.c.id.in_([s.id for s in siblings]))
-                    .values(lease_owner=owner, lease_expires_at=first.lease_expires_at)
+                    .where(feedback_t.c.id.in_([s["id"] for s in siblings]))
+                    .values(lease_owner=owner, lease_expires_at=first["lease_expires_at"])
                 )
         return list(siblings)
 
-    def _failed(self, rows: Sequence[Any], error: Exception, owner: str) -> None:
+    def _failed(self, rows: Sequence[Mapping[str, Any]], error: Exception, owner: str) -> None:
         action = states.classify(error)
         message = f"{type(error).__name__}: {error}"
         if not states.is_expected(error):
             log.error("unexpected error sending feedback to %s", self.profile, exc_info=error)
         else:
             log.warning("feedback to %s failed: %s", self.profile, message)
-        attempts = max(r.attempts for r in rows) + 1
+        attempts = max(r["attempts"] for r in rows) + 1
         if action == "reject" or attempts >= self.settings.max_attempts:
             self._finish(rows, owner, FeedbackState.DEAD, message, attempts=attempts, error=message)
             return
@@ -290,32 +318,44 @@ class FeedbackRunner:
         )
 
     def _finish(
-        self, rows: Sequence[Any], owner: str, state: str, message: str, **values: Any
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        owner: str,
+        state: str,
+        message: str,
+        **values: Any,
     ) -> None:
         with self.engine.begin() as conn:
             for row in rows:
                 result = conn.execute(
-                    update(feedback_t)
-                    .where(feedback_t.c.id == row.id, feedback_t.c.lease_owner == owner)
-                    .values(state=state, lease_owner=None, lease_expires_at=None, **values)
+                    FINISH_BY_OWNER,
+                    {
+                        "state": state,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        **values,
+                        "w_id": row["id"],
+                        "w_owner": owner,
+                    },
                 )
                 if result.rowcount != 1:
                     continue
-                what = row.field if row.kind == FeedbackKind.CORRECTION else row.new_value
+                kind = row["kind"]
+                what = row["field"] if kind == FeedbackKind.CORRECTION else row["new_value"]
                 ledger.event(
                     conn,
                     actor=f"worker:{owner}",
-                    kind=f"feedback:{row.kind}",
-                    document_id=row.document_id,
-                    submission_id=row.submission_id,
-                    from_state=row.state,
+                    kind=f"feedback:{kind}",
+                    document_id=row["document_id"],
+                    submission_id=row["submission_id"],
+                    from_state=row["state"],
                     to_state=state,
                     message=f"{what}: {message}",
                 )
 
 
-def _latest_per_field(rows: Sequence[Any]) -> list[Correction]:
+def _latest_per_field(rows: Sequence[Mapping[str, Any]]) -> list[Correction]:
     latest: dict[str, Any] = {}
-    for row in sorted(rows, key=lambda r: r.id):
-        latest[row.field] = row
-    return [Correction(field=name, value=row.new_value) for name, row in latest.items()]
+    for row in sorted(rows, key=lambda r: r["id"]):
+        latest[row["field"]] = row
+    return [Correction(field=name, value=row["new_value"]) for name, row in latest.items()]

@@ -387,7 +387,7 @@ class SubmissionRunner:
             payload = export_payload(work.doc, work.sub, work.extraction_id, work.canonical)
             for row in rows:
                 runner = self.hooks.inline[row["destination"]]
-                if not runner.push(row, payload, work.owner, inline=True):
+                if not runner.push(row, payload, work.owner, inline=work.sub):
                     self.hooks.wake_deliveries(row["destination"])  # its pool does the retries
         else:
             for row in rows:  # nothing in memory to push: the pool's sweep takes them
