@@ -34,6 +34,7 @@ from daemon.pipeline.feedback import (
 from daemon.pipeline.intake import Intake
 from daemon.pipeline.submissions import Hooks, SubmissionRunner
 from daemon.pipeline.workers import WorkerPool
+from daemon.scheduler import JobCounters, build_scheduler
 from daemon.store import engine as store_engine
 from daemon.store.blobs import BlobStore
 from daemon.store.models import ProfileHealth, utcnow
@@ -118,6 +119,7 @@ class Daemon:
         """Profiles whose credentials were refused, with the reason."""
         self.intake: Intake | None = None
         self.scheduler: Any = None
+        self.job_counters = JobCounters()
         self.web: Any = None
         self.ready = threading.Event()
         self.started_at = time.time()
@@ -254,8 +256,6 @@ class Daemon:
         assert self.intake is not None
         for source in self.sources:
             source.start(self.intake)
-        from daemon.scheduler import build_scheduler
-
         self.scheduler = build_scheduler(self)
         self.scheduler.start()
         if self.config.core.web.enabled:

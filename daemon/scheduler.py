@@ -7,6 +7,7 @@ missed interval.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
@@ -25,24 +26,28 @@ log = logging.getLogger(__name__)
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
 
 
-class Counters:
-    missed = 0
-    errors = 0
+@dataclass
+class JobCounters:
+    """Scheduled runs that were skipped (the process was suspended or overloaded past the
+    grace time) or raised; shown in /metrics so a stuck rescan or sweep is visible."""
+
+    EVENTS = EVENT_JOB_MISSED | EVENT_JOB_ERROR
+
+    missed: int = 0
+    errors: int = 0
+
+    def listener(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            self.missed += 1
+            log.warning("scheduled job %s missed its run time", event.job_id)
+        else:
+            self.errors += 1
+            log.error("scheduled job %s failed", event.job_id, exc_info=event.exception)
 
 
 def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(job_defaults=JOB_DEFAULTS, timezone="UTC")
-    counters = Counters()
-
-    def listener(event: JobExecutionEvent) -> None:
-        if event.code == EVENT_JOB_MISSED:
-            counters.missed += 1
-        else:
-            counters.errors += 1
-            log.error("scheduled job %s failed", event.job_id, exc_info=event.exception)
-
-    scheduler.add_listener(listener, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
-    scheduler.docrelay_counters = counters  # type: ignore[attr-defined]
+    scheduler.add_listener(daemon.job_counters.listener, JobCounters.EVENTS)
 
     for source in daemon.sources:
         interval = float(getattr(source.settings, "rescan_interval", 60.0))

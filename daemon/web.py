@@ -70,6 +70,15 @@ def create_app(daemon: Daemon) -> Starlette:
         lines += ["# TYPE docrelay_vendor_paused gauge"]
         for name in daemon.vendors:
             lines.append(f'docrelay_vendor_paused{{vendor="{name}"}} {int(name in daemon.paused)}')
+        jobs = daemon.job_counters
+        lines += [
+            "# HELP docrelay_scheduled_jobs_missed_total Periodic job runs skipped.",
+            "# TYPE docrelay_scheduled_jobs_missed_total counter",
+            f"docrelay_scheduled_jobs_missed_total {jobs.missed}",
+            "# HELP docrelay_scheduled_job_errors_total Periodic job runs that raised.",
+            "# TYPE docrelay_scheduled_job_errors_total counter",
+            f"docrelay_scheduled_job_errors_total {jobs.errors}",
+        ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def webhook(request: Request) -> Response:

@@ -145,6 +145,8 @@ def test_web_endpoints_and_secret_redaction(tmp_path):
             what="metrics",
         )
         assert 'docrelay_vendor_paused{vendor="local"} 0' in metrics
+        assert "docrelay_scheduled_job_errors_total 0" in metrics
+        assert "docrelay_scheduled_jobs_missed_total 0" in metrics
         status = httpx.get(f"{daemon.url}/status").json()
         assert status["submissions"] == [{"vendor": "local", "state": "done", "count": 1}]
         hook = httpx.post(f"{daemon.url}/webhooks/local", content=b"{}")
