@@ -22,16 +22,10 @@ from connectors.base import ConnectorContext, Destination, Source, Vendor
 from daemon.config import Config
 from daemon.pipeline import ledger
 from daemon.pipeline.deliveries import DeliveryRunner
-from daemon.pipeline.feedback import (
-    ACTIVE as FEEDBACK_ACTIVE,
-)
-from daemon.pipeline.feedback import (
-    FeedbackRunner,
-    claim_feedback,
-    feedback_t,
-    queue_export_status,
-)
+from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
+from daemon.pipeline.feedback import FeedbackRunner, feedback_t, queue_export_status
 from daemon.pipeline.intake import Intake
+from daemon.pipeline.states import DELIVERY_ACTIVE
 from daemon.pipeline.submissions import Hooks, SubmissionRunner
 from daemon.pipeline.workers import WorkerPool
 from daemon.scheduler import JobCounters, build_scheduler
@@ -189,22 +183,14 @@ class Daemon:
             rejected=self.tell_source_rejected,
         )
         for name, delivery_runner in runners.items():
-            self.delivery_pools[name] = WorkerPool(
-                name=f"dest-{name}",
-                size=settings.delivery_concurrency,
-                engine=self.engine,
-                owner=self.owner,
-                claim=lambda conn, owner, limit, name=name: ledger.claim_deliveries(
-                    conn,
-                    destination=name,
-                    owner=owner,
-                    limit=limit,
-                    lease_seconds=settings.lease_seconds,
-                ),
+            self.delivery_pools[name] = self._outbox_pool(
+                f"dest-{name}",
+                ledger.deliveries.c.destination,
+                name,
+                DELIVERY_ACTIVE,
+                order_by=(ledger.deliveries.c.next_attempt_at, ledger.deliveries.c.id),
                 run=delivery_runner.run,
-                next_due=lambda conn, name=name: ledger.next_due(
-                    conn, ledger.deliveries, ledger.deliveries.c.destination, name
-                ),
+                size=settings.delivery_concurrency,
             )
         for name, vendor in self.vendors.items():
             runner = SubmissionRunner(
@@ -232,22 +218,14 @@ class Daemon:
                 engine=self.engine, vendor=vendor, profile=name, settings=settings
             )
             self.feedback_runners[name] = feedback_runner
-            self.feedback_pools[name] = WorkerPool(
-                name=f"feedback-{name}",
-                size=1,
-                engine=self.engine,
-                owner=self.owner,
-                claim=lambda conn, owner, limit, name=name: claim_feedback(
-                    conn,
-                    profile=name,
-                    owner=owner,
-                    limit=limit,
-                    lease_seconds=settings.lease_seconds,
-                ),
+            self.feedback_pools[name] = self._outbox_pool(
+                f"feedback-{name}",
+                feedback_t.c.profile,
+                name,
+                FEEDBACK_ACTIVE,
+                order_by=(feedback_t.c.id,),
                 run=feedback_runner.run,
-                next_due=lambda conn, name=name: ledger.next_due(
-                    conn, feedback_t, feedback_t.c.profile, name, FEEDBACK_ACTIVE
-                ),
+                size=1,
                 paused=lambda name=name: name in self.paused,
             )
         for pool in self._all_pools():
@@ -301,6 +279,43 @@ class Daemon:
     def wake_destination(self, name: str) -> None:
         if pool := self.delivery_pools.get(name):
             pool.wake()
+
+    def _outbox_pool(
+        self,
+        pool_name: str,
+        column: Any,
+        key: str,
+        active: Sequence[str],
+        *,
+        order_by: Sequence[Any],
+        run: Callable[[int, str], None],
+        size: int,
+        paused: Callable[[], bool] = lambda: False,
+    ) -> WorkerPool:
+        """A pool working the rows of one outbox table whose ``column`` is ``key``: one
+        destination's deliveries, one profile's feedback."""
+        table = column.table
+        lease_seconds = self.config.core.pipeline.lease_seconds
+        return WorkerPool(
+            name=pool_name,
+            size=size,
+            engine=self.engine,
+            owner=self.owner,
+            claim=lambda conn, owner, limit: ledger.claim_due(
+                conn,
+                table,
+                column,
+                key,
+                active,
+                owner=owner,
+                limit=limit,
+                lease_seconds=lease_seconds,
+                order_by=order_by,
+            ),
+            run=run,
+            next_due=lambda conn: ledger.next_due(conn, table, column, key, active),
+            paused=paused,
+        )
 
     def _vendor_pool(
         self,

@@ -200,15 +200,6 @@ def queue_export_status(
     return row
 
 
-def claim_feedback(
-    conn: Connection, *, profile: str, owner: str, limit: int, lease_seconds: float
-) -> list[int]:
-    return ledger.claim_due(
-        conn, feedback_t, feedback_t.c.profile, profile, ACTIVE,
-        owner=owner, limit=limit, lease_seconds=lease_seconds, order_by=(feedback_t.c.id,),
-    )  # fmt: skip
-
-
 class FeedbackRunner:
     """Sends one profile's feedback rows; corrections of one submission go in one call."""
 

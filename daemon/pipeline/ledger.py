@@ -306,16 +306,6 @@ START_UPLOADS = (
 )
 
 
-def claim_deliveries(
-    conn: Connection, *, destination: str, owner: str, limit: int, lease_seconds: float
-) -> list[int]:
-    return claim_due(
-        conn, deliveries, deliveries.c.destination, destination, DELIVERY_ACTIVE,
-        owner=owner, limit=limit, lease_seconds=lease_seconds,
-        order_by=(deliveries.c.next_attempt_at, deliveries.c.id),
-    )  # fmt: skip
-
-
 def claim_due(
     conn: Connection,
     table: Any,
@@ -329,7 +319,7 @@ def claim_due(
     order_by: Sequence[Any],
 ) -> list[int]:
     """Lease up to ``limit`` due, unleased rows of ``table`` whose ``column`` is ``key``
-    (SKIP LOCKED on PostgreSQL): the claim of the outbox pools."""
+    (SKIP LOCKED on PostgreSQL): the claim of the outbox pools (deliveries, feedback)."""
     now = utcnow()
     due = (
         select(table.c.id)
