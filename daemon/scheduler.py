@@ -1,16 +1,21 @@
 """APScheduler wiring of the periodic jobs: source rescans, retry/lease sweeps, the watchdog.
 
 Jobs coalesce and never overlap: after a suspend, each runs once on resume, not once per
-missed interval.
+missed interval (a run is only counted as missed when it is more than an hour late).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connectors.base import Vendor
@@ -28,11 +33,13 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600
 
 @dataclass
 class JobCounters:
-    """Scheduled runs that were skipped (the process was suspended or overloaded past the
-    grace time) or raised; shown in /metrics so a stuck rescan or sweep is visible."""
+    """What the periodic jobs did: runs per job, runs skipped (the process was suspended or
+    overloaded past the grace time) and runs that raised. Shown in /metrics, so a stuck rescan
+    or sweep is visible, and so is the single catch-up run after a suspend."""
 
-    EVENTS = EVENT_JOB_MISSED | EVENT_JOB_ERROR
+    EVENTS = EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR
 
+    runs: dict[str, int] = field(default_factory=dict)
     missed: int = 0
     errors: int = 0
 
@@ -40,7 +47,9 @@ class JobCounters:
         if event.code == EVENT_JOB_MISSED:
             self.missed += 1
             log.warning("scheduled job %s missed its run time", event.job_id)
-        else:
+            return
+        self.runs[event.job_id] = self.runs.get(event.job_id, 0) + 1
+        if event.code == EVENT_JOB_ERROR:
             self.errors += 1
             log.error("scheduled job %s failed", event.job_id, exc_info=event.exception)
 

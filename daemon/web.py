@@ -72,6 +72,12 @@ def create_app(daemon: Daemon) -> Starlette:
             lines.append(f'docrelay_vendor_paused{{vendor="{name}"}} {int(name in daemon.paused)}')
         jobs = daemon.job_counters
         lines += [
+            "# HELP docrelay_scheduled_job_runs_total Periodic job runs, per job.",
+            "# TYPE docrelay_scheduled_job_runs_total counter",
+            *(
+                f'docrelay_scheduled_job_runs_total{{job="{job}"}} {count}'
+                for job, count in sorted(jobs.runs.items())
+            ),
             "# HELP docrelay_scheduled_jobs_missed_total Periodic job runs skipped.",
             "# TYPE docrelay_scheduled_jobs_missed_total counter",
             f"docrelay_scheduled_jobs_missed_total {jobs.missed}",

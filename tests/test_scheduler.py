@@ -34,3 +34,4 @@ def test_failing_and_missed_runs_are_counted():
         scheduler.shutdown(wait=True)
     assert counters.errors == 1
     assert counters.missed == 1
+    assert sum(counters.runs.values()) == 1  # the failed run; the missed one never ran
