@@ -28,6 +28,8 @@ SCRIPTS: dict[str, deque[str]] = defaultdict(deque)
 """profile → outcomes for the next calls: ok, transient, terminal, auth, ratelimit, processing."""
 CALLS: dict[str, list[Any]] = defaultdict(list)
 """profile → (method, document id) for every call, in order."""
+GATES: dict[str, threading.Event] = defaultdict(threading.Event)
+"""profile → the gate a ``hold`` outcome of submit waits at (set it to let the call finish)."""
 
 
 class ScriptedSettings(ConnectorSettings):
@@ -64,7 +66,10 @@ class ScriptedVendor(Vendor):
 
     def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
         CALLS[self.context.name].append(("submit", document.id))
-        _raise(_next(self.context.name))
+        outcome = _next(self.context.name)
+        if outcome == "hold":  # a slow upload, still going when its lease looks run out
+            GATES[self.context.name].wait(30)
+        _raise(outcome)
         return SubmitResult(vendor_ref=f"{self.context.name}-{document.id}", data={"n": 1})
 
     def poll(self, vendor_ref: str, data: Mapping[str, Any]) -> PollResult:
@@ -117,3 +122,4 @@ def install(monkeypatch: Any) -> None:
     monkeypatch.setattr(registry, "available", registry.available)
     SCRIPTS.clear()
     CALLS.clear()
+    GATES.clear()

@@ -427,3 +427,45 @@ def test_a_waiting_submission_is_polled_after_the_interval_not_the_lease(make_da
     doc = offer(daemon, "later.pdf")
     wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done")
     assert time.monotonic() - began < 5
+
+
+def test_a_step_outliving_its_lease_is_not_run_twice_by_a_sibling(make_daemon):
+    """The wall clock jumps (or the machine sleeps) while an upload is going: its lease looks
+    run out, and a sibling thread of the same process claims the row again. The upload still
+    happens once, and the document ends done."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from daemon.store.models import utcnow
+
+    fakes.SCRIPTS["a"].append("hold")
+    daemon = make_daemon(
+        {
+            "vendors": {
+                "a": {"kind": "scripted", "concurrency": 2},
+                "b": {"kind": "scripted"},
+                "local": {"kind": "local"},
+            }
+        }
+    )
+    doc = offer(daemon, "slow.pdf")
+    wait_until(lambda: ("submit", doc) in fakes.CALLS["a"], 10, what="the upload to start")
+    sub = ledger.submissions
+    with daemon.engine.begin() as conn:  # what a jump of the clock past the lease looks like
+        conn.execute(
+            update(sub)
+            .where(sub.c.document_id == doc)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1), next_attempt_at=None)
+        )
+    daemon.wake_all()
+
+    def reclaimed() -> bool:  # leased anew (or, were it run twice, already finished)
+        expires = sub_state(daemon, doc)["lease_expires_at"]
+        return expires is None or expires > utcnow()
+
+    wait_until(reclaimed, 10, what="the re-claim")
+    time.sleep(0.3)  # room for a second run to start, were it allowed to
+    fakes.GATES["a"].set()
+    wait_until(lambda: sub_state(daemon, doc)["state"] == "done", 10, what="done")
+    assert fakes.CALLS["a"].count(("submit", doc)) == 1

@@ -26,6 +26,7 @@ from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.retry import delay_after
+from daemon.pipeline.workers import InHand
 from daemon.store.engine import reader
 from daemon.store.models import DeliveryState, Document, FieldRow, LineItemRow, utcnow
 
@@ -145,6 +146,7 @@ class DeliveryRunner:
         commit (sending it, or waking the worker that sends it). Its last argument is the
         submission row when the push was made inline by the vendor's own worker (None
         otherwise): that worker holds the row, so nothing needs reading back."""
+        self.in_hand = InHand()
 
     def run(self, delivery_id: int, owner: str) -> None:
         table = ledger.deliveries
@@ -170,6 +172,21 @@ class DeliveryRunner:
         ``inline``: the submission row of the vendor worker that pushes right after `done`
         (see Destination.inline).
         """
+        with self.in_hand.hold(delivery["id"]) as mine:
+            if not mine:
+                log.warning(
+                    "delivery %s is still being pushed here; not pushed twice", delivery["id"]
+                )
+                return False
+            return self._push(delivery, payload, owner, inline)
+
+    def _push(
+        self,
+        delivery: dict[str, Any],
+        payload: ExportPayload,
+        owner: str,
+        inline: Mapping[str, Any] | None,
+    ) -> bool:
         actor = f"worker:{owner}"
         crash_point("before_delivery")
         try:

@@ -21,6 +21,7 @@ from connectors.normalize import normalize_field
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.retry import delay_after
+from daemon.pipeline.workers import InHand
 from daemon.store.engine import reader
 from daemon.store.models import (
     DeliveryState,
@@ -211,6 +212,7 @@ class FeedbackRunner:
         self.vendor = vendor
         self.profile = profile
         self.settings = settings
+        self.in_hand = InHand()
 
     def run(
         self,
@@ -221,6 +223,18 @@ class FeedbackRunner:
     ) -> None:
         """Send one leased row (with its leasable siblings). ``known`` is (the row, its
         submission) when the caller has both in hand, e.g. a row it just queued."""
+        with self.in_hand.hold(feedback_id) as mine:
+            if not mine:
+                log.warning("feedback %s is still being sent here; not sent twice", feedback_id)
+                return
+            self._run(feedback_id, owner, known)
+
+    def _run(
+        self,
+        feedback_id: int,
+        owner: str,
+        known: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
+    ) -> None:
         if known is None:
             with self.reader.connect() as conn:
                 first = (

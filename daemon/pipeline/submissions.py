@@ -24,6 +24,7 @@ from daemon.pipeline.crash import crash_point
 from daemon.pipeline.deliveries import DeliveryRunner, export_payload
 from daemon.pipeline.intake import Routed, queue_submission
 from daemon.pipeline.retry import delay_after, poll_delay
+from daemon.pipeline.workers import InHand
 from daemon.store.blobs import BlobStore
 from daemon.store.engine import RawJSON, reader
 from daemon.store.models import (
@@ -126,11 +127,21 @@ class SubmissionRunner:
         self.hooks = hooks
         self.fresh: set[int] = set()
         """Submissions this process just moved from `queued` to `uploading` (first attempts)."""
+        self.in_hand = InHand()
 
     # ------------------------------------------------------------------ entry point
 
     def run(self, submission_id: int, owner: str) -> None:
         """Advance one claimed submission as far as it can go now."""
+        with self.in_hand.hold(submission_id) as mine:
+            if mine:
+                self._run(submission_id, owner)
+            else:
+                log.warning(
+                    "submission %s is still being worked on here; not run twice", submission_id
+                )
+
+    def _run(self, submission_id: int, owner: str) -> None:
         with self.reader.connect() as conn:
             row = conn.execute(SELECT_WORK, {"id": submission_id}).mappings().one()
         sub = {key[2:]: value for key, value in row.items() if key.startswith("s_")}

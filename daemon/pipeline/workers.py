@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
@@ -24,6 +25,33 @@ log = logging.getLogger(__name__)
 
 IDLE_MAX = 30.0
 """Longest sleep of an idle pool between two looks at the queue."""
+
+
+class InHand:
+    """The ids of one runner's rows that a thread of this process is working on now.
+
+    Leases guard against other processes; within one process every thread leases under the
+    same owner. A lease that looks run out while its step is still going (the wall clock
+    jumped, the machine slept mid-step) could be claimed again by a sibling thread, and both
+    would pass the owner checks: the second one steps aside here instead.
+    """
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, item_id: int) -> Iterator[bool]:
+        """Yields True when this thread has the row to itself (and keeps it until the end)."""
+        with self._lock:
+            mine = item_id not in self._ids
+            self._ids.add(item_id)
+        try:
+            yield mine
+        finally:
+            if mine:
+                with self._lock:
+                    self._ids.discard(item_id)
 
 
 class WorkerPool:
