@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from connectors import registry
 from connectors.base import ConnectorContext, Destination, Source, Vendor
+from daemon.clock import ClockWatch
 from daemon.config import Config
 from daemon.pipeline import ledger
 from daemon.pipeline.deliveries import DeliveryRunner
@@ -114,6 +116,7 @@ class Daemon:
         self.intake: Intake | None = None
         self.scheduler: Any = None
         self.job_counters = JobCounters()
+        self.clock_watch = ClockWatch(self._clock_set_back)
         self.web: Any = None
         self.ready = threading.Event()
         self.started_at = time.time()
@@ -236,6 +239,7 @@ class Daemon:
             source.start(self.intake)
         self.scheduler = build_scheduler(self)
         self.scheduler.start()
+        self.clock_watch.start()
         if self.config.core.web.enabled:
             from daemon.web import WebServer
 
@@ -246,6 +250,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking work, finish the steps in flight, give back every lease."""
         self.ready.clear()
+        self.clock_watch.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         for source in self.sources:
@@ -271,6 +276,19 @@ class Daemon:
             self._lock.close()
 
     # ------------------------------------------------------------------ signals between parts
+
+    def _clock_set_back(self, seconds: float) -> None:
+        """The wall clock was set back: what waits in the store, and the periodic jobs, would
+        wait the jump out. Move the store's times back and run every job now (each then keeps
+        its interval from there)."""
+        with self.engine.begin() as conn:
+            moved = ledger.move_waiting_back(conn, seconds)
+        log.warning("moved %d waiting time(s) back by %.0f s", moved, seconds)
+        if self.scheduler is not None:
+            now = datetime.now(UTC)
+            for job in self.scheduler.get_jobs():
+                job.modify(next_run_time=now)
+        self.wake_all()
 
     def wake_profile(self, profile: str) -> None:
         if pool := self.pools.get(profile):

@@ -469,3 +469,26 @@ def test_a_step_outliving_its_lease_is_not_run_twice_by_a_sibling(make_daemon):
     fakes.GATES["a"].set()
     wait_until(lambda: sub_state(daemon, doc)["state"] == "done", 10, what="done")
     assert fakes.CALLS["a"].count(("submit", doc)) == 1
+
+
+def test_a_clock_set_back_does_not_hold_back_waiting_work(make_daemon):
+    """RELIABILITY 27: after the wall clock is set back ten minutes, a retry that was due in a
+    second is still due in a second (not in ten minutes and a second), and the periodic jobs
+    run at once instead of waiting the jump out."""
+    from datetime import timedelta
+
+    from daemon.store.models import utcnow
+
+    fakes.SCRIPTS["a"].append("ratelimit:601")  # a wait the pipeline caps at ten minutes
+    daemon = make_daemon()
+    doc = offer(daemon, "waiting.pdf")
+    wait_until(lambda: sub_state(daemon, doc).get("next_attempt_at"), 10, what="the wait")
+    waiting = sub_state(daemon, doc)
+    assert waiting["next_attempt_at"] > utcnow() + timedelta(seconds=590)
+    sweeps = daemon.job_counters.runs.get("sweep", 0)
+    # As if the clock had been set back ten minutes right after the row was written: its due
+    # time (a second from then) reads ten minutes too late.
+    daemon.clock_watch.on_set_back(599)
+    assert sub_state(daemon, doc)["next_attempt_at"] < utcnow() + timedelta(seconds=2)
+    wait_until(lambda: sub_state(daemon, doc)["state"] == "done", 10, what="done")
+    wait_until(lambda: daemon.job_counters.runs.get("sweep", 0) > sweeps, 5, what="a sweep")

@@ -57,3 +57,44 @@ def test_pre_serialised_json_is_stored_once_not_as_a_string(store_url):
     with engine.connect() as conn:
         assert conn.execute(select(table.c.value)).scalar_one() == {"a": [1, 2]}
     engine.dispose()
+
+
+def test_waiting_times_move_back_with_a_clock_set_back(store_url):
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from daemon.pipeline import ledger
+    from daemon.store.engine import ensure_schema, make_engine
+    from daemon.store.models import Document, utcnow
+
+    engine = make_engine(store_url)
+    ensure_schema(engine)
+    now = utcnow()
+    ahead, past = now + timedelta(minutes=61), now - timedelta(minutes=5)
+    with engine.begin() as conn:
+        documents = Document.__table__
+        for due in (ahead, past):
+            doc = conn.execute(
+                documents.insert().returning(documents.c.id),
+                {"sha256": "0" * 64, "filename": "f.pdf", "mime_type": "application/pdf",
+                 "size_bytes": 1, "source": "cli", "metadata": {}, "received_at": now},
+            ).scalar_one()  # fmt: skip
+            conn.execute(
+                ledger.submissions.insert().values(
+                    document_id=doc, profile="p", vendor_kind="scripted", state="failed",
+                    next_attempt_at=due, lease_owner="h:1:x", lease_expires_at=due,
+                    vendor_data={}, destinations=[], created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+        conn.execute(
+            ledger.source_leases.insert().values(name="mail", owner="h:1:x", expires_at=ahead)
+        )
+        assert ledger.move_waiting_back(conn, 3600) == 3  # the two times ahead, the lease
+    with engine.connect() as conn:
+        sub = ledger.submissions
+        rows = conn.execute(select(sub.c.next_attempt_at, sub.c.lease_expires_at)).all()
+        lease = conn.execute(select(ledger.source_leases.c.expires_at)).scalar_one()
+    assert sorted(rows) == [(past, past), (ahead - timedelta(hours=1),) * 2]
+    assert lease == ahead - timedelta(hours=1)
+    engine.dispose()

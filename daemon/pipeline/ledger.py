@@ -425,6 +425,33 @@ def lease_owners(conn: Connection) -> list[str]:
     return [row[0] for row in conn.execute(union(*queries))]
 
 
+WAITING_TIMES = (
+    *(column for table in LEASED for column in (table.c.next_attempt_at, table.c.lease_expires_at)),
+    source_leases.c.expires_at,
+)
+"""The wall-clock times work waits for."""
+
+
+def move_waiting_back(conn: Connection, seconds: float) -> int:
+    """After the wall clock was set back by ``seconds``: due times and lease ends still ahead
+    move back by as much, so no retry, poll or dead worker's lease waits the jump out.
+    Returns how many times were moved."""
+    now = utcnow()
+    shift = timedelta(seconds=seconds)
+    moved = 0
+    for column in WAITING_TIMES:
+        table = column.table
+        key = table.primary_key.columns.values()[0]
+        rows = conn.execute(select(key, column).where(column > now)).all()
+        if rows:
+            conn.execute(
+                update(table).where(key == bindparam("w_key")),
+                [{"w_key": row[0], column.name: row[1] - shift} for row in rows],
+            )
+            moved += len(rows)
+    return moved
+
+
 def expire_leases(conn: Connection, *, actor: str = "scheduler") -> int:
     """Free leases that ran out (their worker died or hung) and say so in the audit trail."""
     now = utcnow()
