@@ -34,6 +34,11 @@ class TransientError(DocrelayError):
     """Worth retrying: timeouts, connection errors, 5xx, a locked database."""
 
 
+class StoreUnavailable(TransientError):
+    """The store cannot take a write now (another process holds its lock, or it is
+    unreachable): a source leaves the item where it is and offers it again later."""
+
+
 class RateLimited(TransientError):
     """The vendor asked us to slow down; `retry_after` is in seconds when it said so."""
 

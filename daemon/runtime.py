@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from connectors import registry
 from connectors.base import ConnectorContext, Destination, Source, Vendor
@@ -184,6 +185,7 @@ class Daemon:
             wake_profile=self.wake_profile,
             auth_failed=self.pause_profile,
             rejected=self.tell_source_rejected,
+            adopt_delivery=lambda name, item: self.delivery_pools[name].adopt(item),
         )
         for name, delivery_runner in runners.items():
             self.delivery_pools[name] = self._outbox_pool(
@@ -423,7 +425,14 @@ class Daemon:
             return None
         if runner is not None and inline is not None:
             target = inline
-            return lambda: runner.run(row["id"], self.owner, known=(row, target))
+
+            def send_now() -> None:
+                try:
+                    runner.run(row["id"], self.owner, known=(row, target))
+                except OperationalError:  # sent, perhaps, but not recorded: leased to us
+                    self.feedback_pools[profile].adopt(row["id"])
+
+            return send_now
         return lambda: self.wake_feedback(profile)
 
     def pause_profile(self, profile: str, reason: str) -> None:

@@ -17,6 +17,7 @@ from apscheduler.events import (
     JobExecutionEvent,
 )
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import OperationalError
 
 from connectors.base import Vendor
 from daemon import notify
@@ -69,11 +70,14 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
         )
 
     def sweep() -> None:
-        if daemon.intake is not None:
-            daemon.intake.flush_releases()
-        with daemon.engine.begin() as conn:
-            if expired := ledger.expire_leases(conn):
-                log.warning("%d lease(s) ran out; their work is taken over", expired)
+        try:
+            if daemon.intake is not None:
+                daemon.intake.flush_releases()
+            with daemon.engine.begin() as conn:
+                if expired := ledger.expire_leases(conn):
+                    log.warning("%d lease(s) ran out; their work is taken over", expired)
+        except OperationalError as exc:  # locked by another process, or unreachable
+            log.warning("sweep skipped, the store is unavailable: %s", exc.orig)
         daemon.wake_all()
 
     scheduler.add_job(

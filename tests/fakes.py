@@ -14,7 +14,10 @@ from typing import Any, ClassVar, Literal
 from connectors.base import (
     CanonicalResult,
     ConnectorSettings,
+    DeliveryReceipt,
+    Destination,
     DocumentRef,
+    ExportPayload,
     FieldValue,
     PollResult,
     PollStatus,
@@ -113,11 +116,43 @@ class ScriptedVendor(Vendor):
         )
 
 
+class LockingSettings(ConnectorSettings):
+    kind: Literal["locking"] = "locking"
+    database: str
+    lock_seconds: float = 2.0
+
+
+class LockingDestination(Destination):
+    """Accepts every export, and right after the first one another process takes the store's
+    lock for a while: the push happened, but recording it has to wait."""
+
+    kind: ClassVar[str] = "locking"
+    settings_model: ClassVar[type[ConnectorSettings]] = LockingSettings
+    inline: ClassVar[bool] = True
+
+    def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
+        import sqlite3
+
+        CALLS[self.context.name].append(("deliver", idempotency_key))
+        settings = self.settings
+        assert isinstance(settings, LockingSettings)
+        if len(CALLS[self.context.name]) == 1:
+            locker = sqlite3.connect(
+                settings.database, isolation_level=None, check_same_thread=False
+            )
+            locker.execute("BEGIN EXCLUSIVE")
+            threading.Timer(settings.lock_seconds, lambda: locker.execute("ROLLBACK")).start()
+        return DeliveryReceipt(ref=idempotency_key)
+
+
 def install(monkeypatch: Any) -> None:
     """Register the fake kind with the connector registry for one test."""
     from connectors import registry
 
     monkeypatch.setitem(registry.BUILTIN["vendor"], "scripted", "tests.fakes:ScriptedVendor")
+    monkeypatch.setitem(
+        registry.BUILTIN["destination"], "locking", "tests.fakes:LockingDestination"
+    )
     registry.available.cache_clear()
     monkeypatch.setattr(registry, "available", registry.available)
     SCRIPTS.clear()

@@ -492,3 +492,35 @@ def test_a_clock_set_back_does_not_hold_back_waiting_work(make_daemon):
     assert sub_state(daemon, doc)["next_attempt_at"] < utcnow() + timedelta(seconds=2)
     wait_until(lambda: sub_state(daemon, doc)["state"] == "done", 10, what="done")
     wait_until(lambda: daemon.job_counters.runs.get("sweep", 0) > sweeps, 5, what="a sweep")
+
+
+def test_an_inline_push_the_store_could_not_record_is_finished_by_the_pool(make_daemon, tmp_path):
+    """RELIABILITY 24: another process locks the store right after an inline push. The row is
+    still leased to this process, so its destination pool pushes it again (same key) once the
+    store is back, instead of leaving it until the lease runs out."""
+    database = tmp_path / "d.db"
+    daemon = make_daemon(
+        {
+            "store": {"url": f"sqlite:///{database}", "blob_dir": str(tmp_path / "blobs"),
+                      "busy_timeout": 0.3},
+            "destinations": {"erp": {"kind": "locking", "database": str(database)}},
+        },
+        routes=[{"match": {"filename": "*.pdf"}, "vendor": "a", "destinations": ["erp"]}],
+        lease_seconds=300,
+    )  # fmt: skip
+    doc = offer(daemon, "pushed.pdf")
+    deliveries = ledger.deliveries
+
+    def delivered() -> bool:
+        with daemon.reader.connect() as conn:  # reads while the store is locked
+            state = conn.execute(
+                select(deliveries.c.state).where(deliveries.c.document_id == doc)
+            ).scalar_one_or_none()
+        return state == "delivered"
+
+    wait_until(delivered, 20, what="delivered well before the lease (300 s) runs out")
+    pushes = fakes.CALLS["erp"]
+    assert len(pushes) >= 2 and set(pushes) == {pushes[0]}  # again, always with the same key
+    wait_until(lambda: any(c[0] == "report" for c in fakes.CALLS["a"]), 10, what="the report")
+    reports = [c for c in fakes.CALLS["a"] if c[0] == "report"]
+    assert reports == [("report", (f"a-{doc}", True, None))]

@@ -58,6 +58,7 @@ from connectors.base import (
     Source,
     SourceName,
 )
+from connectors.errors import StoreUnavailable
 from connectors.fsutil import atomic_write
 from connectors.sources.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
 
@@ -100,6 +101,8 @@ _MAX_NAME_CANDIDATES = 10_000
 _LINK_NOFOLLOW = os.link in os.supports_follow_symlinks
 _DOCUMENT_LINE = re.compile(rb"^document: (\d+)$", re.MULTILINE)
 _REASON_READ_BYTES = 64 * 1024
+STORE_RETRY_SECONDS = 2.0
+"""How long files wait before the next try when the store refused a write."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -487,6 +490,8 @@ class FolderSource(Source):
         self._rejected_ids: set[int] | None = None
         """Documents with a reason file in the failed folder; read from there on first use."""
         self._unreadable: dict[Path, str] = {}
+        self._store_down = False
+        """The last attempt found the store unavailable (warned once per outage)."""
         """Last read error per path, so a file we may not read is complained about once."""
         self._rescan_requested = False
         self._stopping = False
@@ -1014,6 +1019,9 @@ class FolderSource(Source):
                         return
                 try:
                     self._step(path)
+                except StoreUnavailable as exc:
+                    self._wait_for_store(exc, due)
+                    break
                 except OSError as exc:
                     complaint = f"{exc.__class__.__name__}: {exc}"
                     level = (
@@ -1037,6 +1045,21 @@ class FolderSource(Source):
                         _display(str(path)),
                     )
                     self._drop(path)
+
+    def _wait_for_store(self, exc: StoreUnavailable, due: list[Path]) -> None:
+        """The store refuses writes for now (another process holds its lock): the due files
+        stay where they are and are looked at again in a few seconds, instead of each waiting
+        out the busy timeout in turn. One warning per outage."""
+        if not self._store_down:
+            log.warning(
+                "folder %s: %s; files wait in place until it is back", self.settings.name, exc
+            )
+        self._store_down = True
+        later = self.context.clock() + STORE_RETRY_SECONDS
+        with self._cond:
+            for path in due:
+                if (entry := self._pending.get(path)) is not None:
+                    entry.next_check = max(entry.next_check, later)
 
     def _drop(self, path: Path) -> None:
         with self._cond:
@@ -1141,6 +1164,9 @@ class FolderSource(Source):
         )
         try:
             outcome = sink.ingest(item)
+        except StoreUnavailable:
+            self._offer(path)  # pending again once this step ends
+            raise  # and the whole pass waits (_wait_for_store)
         except Exception:
             if not os.path.lexists(path):
                 log.debug("folder %s: %s vanished while being stored", settings.name, rel_text)
@@ -1152,6 +1178,9 @@ class FolderSource(Source):
                     rel_text,
                 )
             return
+        if self._store_down:
+            self._store_down = False
+            log.info("folder %s: the store takes files again", settings.name)
         try:
             released = self._release(path, rel, signature, result, outcome)
         except FileNotFoundError:

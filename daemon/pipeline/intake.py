@@ -7,17 +7,19 @@ only the release is repeated, never the ingestion.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, bindparam, delete, insert, or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from connectors.base import IngestOutcome, IngestStatus, IntakeItem
-from connectors.errors import TerminalError
+from connectors.errors import StoreUnavailable, TerminalError
 from daemon.config import Config
 from daemon.pipeline import ledger
 from daemon.pipeline.crash import crash_point
@@ -58,6 +60,24 @@ class Routed:
     route: str
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Sources meet a locked or unreachable store as StoreUnavailable, an error they know how
+    to wait out, not as a database driver's exception."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OperationalError as exc:
+            raise StoreUnavailable(f"the store is unavailable: {exc.orig}") from exc
+
+    return wrapper
+
+
 class Intake:
     """The engine's ``IntakeSink``: shared by every source."""
 
@@ -84,6 +104,7 @@ class Intake:
         self._releases: list[tuple[int, Any]] = []
         self._releases_lock = threading.Lock()
 
+    @_store_errors
     def ingest(self, item: IntakeItem) -> IngestOutcome:
         with item.open() as stream:
             try:
@@ -227,6 +248,7 @@ class Intake:
             route=route_name(index, route),
         )
 
+    @_store_errors
     def reject_unstored(self, item: IntakeItem, reason: str) -> IngestOutcome:
         """Too large to keep a copy: the row records it, the source keeps the original."""
         with self.engine.begin() as conn:
@@ -252,6 +274,7 @@ class Intake:
 
     # ------------------------------------------------------------------ what sources keep here
 
+    @_store_errors
     def load_state(self, source: str, key: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
             return conn.execute(
@@ -260,6 +283,7 @@ class Intake:
                 )
             ).scalar()
 
+    @_store_errors
     def save_state(self, source: str, key: str, value: Mapping[str, Any]) -> None:
         where = (source_state.c.source == source, source_state.c.key == key)
         with self.engine.begin() as conn:
@@ -273,6 +297,7 @@ class Intake:
                     )
                 )
 
+    @_store_errors
     def hold_lease(self, name: str, seconds: float) -> bool:
         now = utcnow()
         expires = now + timedelta(seconds=seconds)
@@ -299,6 +324,7 @@ class Intake:
             )
             return True
 
+    @_store_errors
     def drop_lease(self, name: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -307,6 +333,7 @@ class Intake:
                 )
             )
 
+    @_store_errors
     def report_health(self, name: str, state: str, reason: str | None = None) -> None:
         with self.engine.begin() as conn:
             ledger.set_health(conn, name, state, reason)

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from connectors.base import CanonicalResult, DocumentRef, PollStatus, Vendor
 from connectors.errors import TerminalError
@@ -68,6 +69,9 @@ class Hooks:
     """(profile, reason): pause the profile until credentials are fixed."""
     rejected: Callable[[int, str], None] = lambda document_id, reason: None
     """(document, reason): finally rejected by the vendor, no fallback; tell its source."""
+    adopt_delivery: Callable[[str, int], None] = lambda destination, delivery_id: None
+    """(destination, delivery): a row leased to this process whose inline push the store did
+    not record; the destination's pool runs it again."""
 
 
 def document_ref(row: Mapping[str, Any], blobs: BlobStore) -> DocumentRef:
@@ -160,6 +164,8 @@ class SubmissionRunner:
                     return
         except ledger.LeaseLost:
             log.warning("lost the lease on submission %s; another worker has it", submission_id)
+        except OperationalError:
+            raise  # the store failed, not the step: the pool runs it again once it is back
         except Exception as error:
             self._failed(sub, step, error, owner, work.actor)
 
@@ -398,8 +404,12 @@ class SubmissionRunner:
             payload = export_payload(work.doc, work.sub, work.extraction_id, work.canonical)
             for row in rows:
                 runner = self.hooks.inline[row["destination"]]
-                if not runner.push(row, payload, work.owner, inline=work.sub):
-                    self.hooks.wake_deliveries(row["destination"])  # its pool does the retries
+                try:
+                    if not runner.push(row, payload, work.owner, inline=work.sub):
+                        self.hooks.wake_deliveries(row["destination"])  # its pool retries
+                except OperationalError as exc:  # pushed, perhaps, but not recorded
+                    log.warning("delivery %s not recorded (%s); retried", row["id"], exc.orig)
+                    self.hooks.adopt_delivery(row["destination"], row["id"])
         else:
             for row in rows:  # nothing in memory to push: the pool's sweep takes them
                 self.hooks.wake_deliveries(row["destination"])

@@ -115,6 +115,13 @@ class WorkerPool:
             for thread in self._threads:
                 thread.join(timeout)
 
+    def adopt(self, item_id: int) -> None:
+        """Run an item whose lease this process already holds (one the store would not let
+        its first runner finish): it joins the claimed queue."""
+        with self._claiming:
+            self._claimed.append(item_id)
+        self.wake()
+
     @property
     def alive(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)
@@ -168,6 +175,11 @@ class WorkerPool:
             self._count(+1)  # before the claim lock is let go: the next claim sees it
         try:
             self._run(item_id, self.owner)
+        except OperationalError:
+            # The store is locked or unreachable. The item is still leased to this process:
+            # run it again after the pause (_loop), not only when its lease runs out.
+            self.adopt(item_id)
+            raise
         finally:
             self._count(-1)
         return True, None
