@@ -36,6 +36,7 @@ def create_app(daemon: Daemon) -> Starlette:
             "ready": daemon.ready.is_set(),
             "sources": sources,
             "paused_vendors": daemon.paused,
+            "storage": daemon.storage_health(),
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 

@@ -262,7 +262,12 @@ def test_ignored_names_are_left_alone(start_source: Factory) -> None:
         (inbox / name).write_bytes(pdf_bytes(name))
     (inbox / "wanted.pdf").write_bytes(pdf_bytes("wanted"))
 
-    wait_for(lambda: (inbox / "processed" / "wanted.pdf").exists(), what="wanted taken")
+    wait_for(  # moved: linked into processed/, then unlinked from the inbox
+        lambda: (
+            (inbox / "processed" / "wanted.pdf").exists() and not (inbox / "wanted.pdf").exists()
+        ),
+        what="wanted taken",
+    )
     assert source.scan() == 0
     time.sleep(SETTLE * 2)
     assert sink.refs() == ["wanted.pdf"]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import require_service
 from tests.daemon_proc import DaemonProcess, wait_until, write_config
 from tests.invoices import random_spec, render_pdf
 
@@ -59,3 +64,74 @@ def test_an_external_exclusive_lock_delays_work_but_loses_nothing(tmp_path):
     log = (tmp_path / "daemon.log").read_text()
     tracebacks = log.count("Traceback (most recent call last)")
     assert tracebacks <= 1, log[-5000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MB file system of its own (tmpfs; needs root, as in CI)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    require_service(result.returncode == 0, f"cannot mount a tmpfs: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write until the file system is full."""
+    chunk = b"\0" * (1 << 20)
+    with open(path, "wb", buffering=0) as ballast:
+        try:
+            while True:
+                ballast.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        try:
+            while True:
+                ballast.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def test_a_full_disk_keeps_files_in_place_and_work_resumes_with_space(tmp_path, small_disk):
+    """RELIABILITY 25: the store's file system fills up. The file dropped meanwhile stays in
+    the inbox, no temporary blob is left, /healthz says disk_full (still 200: a restart would
+    not make room), and once there is space again the file is taken and exported once."""
+    config = write_config(tmp_path, store_url=f"sqlite:///{small_disk}/docrelay.db")
+    config.write_text(
+        config.read_text().replace(f'"{tmp_path}/var/blobs"', f'"{small_disk}/blobs"')
+    )
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    daemon = DaemonProcess(config).start()
+    try:
+        (inbox / "first.pdf").write_bytes(render_pdf(random_spec(1)))
+        wait_until(lambda: len(list(outbox.glob("*.json"))) == 1, 30, what="the first export")
+        _fill(small_disk / "ballast")
+        (inbox / "second.pdf").write_bytes(render_pdf(random_spec(2)))
+
+        def storage() -> dict:
+            response = httpx.get(f"{daemon.url}/healthz")
+            assert response.status_code == 200
+            return response.json()["storage"]
+
+        wait_until(lambda: storage()["state"] == "disk_full", 30, what="disk_full")
+        assert "no space" in storage()["reason"].lower() or "full" in storage()["reason"]
+        assert (inbox / "second.pdf").exists()
+        assert list((small_disk / "blobs" / "tmp").iterdir()) == []
+        (small_disk / "ballast").unlink()
+        wait_until(lambda: len(list(outbox.glob("*.json"))) == 2, 30, what="the second export")
+        wait_until(lambda: storage()["state"] == "ok", 10, what="storage ok again")
+        assert not (inbox / "second.pdf").exists()
+    finally:
+        assert daemon.stop() == 0
+    with sqlite3.connect(small_disk / "docrelay.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall() == [
+            ("delivered", 2)
+        ]

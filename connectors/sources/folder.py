@@ -1052,7 +1052,10 @@ class FolderSource(Source):
         out the busy timeout in turn. One warning per outage."""
         if not self._store_down:
             log.warning(
-                "folder %s: %s; files wait in place until it is back", self.settings.name, exc
+                "folder %s: %s; files wait in place and are tried again every %g s",
+                self.settings.name,
+                exc,
+                STORE_RETRY_SECONDS,
             )
         self._store_down = True
         later = self.context.clock() + STORE_RETRY_SECONDS

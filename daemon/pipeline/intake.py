@@ -7,13 +7,14 @@ only the release is repeated, never the ingestion.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -62,18 +63,33 @@ class Routed:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def _store_errors(method: Callable[P, R]) -> Callable[P, R]:
-    """Sources meet a locked or unreachable store as StoreUnavailable, an error they know how
-    to wait out, not as a database driver's exception."""
+def _store_errors(
+    method: Callable[Concatenate[Intake, P], R],
+) -> Callable[Concatenate[Intake, P], R]:
+    """Sources meet a locked, unreachable or full store as StoreUnavailable, an error they know
+    how to wait out, not as a database driver's or the file system's exception. A full disk is
+    also remembered for /healthz until an ingest succeeds again."""
 
     @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(self: Intake, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return method(*args, **kwargs)
+            result = method(self, *args, **kwargs)
         except OperationalError as exc:
-            raise StoreUnavailable(f"the store is unavailable: {exc.orig}") from exc
+            reason = f"the store is unavailable: {exc.orig}"
+            if "disk is full" in str(exc.orig):
+                self.disk_full = reason
+            raise StoreUnavailable(reason) from exc
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            self.disk_full = f"no space left for the blob store {self.blobs.root}: {exc.strerror}"
+            raise StoreUnavailable(self.disk_full) from exc
+        if method.__name__ == "ingest":
+            self.disk_full = None
+        return result
 
     return wrapper
 
@@ -103,6 +119,8 @@ class Intake:
         self.max_bytes = max_bytes
         self._releases: list[tuple[int, Any]] = []
         self._releases_lock = threading.Lock()
+        self.disk_full: str | None = None
+        """Why the last write failed for want of space, until an ingest succeeds again."""
 
     @_store_errors
     def ingest(self, item: IntakeItem) -> IngestOutcome:
