@@ -7,10 +7,17 @@ exported once, and its annotation moved to `exported` at the emulator.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -101,7 +108,14 @@ def check_store(root: Path, specs: dict[str, object]) -> None:
         ]
 
 
-def run_scenario(tmp_path: Path, *, webhooks: bool, emulator_args: tuple[str, ...] = ()) -> dict:
+def run_scenario(
+    tmp_path: Path,
+    *,
+    webhooks: bool,
+    emulator_args: tuple[str, ...] = (),
+    meanwhile: Callable[[DaemonProcess], None] | None = None,
+) -> dict:
+    """Drop the invoices and check every outcome; ``meanwhile`` runs while they are worked."""
     port = free_port()
     hook = ("--webhook-url", f"http://127.0.0.1:{port}/webhooks/rossum_main") if webhooks else ()
     emulator = Emulator(tmp_path, "--delay", "0.5", "--rate-limit", "0", *hook, *emulator_args)
@@ -110,6 +124,8 @@ def run_scenario(tmp_path: Path, *, webhooks: bool, emulator_args: tuple[str, ..
         daemon = DaemonProcess(config).start()
         try:
             specs = drop_invoices(tmp_path / "inbox", DOCS)
+            if meanwhile is not None:
+                meanwhile(daemon)
             wait_until(
                 lambda: emulator.stats()["annotations"].get("exported", 0) == DOCS,
                 90,
@@ -132,6 +148,56 @@ def run_scenario(tmp_path: Path, *, webhooks: bool, emulator_args: tuple[str, ..
 def test_rossum_with_webhooks(tmp_path):
     stats = run_scenario(tmp_path, webhooks=True)
     assert stats["webhook_deliveries"]["delivered"] >= DOCS
+
+
+def test_rossum_webhooks_under_a_flood_of_hints_forgeries_and_big_bodies(tmp_path):
+    """RELIABILITY 23: while the invoices are worked, 600 signed hints (most for annotations
+    the daemon does not know), 200 forgeries and a few 10 MB bodies hit the webhook. Bodies
+    over the limit are refused before the signature is checked, valid calls are acknowledged
+    fast, and every document still ends exported once."""
+    results: dict[str, list] = {"valid": [], "forged": [], "big": []}
+
+    def flood(daemon: DaemonProcess) -> None:
+        url = f"{daemon.url}/webhooks/rossum_main"
+
+        def call(n: int) -> None:
+            body = json.dumps({
+                "request_id": f"flood-{n}", "event": "annotation_status", "action": "changed",
+                "annotation": {"id": 1 + n % 40, "status": "to_review"},
+            }).encode()  # fmt: skip
+            digest = hmac.new(b"emulator-secret", body, hashlib.sha256).hexdigest()
+            kind = "forged" if n % 4 == 3 else "valid"
+            if kind == "forged":
+                digest = hmac.new(b"guessed", body, hashlib.sha256).hexdigest()
+            began = time.monotonic()
+            response = httpx.post(
+                url, content=body, headers={"X-Rossum-Signature-SHA256": f"sha256={digest}"}
+            )
+            results[kind].append((response.status_code, time.monotonic() - began))
+
+        def big(n: int) -> None:
+            began = time.monotonic()
+            try:
+                response = httpx.post(
+                    url, content=b"{" + b" " * (10 << 20) + b"}",
+                    headers={"X-Rossum-Signature-SHA256": "sha256=00"},
+                )  # fmt: skip
+                status = response.status_code
+            except httpx.TransportError:  # refused before the body was all sent
+                status = 413
+            results["big"].append((status, time.monotonic() - began))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(big, range(3)))
+            list(pool.map(call, range(800)))
+
+    run_scenario(tmp_path, webhooks=True, meanwhile=flood)
+    valid = results["valid"]
+    assert len(valid) == 600 and {status for status, _ in valid} == {200}
+    assert {status for status, _ in results["forged"]} == {401}
+    assert {status for status, _ in results["big"]} == {413}
+    p99 = statistics.quantiles([seconds for _, seconds in valid], n=100)[-1]
+    assert p99 < 1.0, p99
 
 
 def test_rossum_polling_only(tmp_path):
