@@ -98,3 +98,63 @@ def test_waiting_times_move_back_with_a_clock_set_back(store_url):
     assert sorted(rows) == [(past, past), (ahead - timedelta(hours=1),) * 2]
     assert lease == ahead - timedelta(hours=1)
     engine.dispose()
+
+
+def test_an_upgrade_from_0001_resumes_the_work_in_flight(tmp_path, store_url):
+    """RELIABILITY 30: a store left by a release at revision 0001 with work in flight (one
+    submission queued, one waiting to retry its upload after a crash) is upgraded by the new
+    daemon at start, and both documents end exported."""
+    from datetime import timedelta
+
+    from sqlalchemy import MetaData
+
+    from daemon.store.blobs import BlobStore
+    from daemon.store.models import utcnow
+    from tests.daemon_proc import DaemonProcess, wait_until, write_config
+    from tests.invoices import random_spec, render_pdf
+
+    engine = store_engine.make_engine(store_url)
+    store_engine.upgrade(engine, "0001")
+    blobs = BlobStore(tmp_path / "var" / "blobs")
+    blobs.prepare()
+    now = utcnow().replace(tzinfo=None)
+    old = MetaData()
+    with engine.begin() as conn:
+        old.reflect(conn, only=["documents", "submissions"])
+        documents, submissions = old.tables["documents"], old.tables["submissions"]
+        for n, (state, extra) in enumerate([
+            ("queued", {}),
+            ("failed", {"resume_state": "uploading", "attempts": 1,
+                        "next_attempt_at": now - timedelta(minutes=1),
+                        "lease_owner": "oldhost:1:gone", "error": "TransientError: timeout",
+                        "lease_expires_at": now - timedelta(minutes=2)}),
+        ]):  # fmt: skip
+            data = render_pdf(random_spec(40 + n))
+            sha = blobs.put_bytes(data)
+            doc = conn.execute(
+                documents.insert().returning(documents.c.id),
+                {"sha256": sha, "filename": f"old-{n}.pdf", "mime_type": "application/pdf",
+                 "size_bytes": len(data), "pages": 1, "source": "scans",
+                 "source_ref": f"old-{n}.pdf", "metadata": {}, "received_at": now,
+                 "released_at": now, "route": "#0", "intake_state": "accepted"},
+            ).scalar_one()  # fmt: skip
+            conn.execute(
+                submissions.insert(),
+                {"document_id": doc, "profile": "local", "vendor_kind": "local",
+                 "role": "primary", "state": state, "attempts": 0, "polls": 0,
+                 "vendor_data": {}, "destinations": ["outbox"], "created_at": now,
+                 "updated_at": now, **extra},
+            )  # fmt: skip
+    engine.dispose()
+    daemon = DaemonProcess(write_config(tmp_path, store_url=store_url)).start()
+    try:
+        outbox = tmp_path / "outbox"
+        wait_until(lambda: len(list(outbox.glob("*.json"))) == 2, 30, what="both exports")
+    finally:
+        assert daemon.stop() == 0
+    engine = store_engine.make_engine(store_url)
+    assert store_engine.current_revision(engine) == store_engine.head_revision(engine)
+    with engine.connect() as conn:
+        states = conn.execute(text("SELECT state FROM submissions ORDER BY id")).scalars().all()
+    assert states == ["done", "done"]
+    engine.dispose()
