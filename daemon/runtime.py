@@ -472,11 +472,14 @@ class Daemon:
                     log.exception("source %s could not record a rejection", row["source"])
 
     def healthy(self) -> bool:
-        """The store answers and every pool still has its threads."""
+        """The store answers, every pool still has its threads and the web app's event loop
+        is not stuck."""
         try:
             with self.reader.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception:
+            return False
+        if self.web is not None and not self.web.responsive():
             return False
         return all(p.alive for p in self._all_pools())
 

@@ -137,7 +137,28 @@ class WebServer:
             lifespan="off",
         )
         self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self._serve()), name="web", daemon=True
+        )
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.server.serve()
+
+    def responsive(self, timeout: float = 1.0) -> bool:
+        """The event loop runs a callback within ``timeout``: a loop blocked by a bug would
+        answer neither health checks nor webhooks, and a restart is what helps then."""
+        loop = self.loop
+        if loop is None or not self.thread.is_alive():
+            return False
+        future = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop)
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            return False
+        return True
 
     def start(self, timeout: float = 10.0) -> None:
         self.thread.start()

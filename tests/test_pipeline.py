@@ -524,3 +524,35 @@ def test_an_inline_push_the_store_could_not_record_is_finished_by_the_pool(make_
     wait_until(lambda: any(c[0] == "report" for c in fakes.CALLS["a"]), 10, what="the report")
     reports = [c for c in fakes.CALLS["a"] if c[0] == "report"]
     assert reports == [("report", (f"a-{doc}", True, None))]
+
+
+def test_a_stuck_web_loop_withholds_the_watchdog_ping(make_daemon, tmp_path, monkeypatch):
+    """RELIABILITY 5: while the web app's event loop is blocked (twice the ping interval and
+    more), no WATCHDOG=1 reaches systemd, so it would restart the service; pings resume after."""
+    import socket
+
+    from tests.daemon_proc import free_port
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # a ping every 0.5 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    daemon = make_daemon({"web": {"listen": f"127.0.0.1:{free_port()}"}})
+    sock.settimeout(5)
+    assert sock.recv(64) == b"WATCHDOG=1"
+    assert daemon.web is not None and daemon.web.loop is not None
+    daemon.web.loop.call_soon_threadsafe(time.sleep, 3.0)
+    blocked_at = time.monotonic()
+    pings = []
+    sock.settimeout(0.2)
+    while time.monotonic() - blocked_at < 6:
+        try:
+            if sock.recv(64) == b"WATCHDOG=1":
+                pings.append(time.monotonic() - blocked_at)
+        except TimeoutError:
+            pass
+    sock.close()
+    during = [at for at in pings if 0.3 < at < 3.0]
+    assert during == [], pings
+    assert any(at > 3.0 for at in pings), pings
