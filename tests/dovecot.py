@@ -130,6 +130,7 @@ class Dovecot:
         users: Mapping[str, str] | None = None,
         *,
         oauth2_introspection_url: str | None = None,
+        imap_capability: str | None = None,
         workdir: Path | None = None,
     ) -> None:
         self.users: dict[str, str] = dict(DEFAULT_USERS if users is None else users)
@@ -137,6 +138,8 @@ class Dovecot:
             if not name or any(c in name + password for c in ":\n\r"):
                 raise ValueError(f"user {name!r}: names and passwords must not contain ':' or EOL")
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.imap_capability = imap_capability
+        """Replaces the CAPABILITY list after login, e.g. to play a server without MOVE."""
         self._own_workdir = workdir is None
         self.root = Path(workdir or tempfile.mkdtemp(prefix="docrelay-dovecot-"))
         self.imap_port = 0
@@ -352,6 +355,7 @@ passdb {{
   args = {root}/oauth2.conf.ext
 }}
 """
+        capability = f"imap_capability = {self.imap_capability}" if self.imap_capability else ""
         return f"""# Private test configuration written by tests/dovecot.py: complete on its own.
 base_dir = {root}/run
 state_dir = {root}/state
@@ -376,6 +380,7 @@ auth_verbose = yes
 # instead of 2 s, and repeated failures from 127.0.0.1 get no growing anvil penalty.
 auth_failure_delay = 0
 auth_cache_size = 0
+{capability}
 
 mail_location = maildir:~/Maildir:LAYOUT=fs
 mail_fsync = never
@@ -597,7 +602,11 @@ class DovecotFactory(Protocol):
     """What ``dovecot_factory`` yields: call it to get another started server."""
 
     def __call__(
-        self, users: Mapping[str, str] | None = None, *, oauth2_introspection_url: str | None = None
+        self,
+        users: Mapping[str, str] | None = None,
+        *,
+        oauth2_introspection_url: str | None = None,
+        imap_capability: str | None = None,
     ) -> Dovecot: ...
 
 
@@ -609,9 +618,16 @@ def _servers(tmp_path: Path) -> Iterator[DovecotFactory]:
     started: list[Dovecot] = []
 
     def make(
-        users: Mapping[str, str] | None = None, *, oauth2_introspection_url: str | None = None
+        users: Mapping[str, str] | None = None,
+        *,
+        oauth2_introspection_url: str | None = None,
+        imap_capability: str | None = None,
     ) -> Dovecot:
-        server = Dovecot(users, oauth2_introspection_url=oauth2_introspection_url)
+        server = Dovecot(
+            users,
+            oauth2_introspection_url=oauth2_introspection_url,
+            imap_capability=imap_capability,
+        )
         started.append(server)
         return server.start()
 
@@ -634,6 +650,7 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
 
 @pytest.fixture
 def dovecot_factory(tmp_path: Path) -> Iterator[DovecotFactory]:
-    """``make(users=None, *, oauth2_introspection_url=None) -> Dovecot``, started; all stopped."""
+    """``make(users=None, *, oauth2_introspection_url=None, imap_capability=None) -> Dovecot``,
+    started; all stopped."""
     with _servers(tmp_path) as make:
         yield make

@@ -21,7 +21,7 @@ from daemon.pipeline.intake import Intake
 from daemon.store.blobs import BlobStore
 from daemon.store.engine import ensure_schema, make_engine
 from tests.daemon_proc import wait_until
-from tests.dovecot import Dovecot, dovecot  # noqa: F401
+from tests.dovecot import Dovecot, dovecot, dovecot_factory  # noqa: F401
 from tests.invoices import one_page_pdf
 
 
@@ -543,3 +543,39 @@ def test_an_oversized_message_without_message_id_is_rejected_once_across_a_reset
     rows = h.rows("SELECT state, source_ref FROM docrelay_documents")
     assert len(rows) == 1 and rows[0].state == "rejected"
     assert rows[0].source_ref.startswith("envelope:")
+
+
+NO_MOVE = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS NAMESPACE UNSELECT LITERAL+"
+"""Dovecot's capabilities after login, less MOVE: a server where a move is COPY and delete."""
+
+
+def test_without_move_a_crash_between_copy_and_delete_copies_nothing_twice(
+    tmp_path, dovecot_factory
+):
+    server = dovecot_factory(imap_capability=NO_MOVE)
+    uids = [
+        server.append("alice", "INBOX", mail(n, [(f"m{n}.pdf", pdf_bytes(f"M{n}"))]))
+        for n in (21, 22)
+    ]
+    first = Harness(tmp_path, server, rules=[{"post_action": "none"}])
+    first.start()
+    wait_until(lambda: first.polled_after("INBOX", uids[-1]), 20, what="both taken")
+    first.stop()
+    # The crash: the first message was copied to Done, then the process died before deleting
+    # it and before the folder's progress was saved.
+    first.intake.save_state("invoices", "INBOX", {})
+    with server.session("alice") as client:
+        client.create_folder("Done")
+        client.select_folder("INBOX")
+        assert not client.has_capability("MOVE")
+        client.copy([uids[0]], "Done")
+    again = Harness(tmp_path, server, rules=[{"post_action": "move", "move_to": "Done"}])
+    again.start()
+    try:
+        wait_until(lambda: server.uids("alice", "INBOX") == [], 20, what="the move")
+    finally:
+        again.stop()
+        again.engine.dispose()
+        first.engine.dispose()
+    assert len(server.uids("alice", "Done")) == 2, "each message in Done once"
+    assert first.rows("SELECT COUNT(*) FROM documents")[0][0] == 2

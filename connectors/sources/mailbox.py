@@ -226,6 +226,7 @@ class _Taken:
     uid: int
     rule: MailRule | None
     outcome: str
+    message_id: str | None = None
 
 
 @dataclass
@@ -475,7 +476,7 @@ class MailboxSource(Source):
             if self._stopping.is_set() or not sink.hold_lease(self.lease, self._lease_seconds):
                 break
             taken = self._take_batch(client, folder, uidvalidity, batch)
-            self._post_actions(client, taken)
+            self._post_actions(client, folder, taken)
             sink.save_state(self.name, folder, {"uidvalidity": uidvalidity, "last_uid": batch[-1]})
         if not uids and state.get("uidvalidity") != uidvalidity:
             sink.save_state(self.name, folder, {"uidvalidity": uidvalidity, "last_uid": last})
@@ -508,8 +509,8 @@ class MailboxSource(Source):
                 raw = bodies.get(uid, {}).get(b"BODY[]")
                 if raw is None:  # expunged meanwhile
                     continue
-                outcome = self._take_message(folder, uidvalidity, uid, bytes(raw), rule)
-                taken.append(_Taken(uid, rule, outcome))
+                outcome, message_id = self._take_message(folder, uidvalidity, uid, bytes(raw), rule)
+                taken.append(_Taken(uid, rule, outcome, message_id))
         return taken
 
     def _rule_for(self, envelope: _Envelope) -> MailRule | None:
@@ -530,8 +531,8 @@ class MailboxSource(Source):
 
     def _take_message(
         self, folder: str, uidvalidity: int, uid: int, raw: bytes, rule: MailRule
-    ) -> str:
-        """Commit every part the rule takes; returns a word for the log."""
+    ) -> tuple[str, str | None]:
+        """Commit every part the rule takes; returns a word for the log and the Message-ID."""
         sink = self._sink
         assert sink is not None
         info, parts, notes = extract_parts(
@@ -560,10 +561,10 @@ class MailboxSource(Source):
             if notes:
                 reason += f" ({'; '.join(notes[:3])})"
             part = MailPart(0, _eml_name(info.subject), "message/rfc822", raw)
-            self._ingest(part, key, metadata, rule, rejection=reason)
-            return "rejected"
+            status = self._ingest(part, key, metadata, rule, rejection=reason)
+            return status.value, info.message_id
         outcomes = [self._ingest(p, key, metadata, rule, rejection=p.unsupported) for p in parts]
-        return ",".join(sorted({o.value for o in outcomes}))
+        return ",".join(sorted({o.value for o in outcomes})), info.message_id
 
     def _ingest(
         self,
@@ -636,17 +637,18 @@ class MailboxSource(Source):
 
     # ------------------------------------------------------------------ post-actions
 
-    def _post_actions(self, client: Any, taken: list[_Taken]) -> None:
+    def _post_actions(self, client: Any, folder: str, taken: list[_Taken]) -> None:
         """Once every part of these messages is committed; grouped into one command each."""
-        groups: dict[tuple[str, str], list[int]] = {}
+        groups: dict[tuple[str, str], list[_Taken]] = {}
         for item in taken:
             if item.rule is None or item.rule.post_action == "none":
                 continue
             rule = item.rule
             target = {"flag": rule.flag, "move": rule.move_to}.get(rule.post_action, "")
-            groups.setdefault((rule.post_action, target), []).append(item.uid)
+            groups.setdefault((rule.post_action, target), []).append(item)
         expunge: list[int] = []
-        for (action, target), uids in groups.items():
+        for (action, target), items in groups.items():
+            uids = [item.uid for item in items]
             if action == "seen":
                 client.add_flags(uids, [b"\\Seen"], silent=True)
             elif action == "flag":
@@ -656,8 +658,10 @@ class MailboxSource(Source):
                     client.create_folder(target)
                 if client.has_capability("MOVE"):
                     client.move(uids, target)
-                else:
-                    client.copy(uids, target)
+                else:  # COPY, then delete: a crash in between must not copy twice
+                    copied = self._copied_before(client, folder, target, items)
+                    if to_copy := [uid for uid in uids if uid not in copied]:
+                        client.copy(to_copy, target)
                     client.delete_messages(uids, silent=True)
                     expunge.extend(uids)
             elif action == "delete":
@@ -668,6 +672,25 @@ class MailboxSource(Source):
                 client.uid_expunge(expunge)
             else:
                 client.expunge()
+
+    def _copied_before(
+        self, client: Any, folder: str, target: str, items: list[_Taken]
+    ) -> set[int]:
+        """Of messages taken before a crash (their parts were committed already), those whose
+        copy is in ``target`` already, found by Message-ID: a server without MOVE gets COPY and
+        delete, and a crash between the two leaves the copy behind."""
+        again = [item for item in items if "already" in item.outcome and item.message_id]
+        if not again:
+            return set()
+        client.select_folder(target, readonly=True)
+        try:
+            return {
+                item.uid
+                for item in again
+                if client.search(["HEADER", "Message-ID", f"<{item.message_id}>"])
+            }
+        finally:
+            client.select_folder(folder)
 
     # ------------------------------------------------------------------ mailbox test
 
