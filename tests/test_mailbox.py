@@ -54,7 +54,9 @@ def mail(
 class Harness:
     """A mailbox source with a real intake on SQLite, pointed at one Dovecot user."""
 
-    def __init__(self, tmp_path: Path, server: Dovecot, **settings) -> None:
+    def __init__(
+        self, tmp_path: Path, server: Dovecot, *, busy_timeout_ms: int = 10_000, **settings
+    ) -> None:
         raw = {
             "store": {"url": f"sqlite:///{tmp_path}/d.db", "blob_dir": str(tmp_path / "blobs")},
             "web": {"enabled": False},
@@ -62,7 +64,7 @@ class Harness:
             "routes": [{"name": "all", "match": {}, "vendor": "local"}],
         }
         self.config = config_mod.validate(raw, Path("test.toml"))
-        self.engine = make_engine(raw["store"]["url"])
+        self.engine = make_engine(raw["store"]["url"], busy_timeout_ms=busy_timeout_ms)
         ensure_schema(self.engine)
         blobs = BlobStore(tmp_path / "blobs")
         blobs.prepare()
@@ -579,3 +581,28 @@ def test_without_move_a_crash_between_copy_and_delete_copies_nothing_twice(
         first.engine.dispose()
     assert len(server.uids("alice", "Done")) == 2, "each message in Done once"
     assert first.rows("SELECT COUNT(*) FROM documents")[0][0] == 2
+
+
+def test_a_locked_store_leaves_mail_on_the_server_until_it_is_back(harness, dovecot, caplog):
+    """RELIABILITY 24 for mail: another process locks the store; the message waits on the
+    server (one warning, no traceback) and is taken once the lock is gone."""
+    import sqlite3
+
+    h = harness(busy_timeout_ms=300)
+    source = h.start()
+    wait_until(lambda: source.health()["state"] == "ok", 20, what="connected")
+    locker = sqlite3.connect(h.tmp_path / "d.db", isolation_level=None)
+    with caplog.at_level(logging.WARNING, logger="connectors.sources.mailbox"):
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            uid = dovecot.append("alice", "INBOX", mail(31, [("late.pdf", pdf_bytes("L"))]))
+            wait_until(lambda: source.health()["state"] == "store_unavailable", 20, what="the wait")
+            assert "database is locked" in source.health()["reason"]
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        wait_until(lambda: h.polled_after("INBOX", uid), 20, what="taken after the lock")
+    assert [r.filename for r in h.rows("SELECT filename FROM documents")] == ["late.pdf"]
+    assert source.health()["state"] == "ok"
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].exc_info is None, caplog.text

@@ -221,7 +221,7 @@ def test_fixed_objects_link_by_absolute_urls():
 
 
 def test_upload_task_upload_annotation_flow_with_metadata():
-    with emulator(delay=0.4) as emu:
+    with emulator(delay=3.0) as emu:  # long enough to see `importing` on a busy machine
         emu.login()
         data = invoice(3)
         response = emu.upload(data, "März 🎁.pdf", {"docrelay_document_id": "doc-17"})

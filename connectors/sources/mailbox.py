@@ -45,6 +45,7 @@ from connectors.base import (
     Source,
     SourceName,
 )
+from connectors.errors import StoreUnavailable
 from connectors.sources.mailparts import (
     MailPart,
     Take,
@@ -57,6 +58,8 @@ from connectors.sources.oauth2 import PROVIDERS, OAuthError, OAuthRefused, Token
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+STORE_RETRY_SECONDS = 5.0
+"""How long a mailbox waits before trying again when the store refused a write."""
 PostAction = Literal["none", "seen", "flag", "move", "delete"]
 
 
@@ -382,6 +385,11 @@ class MailboxSource(Source):
                 if self._sink is not None:
                     self._sink.report_health(self.name, "auth_failed", str(exc))
                 self._wait(max(self.cfg.poll_interval, 300.0))
+            except StoreUnavailable as exc:  # locked or full: mail waits on the server
+                if self._state != "store_unavailable":
+                    log.warning("mailbox %s: %s; mail stays on the server", self.name, exc)
+                self._set_state("store_unavailable", str(exc))
+                self._wait(STORE_RETRY_SECONDS)
             except Exception as exc:
                 self._set_state("reconnecting", f"{type(exc).__name__}: {exc}")
                 log.warning("mailbox %s: %s; reconnecting in %.0f s", self.name, exc, pause)
