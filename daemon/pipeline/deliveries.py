@@ -13,10 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy.exc import OperationalError
 
 from connectors.base import (
     BBox,
     CanonicalResult,
+    DeliveryReceipt,
     Destination,
     ExportPayload,
     FieldValue,
@@ -147,6 +149,9 @@ class DeliveryRunner:
         submission row when the push was made inline by the vendor's own worker (None
         otherwise): that worker holds the row, so nothing needs reading back."""
         self.in_hand = InHand()
+        self._unrecorded: dict[int, DeliveryReceipt] = {}
+        """Pushes the destination took but the store could not record (it was locked or
+        full): the next run of the row records the receipt instead of pushing again."""
 
     def run(self, delivery_id: int, owner: str) -> None:
         table = ledger.deliveries
@@ -188,24 +193,30 @@ class DeliveryRunner:
         inline: Mapping[str, Any] | None,
     ) -> bool:
         actor = f"worker:{owner}"
-        crash_point("before_delivery")
+        receipt = self._unrecorded.pop(delivery["id"], None)
+        if receipt is None:
+            crash_point("before_delivery")
+            try:
+                receipt = self.destination.deliver(payload, delivery["idempotency_key"])
+            except Exception as error:
+                self._failed(delivery, error, owner, actor)
+                return False
+            crash_point("after_delivery_push")
         try:
-            receipt = self.destination.deliver(payload, delivery["idempotency_key"])
-        except Exception as error:
-            self._failed(delivery, error, owner, actor)
-            return False
-        crash_point("after_delivery_push")
-        self._set(
-            delivery,
-            DeliveryState.DELIVERED,
-            owner,
-            actor,
-            f"delivered to {self.name}: {receipt.ref}",
-            final=(True, None, inline),
-            downstream_ref=receipt.ref,
-            delivered_at=utcnow(),
-            error=None,
-        )
+            self._set(
+                delivery,
+                DeliveryState.DELIVERED,
+                owner,
+                actor,
+                f"delivered to {self.name}: {receipt.ref}",
+                final=(True, None, inline),
+                downstream_ref=receipt.ref,
+                delivered_at=utcnow(),
+                error=None,
+            )
+        except OperationalError:
+            self._unrecorded[delivery["id"]] = receipt  # the next run only records it
+            raise
         return True
 
     def _failed(self, delivery: dict[str, Any], error: Exception, owner: str, actor: str) -> None:
