@@ -41,14 +41,16 @@ def Emulator(root: Path, *args: str) -> EmulatorProcess:
     return EmulatorProcess("rossum", *args, log=root / "emulator.log")
 
 
-def rossum_config(root: Path, emulator: EmulatorProcess, *, webhooks: bool, port: int) -> Path:
+def rossum_config(
+    root: Path, emulator: EmulatorProcess, *, webhooks: bool, port: int, log_level: str = "info"
+) -> Path:
     vendor = emulator.vendor_toml(
         concurrency=4,
         poll_interval=1.0 if webhooks else 0.4,
         timeout=5,
         webhook_secret="emulator-secret" if webhooks else None,
     )
-    return write_config(root, port=port, extra=vendor, vendor="rossum_main")
+    return write_config(root, port=port, extra=vendor, vendor="rossum_main", log_level=log_level)
 
 
 def drop_invoices(inbox: Path, count: int, offset: int = 0) -> dict[str, object]:
@@ -114,13 +116,16 @@ def run_scenario(
     webhooks: bool,
     emulator_args: tuple[str, ...] = (),
     meanwhile: Callable[[DaemonProcess], None] | None = None,
+    log_level: str = "info",
 ) -> dict:
     """Drop the invoices and check every outcome; ``meanwhile`` runs while they are worked."""
     port = free_port()
     hook = ("--webhook-url", f"http://127.0.0.1:{port}/webhooks/rossum_main") if webhooks else ()
     emulator = Emulator(tmp_path, "--delay", "0.5", "--rate-limit", "0", *hook, *emulator_args)
     try:
-        config = rossum_config(tmp_path, emulator, webhooks=webhooks, port=port)
+        config = rossum_config(
+            tmp_path, emulator, webhooks=webhooks, port=port, log_level=log_level
+        )
         daemon = DaemonProcess(config).start()
         try:
             specs = drop_invoices(tmp_path / "inbox", DOCS)
@@ -206,10 +211,31 @@ def test_rossum_polling_only(tmp_path):
 
 
 def test_rossum_with_a_fifth_of_responses_failing(tmp_path):
+    """Also RELIABILITY 31: at log level debug, with errors on every path, neither the log nor
+    what the store keeps of errors holds the password, the webhook secret or a bearer token."""
     stats = run_scenario(
-        tmp_path, webhooks=True, emulator_args=("--fail-rate", "0.2", "--seed", "7")
+        tmp_path,
+        webhooks=True,
+        emulator_args=("--fail-rate", "0.2", "--seed", "7"),
+        log_level="debug",
     )
     assert sum(stats["faults"].values()) > 0, "faults were injected"
+    engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
+    with engine.connect() as conn:
+        kept = [
+            str(value)
+            for query in (
+                "SELECT error FROM submissions", "SELECT error FROM deliveries",
+                "SELECT error FROM feedback", "SELECT message FROM events",
+            )
+            for (value,) in conn.execute(text(query))
+        ]  # fmt: skip
+    engine.dispose()
+    log = (tmp_path / "daemon.log").read_text()
+    assert " DEBUG " in log and "emulated fault" in log  # debug on, errors logged
+    for text_ in [log, *kept]:
+        for secret in ('password": "secret', "= secret", "emulator-secret", "Bearer "):
+            assert secret not in text_, (secret, text_[:2000])
 
 
 def test_rossum_daemon_killed_and_restarted_mid_run(tmp_path):
