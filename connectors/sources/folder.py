@@ -490,9 +490,9 @@ class FolderSource(Source):
         self._rejected_ids: set[int] | None = None
         """Documents with a reason file in the failed folder; read from there on first use."""
         self._unreadable: dict[Path, str] = {}
+        """Last read error per path, so a file we may not read is complained about once."""
         self._store_down = False
         """The last attempt found the store unavailable (warned once per outage)."""
-        """Last read error per path, so a file we may not read is complained about once."""
         self._rescan_requested = False
         self._stopping = False
         self._started = False
@@ -1047,9 +1047,9 @@ class FolderSource(Source):
                     self._drop(path)
 
     def _wait_for_store(self, exc: StoreUnavailable, due: list[Path]) -> None:
-        """The store refuses writes for now (another process holds its lock): the due files
-        stay where they are and are looked at again in a few seconds, instead of each waiting
-        out the busy timeout in turn. One warning per outage."""
+        """The store refuses writes for now (locked by another process, or its disk is full):
+        the due files stay where they are and are looked at again in a few seconds, instead of
+        each waiting out the busy timeout in turn. One warning per outage."""
         if not self._store_down:
             log.warning(
                 "folder %s: %s; files wait in place and are tried again every %g s",
