@@ -188,9 +188,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     data = status.summary(open_store(config))
+    data["daemon"] = status.live(config)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
+    print(status.live_line(data["daemon"]))
     print("documents: " + (", ".join(f"{k} {v}" for k, v in data["documents"].items()) or "none"))
     if data["submissions"]:
         print("\nsubmissions:")

@@ -1,12 +1,16 @@
-"""What `docrelay status`, the health endpoint and /metrics report, read from the store."""
+"""What `docrelay status`, the health endpoint and /metrics report, read from the store (and,
+for `docrelay status`, what the running daemon says of itself)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import Engine, func, select
 
+from daemon.config import Config
 from daemon.pipeline import ledger
 from daemon.pipeline.states import ACTIVE
 from daemon.store.engine import reader
@@ -93,6 +97,46 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
         "last_errors": last_errors,
         "connectors": health,
     }
+
+
+def live(config: Config, timeout: float = 2.0) -> dict[str, Any]:
+    """What the running daemon says of itself (its /healthz), or why it cannot be asked."""
+    web = config.core.web
+    if not web.enabled:
+        return {"running": None, "reason": "the web app is off: no live state to ask for"}
+    host, _, port = web.listen.rpartition(":")
+    if port == "0":
+        return {"running": None, "reason": "web.listen has port 0: no fixed address to ask"}
+    wildcard = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}  # noqa: S104
+    host = wildcard.get(host, host)  # listening everywhere: ask on loopback
+    url = f"http://{host}:{port}/healthz"
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return {"running": False, "reason": f"nothing answers at {url} ({type(exc).__name__})"}
+    try:
+        body = response.json()
+    except ValueError:
+        return {"running": None, "reason": f"{url} answered {response.status_code}, not JSON"}
+    return {"running": True, "url": url, **body}
+
+
+def live_line(state: Mapping[str, Any]) -> str:
+    """One line (more when something needs a person) for the terminal."""
+    if state.get("running") is not True:
+        return f"daemon: {'not running' if state.get('running') is False else 'unknown'}: " + str(
+            state.get("reason")
+        )
+    lines = [f"daemon: running, {state.get('status', '?')}"]
+    storage = state.get("storage") or {}
+    if storage.get("state", "ok") != "ok":
+        lines.append(f"  storage: {storage['state']}: {storage.get('reason')}")
+    for name, reason in (state.get("paused_vendors") or {}).items():
+        lines.append(f"  vendor {name}: paused: {reason}")
+    for name, source in (state.get("sources") or {}).items():
+        if isinstance(source, Mapping) and source.get("state") not in (None, "ok", "idle"):
+            lines.append(f"  source {name}: {source.get('state')}: {source.get('reason')}")
+    return "\n".join(lines)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -106,6 +106,8 @@ def test_cli_submit_wait_status_history_retry(tmp_path):
     assert status["documents"] == {"accepted": 3, "rejected": 1}
     human = cli(config, "status").stdout
     assert "local" in human and "done" in human
+    assert human.startswith("daemon: not running: nothing answers at http://127.0.0.1:")
+    assert status["daemon"]["running"] is False
 
     engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
     with engine.connect() as conn:
@@ -149,6 +151,10 @@ def test_web_endpoints_and_secret_redaction(tmp_path):
         assert 'docrelay_vendor_paused{vendor="local"} 0' in metrics
         assert "docrelay_scheduled_job_errors_total 0" in metrics
         assert "docrelay_scheduled_jobs_missed_total 0" in metrics
+        live = json.loads(cli(config, "status", "--json").stdout)["daemon"]
+        assert live["running"] is True and live["status"] == "ok"
+        assert live["storage"] == {"state": "ok"}
+        assert cli(config, "status").stdout.startswith("daemon: running, ok\n")
         status = httpx.get(f"{daemon.url}/status").json()
         assert status["submissions"] == [{"vendor": "local", "state": "done", "count": 1}]
         hook = httpx.post(f"{daemon.url}/webhooks/local", content=b"{}")
