@@ -486,8 +486,9 @@ class Daemon:
     def storage_health(self) -> dict[str, str]:
         """``disk_full`` (with the reason) while writes fail for want of space. Not a reason to
         withhold the watchdog ping: a restart would not make room."""
-        reason = self.intake.disk_full if self.intake is not None else None
-        return {"state": "disk_full", "reason": reason} if reason else {"state": "ok"}
+        if self.intake is None or self.intake.space_again():
+            return {"state": "ok"}
+        return {"state": "disk_full", "reason": self.intake.disk_full or ""}
 
     def poke_submission(self, profile: str, vendor_refs: Sequence[str]) -> int:
         """A webhook said something changed: make the submissions due now and wake a pool.

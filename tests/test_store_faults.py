@@ -102,7 +102,7 @@ def _fill(path: Path) -> None:
 def test_a_full_disk_keeps_files_in_place_and_work_resumes_with_space(tmp_path, small_disk):
     """RELIABILITY 25: the store's file system fills up. The file dropped meanwhile stays in
     the inbox, no temporary blob is left, /healthz says disk_full (still 200: a restart would
-    not make room), and once there is space again the file is taken and exported once."""
+    not make room) until there is room again, and then the file is taken and exported once."""
     config = write_config(tmp_path, store_url=f"sqlite:///{small_disk}/docrelay.db")
     config.write_text(
         config.read_text().replace(f'"{tmp_path}/var/blobs"', f'"{small_disk}/blobs"')
@@ -124,9 +124,12 @@ def test_a_full_disk_keeps_files_in_place_and_work_resumes_with_space(tmp_path, 
         assert "no space" in storage()["reason"].lower() or "full" in storage()["reason"]
         assert (inbox / "second.pdf").exists()
         assert list((small_disk / "blobs" / "tmp").iterdir()) == []
+        # Someone takes the file away and makes room: health recovers without a new document.
+        (inbox / "second.pdf").rename(tmp_path / "aside.pdf")
         (small_disk / "ballast").unlink()
-        wait_until(lambda: len(list(outbox.glob("*.json"))) == 2, 30, what="the second export")
         wait_until(lambda: storage()["state"] == "ok", 10, what="storage ok again")
+        (tmp_path / "aside.pdf").rename(inbox / "second.pdf")
+        wait_until(lambda: len(list(outbox.glob("*.json"))) == 2, 30, what="the second export")
         assert not (inbox / "second.pdf").exists()
     finally:
         assert daemon.stop() == 0

@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, bindparam, delete, insert, or_, select, update
@@ -80,13 +82,15 @@ def _store_errors(
         except OperationalError as exc:
             reason = f"the store is unavailable: {exc.orig}"
             if "disk is full" in str(exc.orig):
-                self.disk_full = reason
+                database = self.engine.url.database
+                self._out_of_space(reason, Path(database).parent if database else None)
             raise StoreUnavailable(reason) from exc
         except OSError as exc:
             if exc.errno not in DISK_FULL:
                 raise
-            self.disk_full = f"no space left for the blob store {self.blobs.root}: {exc.strerror}"
-            raise StoreUnavailable(self.disk_full) from exc
+            reason = f"no space left for the blob store {self.blobs.root}: {exc.strerror}"
+            self._out_of_space(reason, self.blobs.root)
+            raise StoreUnavailable(reason) from exc
         if method.__name__ == "ingest":
             self.disk_full = None
         return result
@@ -120,7 +124,28 @@ class Intake:
         self._releases: list[tuple[int, Any]] = []
         self._releases_lock = threading.Lock()
         self.disk_full: str | None = None
-        """Why the last write failed for want of space, until an ingest succeeds again."""
+        """Why the last write failed for want of space, until an ingest succeeds again or
+        the file system has room again (``space_again``)."""
+        self._full_dir: Path | None = None
+
+    def _out_of_space(self, reason: str, directory: Path | None) -> None:
+        self.disk_full, self._full_dir = reason, directory
+
+    def space_again(self) -> bool:
+        """Whether the file system that ran full has room again (5 % of it, at most 64 MiB,
+        free): clears ``disk_full`` then, so health recovers without waiting for a document."""
+        if self.disk_full is None:
+            return True
+        if self._full_dir is None:
+            return False
+        try:
+            usage = shutil.disk_usage(self._full_dir)
+        except OSError:
+            return False
+        if usage.free < min(64 * 1024 * 1024, usage.total // 20):
+            return False
+        self.disk_full = None
+        return True
 
     @_store_errors
     def ingest(self, item: IntakeItem) -> IngestOutcome:
