@@ -42,10 +42,8 @@ def test_an_external_exclusive_lock_delays_work_but_loses_nothing(tmp_path):
         wait_until(lambda: documents() > 3, 30, interval=0.01, what="the next document row")
         locker.execute("BEGIN EXCLUSIVE")
         try:
-            exported = len(list(outbox.glob("*.json")))
             time.sleep(10)
             assert documents() < 13, "the lock came too late to meet work in progress"
-            assert len(list(outbox.glob("*.json"))) <= exported + 1  # one push may be underway
         finally:
             locker.execute("ROLLBACK")
             locker.close()
