@@ -158,3 +158,13 @@ def test_an_upgrade_from_0001_resumes_the_work_in_flight(tmp_path, store_url):
         states = conn.execute(text("SELECT state FROM submissions ORDER BY id")).scalars().all()
     assert states == ["done", "done"]
     engine.dispose()
+
+
+def test_sqlite_commits_are_synced_before_they_return(tmp_path):
+    """RELIABILITY 26: sources release files and mail right after the intake commit, so a
+    commit must survive a power cut, not only a crash of the process (synchronous=FULL)."""
+    engine = store_engine.make_engine(f"sqlite:///{tmp_path}/s.db")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()

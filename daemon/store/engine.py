@@ -73,7 +73,11 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk before it returns, even in WAL mode. Sources release what
+        # they offered (delete or move a file, move or delete a mail) right after the intake
+        # commit; under NORMAL a power cut could undo that commit after the release. The cost
+        # is about 5 % in bench_folder (84.7 against 89.3 docs/s, medians of 3 runs).
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
