@@ -42,6 +42,12 @@ MIB = 1024 * 1024
 # --------------------------------------------------------------------------- helpers
 
 
+def moved(inbox: Path, rel: str) -> bool:
+    """The release is done: ``rel`` is in processed/ and gone from the inbox (a move links the
+    file into processed/ first, then unlinks the original)."""
+    return os.path.lexists(inbox / "processed" / rel) and not os.path.lexists(inbox / rel)
+
+
 def pdf_bytes(text: str = "hello") -> bytes:
     """A tiny PDF as far as the checks care: the header, some body, the end marker."""
     body = f"1 0 obj << /Type /Catalog /Note ({text}) >> endobj\ntrailer << /Root 1 0 R >>\n"
@@ -171,7 +177,7 @@ def test_file_is_taken_and_moved_to_processed(start_source: Factory) -> None:
     content = pdf_bytes("invoice 1")
     (inbox / "invoice.pdf").write_bytes(content)
 
-    wait_for(lambda: (inbox / "processed" / "invoice.pdf").exists(), what="processed")
+    wait_for(lambda: moved(inbox, "invoice.pdf"), what="processed")
     assert not (inbox / "invoice.pdf").exists()
     seen = sink.get("invoice.pdf")
     assert seen.data == content
@@ -286,12 +292,13 @@ def test_processed_and_failed_are_not_scanned_in_recursive_mode(
     (inbox / "sub" / "deeper" / "nested.pdf").write_bytes(pdf_bytes("nested"))
 
     source, sink, _ = start_source(recursive=True)
-    wait_for(lambda: (inbox / "processed" / "sub" / "deeper" / "nested.pdf").exists(), what="moved")
+    wait_for(lambda: moved(inbox, "sub/deeper/nested.pdf"), what="moved")
     assert sink.refs() == ["sub/deeper/nested.pdf"]
 
     (inbox / "new" / "dir").mkdir(parents=True)  # a folder created later is watched too
     (inbox / "new" / "dir" / "late.pdf").write_bytes(pdf_bytes("late"))
-    wait_for(lambda: "new/dir/late.pdf" in sink.refs(), what="file in new folder")
+    wait_for(lambda: moved(inbox, "new/dir/late.pdf"), what="file in new folder")
+    assert "new/dir/late.pdf" in sink.refs()
     assert source.scan() == 0
     assert (inbox / "failed" / "bad.pdf").exists()
 
@@ -342,7 +349,7 @@ def test_truncated_pdf_is_waited_for_and_taken_when_completed(start_source: Fact
         assert sink.refs() == []
     with path.open("ab") as stream:
         stream.write(content[-8:])
-    wait_for(lambda: (inbox / "processed" / "growing.pdf").exists(), what="taken")
+    wait_for(lambda: moved(inbox, "growing.pdf"), what="taken")
     assert sink.get("growing.pdf").data == content
     assert sink.get("growing.pdf").item.rejection is None
 
@@ -450,7 +457,7 @@ def test_symlinks_are_skipped(start_source: Factory, tmp_path: Path) -> None:
     (inbox / "alias.pdf").symlink_to(inbox / "inner.pdf")
 
     source, sink, _ = start_source(recursive=True)
-    wait_for(lambda: (inbox / "processed" / "inner.pdf").exists(), what="real file taken")
+    wait_for(lambda: moved(inbox, "inner.pdf"), what="real file taken")
     assert source.scan() == 0
     time.sleep(SETTLE * 2)
     assert sink.refs() == ["inner.pdf"]
@@ -498,8 +505,8 @@ def test_polling_mode(start_source: Factory) -> None:
     (inbox / "polled.pdf").write_bytes(pdf_bytes("polled"))
     (inbox / "sub").mkdir()
     (inbox / "sub" / "deep.pdf").write_bytes(pdf_bytes("deep"))
-    wait_for(lambda: (inbox / "processed" / "polled.pdf").exists(), what="taken by polling")
-    wait_for(lambda: (inbox / "processed" / "sub" / "deep.pdf").exists(), what="subfolder")
+    wait_for(lambda: moved(inbox, "polled.pdf"), what="taken by polling")
+    wait_for(lambda: moved(inbox, "sub/deep.pdf"), what="subfolder")
     assert sorted(sink.refs()) == ["polled.pdf", "sub/deep.pdf"]
 
 
@@ -517,7 +524,7 @@ def test_inotify_failure_falls_back_to_polling(
     assert "polling" in errors[0].getMessage()
     assert source.health()["watch_mode"] == "polling"
     (inbox / "fallback.pdf").write_bytes(pdf_bytes("fallback"))
-    wait_for(lambda: (inbox / "processed" / "fallback.pdf").exists(), what="taken by polling")
+    wait_for(lambda: moved(inbox, "fallback.pdf"), what="taken by polling")
 
 
 def test_scan_finds_files_when_events_are_lost(
@@ -529,7 +536,7 @@ def test_scan_finds_files_when_events_are_lost(
     time.sleep(SETTLE * 3)
     assert sink.refs() == []
     assert source.scan() == 1
-    wait_for(lambda: (inbox / "processed" / "missed.pdf").exists(), what="taken after scan")
+    wait_for(lambda: moved(inbox, "missed.pdf"), what="taken after scan")
 
 
 def test_scan_restarts_a_watch_that_died(start_source: Factory) -> None:
@@ -540,7 +547,7 @@ def test_scan_restarts_a_watch_that_died(start_source: Factory) -> None:
     assert source.scan() == 0
     assert source.health()["watching"]
     (inbox / "after-restart.pdf").write_bytes(pdf_bytes("after restart"))
-    wait_for(lambda: (inbox / "processed" / "after-restart.pdf").exists(), what="taken")
+    wait_for(lambda: moved(inbox, "after-restart.pdf"), what="taken")
 
 
 def test_sink_error_leaves_the_file_for_the_next_scan(
@@ -559,7 +566,7 @@ def test_sink_error_leaves_the_file_for_the_next_scan(
     assert source.health()["pending"] == 0
 
     assert source.scan() == 1
-    wait_for(lambda: (inbox / "processed" / "retry.pdf").exists(), what="taken on rescan")
+    wait_for(lambda: moved(inbox, "retry.pdf"), what="taken on rescan")
     assert sink.refs() == ["retry.pdf"]
     assert sink.released == [1]
 
@@ -702,7 +709,7 @@ def test_empty_file_is_waited_for_and_taken_once_written(start_source: Factory) 
     assert path.exists()
     assert sink.refs() == []
     path.write_bytes(pdf_bytes("written late"))
-    wait_for(lambda: (inbox / "processed" / "late.pdf").exists(), what="taken")
+    wait_for(lambda: moved(inbox, "late.pdf"), what="taken")
     assert sink.get("late.pdf").item.rejection is None
     assert not names(inbox / "failed")
 
