@@ -423,17 +423,17 @@ class Daemon:
         row = queue_export_status(conn, delivery, profile, lease=lease)
         if row is None:
             return None
-        if runner is not None and inline is not None:
-            target = inline
+        if runner is None or inline is None:
+            return lambda: self.wake_feedback(profile)
+        known = (row, inline)
 
-            def send_now() -> None:
-                try:
-                    runner.run(row["id"], self.owner, known=(row, target))
-                except OperationalError:  # sent, perhaps, but not recorded: leased to us
-                    self.feedback_pools[profile].adopt(row["id"])
+        def send_now() -> None:
+            try:
+                runner.run(row["id"], self.owner, known=known)
+            except OperationalError:  # sent, perhaps, but not recorded: leased to us
+                self.feedback_pools[profile].adopt(row["id"])
 
-            return send_now
-        return lambda: self.wake_feedback(profile)
+        return send_now
 
     def pause_profile(self, profile: str, reason: str) -> None:
         """Credentials refused: hold this profile's queue, keep the others running."""

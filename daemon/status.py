@@ -123,10 +123,10 @@ def live(config: Config, timeout: float = 2.0) -> dict[str, Any]:
 
 def live_line(state: Mapping[str, Any]) -> str:
     """One line (more when something needs a person) for the terminal."""
-    if state.get("running") is not True:
-        return f"daemon: {'not running' if state.get('running') is False else 'unknown'}: " + str(
-            state.get("reason")
-        )
+    running = state.get("running")
+    if running is not True:
+        word = "not running" if running is False else "unknown"
+        return f"daemon: {word}: {state.get('reason')}"
     lines = [f"daemon: running, {state.get('status', '?')}"]
     storage = state.get("storage") or {}
     if storage.get("state", "ok") != "ok":

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from connectors.base import (
@@ -37,11 +37,6 @@ log = logging.getLogger(__name__)
 documents = Document.__table__
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
-SET_BY_OWNER = update(ledger.deliveries).where(
-    ledger.deliveries.c.id == bindparam("w_id"),
-    ledger.deliveries.c.lease_owner == bindparam("w_owner"),
-)
-"""Ends a push attempt; its SET columns come from the parameters."""
 
 
 def load_result(conn: ledger.Connection, extraction_id: int) -> CanonicalResult:
@@ -148,7 +143,7 @@ class DeliveryRunner:
         commit (sending it, or waking the worker that sends it). Its last argument is the
         submission row when the push was made inline by the vendor's own worker (None
         otherwise): that worker holds the row, so nothing needs reading back."""
-        self.in_hand = InHand()
+        self.in_hand = InHand("delivery")
         self._unrecorded: dict[int, DeliveryReceipt] = {}
         """Pushes the destination took but the store could not record (it was locked or
         full): the next run of the row records the receipt instead of pushing again."""
@@ -178,12 +173,7 @@ class DeliveryRunner:
         (see Destination.inline).
         """
         with self.in_hand.hold(delivery["id"]) as mine:
-            if not mine:
-                log.warning(
-                    "delivery %s is still being pushed here; not pushed twice", delivery["id"]
-                )
-                return False
-            return self._push(delivery, payload, owner, inline)
+            return mine and self._push(delivery, payload, owner, inline)
 
     def _push(
         self,
@@ -269,18 +259,9 @@ class DeliveryRunner:
     ) -> None:
         after: Callable[[], None] | None = None
         with self.engine.begin() as conn:
-            result = conn.execute(
-                SET_BY_OWNER,
-                {
-                    "state": state,
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    **values,
-                    "w_id": delivery["id"],
-                    "w_owner": owner,
-                },
-            )
-            if result.rowcount != 1:
+            if not ledger.end_lease(
+                conn, ledger.deliveries, delivery["id"], owner, state, **values
+            ):
                 log.warning("lost the lease on delivery %s", delivery["id"])
                 return
             ledger.event(

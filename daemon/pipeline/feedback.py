@@ -47,9 +47,6 @@ DELIVERY_OUTCOMES = select(
 ).where(_dl.c.submission_id == bindparam("submission_id"))
 """How many deliveries of a submission are still open, and how many ended dead."""
 INSERT_FEEDBACK = feedback_t.insert().returning(feedback_t.c.id)
-FINISH_BY_OWNER = update(feedback_t).where(
-    feedback_t.c.id == bindparam("w_id"), feedback_t.c.lease_owner == bindparam("w_owner")
-)
 SELECT_TARGET = select(ledger.submissions.c.vendor_ref, ledger.submissions.c.vendor_data).where(
     ledger.submissions.c.id == bindparam("submission_id")
 )
@@ -165,15 +162,14 @@ def queue_export_status(
     deliveries are still open). ``lease`` (owner, seconds) hands the row to the caller, which
     sends it itself right after the commit.
     """
-    dl = ledger.deliveries
     submission_id = delivery["submission_id"]
     open_count, failed = conn.execute(DELIVERY_OUTCOMES, {"submission_id": submission_id}).one()
     if open_count:
         return None
     if failed:
         errors = conn.execute(
-            select(dl.c.destination, dl.c.error).where(
-                dl.c.submission_id == submission_id, dl.c.state == DeliveryState.DEAD
+            select(_dl.c.destination, _dl.c.error).where(
+                _dl.c.submission_id == submission_id, _dl.c.state == DeliveryState.DEAD
             )
         ).all()
         status = "failed_export"
@@ -212,7 +208,7 @@ class FeedbackRunner:
         self.vendor = vendor
         self.profile = profile
         self.settings = settings
-        self.in_hand = InHand()
+        self.in_hand = InHand("feedback")
 
     def run(
         self,
@@ -224,10 +220,8 @@ class FeedbackRunner:
         """Send one leased row (with its leasable siblings). ``known`` is (the row, its
         submission) when the caller has both in hand, e.g. a row it just queued."""
         with self.in_hand.hold(feedback_id) as mine:
-            if not mine:
-                log.warning("feedback %s is still being sent here; not sent twice", feedback_id)
-                return
-            self._run(feedback_id, owner, known)
+            if mine:
+                self._run(feedback_id, owner, known)
 
     def _run(
         self,
@@ -332,18 +326,7 @@ class FeedbackRunner:
     ) -> None:
         with self.engine.begin() as conn:
             for row in rows:
-                result = conn.execute(
-                    FINISH_BY_OWNER,
-                    {
-                        "state": state,
-                        "lease_owner": None,
-                        "lease_expires_at": None,
-                        **values,
-                        "w_id": row["id"],
-                        "w_owner": owner,
-                    },
-                )
-                if result.rowcount != 1:
+                if not ledger.end_lease(conn, feedback_t, row["id"], owner, state, **values):
                     continue
                 kind = row["kind"]
                 what = row["field"] if kind == FeedbackKind.CORRECTION else row["new_value"]

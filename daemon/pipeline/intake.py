@@ -73,7 +73,7 @@ def _store_errors(
 ) -> Callable[Concatenate[Intake, P], R]:
     """Sources meet a locked, unreachable or full store as StoreUnavailable, an error they know
     how to wait out, not as a database driver's or the file system's exception. A full disk is
-    also remembered for /healthz until an ingest succeeds again."""
+    also remembered for /healthz (``Intake.disk_full``)."""
 
     @functools.wraps(method)
     def wrapper(self: Intake, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -91,8 +91,6 @@ def _store_errors(
             reason = f"no space left for the blob store {self.blobs.root}: {exc.strerror}"
             self._out_of_space(reason, self.blobs.root)
             raise StoreUnavailable(reason) from exc
-        if method.__name__ == "ingest":
-            self.disk_full = None
         return result
 
     return wrapper
@@ -149,6 +147,11 @@ class Intake:
 
     @_store_errors
     def ingest(self, item: IntakeItem) -> IngestOutcome:
+        outcome = self._ingest(item)
+        self.disk_full = None  # it got in: there was room
+        return outcome
+
+    def _ingest(self, item: IntakeItem) -> IngestOutcome:
         with item.open() as stream:
             try:
                 sha, size = self.blobs.put_stream(stream, max_bytes=self.max_bytes)

@@ -7,7 +7,7 @@ out (and whose item someone else took over) changes nothing: the UPDATE matches 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy import (
     update,
 )
 
-from daemon.pipeline.states import ACTIVE, DELIVERY_ACTIVE, check
+from daemon.pipeline.states import ACTIVE, check
 from daemon.store.models import (
     Delivery,
     Event,
@@ -57,6 +57,33 @@ MOVE_BY_OWNER = update(submissions).where(
 MOVE_ANY_OWNER = update(submissions).where(
     submissions.c.id == bindparam("w_id"), submissions.c.state == bindparam("w_state")
 )
+
+
+@functools.cache
+def _end_by_owner(table: Any) -> Any:
+    return update(table).where(
+        table.c.id == bindparam("w_id"), table.c.lease_owner == bindparam("w_owner")
+    )
+
+
+def end_lease(
+    conn: Connection, table: Any, row_id: int, owner: str, state: str, **values: Any
+) -> bool:
+    """Set a leased outbox row's state (and ``values``) and give its lease back; False when
+    the row is no longer this owner's. The statement is built once per table; its SET
+    columns come from the parameters."""
+    result = conn.execute(
+        _end_by_owner(table),
+        {
+            "state": state,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            **values,
+            "w_id": row_id,
+            "w_owner": owner,
+        },
+    )
+    return result.rowcount == 1
 
 
 class LeaseLost(RuntimeError):
@@ -352,11 +379,9 @@ def lease_due(
 
 
 def next_due(
-    conn: Connection, table: Any, column: Any, key: str, active: Any = None
+    conn: Connection, table: Any, column: Any, key: str, active: Iterable[str]
 ) -> datetime | None:
     """When the earliest waiting item of a profile/destination becomes claimable (None: never)."""
-    if active is None:
-        active = ACTIVE if table is submissions else DELIVERY_ACTIVE
     row = conn.execute(
         _next_due_query(table, column.name), {"key": key, "active": sorted(active)}
     ).one()

@@ -131,7 +131,7 @@ class SubmissionRunner:
         self.hooks = hooks
         self.fresh: set[int] = set()
         """Submissions this process just moved from `queued` to `uploading` (first attempts)."""
-        self.in_hand = InHand()
+        self.in_hand = InHand("submission")
 
     # ------------------------------------------------------------------ entry point
 
@@ -140,10 +140,6 @@ class SubmissionRunner:
         with self.in_hand.hold(submission_id) as mine:
             if mine:
                 self._run(submission_id, owner)
-            else:
-                log.warning(
-                    "submission %s is still being worked on here; not run twice", submission_id
-                )
 
     def _run(self, submission_id: int, owner: str) -> None:
         with self.reader.connect() as conn:

@@ -36,16 +36,21 @@ class InHand:
     would pass the owner checks: the second one steps aside here instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, what: str) -> None:
+        self.what = what
+        """The rows' name in the log: ``submission``, ``delivery``, ``feedback``."""
         self._ids: set[int] = set()
         self._lock = threading.Lock()
 
     @contextmanager
     def hold(self, item_id: int) -> Iterator[bool]:
-        """Yields True when this thread has the row to itself (and keeps it until the end)."""
+        """Yields True when this thread has the row to itself (and keeps it until the end);
+        False, with a warning, when another thread of this process is still working on it."""
         with self._lock:
             mine = item_id not in self._ids
             self._ids.add(item_id)
+        if not mine:
+            log.warning("%s %s is still being worked on here; not run twice", self.what, item_id)
         try:
             yield mine
         finally:
