@@ -27,7 +27,6 @@ from connectors.base import (
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
-from daemon.pipeline.retry import delay_after
 from daemon.pipeline.workers import InHand
 from daemon.store.engine import reader
 from daemon.store.models import DeliveryState, Document, FieldRow, LineItemRow, utcnow
@@ -210,39 +209,33 @@ class DeliveryRunner:
         return True
 
     def _failed(self, delivery: dict[str, Any], error: Exception, owner: str, actor: str) -> None:
-        action = states.classify(error)
-        attempts = delivery["attempts"] + 1
-        message = f"{type(error).__name__}: {error}"
+        verdict = states.verdict(error, delivery["attempts"], self.settings, states.DELIVERY_LANE)
         if not states.is_expected(error):
             log.error("unexpected error delivering %s", delivery["id"], exc_info=error)
         else:
             log.warning("delivery %s to %s failed: %s", delivery["id"], self.name, error)
-        if action == "reject" or attempts >= self.settings.max_attempts:
-            reason = (
-                message if action == "reject" else f"gave up after {attempts} attempts: {message}"
-            )
+        assert verdict.state is not None  # outbox rows always wait in a state of their own
+        if verdict.final:
             self._set(
                 delivery,
-                DeliveryState.DEAD,
+                verdict.state,
                 owner,
                 actor,
-                reason,
-                final=(False, reason, None),
-                attempts=attempts,
-                error=reason,
+                verdict.reason,
+                final=(False, verdict.reason, None),
+                attempts=verdict.attempts,
+                error=verdict.reason,
             )
             return
-        delay = delay_after(error, attempts, self.settings)
-        if action in ("pause", "wait"):
-            attempts -= 1  # not the export's fault; do not burn an attempt
+        delay = verdict.delay or 0.0
         self._set(
             delivery,
-            DeliveryState.FAILED,
+            verdict.state,
             owner,
             actor,
-            f"{message} (retry in {delay:.1f}s)",
-            attempts=attempts,
-            error=message,
+            f"{verdict.reason} (retry in {delay:.1f}s)",
+            attempts=verdict.attempts,
+            error=verdict.reason,
             next_attempt_at=utcnow() + timedelta(seconds=delay),
         )
 

@@ -20,7 +20,6 @@ from connectors.errors import TerminalError
 from connectors.normalize import normalize_field
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
-from daemon.pipeline.retry import delay_after
 from daemon.pipeline.workers import InHand
 from daemon.store.engine import reader
 from daemon.store.models import (
@@ -295,24 +294,27 @@ class FeedbackRunner:
         return list(siblings)
 
     def _failed(self, rows: Sequence[Mapping[str, Any]], error: Exception, owner: str) -> None:
-        action = states.classify(error)
-        message = f"{type(error).__name__}: {error}"
+        attempts = max(r["attempts"] for r in rows)
+        verdict = states.verdict(error, attempts, self.settings, states.FEEDBACK_LANE)
         if not states.is_expected(error):
             log.error("unexpected error sending feedback to %s", self.profile, exc_info=error)
         else:
-            log.warning("feedback to %s failed: %s", self.profile, message)
-        attempts = max(r["attempts"] for r in rows) + 1
-        if action == "reject" or attempts >= self.settings.max_attempts:
-            self._finish(rows, owner, FeedbackState.DEAD, message, attempts=attempts, error=message)
+            log.warning("feedback to %s failed: %s", self.profile, verdict.reason)
+        assert verdict.state is not None  # outbox rows always wait in a state of their own
+        if verdict.final:
+            self._finish(
+                rows, owner, verdict.state, verdict.reason, attempts=verdict.attempts,
+                error=verdict.reason,
+            )  # fmt: skip
             return
-        delay = delay_after(error, attempts, self.settings)
+        delay = verdict.delay or 0.0
         self._finish(
             rows,
             owner,
-            FeedbackState.FAILED,
-            f"{message} (retry in {delay:.1f}s)",
-            attempts=attempts,
-            error=message,
+            verdict.state,
+            f"{verdict.reason} (retry in {delay:.1f}s)",
+            attempts=verdict.attempts,
+            error=verdict.reason,
             next_attempt_at=utcnow() + timedelta(seconds=delay),
         )
 

@@ -24,7 +24,7 @@ from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.deliveries import DeliveryRunner, export_payload
 from daemon.pipeline.intake import Routed, queue_submission
-from daemon.pipeline.retry import delay_after, poll_delay
+from daemon.pipeline.retry import poll_delay
 from daemon.pipeline.workers import InHand
 from daemon.store.blobs import BlobStore
 from daemon.store.engine import RawJSON, reader
@@ -419,41 +419,41 @@ class SubmissionRunner:
     def _failed(
         self, sub: dict[str, Any], step: str, error: Exception, owner: str, actor: str
     ) -> None:
-        action = states.classify(error)
+        verdict = states.verdict(error, sub["attempts"], self.settings, states.SUBMISSION_LANE)
         if not states.is_expected(error):
             log.error("unexpected error in %s of submission %s", step, sub["id"], exc_info=error)
         else:
-            log.warning("submission %s (%s) %s: %s", sub["id"], self.profile, action, error)
+            log.warning(
+                "submission %s (%s) %s: %s", sub["id"], self.profile, verdict.outcome, error
+            )
         try:
-            if action == "reject":
-                self._reject(sub, owner, actor, str(error))
-            elif action == "pause":
-                self.hooks.auth_failed(self.profile, str(error))
-                self._release(sub, owner, delay=60.0, message=str(error), error_class="auth")
-            elif action == "wait":
-                self._release(sub, owner, delay=states.retry_after(error) or 5.0)
-            else:
-                self._retry_later(sub, error, owner, actor)
+            self._apply(sub, verdict, owner, actor)
         except ledger.LeaseLost:
             log.warning("lost the lease on submission %s while recording an error", sub["id"])
 
-    def _retry_later(self, sub: dict[str, Any], error: Exception, owner: str, actor: str) -> None:
-        attempts = sub["attempts"] + 1
-        message = f"{type(error).__name__}: {error}"
-        if attempts >= self.settings.max_attempts:
-            self._give_up(sub, owner, actor, f"gave up after {attempts} attempts: {message}")
-            return
-        delay = delay_after(error, attempts, self.settings)
-        state = sub["state"]
-        with self.engine.begin() as conn:
-            ledger.move_submission(
-                conn, sub, S.FAILED, owner=owner, actor=actor,
-                message=f"{message} (retry {attempts} in {delay:.1f}s)",
-                resume_state=state if state != S.FAILED else sub["resume_state"],
-                attempts=attempts, error=message, error_class="transient",
-                next_attempt_at=utcnow() + timedelta(seconds=delay),
-                lease_owner=None, lease_expires_at=None,
-            )  # fmt: skip
+    def _apply(self, sub: dict[str, Any], verdict: states.Verdict, owner: str, actor: str) -> None:
+        outcome = verdict.outcome
+        if verdict.state == S.REJECTED:
+            self._reject(sub, owner, actor, verdict.reason)
+        elif verdict.state == S.DEAD:
+            self._give_up(sub, owner, actor, verdict.reason)
+        elif outcome is states.Outcome.PAUSE:
+            self.hooks.auth_failed(self.profile, verdict.reason)
+            self._release(sub, owner, delay=verdict.delay or 0.0, message=verdict.reason,
+                          error_class="auth")  # fmt: skip
+        elif outcome is states.Outcome.WAIT:
+            self._release(sub, owner, delay=verdict.delay or 0.0)
+        else:
+            state = sub["state"]
+            with self.engine.begin() as conn:
+                ledger.move_submission(
+                    conn, sub, S.FAILED, owner=owner, actor=actor,
+                    message=f"{verdict.reason} (retry {verdict.attempts} in {verdict.delay:.1f}s)",
+                    resume_state=state if state != S.FAILED else sub["resume_state"],
+                    attempts=verdict.attempts, error=verdict.reason, error_class="transient",
+                    next_attempt_at=utcnow() + timedelta(seconds=verdict.delay or 0.0),
+                    lease_owner=None, lease_expires_at=None,
+                )  # fmt: skip
 
     def _release(
         self,

@@ -101,6 +101,9 @@ class FeedbackState(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     DEAD = "dead"
+    """Gave up after transient failures."""
+    REFUSED = "refused"
+    """The vendor refused it for good (its reason is the error); ``docrelay retry`` takes it."""
 
 
 class Document(Base):
