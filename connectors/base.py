@@ -15,8 +15,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Annotated, Any, ClassVar, Protocol
+from urllib.parse import quote
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # --------------------------------------------------------------------------- canonical model
 
@@ -38,8 +39,12 @@ DOCUMENT_FIELDS: tuple[str, ...] = (
     "order_number",
     "payment_reference",
     "payment_terms",
+    "amount_due",
 )
-"""Canonical document-level field names; anything else a vendor returns is kept as an extra."""
+"""Canonical document-level field names; anything else a vendor returns is kept as an extra.
+
+``amount_due`` is what is left to pay (Gini's ``amountToPay``), beside the invoice's
+``total_amount``: they differ after a prepayment or a credit."""
 
 LINE_ITEM_FIELDS: tuple[str, ...] = (
     "description",
@@ -51,18 +56,83 @@ LINE_ITEM_FIELDS: tuple[str, ...] = (
     "item_code",
 )
 
-AMOUNT_FIELDS = frozenset({"total_amount", "net_amount", "tax_amount"})
+AMOUNT_FIELDS = frozenset({"total_amount", "net_amount", "tax_amount", "amount_due"})
 DATE_FIELDS = frozenset({"issue_date", "due_date"})
 
 
 @dataclass(frozen=True, slots=True)
 class BBox:
-    """A box on a page in PDF points, origin top-left: (left, top, right, bottom)."""
+    """A box on a page in PDF points (1/72 inch), origin top-left: (left, top, right, bottom).
+
+    Every vendor's unit (page-image pixels, fractions of the page, points from the bottom) is
+    converted to this by its mapping, with the page's size in points kept beside it, so a box
+    can be drawn on a rendering of any resolution.
+    """
 
     left: float
     top: float
     right: float
     bottom: float
+    page_width: float | None = None
+    page_height: float | None = None
+
+    def inside_page(self, tolerance: float = 0.5) -> bool:
+        """The box is well-formed and, where the page size is known, lies on the page."""
+        if not (0 - tolerance <= self.left <= self.right and 0 - tolerance <= self.top):
+            return False
+        if self.top > self.bottom:
+            return False
+        if self.page_width is not None and self.right > self.page_width + tolerance:
+            return False
+        return self.page_height is None or self.bottom <= self.page_height + tolerance
+
+    @classmethod
+    def from_fractions(
+        cls,
+        left: float,
+        top: float,
+        right: float,
+        bottom: float,
+        *,
+        page_width: float,
+        page_height: float,
+    ) -> BBox:
+        """A box given in fractions (0..1) of the page."""
+        return cls(
+            left * page_width,
+            top * page_height,
+            right * page_width,
+            bottom * page_height,
+            page_width,
+            page_height,
+        )
+
+    @classmethod
+    def from_pixels(
+        cls,
+        left: float,
+        top: float,
+        right: float,
+        bottom: float,
+        *,
+        dpi: float,
+        page_width_px: float | None = None,
+        page_height_px: float | None = None,
+    ) -> BBox:
+        """A box in pixels of a page image rendered at ``dpi``."""
+        scale = 72.0 / dpi
+
+        def points(value: float | None) -> float | None:
+            return None if value is None else round(value * scale, 2)
+
+        return cls(
+            round(left * scale, 2),
+            round(top * scale, 2),
+            round(right * scale, 2),
+            round(bottom * scale, 2),
+            points(page_width_px),
+            points(page_height_px),
+        )
 
 
 @dataclass(slots=True)
@@ -84,11 +154,27 @@ class FieldValue:
     page: int | None = None
     bbox: BBox | None = None
     vendor_label: str | None = None
+    vendor_id: str | None = None
+    """The vendor's own id of this value (a Rossum datapoint id), for feedback that names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where a line item's value was read: what a document-level FieldValue carries itself."""
+
+    confidence: float | None = None
+    page: int | None = None
+    bbox: BBox | None = None
+    vendor_label: str | None = None
+    raw_text: str | None = None
 
 
 @dataclass(slots=True)
 class LineItem:
-    """One invoice line; amounts are exact decimals, ``tax_rate`` is a percentage (19 = 19 %)."""
+    """One invoice line; amounts are exact decimals, ``tax_rate`` is a percentage (19 = 19 %).
+
+    ``provenance`` maps a field name (``quantity``, ``extra.<label>`` …) to where it was read.
+    """
 
     line_no: int
     description: str | None = None
@@ -99,6 +185,7 @@ class LineItem:
     total_amount: Decimal | None = None
     item_code: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, Provenance] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -107,6 +194,12 @@ class CanonicalResult:
 
     fields: list[FieldValue] = field(default_factory=list)
     line_items: list[LineItem] = field(default_factory=list)
+    quality: dict[str, Any] = field(default_factory=dict)
+    """The vendor's own verdicts on the result (``all_required_fields_found`` …), verbatim."""
+    review: str | None = None
+    """Set when this result must wait for a person's review at the vendor before it counts
+    (DeepOpinion's human-in-the-loop): the reason. The engine keeps the submission in `review`
+    and takes the reviewed result as a new extraction version."""
 
     def get(self, name: str) -> FieldValue | None:
         """The first value of a field, or None."""
@@ -167,11 +260,131 @@ class ConnectorSettings(BaseModel):
     """Which connector implements this entry (see `docrelay connectors`)."""
 
 
+def check_mapping_targets(
+    value: dict[str, str], known: tuple[str, ...], key: str
+) -> dict[str, str]:
+    """A mapping override must name a canonical field or ``extra.<name>``."""
+    for label, target in value.items():
+        extra = target.startswith("extra.") and len(target) > len("extra.")
+        if target not in known and not extra:
+            raise ValueError(
+                f"{key}: {label!r} → {target!r} is neither a canonical field "
+                f"({', '.join(known)}) nor extra.<name>"
+            )
+    return value
+
+
+class VendorSettings(ConnectorSettings):
+    """What every vendor profile has, whatever the vendor: the engine reads these directly."""
+
+    concurrency: int = Field(2, ge=1)
+    """Worker threads of this profile talking to the vendor at the same time."""
+    max_in_flight: int | None = Field(None, ge=1)
+    """At most this many documents at the vendor at once (uploaded, not finished); new uploads
+    wait. Unset: no limit beyond ``concurrency``. Documents waiting for a person's review do
+    not count."""
+    poll_interval: float | None = Field(None, ge=0)
+    """First delay between status polls in seconds (later polls back off from it); unset: the
+    connector's own default."""
+    rate_limit: float | None = Field(None, gt=0)
+    """Requests per second at most, shared by every profile of the same account; unset: the
+    connector's own default."""
+    mapping: dict[str, str] = Field(default_factory=dict)
+    """Extra or overriding vendor label → canonical field (or ``extra.<name>``) entries."""
+    line_item_mapping: dict[str, str] = Field(default_factory=dict)
+    """Extra or overriding vendor label → canonical line-item field (or ``extra.<name>``)."""
+    delete_after_days: float | None = Field(None, gt=0)
+    """Delete the document at the vendor this many days after it was done (retention); off
+    when unset. docrelay's own store keeps everything."""
+    export_status: bool = True
+    """Tell the vendor what happened downstream (exported, or why not) where it takes that."""
+    review_timeout: float = Field(14.0, gt=0)
+    """Days a document may wait for a person's review at the vendor before docrelay gives up
+    on it (dead, or the route's fallback); polling keeps going until then."""
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_mapping_targets(value, DOCUMENT_FIELDS, "mapping")
+
+    @field_validator("line_item_mapping")
+    @classmethod
+    def _line_item_mapping(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_mapping_targets(value, LINE_ITEM_FIELDS, "line_item_mapping")
+
+
+class SourceSettings(ConnectorSettings):
+    """What every intake source has."""
+
+    name: SourceName
+    """This source's name: recorded with every document as where it came from, and what
+    routes match on."""
+    rescan_interval: float = Field(60.0, gt=0)
+    """Seconds between full reconcile passes (the safety net under events and IDLE)."""
+
+
+class DestinationSettings(ConnectorSettings):
+    """What every destination has."""
+
+
+# --------------------------------------------------------------------------- connectors
+
+
+@dataclass(slots=True)
+class ConnectorContext:
+    """What the engine lends every connector."""
+
+    name: str
+    """The configured name of this profile / destination / source."""
+    data_dir: Path
+    """A private directory this connector may use for state files."""
+    clock: Callable[[], float]
+    """Monotonic seconds; injectable so tests need no real sleep."""
+    public_url: str | None = None
+    """The address vendors reach the daemon's web app at (``web.public_url``, else the listen
+    address); None when the web app is off, so nothing can call back."""
+
+    def webhook_url(self, tail: str = "") -> str | None:
+        """The URL a vendor calls for this connector: ``<public_url>/webhooks/<name>[/<tail>]``
+        (a tail carries, e.g., an unguessable token for a vendor that does not sign)."""
+        if self.public_url is None:
+            return None
+        url = f"{self.public_url.rstrip('/')}/webhooks/{quote(self.name, safe='')}"
+        return f"{url}/{tail.lstrip('/')}" if tail else url
+
+
+class Connector(abc.ABC):
+    """What vendors, destinations and sources share: settings, context, a read-only probe."""
+
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[ConnectorSettings]]
+
+    def __init__(self, settings: ConnectorSettings, context: ConnectorContext) -> None:
+        self.settings = settings
+        self.context = context
+
+    def probe(self) -> list[str]:
+        """Check the configuration against the real system, changing nothing there: log in,
+        look at the account, the queue, the folder. Returns lines for a person to read.
+
+        MUST be read-only. Raises ``AuthFailed`` when credentials are refused and
+        ``TransientError`` when the system cannot be reached (``docrelay check`` exits 4 and 3).
+        """
+        return [f"{self.kind}: nothing to check beyond the configuration"]
+
+    def close(self) -> None:
+        """Release connections; called once at shutdown."""
+
+
 # --------------------------------------------------------------------------- vendors
 
 
 class PollStatus(enum.StrEnum):
     PROCESSING = "processing"
+    """The vendor is still working; ask again later."""
+    REVIEW = "review"
+    """The vendor waits for a person before there is a result (a split to confirm, a queue
+    that needs confirmation); ask again, with the review deadline, not the processing one."""
     READY = "ready"
     REJECTED = "rejected"
 
@@ -186,6 +399,13 @@ class SubmitResult:
 
     vendor_ref: str
     data: dict[str, Any] = field(default_factory=dict)
+    raw: Any = None
+    """For a vendor whose submit call answers with the result (synchronous extraction): the
+    result, as ``fetch`` would return it. The engine stores it as the extraction in the same
+    transaction that records the upload, and never calls ``poll`` or ``fetch`` for it."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """The vendor's other names for this submission (``{"review_id": "17"}``) by which its
+    webhooks may refer to it."""
 
 
 @dataclass(slots=True)
@@ -194,9 +414,15 @@ class PollResult:
 
     status: PollStatus
     reason: str | None = None
+    """Why it was rejected, or what a review waits for."""
     retry_after: float | None = None
     data: dict[str, Any] | None = None
     """Replaces the submission's stored vendor data when not None."""
+    vendor_ref: str | None = None
+    """Replaces the submission's vendor reference when not None (an upload task that has
+    become a document, so later webhooks naming the document find it)."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """More names for the submission, as ``SubmitResult.keys``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,43 +434,90 @@ class VendorCapabilities:
     export_status: bool = False
     """`report_delivery` tells the vendor what happened downstream."""
     reconcile_uploads: bool = False
-    """`submit` looks up an earlier upload of the same document before uploading again."""
+    """`submit` looks up an earlier upload of the same document before uploading again. A
+    vendor without it may be sent a document twice after a crash or an unanswered upload (the
+    engine records that doubt in the document's history)."""
     poll_interval: float = 5.0
     """First delay between status polls, in seconds; later polls back off from it."""
 
 
 @dataclass(frozen=True, slots=True)
-class WebhookHint:
-    """A verified webhook call, reduced to "go and look at this vendor reference"."""
+class WebhookRequest:
+    """A call to ``/webhooks/<profile>[/<tail>]``, as the connector gets to judge it."""
 
-    vendor_ref: str
-    event: str
+    method: str
+    headers: Mapping[str, str]
+    """Header names in lower case."""
+    body: bytes
+    tail: str = ""
+    """The path below ``/webhooks/<profile>/`` (e.g. a token the connector put there)."""
+    query: Mapping[str, str] = field(default_factory=dict)
+    client: str | None = None
+    """The caller's address, for a source-address allow-list."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookHint:
+    """A verified webhook call, reduced to "go and look at this submission".
+
+    At least one of ``vendor_ref``, ``document_id`` and ``keys`` names it.
+    """
+
+    vendor_ref: str | None
+    event: str = ""
     delivery_id: str | None = None
-    """The vendor's id for this call, for de-duplicating retries."""
+    """The vendor's id for this call: a repeat within the replay window is ignored."""
+    document_id: int | None = None
+    """Our document id, where the vendor echoes the metadata we gave it."""
+    keys: Mapping[str, str] = field(default_factory=dict)
+    """The vendor's other names (``SubmitResult.keys``)."""
+    changed: bool = False
+    """The vendor says its result changed (a person edited it): a finished submission is
+    fetched again and, when the result differs, stored and exported as a new version."""
+    sent_at: float | None = None
+    """When the vendor sent the call (Unix seconds), where it says: a stale or future
+    timestamp outside the tolerance gets the call refused."""
+
+
+class CorrectionKind(enum.StrEnum):
+    CONFIRM = "confirm"
+    """The extracted value is right."""
+    CORRECT = "correct"
+    """The extracted value was wrong; ``value`` is the right one."""
+    ABSENT = "absent"
+    """The vendor found a value that is not in the document."""
+    ADD = "add"
+    """The document has a value the vendor missed; ``value`` is it."""
 
 
 @dataclass(frozen=True, slots=True)
 class Correction:
-    """A field value corrected (or confirmed, when ``value`` equals the extracted one) by us."""
+    """What a person said about one field of a vendor's result."""
 
     field: str
     value: str | None
+    """The right value (None for ``absent``; the extracted one for ``confirm``)."""
+    kind: CorrectionKind = CorrectionKind.CORRECT
+    old_value: str | None = None
+    """What the vendor's result had."""
     vendor_label: str | None = None
+    """The vendor's own name of the field (schema id, label) where the result had one."""
+    vendor_id: str | None = None
+    """The vendor's id of the value (``FieldValue.vendor_id``: a datapoint id) where the result
+    had one; the submission's own ids (annotation, document) are in its vendor data."""
 
 
-@dataclass(slots=True)
-class ConnectorContext:
-    """What the engine lends every connector."""
+@dataclass(frozen=True, slots=True)
+class CorrectionOutcome:
+    """The vendor's answer to one correction."""
 
-    name: str
-    """The configured name of this profile / destination / source."""
-    data_dir: Path
-    """A private directory this connector may use for state files."""
-    clock: Callable[[], float]
-    """Monotonic seconds; injectable so tests need no real sleep."""
+    field: str
+    accepted: bool
+    reason: str | None = None
+    """Why the vendor would not take it (shown to the operator as refused)."""
 
 
-class Vendor(abc.ABC):
+class Vendor(Connector):
     """A document-AI vendor profile.
 
     Every method runs in a worker thread and may block on I/O. Errors MUST be raised as the
@@ -252,13 +525,13 @@ class Vendor(abc.ABC):
     traceback.
     """
 
-    kind: ClassVar[str]
-    settings_model: ClassVar[type[ConnectorSettings]]
     capabilities: ClassVar[VendorCapabilities] = VendorCapabilities()
 
-    def __init__(self, settings: ConnectorSettings, context: ConnectorContext) -> None:
-        self.settings = settings
-        self.context = context
+    @property
+    def poll_interval(self) -> float:
+        """The first poll delay: the profile's setting, else the connector's default."""
+        configured = getattr(self.settings, "poll_interval", None)
+        return self.capabilities.poll_interval if configured is None else float(configured)
 
     @abc.abstractmethod
     def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
@@ -267,7 +540,10 @@ class Vendor(abc.ABC):
         MUST be safe to repeat for the same document: a connector whose vendor can carry our
         document id looks up an earlier upload before sending the bytes again. The engine sets
         ``first_attempt`` only when no earlier upload can exist (the submission was queued until
-        this very claim); the look-up MAY be skipped then.
+        this very claim); otherwise an earlier call may have reached the vendor (a crash, an
+        unanswered request) and the look-up MUST come first. A synchronous vendor returns the
+        result in ``SubmitResult.raw`` (and the look-up returns the earlier result, so it is
+        not paid for twice).
         """
 
     @abc.abstractmethod
@@ -285,20 +561,35 @@ class Vendor(abc.ABC):
     def normalize(self, raw: Any) -> CanonicalResult:
         """Map a result from ``fetch`` to canonical fields. MUST be pure: no I/O."""
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookHint]:
-        """Verify a webhook call and say which references to look at.
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookHint]:
+        """Decide whether a call is authentic and say which submissions to look at.
 
-        MUST verify the vendor's signature with a constant-time compare and raise
-        ``WebhookRejected`` on any doubt. MUST NOT trust the payload's content beyond the hint.
+        MUST verify what the vendor offers (an HMAC compared in constant time, an unguessable
+        token in ``request.tail``, the caller's address) and raise ``WebhookRejected`` on any
+        doubt. MUST NOT trust the payload's content beyond the hint: the engine fetches the
+        authoritative state.
         """
         from connectors.errors import WebhookRejected
 
         raise WebhookRejected(f"{self.kind} does not send webhooks", status_code=404)
 
     def send_feedback(
-        self, vendor_ref: str, data: Mapping[str, Any], corrections: list[Correction]
-    ) -> None:
-        """Send corrections/confirmations back. MUST be safe to repeat."""
+        self,
+        vendor_ref: str,
+        data: Mapping[str, Any],
+        corrections: list[Correction],
+        result: CanonicalResult,
+    ) -> list[CorrectionOutcome]:
+        """Send corrections/confirmations back; ``result`` is the whole current result (with
+        every correction applied), for vendors that take the full set.
+
+        Returns one outcome per correction (a correction missing from the list counts as
+        accepted). MUST be safe to repeat. Raises for the whole call as usual (transient,
+        auth); a refusal of one correction is an outcome, not an exception.
+        """
+        return [
+            CorrectionOutcome(c.field, False, f"{self.kind} takes no feedback") for c in corrections
+        ]
 
     def report_delivery(
         self, vendor_ref: str, data: Mapping[str, Any], ok: bool, message: str | None
@@ -312,10 +603,7 @@ class Vendor(abc.ABC):
 
     def retention_days(self) -> float | None:
         """Days after which finished documents are purged at the vendor; None keeps them."""
-        return None
-
-    def close(self) -> None:
-        """Release connections; called once at shutdown."""
+        return getattr(self.settings, "delete_after_days", None)
 
 
 # --------------------------------------------------------------------------- destinations
@@ -339,6 +627,12 @@ class ExportPayload:
     extraction_id: int
     result: CanonicalResult
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    version: int = 1
+    """1 for the first export of the document to this destination; a later version (after a
+    correction or a changed result) replaces what the earlier one made, under the same
+    idempotency key."""
+    corrected: frozenset[str] = frozenset()
+    """The fields a person corrected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,20 +642,14 @@ class DeliveryReceipt:
     ref: str
 
 
-class Destination(abc.ABC):
+class Destination(Connector):
     """A downstream system that receives exports."""
 
-    kind: ClassVar[str]
-    settings_model: ClassVar[type[ConnectorSettings]]
     inline: ClassVar[bool] = False
     """True for destinations that answer in milliseconds (a local folder): the vendor worker
     that finished a document pushes its first attempt right away instead of handing it to the
     destination's own pool. Remote systems keep False, so their slowness never holds back a
     vendor queue."""
-
-    def __init__(self, settings: ConnectorSettings, context: ConnectorContext) -> None:
-        self.settings = settings
-        self.context = context
 
     @abc.abstractmethod
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
@@ -369,10 +657,8 @@ class Destination(abc.ABC):
 
         MUST be safe to repeat with the same ``idempotency_key`` (the same export arrives again
         after a crash): downstream writes are upserts keyed by it, or the target de-duplicates.
+        A higher ``payload.version`` under the same key updates what the earlier one made.
         """
-
-    def close(self) -> None:
-        """Release connections; called once at shutdown."""
 
 
 # --------------------------------------------------------------------------- sources
@@ -456,15 +742,8 @@ class IntakeSink(Protocol):
         ...
 
 
-class Source(abc.ABC):
+class Source(Connector):
     """An intake source. Runs its own threads between ``start`` and ``stop``."""
-
-    kind: ClassVar[str]
-    settings_model: ClassVar[type[ConnectorSettings]]
-
-    def __init__(self, settings: ConnectorSettings, context: ConnectorContext) -> None:
-        self.settings = settings
-        self.context = context
 
     @abc.abstractmethod
     def start(self, sink: IntakeSink) -> None:

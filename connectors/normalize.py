@@ -28,7 +28,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from connectors.base import AMOUNT_FIELDS, DATE_FIELDS, BBox, FieldValue, LineItem
+from connectors.base import AMOUNT_FIELDS, DATE_FIELDS, DOCUMENT_FIELDS, BBox, FieldValue, LineItem
 
 __all__ = [
     "find_currency",
@@ -215,10 +215,16 @@ def _parse_signed(text: str, decimal: str | None) -> Decimal | None:
     return -value if negative else value
 
 
+_TAGGED_AMOUNT_RE: Final = re.compile(r"(?P<num>[+-]?\d+(?:\.\d+)?):(?P<code>[A-Z]{3})")
+"""``<plain decimal>:<ISO 4217 code>``, the machine form some vendors write amounts in: the
+decimal separator is always a dot and there are no thousands separators."""
+
+
 def parse_amount(
     text: str | None, *, decimal: str | None = None
 ) -> tuple[Decimal | None, str | None]:
-    """An amount and its ISO currency from ``1.234,56 EUR``, ``€ 1.234,56``, ``(12.50)`` …
+    """An amount and its ISO currency from ``1.234,56 EUR``, ``€ 1.234,56``, ``(12.50)``,
+    ``24.99:EUR`` …
 
     The currency may stand before or after the number; a sign may lead, trail or be written as
     accounting parentheses. Anything else in the text makes the amount None (the currency found,
@@ -227,6 +233,8 @@ def parse_amount(
     if not text:
         return None, None
     stripped = text.strip()
+    if tagged := _TAGGED_AMOUNT_RE.fullmatch(stripped):  # Gini's ``24.99:EUR``
+        return Decimal(tagged["num"]), tagged["code"]
     currency: str | None = None
     found = find_currency(stripped)
     if found is not None:
@@ -619,3 +627,35 @@ def normalize_line_item(
         else:
             setattr(item, key, parsed)
     return item
+
+
+_KIND_OF_ID: Final = {
+    "supplier_iban": "an IBAN (with a valid check sum)",
+    "supplier_bic": "a BIC (8 or 11 characters)",
+    "supplier_vat_id": "a VAT id (e.g. DE123456789)",
+    "customer_vat_id": "a VAT id (e.g. DE123456789)",
+    "currency": "an ISO 4217 currency code or sign",
+    "document_type": "invoice or credit_note",
+}
+
+
+class FieldValueError(ValueError):
+    """A value a person typed does not parse as the field's type."""
+
+
+def parse_field_strictly(name: str, text: str) -> FieldValue:
+    """A person's value for a field, normalised as vendor values are, or ``FieldValueError``
+    saying what the field takes: a correction must never store ``abc`` as an amount."""
+    if name not in DOCUMENT_FIELDS and not (name.startswith("extra.") and len(name) > 6):
+        known = ", ".join(DOCUMENT_FIELDS)
+        raise FieldValueError(f"{name!r} is not a field (one of {known}, or extra.<label>)")
+    value = normalize_field(name, text)
+    if value.value_text is None or name.startswith("extra."):
+        return value
+    if name in AMOUNT_FIELDS and value.value_number is None:
+        raise FieldValueError(f"{name}: {text!r} is not an amount (e.g. 1234.50 or 1.234,50 EUR)")
+    if name in DATE_FIELDS and value.value_date is None:
+        raise FieldValueError(f"{name}: {text!r} is not a date (e.g. 2026-03-31 or 31.03.2026)")
+    if name in _ID_FIELDS and _ID_FIELDS[name](value.value_text) is None:
+        raise FieldValueError(f"{name}: {text!r} is not {_KIND_OF_ID[name]}")
+    return value

@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = command("retry", cmd_retry, "retry dead or failed documents (by id or filter)")
     p.add_argument("documents", nargs="*", type=int, help="document ids")
-    p.add_argument("--state", choices=["dead", "failed", "rejected"], action="append")
+    p.add_argument(
+        "--state",
+        choices=["dead", "failed", "rejected", "refused"],
+        action="append",
+        help="which items (refused: feedback the vendor refused)",
+    )
     p.add_argument("--vendor", help="only this vendor profile")
     p.add_argument("--all", action="store_true", help="every dead and failed item")
     p = command("history", cmd_history, "the event trail of one document")
@@ -85,7 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         "correct", cmd_correct, "correct fields of a document; the vendor gets them as feedback"
     )
     p.add_argument("document", type=int)
-    p.add_argument("values", nargs="+", metavar="FIELD=VALUE")
+    p.add_argument(
+        "values",
+        nargs="*",
+        metavar="FIELD=VALUE",
+        help="the right value of a field; FIELD= (empty) says it is not in the document",
+    )
+    p.add_argument(
+        "--confirm",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="the extracted value of FIELD is right (repeatable)",
+    )
     p = command("emulate", cmd_emulate, "run a vendor's API emulator to try a config offline")
     p.add_argument("vendor", help="vendor kind, e.g. rossum")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of the emulator (--help)")
@@ -212,6 +229,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         if state == "auth_failed":
             state = "needs re-authentication (credentials refused)"
         print(f"\n{health['name']}: {state} since {health['since']}: {health['reason']}")
+    if data["in_review"]:
+        print("\nwaiting for review at the vendor:")
+        for item in data["in_review"]:
+            print(
+                f"  document {item['document_id']} at {item['vendor']} since {item['since']}: "
+                f"{item['reason']} (gives up {item['deadline']})"
+            )
+    if data["feedback_problems"]:
+        print("\nfeedback not taken (docrelay retry DOC --state refused|dead sends it again):")
+        for item in data["feedback_problems"]:
+            print(
+                f"  document {item['document_id']} {item['field']} at {item['vendor']}: "
+                f"{item['state']}: {item['reason']}"
+            )
     if data["last_errors"]:
         print("\nlast errors:")
         for err in data["last_errors"]:
@@ -366,7 +397,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     states = args.state or ["dead", "failed"]
     counts = retry(open_store(config), documents=args.documents, states=states, vendor=args.vendor)
-    print(f"requeued {counts['submissions']} submission(s), {counts['deliveries']} delivery(ies)")
+    print(
+        f"requeued {counts['submissions']} submission(s), {counts['deliveries']} delivery(ies), "
+        f"{counts['feedback']} feedback item(s)"
+    )
     return 0
 
 
@@ -412,7 +446,7 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     from connectors import registry
-    from daemon.pipeline.feedback import CorrectionError, correct
+    from daemon.pipeline.feedback import CorrectionError, InvalidCorrection, correct
 
     config = load_config(args)
     values: dict[str, str] = {}
@@ -422,11 +456,19 @@ def cmd_correct(args: argparse.Namespace) -> int:
             print(f"{item!r}: expected FIELD=VALUE", file=sys.stderr)
             return EXIT_CONFIG
         values[name.strip()] = value
+    if not values and not args.confirm:
+        print("say what is right: FIELD=VALUE or --confirm FIELD", file=sys.stderr)
+        return EXIT_CONFIG
     vendors = {
         name: registry.load("vendor", settings.kind) for name, settings in config.vendors.items()
     }
     try:
-        changed = correct(open_store(config), args.document, values, vendors=vendors)
+        changed = correct(
+            open_store(config), args.document, values, confirm=args.confirm, vendors=vendors
+        )
+    except InvalidCorrection as exc:
+        print(f"document {args.document}: {exc}; nothing changed", file=sys.stderr)
+        return EXIT_CONFIG
     except CorrectionError as exc:
         print(f"document {args.document}: {exc}", file=sys.stderr)
         return 1

@@ -53,6 +53,20 @@ class WebSettings(BaseModel):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     """Webhook bodies larger than this are refused before any signature check."""
 
+    def callback_base(self) -> str | None:
+        """Where vendors reach the web app: ``public_url``, else the listen address (a wildcard
+        host answers on loopback: right for emulators, not for a real vendor); None when the
+        web app is off or listens on a port chosen at start."""
+        if not self.enabled:
+            return None
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, _, port = self.listen.rpartition(":")
+        if port == "0":
+            return None
+        wildcard = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}  # noqa: S104
+        return f"http://{wildcard.get(host, host)}:{port}"
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -88,6 +102,9 @@ class PipelineSettings(BaseModel):
     """Give up on a vendor that has not finished processing after this many seconds."""
     poll_backoff_max: float = Field(300.0, gt=0)
     """Longest gap between two status polls of one submission."""
+    review_poll_max: float = Field(1800.0, gt=0)
+    """Longest gap between two status polls of a document waiting for a person's review at
+    the vendor (webhooks, where the vendor sends them, wake it sooner)."""
     sweep_interval: float = Field(30.0, gt=0)
     """Seconds between the retry/lease sweeps that run as scheduler jobs."""
     delivery_concurrency: int = Field(2, ge=1)

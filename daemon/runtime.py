@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from connectors import registry
-from connectors.base import ConnectorContext, Destination, Source, Vendor
+from connectors.base import ConnectorContext, Destination, Source, Vendor, WebhookHint
 from daemon.clock import ClockWatch
 from daemon.config import Config
 from daemon.pipeline import ledger
@@ -29,12 +29,13 @@ from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import FeedbackRunner, feedback_t, queue_export_status
 from daemon.pipeline.intake import Intake
 from daemon.pipeline.states import DELIVERY_ACTIVE
-from daemon.pipeline.submissions import Hooks, SubmissionRunner
-from daemon.pipeline.workers import WorkerPool
+from daemon.pipeline.submissions import Hooks, SubmissionRunner, vendor_settings
+from daemon.pipeline.workers import InHand, LeaseKeeper, WorkerPool
+from daemon.replay import ReplayGuard
 from daemon.scheduler import JobCounters, build_scheduler
 from daemon.store import engine as store_engine
 from daemon.store.blobs import BlobStore
-from daemon.store.models import ProfileHealth, utcnow
+from daemon.store.models import ProfileHealth, SubmissionState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,14 @@ class Daemon:
         self.feedback_pools: dict[str, WorkerPool] = {}
         self.feedback_runners: dict[str, FeedbackRunner] = {}
         self.follow_pools: dict[str, WorkerPool] = {}
-        self._hints: queue.SimpleQueue[tuple[str, list[str]] | None] = queue.SimpleQueue()
+        self.submission_runners: dict[str, SubmissionRunner] = {}
+        self.delivery_runners: dict[str, DeliveryRunner] = {}
+        self.lease_keeper = LeaseKeeper(
+            self.engine, self.owner, config.core.pipeline.lease_seconds, self._hands
+        )
+        self._hints: queue.SimpleQueue[tuple[str, list[WebhookHint]] | None] = queue.SimpleQueue()
         self._hinter = threading.Thread(target=self._apply_hints, name="hints", daemon=True)
+        self.replay_guard = ReplayGuard()
         self.paused: dict[str, str] = {}
         """Profiles whose credentials were refused, with the reason."""
         self.intake: Intake | None = None
@@ -147,7 +154,12 @@ class Daemon:
         )
 
     def _context(self, name: str) -> ConnectorContext:
-        return ConnectorContext(name=name, data_dir=self.state_dir / name, clock=self.clock)
+        return ConnectorContext(
+            name=name,
+            data_dir=self.state_dir / name,
+            clock=self.clock,
+            public_url=self.config.core.web.callback_base(),
+        )
 
     def _recover_leases(self) -> None:
         """Free leases of processes that died on this host (or all, for an owned SQLite store)."""
@@ -169,7 +181,7 @@ class Daemon:
 
     def start(self) -> None:
         settings = self.config.core.pipeline
-        runners = {
+        self.delivery_runners = runners = {
             name: DeliveryRunner(
                 engine=self.engine,
                 destination=destination,
@@ -207,7 +219,8 @@ class Daemon:
                 settings=settings,
                 hooks=hooks,
             )
-            concurrency = int(getattr(vendor.settings, "concurrency", 2))
+            self.submission_runners[name] = runner
+            concurrency = runner.profile_settings.concurrency
             self.pools[name] = self._vendor_pool(f"vendor-{name}", name, runner, concurrency)
             if vendor.capabilities.webhooks:
                 # Threads that only finish documents the vendor has: a webhook's fetch never
@@ -235,6 +248,7 @@ class Daemon:
             )
         for pool in self._all_pools():
             pool.start()
+        self.lease_keeper.start()
         self._hinter.start()
         assert self.intake is not None
         for source in self.sources:
@@ -265,6 +279,7 @@ class Daemon:
             pool.stop(wait=False)
         for pool in pools:
             pool.stop()
+        self.lease_keeper.stop()
         with self.engine.begin() as conn:
             ledger.release_leases(conn, self.owner)
         if self.intake is not None:
@@ -346,7 +361,7 @@ class Daemon:
         only: frozenset[str] = ledger.ACTIVE,
     ) -> WorkerPool:
         settings = self.config.core.pipeline
-        max_in_flight = getattr(self.vendors[profile].settings, "max_in_flight", None)
+        max_in_flight = runner.profile_settings.max_in_flight
         return WorkerPool(
             name=pool_name,
             size=size,
@@ -372,6 +387,14 @@ class Daemon:
             ),
             paused=lambda: profile in self.paused,
         )
+
+    def _hands(self) -> list[InHand]:
+        """What every runner of this process has in hand (for the lease keeper)."""
+        return [
+            *(runner.in_hand for runner in self.submission_runners.values()),
+            *(runner.in_hand for runner in self.delivery_runners.values()),
+            *(runner.in_hand for runner in self.feedback_runners.values()),
+        ]
 
     def _all_pools(self) -> list[WorkerPool]:
         return [
@@ -414,7 +437,7 @@ class Daemon:
         vendor = self.vendors.get(profile)
         if vendor is None or not vendor.capabilities.export_status:
             return None
-        if not getattr(vendor.settings, "export_status", True):
+        if not vendor_settings(vendor).export_status:
             return None
         runner = None
         if inline is not None and profile not in self.paused:
@@ -490,28 +513,60 @@ class Daemon:
             return {"state": "ok"}
         return {"state": "disk_full", "reason": self.intake.disk_full or ""}
 
-    def poke_submission(self, profile: str, vendor_refs: Sequence[str]) -> int:
-        """A webhook said something changed: make the submissions due now and wake a pool.
+    def poke_submission(self, profile: str, hints: Sequence[WebhookHint]) -> int:
+        """Webhooks said something changed: make the submissions due now and wake a pool;
+        re-open finished ones whose result the vendor says changed.
 
         Most calls are about documents that are finished already (the status changes our own
         confirm and export cause): they are found with a read and cost no write lock.
         """
+        refs = sorted({h.vendor_ref for h in hints if h.vendor_ref is not None})
+        document_ids = sorted({h.document_id for h in hints if h.document_id is not None})
+        keys: dict[str, set[str]] = {}
+        for h in hints:
+            for key, value in h.keys.items():
+                keys.setdefault(key, set()).add(value)
+        changed = [h for h in hints if h.changed]
         with self.reader.connect() as conn:
-            ids = ledger.waiting_for(conn, profile, vendor_refs)
-        if not ids:
+            if document_ids or keys:
+                ids = [
+                    row.id
+                    for row in ledger.hinted(
+                        conn, profile, refs=refs, document_ids=document_ids, keys=keys
+                    )
+                ]
+            else:
+                ids = ledger.waiting_for(conn, profile, refs) if refs else []
+            reopen = []
+            if changed:
+                reopen = ledger.hinted(
+                    conn,
+                    profile,
+                    refs=[h.vendor_ref for h in changed if h.vendor_ref is not None],
+                    document_ids=[h.document_id for h in changed if h.document_id is not None],
+                    keys={k: [v] for h in changed for k, v in h.keys.items()},
+                    states=(SubmissionState.DONE,),
+                )
+        if not ids and not reopen:
             return 0
         with self.engine.begin() as conn:
-            poked = ledger.poke(conn, ids)
+            poked = ledger.poke(conn, ids) if ids else 0
+            for row in reopen:
+                poked += ledger.reopen(
+                    conn,
+                    {"id": row.id, "document_id": row.document_id, "state": row.state},
+                    processing_timeout=self.config.core.pipeline.processing_timeout,
+                )
         if poked:
             pool = self.follow_pools.get(profile) or self.pools.get(profile)
             if pool is not None:
                 pool.wake(everyone=poked > 1)
         return poked
 
-    def hint(self, profile: str, vendor_refs: Sequence[str]) -> None:
+    def hint(self, profile: str, hints: Sequence[WebhookHint]) -> None:
         """Queue verified webhook hints; the web app answers at once and never waits for the
         store's write lock. A hint lost in a crash costs nothing: polling still finds it."""
-        self._hints.put((profile, list(vendor_refs)))
+        self._hints.put((profile, list(hints)))
 
     def _apply_hints(self) -> None:
         """One thread turns hints into due submissions, many per transaction under load."""
@@ -519,15 +574,15 @@ class Daemon:
             item = self._hints.get()
             if item is None:
                 return
-            batch: dict[str, set[str]] = {}
+            batch: dict[str, list[WebhookHint]] = {}
             while item is not None:
-                batch.setdefault(item[0], set()).update(item[1])
+                batch.setdefault(item[0], []).extend(item[1])
                 try:
                     item = self._hints.get_nowait()
                 except queue.Empty:
                     item = None
-            for profile, refs in batch.items():
+            for profile, hints in batch.items():
                 try:
-                    self.poke_submission(profile, sorted(refs))
+                    self.poke_submission(profile, hints)
                 except Exception:
                     log.exception("could not apply webhook hints for %s", profile)

@@ -14,7 +14,13 @@ from daemon.config import Config
 from daemon.pipeline import ledger
 from daemon.pipeline.states import ACTIVE
 from daemon.store.engine import reader
-from daemon.store.models import Document, ProfileHealth, utcnow
+from daemon.store.models import (
+    Document,
+    FeedbackState,
+    ProfileHealth,
+    SubmissionState,
+    utcnow,
+)
 
 documents = Document.__table__
 
@@ -79,6 +85,46 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
             {"name": r.name, "state": r.state, "reason": r.reason, "since": _iso(r.since)}
             for r in conn.execute(select(ProfileHealth.__table__))
         ]
+        fb = ledger.feedback
+        feedback = [
+            {"vendor": r.profile, "kind": r.kind, "state": r.state, "count": r.n}
+            for r in conn.execute(
+                select(fb.c.profile, fb.c.kind, fb.c.state, func.count().label("n"))
+                .group_by(fb.c.profile, fb.c.kind, fb.c.state)
+                .order_by(fb.c.profile, fb.c.kind, fb.c.state)
+            )
+        ]
+        refused = [
+            {
+                "document_id": r.document_id,
+                "vendor": r.profile,
+                "field": r.field or r.new_value,
+                "state": r.state,
+                "reason": r.error,
+                "at": _iso(r.created_at),
+            }
+            for r in conn.execute(
+                select(fb)
+                .where(fb.c.state.in_((FeedbackState.REFUSED, FeedbackState.DEAD)))
+                .order_by(fb.c.id.desc())
+                .limit(max(errors, 5))
+            )
+        ]
+        in_review = [
+            {
+                "document_id": r.document_id,
+                "vendor": r.profile,
+                "reason": r.review_reason,
+                "since": _iso(r.review_since),
+                "deadline": _iso(r.deadline_at),
+            }
+            for r in conn.execute(
+                select(sub)
+                .where(sub.c.state == SubmissionState.REVIEW)
+                .order_by(sub.c.review_since)
+                .limit(max(errors, 5))
+            )
+        ]
     waiting = None
     if oldest is not None:
         waiting = {
@@ -96,6 +142,9 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
         "oldest_waiting": waiting,
         "last_errors": last_errors,
         "connectors": health,
+        "feedback": feedback,
+        "feedback_problems": refused,
+        "in_review": in_review,
     }
 
 

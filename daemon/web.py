@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from connectors.base import WebhookRequest
 from connectors.errors import WebhookRejected
 from daemon import status
 
@@ -101,13 +102,21 @@ def create_app(daemon: Daemon) -> Starlette:
             body += chunk
             if len(body) > max_body:
                 return JSONResponse({"error": "body too large"}, status_code=413)
+        call = WebhookRequest(
+            method=request.method,
+            headers=request.headers,
+            body=bytes(body),
+            tail=request.path_params.get("tail", ""),
+            query=request.query_params,
+            client=request.client.host if request.client else None,
+        )
         try:
-            hints = vendor.parse_webhook(request.headers, bytes(body))
+            hints = daemon.replay_guard.admit(profile, vendor.parse_webhook(call))
         except WebhookRejected as exc:
             log.warning("webhook for %s rejected: %s", profile, exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status_code)
         if hints:
-            daemon.hint(profile, [hint.vendor_ref for hint in hints])
+            daemon.hint(profile, hints)
         return JSONResponse({"accepted": len(hints)})
 
     return Starlette(
@@ -117,6 +126,7 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/status", status_json),
             Route("/metrics", metrics),
             Route("/webhooks/{profile}", webhook, methods=["POST"]),
+            Route("/webhooks/{profile}/{tail:path}", webhook, methods=["POST"]),
         ]
     )
 

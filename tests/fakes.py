@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from connectors.base import (
     CanonicalResult,
     ConnectorSettings,
+    CorrectionOutcome,
     DeliveryReceipt,
     Destination,
     DocumentRef,
@@ -24,6 +25,7 @@ from connectors.base import (
     SubmitResult,
     Vendor,
     VendorCapabilities,
+    VendorSettings,
 )
 from connectors.errors import AuthFailed, NotReady, RateLimited, TerminalError, TransientError
 
@@ -35,11 +37,12 @@ GATES: dict[str, threading.Event] = defaultdict(threading.Event)
 """profile → the gate a ``hold`` outcome of submit waits at (set it to let the call finish)."""
 
 
-class ScriptedSettings(ConnectorSettings):
+class ScriptedSettings(VendorSettings):
     kind: Literal["scripted"] = "scripted"
     concurrency: int = 1
-    poll_interval: float = 0.0
-    max_in_flight: int | None = None
+    poll_interval: float | None = 0.0
+    sync: bool = False
+    """The upload answers with the result (a synchronous vendor)."""
 
 
 def _next(profile: str) -> str:
@@ -73,13 +76,25 @@ class ScriptedVendor(Vendor):
         if outcome == "hold":  # a slow upload, still going when its lease looks run out
             GATES[self.context.name].wait(30)
         _raise(outcome)
-        return SubmitResult(vendor_ref=f"{self.context.name}-{document.id}", data={"n": 1})
+        sync = isinstance(self.settings, ScriptedSettings) and self.settings.sync
+        return SubmitResult(
+            vendor_ref=f"{self.context.name}-{document.id}",
+            data={"n": 1},
+            raw=self._result(document.id) if sync else None,
+            keys={"ticket": f"T{document.id}"},
+        )
 
     def poll(self, vendor_ref: str, data: Mapping[str, Any]) -> PollResult:
-        CALLS[self.context.name].append(("poll", int(vendor_ref.rsplit("-", 1)[1])))
+        CALLS[self.context.name].append(("poll", int(vendor_ref.split("-")[1])))
         outcome = _next(self.context.name)
         if outcome == "processing":
             return PollResult(PollStatus.PROCESSING, retry_after=0.05)
+        if outcome.startswith("processing:"):  # processing:<seconds until the next poll>
+            return PollResult(PollStatus.PROCESSING, retry_after=float(outcome.split(":")[1]))
+        if outcome.startswith("review:"):  # review:<what a person must do>
+            return PollResult(PollStatus.REVIEW, reason=outcome.split(":", 1)[1], retry_after=1)
+        if outcome == "moved":  # the upload became a document with a reference of its own
+            return PollResult(PollStatus.PROCESSING, vendor_ref=f"{vendor_ref}-final")
         if outcome == "rejected":
             return PollResult(PollStatus.REJECTED, reason="vendor says: not an invoice")
         _raise(outcome)
@@ -87,11 +102,31 @@ class ScriptedVendor(Vendor):
 
     def fetch(self, vendor_ref: str, data: Mapping[str, Any], document: DocumentRef) -> Any:
         CALLS[self.context.name].append(("fetch", document.id))
-        return {"invoice_number": f"INV-{document.id}", "total": "12.50"}
+        return self._result(document.id)
 
-    def send_feedback(self, vendor_ref: str, data: Mapping[str, Any], corrections: list) -> None:
+    def _result(self, document_id: int) -> dict[str, Any]:
+        """The vendor's result; ``<profile>:fetch`` scripts it: ``needs_review`` (confidence
+        too low for this profile's human review), ``total:<amount>`` (a person changed it)."""
+        outcome = _next(f"{self.context.name}:fetch")
+        raw: dict[str, Any] = {"invoice_number": f"INV-{document_id}", "total": "12.50"}
+        if outcome.startswith("total:"):
+            raw["total"] = outcome.split(":", 1)[1]
+        review = outcome == "needs_review"
+        raw["quality"] = {"all_confidence_thresholds_met": not review}
+        if review:
+            raw["review"] = "confidence thresholds not met"
+        return raw
+
+    def send_feedback(
+        self, vendor_ref: str, data: Mapping[str, Any], corrections: list, result: Any
+    ) -> list[CorrectionOutcome]:
         CALLS[self.context.name].append(("feedback", corrections))
-        _raise(_next(f"{self.context.name}:feedback"))
+        outcome = _next(f"{self.context.name}:feedback")
+        if outcome.startswith("refuse:"):  # refuse:<field>: that one correction is refused
+            field = outcome.split(":", 1)[1]
+            return [CorrectionOutcome(field, False, "already exported, no corrections")]
+        _raise(outcome)
+        return []
 
     def report_delivery(
         self, vendor_ref: str, data: Mapping[str, Any], ok: bool, message: str | None
@@ -112,7 +147,9 @@ class ScriptedVendor(Vendor):
                     currency="EUR",
                     vendor_label="total",
                 ),
-            ]
+            ],
+            quality=dict(raw.get("quality") or {}),
+            review=raw.get("review"),
         )
 
 

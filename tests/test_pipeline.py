@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -114,7 +115,11 @@ def test_gives_up_after_max_attempts_then_operator_retry_revives(make_daemon):
     doc = offer(daemon, "two.pdf")
     wait_until(lambda: sub_state(daemon, doc).get("state") == "dead", 10, what="dead")
     assert "gave up after 3 attempts" in sub_state(daemon, doc)["error"]
-    assert admin.retry(daemon.engine, documents=[doc]) == {"submissions": 1, "deliveries": 0}
+    assert admin.retry(daemon.engine, documents=[doc]) == {
+        "submissions": 1,
+        "deliveries": 0,
+        "feedback": 0,
+    }
     daemon.wake_all()
     wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done again")
 
@@ -298,7 +303,7 @@ def test_expired_leases_are_freed_with_an_event(make_daemon):
     assert ("lease_expired", "processing", "processing") in events(daemon, doc)
 
 
-def test_export_status_and_corrections_reach_the_vendor(make_daemon):
+def test_export_status_and_corrections_reach_the_vendor(make_daemon, tmp_path):
     from daemon.pipeline.feedback import correct
 
     daemon = make_daemon()
@@ -315,8 +320,14 @@ def test_export_status_and_corrections_reach_the_vendor(make_daemon):
     assert changed == [
         "invoice_number: INV-… → INV-9".replace("…", str(doc)),
         "total_amount: 12.50 → 13.50",
+        "exported again: out v2",
     ]
-    daemon.wake_feedback("a")
+    daemon.wake_all()
+    export = tmp_path / "out" / f"{doc}.json"
+    wait_until(lambda: json.loads(export.read_text())["version"] == 2, 10, what="version 2")
+    exported = json.loads(export.read_text())
+    assert exported["fields"]["invoice_number"] == "INV-9"
+    assert exported["corrected"] == ["invoice_number", "total_amount"]
     wait_until(
         lambda: [c for c in fakes.CALLS["a"] if c[0] == "feedback"][1:], 10, what="feedback sent"
     )
@@ -336,14 +347,30 @@ def test_export_status_and_corrections_reach_the_vendor(make_daemon):
             text("SELECT COUNT(*) FROM docrelay_fields WHERE document_id = :d AND corrected"),
             {"d": doc},
         ).scalar()
-        states = conn.execute(text("SELECT kind, state FROM feedback ORDER BY id")).all()
     assert row[0] == "INV-9" and float(row[1]) == 13.5
     assert corrected == 2
-    assert [tuple(s) for s in states] == [
+    wait_until(lambda: len(_feedback_states(daemon)) == 4, 10, what="second export status")
+    assert _feedback_states(daemon) == [
         ("export_status", "sent"),
         ("correction", "sent"),
         ("correction", "sent"),
+        ("export_status", "sent"),
     ]
+    with daemon.engine.connect() as conn:
+        versions = conn.execute(
+            text("SELECT idempotency_key, version, state FROM deliveries ORDER BY id")
+        ).all()
+    assert [tuple(v) for v in versions] == [
+        (f"docrelay-{doc}-out", 1, "delivered"),
+        (f"docrelay-{doc}-out", 2, "delivered"),
+    ]
+
+
+def _feedback_states(daemon: Daemon) -> list[tuple[str, str]]:
+    with daemon.engine.connect() as conn:
+        return [
+            tuple(s) for s in conn.execute(text("SELECT kind, state FROM feedback ORDER BY id"))
+        ]
 
 
 def test_failed_export_is_reported_with_the_reason(make_daemon, tmp_path):

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from connectors.base import ConnectorContext, Correction, DocumentRef, PollStatus
+from connectors.base import ConnectorContext, Correction, DocumentRef, PollStatus, WebhookRequest
 from connectors.errors import (
     AuthFailed,
     DocrelayError,
@@ -970,12 +970,12 @@ def status_payload(aid: int = 314521) -> bytes:
 
 def test_webhook_accepted(vendor: RossumVendor) -> None:
     body = status_payload()
-    (hint,) = vendor.parse_webhook(signed(body), body)
+    (hint,) = vendor.parse_webhook(WebhookRequest("POST", signed(body), body))
     assert hint.vendor_ref == vendor.annotation_ref(314521)
     assert hint.event == "annotation_status.changed"
     assert hint.delivery_id == "ae7bc8dd-73bd-489b-a3d2-f5514b209591"
     lower = {k.lower(): v for k, v in signed(body).items()}
-    assert vendor.parse_webhook(lower, body) == [hint]
+    assert vendor.parse_webhook(WebhookRequest("POST", lower, body)) == [hint]
 
 
 @pytest.mark.parametrize(
@@ -1005,7 +1005,7 @@ def test_webhook_forgeries_rejected(vendor: RossumVendor, forge: str) -> None:
     else:
         headers["X-Rossum-Signature-SHA256"] = "sha256=ünïcode"
     with pytest.raises(WebhookRejected) as caught:
-        vendor.parse_webhook(headers, body)
+        vendor.parse_webhook(WebhookRequest("POST", headers, body))
     assert caught.value.status_code == 401
 
 
@@ -1014,7 +1014,7 @@ def test_webhook_altered_by_one_byte(vendor: RossumVendor) -> None:
     headers = signed(body)
     tampered = body[:-1] + bytes([body[-1] ^ 1])
     with pytest.raises(WebhookRejected):
-        vendor.parse_webhook(headers, tampered)
+        vendor.parse_webhook(WebhookRequest("POST", headers, tampered))
 
 
 def test_webhook_without_secret_is_refused(
@@ -1023,20 +1023,20 @@ def test_webhook_without_secret_is_refused(
     made = make_vendor(fake, clock, tmp_path, webhook_secret=None)
     body = status_payload()
     with pytest.raises(WebhookRejected, match="set webhook_secret") as caught:
-        made.parse_webhook(signed(body), body)
+        made.parse_webhook(WebhookRequest("POST", signed(body), body))
     assert caught.value.status_code == 401
 
 
 def test_webhook_bad_json_and_other_events(vendor: RossumVendor) -> None:
     body = b"{not json"
     with pytest.raises(WebhookRejected) as caught:
-        vendor.parse_webhook(signed(body), body)
+        vendor.parse_webhook(WebhookRequest("POST", signed(body), body))
     assert caught.value.status_code == 400
     upload = json.dumps({"event": "upload", "action": "created", "request_id": "x"}).encode()
-    assert vendor.parse_webhook(signed(upload), upload) == []
+    assert vendor.parse_webhook(WebhookRequest("POST", signed(upload), upload)) == []
     nameless = json.dumps({"event": "annotation_status", "action": "changed"}).encode()
     with pytest.raises(WebhookRejected):
-        vendor.parse_webhook(signed(nameless), nameless)
+        vendor.parse_webhook(WebhookRequest("POST", signed(nameless), nameless))
 
 
 def test_webhook_uses_hmac_compare_digest(
@@ -1051,7 +1051,7 @@ def test_webhook_uses_hmac_compare_digest(
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     body = status_payload()
-    vendor.parse_webhook(signed(body), body)
+    vendor.parse_webhook(WebhookRequest("POST", signed(body), body))
     assert len(calls) == 1
 
 
@@ -1130,12 +1130,18 @@ def test_feedback_on_an_exported_annotation_with_new_values_is_terminal(
         vendor.send_feedback(vendor.annotation_ref(aid), {}, [Correction("invoice_number", "X")])
 
 
-def test_feedback_for_unknown_fields_only_is_terminal(
+def test_feedback_for_a_field_without_a_datapoint_is_refused_alone(
     vendor: RossumVendor, fake: FakeRossum
 ) -> None:
     aid = fake.add_annotation("to_review")
-    with pytest.raises(TerminalError, match="no datapoint"):
-        vendor.send_feedback(vendor.annotation_ref(aid), {}, [Correction("order_number", "1")])
+    ref = vendor.annotation_ref(aid)
+    (outcome,) = vendor.send_feedback(ref, {}, [Correction("order_number", "1")])
+    assert (outcome.field, outcome.accepted) == ("order_number", False)
+    assert "no datapoint" in (outcome.reason or "")
+    assert fake.annotations[aid]["status"] == "to_review", "nothing was started or confirmed"
+    both = [Correction("order_number", "1"), Correction("invoice_number", "X")]
+    assert [o.field for o in vendor.send_feedback(ref, {}, both)] == ["order_number"]
+    assert fake.annotations[aid]["status"] in ("confirmed", "exported"), "the known one went"
 
 
 def test_feedback_failure_hands_the_annotation_back(vendor: RossumVendor, fake: FakeRossum) -> None:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connectors.base import ConnectorContext, DocumentRef, PollStatus
+from connectors.base import ConnectorContext, DocumentRef, PollStatus, WebhookRequest
 from connectors.errors import WebhookRejected
 from connectors.vendors.rossum.client import RossumSettings, RossumVendor
 from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
@@ -154,22 +154,23 @@ def test_webhook_signatures_from_the_emulator(tmp_path):
                     time.sleep(0.05)
                 headers, body = received[0]
                 assert headers["x-rossum-signature-sha256"].startswith("sha256=")
-                hints = vendor.parse_webhook(headers, body)
+                hints = vendor.parse_webhook(WebhookRequest("POST", headers, body))
                 assert [h.vendor_ref for h in hints] == [result.vendor_ref]
 
                 with pytest.raises(WebhookRejected):
-                    wrong.parse_webhook(headers, body)  # wrong secret
+                    wrong.parse_webhook(WebhookRequest("POST", headers, body))  # wrong secret
                 altered = body.replace(b'"', b"'", 1)
                 with pytest.raises(WebhookRejected):
-                    vendor.parse_webhook(headers, altered)  # one byte changed
+                    vendor.parse_webhook(
+                        WebhookRequest("POST", headers, altered)
+                    )  # one byte changed
                 missing = {k: v for k, v in headers.items() if "signature" not in k}
                 with pytest.raises(WebhookRejected):
-                    vendor.parse_webhook(missing, body)  # no signature
+                    vendor.parse_webhook(WebhookRequest("POST", missing, body))  # no signature
                 sha1 = hmac.new(b"s3cret-hook", body, hashlib.sha1).hexdigest()
                 with pytest.raises(WebhookRejected):
-                    vendor.parse_webhook(
-                        {**missing, "x-rossum-signature-sha256": f"sha1={sha1}"}, body
-                    )  # another scheme
+                    other = {**missing, "x-rossum-signature-sha256": f"sha1={sha1}"}
+                    vendor.parse_webhook(WebhookRequest("POST", other, body))  # another scheme
                 payload = json.loads(body)
                 assert payload["event"] in ("annotation_status", "annotation_content")
             finally:

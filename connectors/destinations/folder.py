@@ -68,7 +68,10 @@ def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, A
     return {
         "docrelay_export": FORMAT_VERSION,
         "document_id": payload.document_id,
+        "version": payload.version,
         "fields": fields,
+        "corrected": sorted(payload.corrected),
+        "quality": dict(result.quality),
         "line_items": [
             {name: _plain(getattr(item, name)) for name in ("line_no", *LINE_ITEM_FIELDS)}
             for item in result.line_items
@@ -82,6 +85,7 @@ def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, A
                 "confidence": v.confidence,
                 "page": v.page,
                 "bbox": [v.bbox.left, v.bbox.top, v.bbox.right, v.bbox.bottom] if v.bbox else None,
+                "page_size": [v.bbox.page_width, v.bbox.page_height] if v.bbox else None,
                 "vendor_label": v.vendor_label,
             }
             for v in result.fields

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select, update
 
 from daemon.pipeline import ledger
 from daemon.store.engine import reader
-from daemon.store.models import DeliveryState, SubmissionState, utcnow
+from daemon.store.models import DeliveryState, FeedbackState, SubmissionState, utcnow
 
 S = SubmissionState
 
@@ -22,9 +22,10 @@ def retry(
     vendor: str | None = None,
     actor: str = "cli",
 ) -> dict[str, int]:
-    """Bring dead/failed/rejected submissions and dead deliveries back into the queue."""
-    sub, dl = ledger.submissions, ledger.deliveries
-    counts = {"submissions": 0, "deliveries": 0}
+    """Bring dead/failed/rejected submissions, dead deliveries and dead or refused feedback
+    back into the queue."""
+    sub, dl, fb = ledger.submissions, ledger.deliveries, ledger.feedback
+    counts = {"submissions": 0, "deliveries": 0, "feedback": 0}
     with engine.begin() as conn:
         query = select(sub).where(sub.c.state.in_(states))
         if documents:
@@ -59,6 +60,25 @@ def retry(
                     to_state=DeliveryState.PENDING, message="requeued by an operator",
                 )  # fmt: skip
                 counts["deliveries"] += 1
+        wanted = [s for s in ("dead", "refused") if s in states]
+        fquery = select(fb).where(fb.c.state.in_(wanted))
+        if documents:
+            fquery = fquery.where(fb.c.document_id.in_(documents))
+        if vendor:
+            fquery = fquery.where(fb.c.profile == vendor)
+        for row in conn.execute(fquery).mappings().all() if wanted else []:
+            conn.execute(
+                update(fb)
+                .where(fb.c.id == row["id"])
+                .values(state=FeedbackState.PENDING, attempts=0, next_attempt_at=utcnow())
+            )
+            ledger.event(
+                conn, actor=actor, kind="retry", document_id=row["document_id"],
+                submission_id=row["submission_id"], from_state=row["state"],
+                to_state=FeedbackState.PENDING,
+                message=f"feedback on {row['field'] or row['new_value']} requeued by an operator",
+            )  # fmt: skip
+            counts["feedback"] += 1
     return counts
 
 

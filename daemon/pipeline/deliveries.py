@@ -23,17 +23,26 @@ from connectors.base import (
     ExportPayload,
     FieldValue,
     LineItem,
+    Provenance,
 )
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.workers import InHand
 from daemon.store.engine import reader
-from daemon.store.models import DeliveryState, Document, FieldRow, LineItemRow, utcnow
+from daemon.store.models import (
+    DeliveryState,
+    Document,
+    Extraction,
+    FieldRow,
+    LineItemRow,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
 documents = Document.__table__
+extractions = Extraction.__table__
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
 
@@ -50,8 +59,13 @@ def load_result(conn: ledger.Connection, extraction_id: int) -> CanonicalResult:
             currency=row.currency,
             confidence=row.confidence,
             page=row.page,
-            bbox=BBox(*map(float, row.bbox.split(","))) if row.bbox else None,
+            bbox=(
+                BBox(*map(float, row.bbox.split(",")), row.page_width, row.page_height)
+                if row.bbox
+                else None
+            ),
             vendor_label=row.vendor_label,
+            vendor_id=row.vendor_id,
         )
         for row in conn.execute(
             select(fields_t)
@@ -70,6 +84,9 @@ def load_result(conn: ledger.Connection, extraction_id: int) -> CanonicalResult:
             total_amount=row.total_amount,
             item_code=row.item_code,
             extra=row.extra or {},
+            provenance={
+                name: provenance_from_json(value) for name, value in (row.provenance or {}).items()
+            },
         )
         for row in conn.execute(
             select(line_items_t)
@@ -77,11 +94,32 @@ def load_result(conn: ledger.Connection, extraction_id: int) -> CanonicalResult:
             .order_by(line_items_t.c.line_no)
         )
     ]
-    return CanonicalResult(fields=fields, line_items=items)
+    quality = conn.execute(
+        select(extractions.c.quality).where(extractions.c.id == extraction_id)
+    ).scalar_one_or_none()
+    return CanonicalResult(fields=fields, line_items=items, quality=quality or {})
+
+
+def provenance_from_json(value: Mapping[str, Any]) -> Provenance:
+    """The inverse of ``submissions.provenance_json``."""
+    box = value.get("bbox")
+    return Provenance(
+        confidence=value.get("confidence"),
+        page=value.get("page"),
+        bbox=BBox(*box, value.get("page_width"), value.get("page_height")) if box else None,
+        vendor_label=value.get("vendor_label"),
+        raw_text=value.get("raw_text"),
+    )
 
 
 def export_payload(
-    doc: Mapping[str, Any], sub: Mapping[str, Any], extraction_id: int, result: CanonicalResult
+    doc: Mapping[str, Any],
+    sub: Mapping[str, Any],
+    extraction_id: int,
+    result: CanonicalResult,
+    *,
+    version: int = 1,
+    corrected: frozenset[str] = frozenset(),
 ) -> ExportPayload:
     """An export from the rows of a document and its submission plus a canonical result."""
     return ExportPayload(
@@ -99,6 +137,8 @@ def export_payload(
         extraction_id=extraction_id,
         result=result,
         metadata=doc["metadata"] or {},
+        version=version,
+        corrected=corrected,
     )
 
 
@@ -108,11 +148,19 @@ def build_payload(conn: ledger.Connection, delivery: Mapping[str, Any]) -> Expor
     sub = conn.execute(
         select(ledger.submissions).where(ledger.submissions.c.id == delivery["submission_id"])
     )
+    result = load_result(conn, delivery["extraction_id"])
+    corrected = conn.execute(
+        select(fields_t.c.name).where(
+            fields_t.c.extraction_id == delivery["extraction_id"], fields_t.c.corrected
+        )
+    ).scalars()
     return export_payload(
         doc.mappings().one(),
         sub.mappings().one(),
         delivery["extraction_id"],
-        load_result(conn, delivery["extraction_id"]),
+        result,
+        version=delivery["version"],
+        corrected=frozenset(corrected),
     )
 
 
@@ -142,7 +190,7 @@ class DeliveryRunner:
         commit (sending it, or waking the worker that sends it). Its last argument is the
         submission row when the push was made inline by the vendor's own worker (None
         otherwise): that worker holds the row, so nothing needs reading back."""
-        self.in_hand = InHand("delivery")
+        self.in_hand = InHand("delivery", ledger.deliveries)
         self._unrecorded: dict[int, DeliveryReceipt] = {}
         """Pushes the destination took but the store could not record (it was locked or
         full): the next run of the row records the receipt instead of pushing again."""

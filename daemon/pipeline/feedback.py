@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 
-from connectors.base import Correction, Vendor
+from connectors.base import Correction, CorrectionKind, Vendor
 from connectors.errors import TerminalError
-from connectors.normalize import normalize_field
+from connectors.normalize import FieldValueError, parse_field_strictly
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
+from daemon.pipeline.deliveries import load_result
 from daemon.pipeline.workers import InHand
 from daemon.store.engine import reader
 from daemon.store.models import (
@@ -46,13 +47,39 @@ DELIVERY_OUTCOMES = select(
 ).where(_dl.c.submission_id == bindparam("submission_id"))
 """How many deliveries of a submission are still open, and how many ended dead."""
 INSERT_FEEDBACK = feedback_t.insert().returning(feedback_t.c.id)
+INSERT_DELIVERY = insert(_dl).returning(_dl.c.id)
+LATEST_OF_SUBMISSION = (
+    select(extractions.c.id)
+    .where(
+        extractions.c.submission_id == bindparam("submission_id"),
+        extractions.c.normalized_at.is_not(None),
+    )
+    .order_by(extractions.c.id.desc())
+    .limit(1)
+)
 SELECT_TARGET = select(ledger.submissions.c.vendor_ref, ledger.submissions.c.vendor_data).where(
     ledger.submissions.c.id == bindparam("submission_id")
 )
 
 
 class CorrectionError(ValueError):
-    """The correction cannot be applied (unknown document, no extraction yet, bad field)."""
+    """The correction cannot be applied (unknown document, no extraction yet)."""
+
+
+class InvalidCorrection(CorrectionError):
+    """A field the model does not know, or a value that does not parse as the field's type."""
+
+
+LATEST_RESULT = (
+    select(extractions.c.id, extractions.c.submission_id, ledger.submissions.c.profile)
+    .join(ledger.submissions, ledger.submissions.c.id == extractions.c.submission_id)
+    .where(
+        extractions.c.document_id == bindparam("document_id"),
+        extractions.c.normalized_at.is_not(None),
+    )
+    .order_by(extractions.c.id.desc())
+    .limit(1)
+)
 
 
 def correct(
@@ -60,92 +87,173 @@ def correct(
     document_id: int,
     values: Mapping[str, str],
     *,
-    vendors: Mapping[str, Vendor] | None = None,
+    confirm: Sequence[str] = (),
+    vendors: Mapping[str, Any] | None = None,
     origin: str = "cli",
 ) -> list[str]:
-    """Apply corrected field values to the latest extraction and queue them for the vendor.
+    """Apply a person's word on fields of the latest extraction and queue it for the vendor.
 
-    Returns one line per field saying what changed. Fields are canonical names or
-    ``extra.<label>``; values are normalised the way vendor values are.
+    ``values`` maps a field (canonical name or ``extra.<label>``) to its right value: a value
+    the extraction lacked is an ``add``, a different one a ``correct``, an empty one says the
+    field is ``absent`` from the document. ``confirm`` names fields whose extracted value is
+    right. Every value is checked against its field's type before anything changes
+    (``InvalidCorrection``). A changed document is exported again, as the next version of each
+    of its deliveries. Returns one line per field saying what happened.
     """
-    sub = ledger.submissions
+    parsed = {}
+    for name, text in values.items():
+        try:
+            parsed[name] = parse_field_strictly(name, text) if text.strip() else None
+        except FieldValueError as exc:
+            raise InvalidCorrection(str(exc)) from None
+    for name in confirm:
+        if name in parsed:
+            raise InvalidCorrection(f"{name}: give a value or confirm it, not both")
     changed: list[str] = []
     with engine.begin() as conn:
-        row = conn.execute(
-            select(extractions.c.id, extractions.c.submission_id, sub.c.profile, sub.c.state)
-            .join(sub, sub.c.id == extractions.c.submission_id)
-            .where(
-                extractions.c.document_id == document_id, extractions.c.normalized_at.is_not(None)
-            )
-            .order_by(extractions.c.id.desc())
-            .limit(1)
-        ).first()
+        row = conn.execute(LATEST_RESULT, {"document_id": document_id}).first()
         if row is None:
             raise CorrectionError(f"document {document_id} has no extraction to correct yet")
         vendor = (vendors or {}).get(row.profile)
-        for name, text in values.items():
-            if not name or (name.startswith("extra.") and len(name) == len("extra.")):
-                raise CorrectionError(f"{name!r} is not a field name")
-            value = normalize_field(name, text)
-            old = conn.execute(
-                select(fields_t.c.id, fields_t.c.value_text).where(
-                    fields_t.c.extraction_id == row.id, fields_t.c.name == name
-                )
-            ).first()
+        send = vendor is None or vendor.capabilities.feedback
+        stored = {
+            r.name: r
+            for r in conn.execute(
+                select(fields_t.c.id, fields_t.c.name, fields_t.c.value_text,
+                       fields_t.c.vendor_label).where(fields_t.c.extraction_id == row.id)
+            )
+        }  # fmt: skip
+        for name in confirm:
+            if name not in stored or stored[name].value_text is None:
+                raise InvalidCorrection(f"{name}: the extraction has no value to confirm")
+        queued: list[dict[str, Any]] = []
+        for name, value in parsed.items():
+            old = stored.get(name)
+            before = old.value_text if old is not None else None
+            after = value.value_text if value is not None else None
+            if after is None:
+                kind = CorrectionKind.ABSENT
+            elif before is None:
+                kind = CorrectionKind.ADD
+            elif before == after:
+                kind = CorrectionKind.CONFIRM
+            else:
+                kind = CorrectionKind.CORRECT
             columns = {
-                "value_text": value.value_text,
-                "raw_text": text,
-                "value_number": value.value_number,
-                "value_date": value.value_date,
-                "currency": value.currency,
+                "value_text": after,
+                "raw_text": values[name],
+                "value_number": value.value_number if value else None,
+                "value_date": value.value_date if value else None,
+                "currency": value.currency if value else None,
                 "corrected": True,
             }
             if old is None:
                 conn.execute(
                     fields_t.insert(),
-                    {
-                        **columns,
-                        "extraction_id": row.id,
-                        "document_id": document_id,
-                        "name": name,
-                        "confidence": None,
-                        "page": None,
-                        "bbox": None,
-                        "vendor_label": None,
-                    },
-                )
+                    {**columns, "extraction_id": row.id, "document_id": document_id,
+                     "name": name},
+                )  # fmt: skip
             else:
                 conn.execute(update(fields_t).where(fields_t.c.id == old.id).values(**columns))
-            before = old.value_text if old is not None else None
-            send = vendor is None or vendor.capabilities.feedback
+            queued.append(_feedback_row(row, document_id, name, kind, before, after, old, origin))
+            changed.append(f"{name}: {before or '∅'} → {after or '∅ (not in the document)'}")
+        for name in confirm:
+            old = stored[name]
+            queued.append(
+                _feedback_row(row, document_id, name, CorrectionKind.CONFIRM, old.value_text,
+                              old.value_text, old, origin)
+            )  # fmt: skip
+            changed.append(f"{name}: {old.value_text} confirmed")
+        for item in queued:
             if send:
-                conn.execute(
-                    feedback_t.insert(),
-                    {
-                        "document_id": document_id,
-                        "submission_id": row.submission_id,
-                        "profile": row.profile,
-                        "kind": FeedbackKind.CORRECTION,
-                        "field": name,
-                        "old_value": before,
-                        "new_value": value.value_text,
-                        "origin": origin,
-                        "state": FeedbackState.PENDING,
-                        "attempts": 0,
-                        "created_at": utcnow(),
-                    },
-                )
+                conn.execute(feedback_t.insert(), item)
             ledger.event(
                 conn,
                 actor=origin,
-                kind="corrected",
+                kind="corrected" if item["correction"] != CorrectionKind.CONFIRM else "confirmed",
                 document_id=document_id,
                 submission_id=row.submission_id,
-                message=f"{name}: {before!r} → {value.value_text!r}"
-                + ("" if send else f" ({row.profile} takes no feedback)"),
+                message=f"{item['field']} ({item['correction']}): {item['old_value']!r} → "
+                f"{item['new_value']!r}" + ("" if send else f" ({row.profile} takes no feedback)"),
             )
-            changed.append(f"{name}: {before or '∅'} → {value.value_text or '∅'}")
+        if any(item["correction"] != CorrectionKind.CONFIRM for item in queued):
+            if versions := export_again(conn, document_id, row.submission_id, actor=origin):
+                changed.append(f"exported again: {', '.join(versions)}")
+    if not send:
+        changed.append(f"{row.profile} takes no feedback: the correction is kept here only")
     return changed
+
+
+def _feedback_row(
+    target: Any,
+    document_id: int,
+    name: str,
+    kind: CorrectionKind,
+    before: str | None,
+    after: str | None,
+    old: Any,
+    origin: str,
+) -> dict[str, Any]:
+    return {
+        "document_id": document_id,
+        "submission_id": target.submission_id,
+        "profile": target.profile,
+        "kind": FeedbackKind.CORRECTION,
+        "correction": kind,
+        "field": name,
+        "vendor_label": old.vendor_label if old is not None else None,
+        "old_value": before,
+        "new_value": after,
+        "origin": origin,
+        "state": FeedbackState.PENDING,
+        "attempts": 0,
+        "created_at": utcnow(),
+    }
+
+
+def export_again(
+    conn: Connection, document_id: int, submission_id: int, *, actor: str
+) -> list[str]:
+    """Queue the next version of every delivery the submission has had (a corrected result
+    must reach the ERP too): the same idempotency key, so the destination updates what it
+    made. Returns ``destination vN`` for each."""
+    from daemon.pipeline.submissions import next_delivery_versions
+
+    earlier = conn.execute(
+        select(_dl.c.destination, _dl.c.idempotency_key, _dl.c.extraction_id)
+        .where(_dl.c.submission_id == submission_id, _dl.c.state != DeliveryState.SUPERSEDED)
+        .order_by(_dl.c.version.desc(), _dl.c.id.desc())
+    ).all()
+    latest: dict[str, Any] = {}
+    for row in earlier:
+        latest.setdefault(row.idempotency_key, row)
+    if not latest:
+        return []  # not exported yet: the first export will carry the correction
+    versions = next_delivery_versions(conn, list(latest))
+    made = []
+    now = utcnow()
+    for key, row in latest.items():
+        delivery_id = conn.execute(
+            INSERT_DELIVERY,
+            {
+                "document_id": document_id,
+                "submission_id": submission_id,
+                "extraction_id": row.extraction_id,
+                "destination": row.destination,
+                "idempotency_key": key,
+                "version": versions[key],
+                "state": DeliveryState.PENDING,
+                "attempts": 0,
+                "created_at": now,
+            },
+        ).scalar_one()
+        ledger.event(
+            conn, actor=actor, kind="export_again", document_id=document_id,
+            submission_id=submission_id, delivery_id=delivery_id, to_state=DeliveryState.PENDING,
+            message=f"version {versions[key]} for {row.destination}: the result was corrected",
+        )  # fmt: skip
+        made.append(f"{row.destination} v{versions[key]}")
+    return made
 
 
 def queue_export_status(
@@ -207,7 +315,7 @@ class FeedbackRunner:
         self.vendor = vendor
         self.profile = profile
         self.settings = settings
-        self.in_hand = InHand("feedback")
+        self.in_hand = InHand("feedback", feedback_t)
 
     def run(
         self,
@@ -257,15 +365,48 @@ class FeedbackRunner:
                     first["new_value"] == "exported",
                     first["message"],
                 )
+                refused: dict[str, str] = {}
             else:
-                corrections = _latest_per_field(rows)
-                self.vendor.send_feedback(
-                    target["vendor_ref"], target["vendor_data"] or {}, corrections
-                )
+                refused = self._send_corrections(first["submission_id"], target, rows)
         except Exception as error:
             self._failed(rows, error, owner)
             return
-        self._finish(rows, owner, FeedbackState.SENT, "sent", sent_at=utcnow(), error=None)
+        sent = [r for r in rows if r["field"] not in refused]
+        if sent:
+            self._finish(sent, owner, FeedbackState.SENT, "sent", sent_at=utcnow(), error=None)
+        for field, reason in refused.items():
+            mine = [r for r in rows if r["field"] == field]
+            self._finish(mine, owner, FeedbackState.REFUSED, f"refused: {reason}", error=reason)
+
+    def _send_corrections(
+        self, submission_id: int, target: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+    ) -> dict[str, str]:
+        """Send the latest word on each field with the whole current result; returns the
+        fields the vendor refused, with its reason."""
+        with self.reader.connect() as conn:
+            extraction_id = conn.execute(
+                LATEST_OF_SUBMISSION, {"submission_id": submission_id}
+            ).scalar_one()
+            result = load_result(conn, extraction_id)
+        corrections = []
+        for row in _latest_per_field(rows):
+            value = result.get(row["field"])
+            corrections.append(
+                Correction(
+                    field=row["field"],
+                    value=row["new_value"],
+                    kind=CorrectionKind(row["correction"] or CorrectionKind.CORRECT),
+                    old_value=row["old_value"],
+                    vendor_label=row["vendor_label"] or (value.vendor_label if value else None),
+                    vendor_id=value.vendor_id if value else None,
+                )
+            )
+        outcomes = self.vendor.send_feedback(
+            target["vendor_ref"], target["vendor_data"] or {}, corrections, result
+        )
+        return {
+            o.field: o.reason or "refused by the vendor" for o in outcomes or [] if not o.accepted
+        }
 
     def _lease_siblings(self, first: Mapping[str, Any], owner: str) -> list[Mapping[str, Any]]:
         """The other pending corrections of the same submission, leased to this worker."""
@@ -344,8 +485,9 @@ class FeedbackRunner:
                 )
 
 
-def _latest_per_field(rows: Sequence[Mapping[str, Any]]) -> list[Correction]:
-    latest: dict[str, Any] = {}
+def _latest_per_field(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The newest row of each field: what a person said last is what the vendor gets."""
+    latest: dict[str, Mapping[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["id"]):
         latest[row["field"]] = row
-    return [Correction(field=name, value=row["new_value"]) for name, row in latest.items()]
+    return list(latest.values())

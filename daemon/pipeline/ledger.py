@@ -7,7 +7,7 @@ out (and whose item someone else took over) changes nothing: the UPDATE matches 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from daemon.store.models import (
     ProfileHealth,
     SourceLease,
     Submission,
+    SubmissionKey,
     SubmissionState,
     utcnow,
 )
@@ -44,6 +45,7 @@ LEASED = (submissions, deliveries, feedback)
 """Tables whose rows a worker leases."""
 source_leases = SourceLease.__table__
 health = ProfileHealth.__table__
+submission_keys = SubmissionKey.__table__
 
 
 # Hot statements are built once: constructing SQLAlchemy expressions per call costs more than
@@ -185,7 +187,12 @@ def in_flight(conn: Connection, profile: str) -> int:
 
 
 FOLLOW: frozenset[str] = frozenset(
-    {SubmissionState.PROCESSING, SubmissionState.FETCHED, SubmissionState.NORMALIZED}
+    {
+        SubmissionState.PROCESSING,
+        SubmissionState.REVIEW,
+        SubmissionState.FETCHED,
+        SubmissionState.NORMALIZED,
+    }
 )
 """States of documents the vendor already has: what a webhook asks us to finish."""
 
@@ -297,7 +304,8 @@ def _due_submissions(limit: int) -> Any:
     )
 
 
-WAITING = (SubmissionState.PROCESSING, SubmissionState.FAILED)
+WAITING = (SubmissionState.PROCESSING, SubmissionState.REVIEW, SubmissionState.FAILED)
+"""States of submissions a webhook can hurry along (made due now)."""
 WAITING_BY_REF = select(submissions.c.id).where(
     submissions.c.profile == bindparam("profile"),
     submissions.c.vendor_ref.in_(bindparam("refs", expanding=True)),
@@ -316,9 +324,84 @@ def waiting_for(conn: Connection, profile: str, vendor_refs: Sequence[str]) -> l
     return list(conn.execute(WAITING_BY_REF, params).scalars())
 
 
+def hinted(
+    conn: Connection,
+    profile: str,
+    *,
+    refs: Iterable[str] = (),
+    document_ids: Iterable[int] = (),
+    keys: Mapping[str, Iterable[str]] | None = None,
+    states: Sequence[str] = WAITING,
+) -> list[Any]:
+    """Submissions of a profile in ``states`` that webhooks named by vendor reference, by our
+    document id or by one of the vendor's other names (``submission_keys``): rows of
+    (id, state, document_id). Read-only."""
+    named: list[Any] = []
+    if refs := list(refs):
+        named.append(submissions.c.vendor_ref.in_(refs))
+    if document_ids := list(document_ids):
+        named.append(submissions.c.document_id.in_(document_ids))
+    for key, values in (keys or {}).items():
+        named.append(
+            submissions.c.id.in_(
+                select(submission_keys.c.submission_id).where(
+                    submission_keys.c.profile == profile,
+                    submission_keys.c.key == key,
+                    submission_keys.c.value.in_(list(values)),
+                )
+            )
+        )
+    if not named:
+        return []
+    query = select(submissions.c.id, submissions.c.state, submissions.c.document_id).where(
+        submissions.c.profile == profile, submissions.c.state.in_(states), or_(*named)
+    )
+    return list(conn.execute(query))
+
+
+def reopen(
+    conn: Connection, sub: dict[str, Any], *, processing_timeout: float, actor: str = "webhook"
+) -> int:
+    """A finished submission whose result the vendor says changed: follow it again (poll,
+    fetch, compare); returns 1 when it was re-opened, 0 when it had moved meanwhile."""
+    now = utcnow()
+    try:
+        move_submission(
+            conn, sub, SubmissionState.PROCESSING, owner=None, actor=actor,
+            message="the vendor says its result changed: fetching it again",
+            reopened_at=now, polls=0, next_attempt_at=now, error=None, error_class=None,
+            deadline_at=now + timedelta(seconds=processing_timeout),
+        )  # fmt: skip
+    except LeaseLost:
+        return 0
+    return 1
+
+
 def poke(conn: Connection, ids: Sequence[int]) -> int:
     """Make waiting submissions due now; returns how many still were waiting."""
     return conn.execute(POKE, {"ids": list(ids), "now": utcnow()}).rowcount
+
+
+def add_keys(conn: Connection, profile: str, submission_id: int, keys: Mapping[str, str]) -> None:
+    """Record a vendor's other names for a submission (each name once)."""
+    if not keys:
+        return
+    known = {
+        (row.key, row.value)
+        for row in conn.execute(
+            select(submission_keys.c.key, submission_keys.c.value).where(
+                submission_keys.c.profile == profile,
+                submission_keys.c.key.in_(list(keys)),
+            )
+        )
+    }
+    new = [
+        {"profile": profile, "key": k, "value": str(v), "submission_id": submission_id}
+        for k, v in keys.items()
+        if (k, str(v)) not in known
+    ]
+    if new:
+        conn.execute(insert(submission_keys), new)
 
 
 LEASE_SUBMISSIONS = (

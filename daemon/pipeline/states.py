@@ -6,7 +6,10 @@
                      ↘ failed (transient: retried with backoff until max attempts) → dead
        rejected (permanent: bad input or the vendor refused it, with a reason)
 
-``failed`` remembers the state it left (``resume_state``); a retry returns there.
+``failed`` remembers the state it left (``resume_state``); a retry returns there. ``review``
+comes before a result (the vendor waits for a person: processing → review → processing or
+fetched) or after one (the result needs a person's check: normalized → review → fetched, the
+reviewed result being a new extraction version).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
 S = SubmissionState
 
 ACTIVE: frozenset[str] = frozenset(
-    {S.QUEUED, S.UPLOADING, S.PROCESSING, S.FETCHED, S.NORMALIZED, S.FAILED}
+    {S.QUEUED, S.UPLOADING, S.PROCESSING, S.FETCHED, S.NORMALIZED, S.REVIEW, S.FAILED}
 )
 """States a worker may claim."""
 
@@ -33,19 +36,32 @@ FINAL: frozenset[str] = frozenset({S.DONE, S.DEAD, S.REJECTED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.UPLOADING, S.FAILED, S.DEAD, S.REJECTED}),
-    S.UPLOADING: frozenset({S.PROCESSING, S.FAILED, S.DEAD, S.REJECTED}),
-    S.PROCESSING: frozenset({S.PROCESSING, S.FETCHED, S.FAILED, S.DEAD, S.REJECTED}),
+    S.UPLOADING: frozenset({S.PROCESSING, S.FETCHED, S.FAILED, S.DEAD, S.REJECTED}),
+    S.PROCESSING: frozenset(
+        {S.PROCESSING, S.REVIEW, S.FETCHED, S.DONE, S.FAILED, S.DEAD, S.REJECTED}
+    ),
     S.FETCHED: frozenset({S.NORMALIZED, S.FAILED, S.DEAD, S.REJECTED}),
     S.NORMALIZED: frozenset({S.REVIEW, S.DONE, S.FAILED, S.DEAD}),
-    S.REVIEW: frozenset({S.DONE, S.REJECTED}),
+    S.REVIEW: frozenset({S.REVIEW, S.PROCESSING, S.FETCHED, S.FAILED, S.DEAD, S.REJECTED}),
     S.FAILED: frozenset(
-        {S.QUEUED, S.UPLOADING, S.PROCESSING, S.FETCHED, S.NORMALIZED, S.DEAD, S.REJECTED}
+        {
+            S.QUEUED,
+            S.UPLOADING,
+            S.PROCESSING,
+            S.FETCHED,
+            S.NORMALIZED,
+            S.REVIEW,
+            S.DEAD,
+            S.REJECTED,
+        }
     ),
-    S.DEAD: frozenset({S.QUEUED, S.UPLOADING, S.PROCESSING, S.FETCHED, S.NORMALIZED}),
+    S.DEAD: frozenset({S.QUEUED, S.UPLOADING, S.PROCESSING, S.FETCHED, S.NORMALIZED, S.REVIEW}),
     S.REJECTED: frozenset({S.QUEUED}),
-    S.DONE: frozenset({S.FETCHED}),
+    S.DONE: frozenset({S.PROCESSING}),
 }
-"""Legal moves. DONE → FETCHED is a re-fetch after a webhook says the result changed."""
+"""Legal moves. UPLOADING → FETCHED is a synchronous vendor's upload that answered with the
+result; DONE → PROCESSING re-opens a finished submission whose result the vendor says changed,
+and PROCESSING → DONE closes it again when the result turned out unchanged."""
 
 DELIVERY_ACTIVE: frozenset[str] = frozenset({DeliveryState.PENDING, DeliveryState.FAILED})
 

@@ -7,6 +7,7 @@ transactions, never inside one, so a slow vendor never holds a database lock.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -14,21 +15,30 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
-from connectors.base import CanonicalResult, DocumentRef, PollStatus, Vendor
+from connectors.base import (
+    CanonicalResult,
+    DocumentRef,
+    PollResult,
+    PollStatus,
+    Provenance,
+    Vendor,
+    VendorSettings,
+)
 from connectors.errors import TerminalError
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
-from daemon.pipeline.deliveries import DeliveryRunner, export_payload
+from daemon.pipeline.deliveries import DeliveryRunner, export_payload, load_result
 from daemon.pipeline.intake import Routed, queue_submission
 from daemon.pipeline.retry import poll_delay
 from daemon.pipeline.workers import InHand
 from daemon.store.blobs import BlobStore
 from daemon.store.engine import RawJSON, reader
 from daemon.store.models import (
+    DeliveryState,
     Document,
     Extraction,
     FieldRow,
@@ -43,6 +53,40 @@ S = SubmissionState
 documents = Document.__table__
 extractions = Extraction.__table__
 INSERT_DELIVERY = insert(ledger.deliveries).returning(ledger.deliveries.c.id)
+_earlier = extractions.alias("earlier")
+INSERT_EXTRACTION = (
+    insert(extractions)
+    .values(
+        version=select(func.coalesce(func.max(_earlier.c.version), 0) + 1)
+        .where(_earlier.c.document_id == bindparam("of_document"))
+        .scalar_subquery()
+    )
+    .returning(extractions.c.id, extractions.c.version)
+)
+"""A new extraction, numbered after the document's earlier ones in the same statement."""
+LATEST_EXTRACTION = (
+    select(extractions.c.id, extractions.c.version, extractions.c.review_reason)
+    .where(
+        extractions.c.submission_id == bindparam("submission_id"),
+        extractions.c.normalized_at.is_not(None),
+    )
+    .order_by(extractions.c.id.desc())
+    .limit(1)
+)
+DELIVERY_VERSIONS = (
+    select(ledger.deliveries.c.idempotency_key, func.max(ledger.deliveries.c.version))
+    .where(ledger.deliveries.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+    .group_by(ledger.deliveries.c.idempotency_key)
+)
+SUPERSEDE = (
+    update(ledger.deliveries)
+    .where(
+        ledger.deliveries.c.idempotency_key.in_(bindparam("keys", expanding=True)),
+        ledger.deliveries.c.state.in_(states.DELIVERY_ACTIVE),
+        ledger.deliveries.c.lease_owner.is_(None),
+    )
+    .values(state=DeliveryState.SUPERSEDED, next_attempt_at=None)
+)
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
 SELECT_WORK = (
@@ -99,12 +143,23 @@ class _Work:
     actor: str
     processing: dict[str, Any] | None = None
     """The move to `processing`, made in memory, to be written with the poll's outcome."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """The vendor's other names for the submission, to be written with the next move."""
     outbox: list[dict[str, Any]] = field(default_factory=list)
     """Delivery rows created (and leased by this worker) for inline destinations."""
     canonical: CanonicalResult | None = None
     extraction_id: int | None = None
     first_attempt: bool = False
     """No earlier upload can exist (queued until this claim): the vendor may skip reconciling."""
+
+
+def vendor_settings(vendor: Vendor) -> VendorSettings:
+    """The profile's settings as the engine reads them (the base every vendor's settings
+    extend); a connector whose settings do not extend it gets the defaults."""
+    settings = vendor.settings
+    if isinstance(settings, VendorSettings):
+        return settings
+    return VendorSettings(kind=settings.kind)
 
 
 class SubmissionRunner:
@@ -128,10 +183,11 @@ class SubmissionRunner:
         self.profile = profile
         self.vendors = vendors
         self.settings = settings
+        self.profile_settings = vendor_settings(vendor)
         self.hooks = hooks
         self.fresh: set[int] = set()
         """Submissions this process just moved from `queued` to `uploading` (first attempts)."""
-        self.in_hand = InHand("submission")
+        self.in_hand = InHand("submission", ledger.submissions)
 
     # ------------------------------------------------------------------ entry point
 
@@ -194,45 +250,73 @@ class SubmissionRunner:
                 self._move(conn, work, S.UPLOADING)
             return True
         if state == S.UPLOADING:
-            result = self.vendor.submit(work.document, first_attempt=work.first_attempt)
-            work.first_attempt = False
-            crash_point("after_upload_response")
-            now = utcnow()
-            first_poll = self.vendor.capabilities.poll_interval
-            processing = {
-                "message": f"vendor reference {result.vendor_ref}",
-                "vendor_ref": result.vendor_ref,
-                "vendor_data": result.data,
-                "polls": 0,
-                "deadline_at": now + timedelta(seconds=self.settings.processing_timeout),
-                "next_attempt_at": now + timedelta(seconds=first_poll) if first_poll else None,
-            }
-            if first_poll > 0:  # the vendor needs time: give the submission back until then
-                with self.engine.begin() as conn:
-                    ledger.move_submission(
-                        conn, sub, S.PROCESSING, owner=work.owner, actor=work.actor,
-                        lease_owner=None, lease_expires_at=None, **processing,
-                    )  # fmt: skip
-                return False
-            # Worth asking at once: the move to `processing` is written with the poll's outcome
-            # (a crash before that repeats the upload, which `submit` makes safe).
-            work.processing = processing
-            return self._poll(work)
-        if state == S.PROCESSING:
+            return self._upload(work)
+        if state in (S.PROCESSING, S.REVIEW):
             return self._poll(work)
         if state == S.FETCHED:
             return self._normalize(work)
         if state == S.NORMALIZED:
             with self.engine.begin() as conn:
-                self._finish(conn, work)
+                latest = conn.execute(LATEST_EXTRACTION, {"submission_id": sub["id"]}).one()
+                if latest.review_reason:
+                    self._to_review(conn, work, latest.review_reason)
+                    return False
+                self._finish(conn, work, latest.id, latest.version)
             self._deliver(work)
             return False
         raise states.IllegalTransition(f"no step for state {state}")
+
+    def _upload(self, work: _Work) -> bool:
+        sub = work.sub
+        if not work.first_attempt and not self.vendor.capabilities.reconcile_uploads:
+            with self.engine.begin() as conn:  # the doubt is on record before the second send
+                ledger.event(
+                    conn, actor=work.actor, kind="in_doubt", document_id=sub["document_id"],
+                    submission_id=sub["id"],
+                    message=f"an earlier upload to {self.profile} may have reached it, and "
+                    f"{self.vendor.kind} offers no look-up: sending again, so the vendor may "
+                    "process (and bill) this document twice",
+                )  # fmt: skip
+        result = self.vendor.submit(work.document, first_attempt=work.first_attempt)
+        work.first_attempt = False
+        crash_point("after_upload_response")
+        now = utcnow()
+        first_poll = self.vendor.poll_interval
+        processing = {
+            "message": f"vendor reference {result.vendor_ref}",
+            "vendor_ref": result.vendor_ref,
+            "vendor_data": result.data,
+            "polls": 0,
+            "deadline_at": now + timedelta(seconds=self.settings.processing_timeout),
+            "next_attempt_at": now + timedelta(seconds=first_poll) if first_poll else None,
+        }
+        work.keys.update(result.keys)
+        if result.raw is not None:  # a synchronous vendor: the answer is the result
+            self._store_result(work, result.raw, upload=processing)
+            return False
+        if first_poll > 0:  # the vendor needs time: give the submission back until then
+            with self.engine.begin() as conn:
+                ledger.move_submission(
+                    conn, sub, S.PROCESSING, owner=work.owner, actor=work.actor,
+                    lease_owner=None, lease_expires_at=None, **processing,
+                )  # fmt: skip
+                self._write_keys(conn, work)
+            return False
+        # Worth asking at once: the move to `processing` is written with the poll's outcome
+        # (a crash before that repeats the upload, which `submit` makes safe).
+        work.processing = processing
+        return self._poll(work)
 
     def _commit_processing(self, conn: ledger.Connection, work: _Work) -> None:
         if work.processing is not None:
             self._move(conn, work, S.PROCESSING, **work.processing)
             work.processing = None
+        self._write_keys(conn, work)
+
+    def _write_keys(self, conn: ledger.Connection, work: _Work) -> None:
+        if work.keys:
+            ledger.add_keys(conn, self.profile, work.sub["id"], work.keys)
+            work.keys = {}
 
     def _poll(self, work: _Work) -> bool:
         sub, owner = work.sub, work.owner
@@ -240,7 +324,11 @@ class SubmissionRunner:
         pending = work.processing or {}
         deadline = pending.get("deadline_at", sub["deadline_at"])
         if deadline is not None and now > deadline:
-            reason = "the vendor did not finish processing before the deadline"
+            if sub["state"] == S.REVIEW:
+                days = self.profile_settings.review_timeout
+                reason = f"the review at the vendor was not finished within {days:g} days"
+            else:
+                reason = "the vendor did not finish processing before the deadline"
             self._give_up(sub, owner, work.actor, reason)
             return False
         ref = pending.get("vendor_ref", sub["vendor_ref"])
@@ -248,65 +336,169 @@ class SubmissionRunner:
         result = self.vendor.poll(ref, data)
         if result.data is not None:
             data = result.data
-        if result.status == PollStatus.PROCESSING:
-            delay = result.retry_after or poll_delay(
-                sub["polls"],
-                first=max(self.vendor.capabilities.poll_interval, 0.5),
-                maximum=self.settings.poll_backoff_max,
-            )
-            with self.engine.begin() as conn:
-                self._commit_processing(conn, work)
-                conn.execute(
-                    update(ledger.submissions)
-                    .where(
-                        ledger.submissions.c.id == sub["id"],
-                        ledger.submissions.c.lease_owner == owner,
-                    )
-                    .values(
-                        polls=sub["polls"] + 1,
-                        vendor_data=data,
-                        next_attempt_at=now + timedelta(seconds=delay),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        updated_at=now,
-                    )
-                )
+        work.keys.update(result.keys)
+        changes: dict[str, Any] = {"vendor_data": data}
+        if result.vendor_ref is not None and result.vendor_ref != ref:
+            ref = changes["vendor_ref"] = result.vendor_ref
+        if result.status in (PollStatus.PROCESSING, PollStatus.REVIEW):
+            self._wait(work, result, changes)
             return False
         if result.status == PollStatus.REJECTED:
             with self.engine.begin() as conn:
                 self._commit_processing(conn, work)
+                if len(changes) > 1:
+                    conn.execute(
+                        update(ledger.submissions)
+                        .where(ledger.submissions.c.id == sub["id"])
+                        .values(**changes)
+                    )
             self._reject(sub, owner, work.actor, result.reason or "the vendor rejected it")
             return False
         raw = self.vendor.fetch(ref, data, work.document)
-        raw_json = _checked_json(raw)
-        canonical, mapping_error = self._map(raw)
+        self._store_result(work, raw, changes=changes)
+        return False
+
+    def _wait(self, work: _Work, result: PollResult, changes: dict[str, Any]) -> None:
+        """The vendor is still working, or waits for a person: poll again, backing off."""
+        sub, now = work.sub, utcnow()
+        review = result.status == PollStatus.REVIEW
+        delay = result.retry_after or poll_delay(
+            sub["polls"],
+            first=max(self.vendor.poll_interval, 0.5),
+            maximum=self.settings.review_poll_max
+            if review or sub["state"] == S.REVIEW
+            else self.settings.poll_backoff_max,
+        )
+        values: dict[str, Any] = {
+            **changes,
+            "polls": sub["polls"] + 1,
+            "next_attempt_at": now + timedelta(seconds=delay),
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
         with self.engine.begin() as conn:
             self._commit_processing(conn, work)
-            extraction_id = conn.execute(
-                insert(extractions)
-                .values(
-                    submission_id=sub["id"],
-                    document_id=sub["document_id"],
-                    vendor=self.profile,
-                    raw=raw_json,
-                    fetched_at=utcnow(),
-                    normalized_at=utcnow() if canonical is not None else None,
+            if review and sub["state"] != S.REVIEW:
+                self._move_to_review(conn, work, result.reason, values)
+            elif not review and sub["state"] == S.REVIEW:
+                ledger.move_submission(
+                    conn, sub, S.PROCESSING, owner=work.owner, actor=work.actor,
+                    message="the review is over; the vendor is processing the document again",
+                    deadline_at=now + timedelta(seconds=self.settings.processing_timeout),
+                    review_reason=None, **values,
+                )  # fmt: skip
+            else:
+                if review and result.reason and result.reason != sub["review_reason"]:
+                    values["review_reason"] = result.reason
+                conn.execute(
+                    update(ledger.submissions)
+                    .where(
+                        ledger.submissions.c.id == sub["id"],
+                        ledger.submissions.c.lease_owner == work.owner,
+                    )
+                    .values(**values, updated_at=now)
                 )
-                .returning(extractions.c.id)
-            ).scalar_one()
-            self._move(conn, work, S.FETCHED, vendor_data=data, polls=sub["polls"] + 1)
+
+    def _move_to_review(
+        self, conn: ledger.Connection, work: _Work, reason: str | None, values: dict[str, Any]
+    ) -> None:
+        now = utcnow()
+        reason = reason or "waiting for a person's review at the vendor"
+        ledger.move_submission(
+            conn, work.sub, S.REVIEW, owner=work.owner, actor=work.actor, message=reason,
+            review_reason=reason, review_since=now,
+            deadline_at=now + timedelta(days=self.profile_settings.review_timeout), **values,
+        )  # fmt: skip
+
+    def _to_review(self, conn: ledger.Connection, work: _Work, reason: str) -> None:
+        """A result that needs a person's check at the vendor first: wait in `review`."""
+        delay = max(self.vendor.poll_interval, 0.5)
+        self._move_to_review(
+            conn,
+            work,
+            reason,
+            {
+                "polls": 0,
+                "next_attempt_at": utcnow() + timedelta(seconds=delay),
+                "lease_owner": None,
+                "lease_expires_at": None,
+            },
+        )
+
+    def _store_result(
+        self,
+        work: _Work,
+        raw: Any,
+        *,
+        upload: dict[str, Any] | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store the vendor's result as a new extraction and, when it maps, carry it through
+        to `done` (or `review`) in the same transaction. ``upload`` is the upload's record for
+        a synchronous vendor (uploading → fetched); ``changes`` the poll's for the others."""
+        sub = work.sub
+        raw_json = _checked_json(raw)
+        canonical, mapping_error = self._map(raw)
+        if sub["reopened_at"] is not None and canonical is not None:
+            if self._close_unchanged(work, canonical, changes or {}):
+                return
+        with self.engine.begin() as conn:
+            if upload is not None:
+                self._move(conn, work, S.FETCHED, **upload)
+                self._write_keys(conn, work)
+            else:
+                self._commit_processing(conn, work)
+                self._move(conn, work, S.FETCHED, polls=sub["polls"] + 1, **(changes or {}))
+            extraction_id, version = conn.execute(
+                INSERT_EXTRACTION,
+                {
+                    "submission_id": sub["id"],
+                    "document_id": sub["document_id"],
+                    "of_document": sub["document_id"],
+                    "vendor": self.profile,
+                    "raw": raw_json,
+                    "fetched_at": utcnow(),
+                    "normalized_at": utcnow() if canonical is not None else None,
+                    "quality": canonical.quality if canonical is not None else {},
+                    "review_reason": canonical.review if canonical is not None else None,
+                },
+            ).one()
             if canonical is not None:
                 # Pure computation from here to `done`: one transaction, an event per move.
                 self._store_canonical(conn, work, extraction_id, canonical)
-                self._finish(conn, work, extraction_id)
+                if canonical.review:
+                    self._to_review(conn, work, canonical.review)
+                else:
+                    self._finish(conn, work, extraction_id, version)
         crash_point("after_fetch_commit")
         # A place at the vendor is free (max_in_flight): an idle worker may start an upload
         # now rather than when its sleep ends; this one still has the delivery to make.
         self.hooks.wake_profile(self.profile)
         if mapping_error is not None:
             raise mapping_error
-        self._deliver(work)
-        return False
+        if sub["state"] == S.DONE:
+            self._deliver(work)
+
+    def _close_unchanged(
+        self, work: _Work, canonical: CanonicalResult, changes: Mapping[str, Any]
+    ) -> bool:
+        """A re-opened submission whose fetched result is what was stored before: back to
+        `done` without a new version or export. False when it did change."""
+        sub = work.sub
+        with self.reader.connect() as conn:
+            latest = conn.execute(LATEST_EXTRACTION, {"submission_id": sub["id"]}).first()
+            before = load_result(conn, latest.id) if latest is not None else None
+        if before is None or not same_result(before, canonical):
+            return False
+        with self.engine.begin() as conn:
+            self._commit_processing(conn, work)
+            ledger.move_submission(
+                conn, sub, S.DONE, owner=work.owner, actor=work.actor,
+                message="the vendor's result is unchanged; nothing to export again",
+                completed_at=utcnow(), reopened_at=None, lease_owner=None,
+                lease_expires_at=None, next_attempt_at=None, **changes,
+            )  # fmt: skip
+        return True
 
     def _map(self, raw: Any) -> tuple[CanonicalResult | None, TerminalError | None]:
         try:
@@ -336,7 +528,11 @@ class SubmissionRunner:
             conn.execute(
                 update(extractions)
                 .where(extractions.c.id == extraction["id"])
-                .values(normalized_at=utcnow())
+                .values(
+                    normalized_at=utcnow(),
+                    quality=canonical.quality,
+                    review_reason=canonical.review,
+                )
             )
             self._store_canonical(conn, work, extraction["id"], canonical)
         crash_point("after_normalize_commit")
@@ -355,28 +551,27 @@ class SubmissionRunner:
         )
 
     def _finish(
-        self, conn: ledger.Connection, work: _Work, extraction_id: int | None = None
+        self, conn: ledger.Connection, work: _Work, extraction_id: int, version: int
     ) -> None:
         """NORMALIZED → DONE, with the outbox rows for every destination, in the caller's
-        transaction."""
+        transaction. ``version`` is the extraction's: after the document's first one, each
+        delivery is a new version of the one made before."""
         sub = work.sub
-        if extraction_id is None:
-            extraction_id = conn.execute(
-                select(extractions.c.id)
-                .where(extractions.c.submission_id == sub["id"])
-                .order_by(extractions.c.id.desc())
-                .limit(1)
-            ).scalar_one()
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
-        for destination in sub["destinations"] or []:
+        destinations = list(sub["destinations"] or [])
+        keys = {name: delivery_key(sub["document_id"], name) for name in destinations}
+        versions = next_delivery_versions(conn, list(keys.values())) if version > 1 else {}
+        for destination in destinations:
             inline = destination in self.hooks.inline
+            key = keys[destination]
             row = {
                 "document_id": sub["document_id"],
                 "submission_id": sub["id"],
                 "extraction_id": extraction_id,
                 "destination": destination,
-                "idempotency_key": f"docrelay-{sub['document_id']}-{extraction_id}-{destination}",
+                "idempotency_key": key,
+                "version": versions.get(key, 1),
                 "state": "pending",
                 "attempts": 0,
                 "created_at": now,
@@ -390,7 +585,7 @@ class SubmissionRunner:
         ledger.move_submission(
             conn, sub, S.DONE, owner=work.owner, actor=work.actor, completed_at=now,
             lease_owner=None, lease_expires_at=None, next_attempt_at=None, error=None,
-            error_class=None,
+            error_class=None, review_reason=None, reopened_at=None,
         )  # fmt: skip
 
     def _deliver(self, work: _Work) -> None:
@@ -400,6 +595,8 @@ class SubmissionRunner:
             payload = export_payload(work.doc, work.sub, work.extraction_id, work.canonical)
             for row in rows:
                 runner = self.hooks.inline[row["destination"]]
+                if row["version"] != payload.version:
+                    payload = dataclasses.replace(payload, version=row["version"])
                 try:
                     if not runner.push(row, payload, work.owner, inline=work.sub):
                         self.hooks.wake_deliveries(row["destination"])  # its pool retries
@@ -524,6 +721,42 @@ class SubmissionRunner:
             self.hooks.rejected(sub["document_id"], reason)
 
 
+def delivery_key(document_id: int, destination: str) -> str:
+    """The idempotency key of a document's export to one destination: every version of it
+    carries the same key, so the destination updates what the first one made."""
+    return f"docrelay-{document_id}-{destination}"
+
+
+def next_delivery_versions(conn: ledger.Connection, keys: list[str]) -> dict[str, int]:
+    """The version each key's next delivery gets; older ones that have not gone out yet are
+    superseded by it (they would only push what the new one pushes, or older)."""
+    if not keys:
+        return {}
+    found = dict(conn.execute(DELIVERY_VERSIONS, {"keys": keys}).all())
+    conn.execute(SUPERSEDE, {"keys": keys})
+    return {key: (found.get(key) or 0) + 1 for key in keys}
+
+
+def same_result(a: CanonicalResult, b: CanonicalResult) -> bool:
+    """Two results hold the same values (provenance such as confidence aside)."""
+
+    def values(result: CanonicalResult) -> Any:
+        return (
+            sorted((f.name, f.value_text or "") for f in result.fields),
+            [
+                (li.line_no, li.description, li.quantity, li.unit_price, li.net_amount,
+                 li.tax_rate, li.total_amount, li.item_code, sorted(li.extra.items()))
+                for li in sorted(result.line_items, key=lambda li: li.line_no)
+            ],
+        )  # fmt: skip
+
+    return bool(values(a) == values(b))
+
+
+def _bbox_text(bbox: Any) -> str | None:
+    return f"{bbox.left},{bbox.top},{bbox.right},{bbox.bottom}" if bbox else None
+
+
 def write_canonical(
     conn: ledger.Connection, extraction_id: int, document_id: int, result: CanonicalResult
 ) -> None:
@@ -543,12 +776,11 @@ def write_canonical(
                     "currency": f.currency,
                     "confidence": f.confidence,
                     "page": f.page,
-                    "bbox": (
-                        f"{f.bbox.left},{f.bbox.top},{f.bbox.right},{f.bbox.bottom}"
-                        if f.bbox
-                        else None
-                    ),
+                    "bbox": _bbox_text(f.bbox),
+                    "page_width": f.bbox.page_width if f.bbox else None,
+                    "page_height": f.bbox.page_height if f.bbox else None,
                     "vendor_label": f.vendor_label,
+                    "vendor_id": f.vendor_id,
                     "corrected": False,
                 }
                 for f in result.fields
@@ -570,10 +802,26 @@ def write_canonical(
                     "total_amount": li.total_amount,
                     "item_code": li.item_code,
                     "extra": li.extra,
+                    "provenance": {name: provenance_json(p) for name, p in li.provenance.items()},
                 }
                 for li in result.line_items
             ],
         )
+
+
+def provenance_json(p: Provenance) -> dict[str, Any]:
+    """A line-item value's provenance as stored (JSON), keys with no value left out."""
+    box = p.bbox
+    stored = {
+        "confidence": p.confidence,
+        "page": p.page,
+        "bbox": [box.left, box.top, box.right, box.bottom] if box else None,
+        "page_width": box.page_width if box else None,
+        "page_height": box.page_height if box else None,
+        "vendor_label": p.vendor_label,
+        "raw_text": p.raw_text,
+    }
+    return {key: value for key, value in stored.items() if value is not None}
 
 
 def _checked_json(raw: Any) -> RawJSON:

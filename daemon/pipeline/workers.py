@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import OperationalError
 
 from daemon.pipeline import ledger
@@ -36,10 +38,13 @@ class InHand:
     would pass the owner checks: the second one steps aside here instead.
     """
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, table: Any = None) -> None:
         self.what = what
         """The rows' name in the log: ``submission``, ``delivery``, ``feedback``."""
-        self._ids: set[int] = set()
+        self.table = table
+        """The table the rows are in (for the lease keeper)."""
+        self._ids: dict[int, float] = {}
+        """Row id → when (monotonic) this process began working on it."""
         self._lock = threading.Lock()
 
     @contextmanager
@@ -48,7 +53,8 @@ class InHand:
         False, with a warning, when another thread of this process is still working on it."""
         with self._lock:
             mine = item_id not in self._ids
-            self._ids.add(item_id)
+            if mine:
+                self._ids[item_id] = time.monotonic()
         if not mine:
             log.warning("%s %s is still being worked on here; not run twice", self.what, item_id)
         try:
@@ -56,7 +62,75 @@ class InHand:
         finally:
             if mine:
                 with self._lock:
-                    self._ids.discard(item_id)
+                    self._ids.pop(item_id, None)
+
+    def held_for(self, seconds: float) -> list[int]:
+        """The rows worked on here for at least ``seconds`` now (a long vendor call)."""
+        since = time.monotonic() - seconds
+        with self._lock:
+            return [item_id for item_id, began in self._ids.items() if began <= since]
+
+
+class LeaseKeeper:
+    """Renews the leases of rows this process has been working on for a while.
+
+    A lease stands for "this process is on it"; a vendor call may take minutes (a synchronous
+    extraction, a slow upload), longer than the lease. Every third of the lease time the rows
+    still in hand are given a full lease again, so no other process takes them over while the
+    call runs — and when this process dies, the renewals stop and the lease runs out as usual.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        owner: str,
+        lease_seconds: float,
+        hands: Callable[[], Iterable[InHand]],
+    ) -> None:
+        self.engine = engine
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self._hands = hands
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+        self.renewed = 0
+        """Leases renewed so far (for tests and health)."""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        interval = self.lease_seconds / 3
+        while not self._stopping.wait(interval):
+            try:
+                self.renew(older_than=interval)
+            except OperationalError as exc:  # the next round tries again, well within the lease
+                log.warning("could not renew leases: %s", exc.orig)
+            except Exception:
+                log.exception("could not renew leases")
+
+    def renew(self, older_than: float) -> int:
+        """Give every row in hand for ``older_than`` seconds a full lease again."""
+        renewed = 0
+        expires = utcnow() + timedelta(seconds=self.lease_seconds)
+        for hand in self._hands():
+            ids = hand.held_for(older_than)
+            if not ids or hand.table is None:
+                continue
+            table = hand.table
+            with self.engine.begin() as conn:
+                renewed += conn.execute(
+                    update(table)
+                    .where(table.c.id.in_(ids), table.c.lease_owner == self.owner)
+                    .values(lease_expires_at=expires)
+                ).rowcount
+        self.renewed += renewed
+        return renewed
 
 
 class WorkerPool:

@@ -94,6 +94,8 @@ class DeliveryState(enum.StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     DEAD = "dead"
+    SUPERSEDED = "superseded"
+    """A newer version of the same delivery was queued before this one went out."""
 
 
 class FeedbackState(enum.StrEnum):
@@ -164,6 +166,13 @@ class Submission(Base):
     completed_at: Mapped[datetime | None]
     purged_at: Mapped[datetime | None]
     """When the document was deleted at the vendor after the profile's retention."""
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    """In `review`: what the vendor waits for a person to do (confirm a split, check values)."""
+    review_since: Mapped[datetime | None]
+    """When the submission last went into `review`."""
+    reopened_at: Mapped[datetime | None]
+    """When a finished submission was re-opened because the vendor said its result changed;
+    the next fetch is compared with the result stored before."""
 
     __table_args__ = (
         Index(None, "profile", "state", "next_attempt_at"),
@@ -183,6 +192,13 @@ class Extraction(Base):
     raw: Mapped[Any] = mapped_column(JSON)
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
     normalized_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """1 for a document's first extraction; each later one (after review, after the vendor
+    said its result changed) counts up."""
+    quality: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    """The vendor's own quality flags (e.g. all_required_fields_found), as it gave them."""
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    """Set when this result waits for a person's review before it counts (HITL)."""
 
 
 class FieldRow(Base):
@@ -200,8 +216,13 @@ class FieldRow(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     page: Mapped[int | None]
     bbox: Mapped[str | None] = mapped_column(String(128))
-    """`left,top,right,bottom` in PDF points."""
+    """`left,top,right,bottom` in PDF points, origin top-left of the page."""
+    page_width: Mapped[float | None] = mapped_column(Float)
+    """The page's size in PDF points, so a box can be drawn on a rendering of any size."""
+    page_height: Mapped[float | None] = mapped_column(Float)
     vendor_label: Mapped[str | None] = mapped_column(String(255))
+    vendor_id: Mapped[str | None] = mapped_column(String(255))
+    """The vendor's id of the value (a datapoint id), for feedback."""
     corrected: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -220,6 +241,8 @@ class LineItemRow(Base):
     total_amount: Mapped[Decimal | None]
     item_code: Mapped[str | None] = mapped_column(String(255))
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    """Per line-item field: confidence, page, bbox, page size, vendor label, raw text."""
 
 
 class Delivery(Base):
@@ -232,7 +255,11 @@ class Delivery(Base):
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
     extraction_id: Mapped[int] = mapped_column(ForeignKey("extractions.id"))
     destination: Mapped[str] = mapped_column(String(255))
-    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    """Stable per (document, destination): every version of the export carries it."""
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """1 for the first export; a re-extraction or a correction exports version 2, 3, … of the
+    same delivery, which the destination applies as an update of what it made."""
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
@@ -243,7 +270,10 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
 
-    __table_args__ = (Index(None, "destination", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index(None, "destination", "state", "next_attempt_at"),
+        Index(None, "idempotency_key", "version", unique=True),
+    )
 
 
 class FeedbackKind(enum.StrEnum):
@@ -264,6 +294,10 @@ class Feedback(Base):
     profile: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(32), default=FeedbackKind.CORRECTION)
     field: Mapped[str | None] = mapped_column(String(255))
+    correction: Mapped[str | None] = mapped_column(String(16))
+    """For corrections: confirm, correct, absent or add (``connectors.base.CorrectionKind``)."""
+    vendor_label: Mapped[str | None] = mapped_column(String(255))
+    """The vendor's own name of the field (schema id, label) as the extraction had it."""
     old_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
     message: Mapped[str | None] = mapped_column(Text)
@@ -278,6 +312,18 @@ class Feedback(Base):
     sent_at: Mapped[datetime | None]
 
     __table_args__ = (Index(None, "profile", "state", "next_attempt_at"),)
+
+
+class SubmissionKey(Base):
+    """A vendor's other names for a submission (a review id, its own document id), so a
+    webhook that names only those finds the submission."""
+
+    __tablename__ = "submission_keys"
+
+    profile: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512), primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
 
 
 class Event(Base):

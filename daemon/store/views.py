@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from connectors.base import DOCUMENT_FIELDS
 
-AMOUNT_COLUMNS = ("total_amount", "net_amount", "tax_amount")
+AMOUNT_COLUMNS = ("total_amount", "net_amount", "tax_amount", "amount_due")
 DATE_COLUMNS = ("issue_date", "due_date")
 
 _LATEST_SUBMISSION = "SELECT document_id, MAX(id) AS id FROM submissions GROUP BY document_id"
@@ -35,15 +35,19 @@ SELECT d.id AS document_id, d.sha256, d.filename, d.mime_type, d.size_bytes, d.p
        (SELECT MAX(dl.delivered_at) FROM deliveries dl
          WHERE dl.document_id = d.id AND dl.state = 'delivered') AS exported_at,
        COALESCE(s.error, d.error) AS error,
-       d.duplicate_of, d.route, s.id AS submission_id, s.attempts, d.metadata
+       d.duplicate_of, d.route, s.id AS submission_id, s.attempts, d.metadata,
+       s.review_reason, s.review_since, x.version AS extraction_version, x.quality
 FROM documents d
 LEFT JOIN ({_LATEST_SUBMISSION}) ls ON ls.document_id = d.id
 LEFT JOIN submissions s ON s.id = ls.id
+LEFT JOIN ({_LATEST_EXTRACTION}) lx ON lx.document_id = d.id
+LEFT JOIN extractions x ON x.id = lx.id
 """,
     "docrelay_fields": f"""
 SELECT x.document_id, x.submission_id, x.vendor, f.name AS field, f.value_text,
        f.value_number, f.value_date, f.currency, f.confidence, f.page, f.bbox,
-       f.vendor_label, f.corrected, f.raw_text, x.id AS extraction_id
+       f.vendor_label, f.corrected, f.raw_text, x.id AS extraction_id,
+       f.page_width, f.page_height, x.version AS extraction_version
 FROM ({_LATEST_EXTRACTION}) lx
 JOIN extractions x ON x.id = lx.id
 JOIN fields f ON f.extraction_id = x.id
@@ -57,7 +61,8 @@ GROUP BY d.document_id, d.vendor, d.state
 """.format(columns=",\n       ".join(_invoice_column(name) for name in DOCUMENT_FIELDS)),
     "docrelay_line_items": f"""
 SELECT x.document_id, x.vendor, li.line_no, li.description, li.quantity, li.unit_price,
-       li.net_amount, li.tax_rate, li.total_amount, li.item_code, x.submission_id
+       li.net_amount, li.tax_rate, li.total_amount, li.item_code, x.submission_id,
+       li.provenance, x.version AS extraction_version
 FROM ({_LATEST_EXTRACTION}) lx
 JOIN extractions x ON x.id = lx.id
 JOIN line_items li ON li.extraction_id = x.id

@@ -22,13 +22,14 @@ from connectors.base import (
     SubmitResult,
     Vendor,
     VendorCapabilities,
+    VendorSettings,
 )
 from connectors.errors import TerminalError
 from connectors.vendors.local import mapping
 from connectors.vendors.local.text import SUPPORTED_TYPES, base_mime_type, extract_text
 
 
-class LocalSettings(ConnectorSettings):
+class LocalSettings(VendorSettings):
     """Settings of a ``local`` vendor profile."""
 
     kind: Literal["local"] = "local"
@@ -48,7 +49,10 @@ class LocalVendor(Vendor):
 
     kind: ClassVar[str] = "local"
     settings_model: ClassVar[type[ConnectorSettings]] = LocalSettings
-    capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(poll_interval=0)
+    capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(
+        poll_interval=0,
+        reconcile_uploads=True,  # submit is pure: repeating it never makes a second upload
+    )
 
     settings: LocalSettings
 

@@ -40,6 +40,7 @@ from connectors.base import (
     ConnectorContext,
     ConnectorSettings,
     Correction,
+    CorrectionOutcome,
     DocumentRef,
     PollResult,
     PollStatus,
@@ -47,6 +48,7 @@ from connectors.base import (
     Vendor,
     VendorCapabilities,
     WebhookHint,
+    WebhookRequest,
 )
 from connectors.errors import (
     AuthFailed,
@@ -1032,8 +1034,9 @@ class RossumVendor(Vendor):
 
     # ------------------------------------------------------------------ webhooks
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[WebhookHint]:
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookHint]:
         """Verify ``X-Rossum-Signature-SHA256`` and name the annotation to look at."""
+        headers, body = request.headers, request.body
         secret = self.settings.webhook_secret
         if secret is None:
             raise WebhookRejected(
@@ -1080,15 +1083,20 @@ class RossumVendor(Vendor):
     # ------------------------------------------------------------------ feedback
 
     def send_feedback(
-        self, vendor_ref: str, data: Mapping[str, Any], corrections: list[Correction]
-    ) -> None:
+        self,
+        vendor_ref: str,
+        data: Mapping[str, Any],
+        corrections: list[Correction],
+        result: CanonicalResult | None = None,
+    ) -> list[CorrectionOutcome]:
         """Write corrected values into the annotation and confirm it (start → replace → confirm).
 
         Safe to repeat: replacing with the same value changes nothing, and an annotation that is
-        already confirmed/exported with these values counts as done.
+        already confirmed/exported with these values counts as done. A field the queue's schema
+        has no datapoint for is refused.
         """
         if not corrections:
-            return
+            return []
         annotation_id = self._require_id(vendor_ref, data)
         annotation = self._recalled(annotation_id) or self._annotation(annotation_id)
         if annotation is None:
@@ -1112,12 +1120,16 @@ class RossumVendor(Vendor):
                     "value": {"content": {"value": new_value}, "validation_sources": ["human"]},
                 }
             )
+        refused = [
+            CorrectionOutcome(name, False, "the Rossum queue's schema has no datapoint for it")
+            for name in missing
+        ]
         if missing:
             log.warning("Rossum's schema has no datapoint for %s; not sent", ", ".join(missing))
         if not ops:
-            raise TerminalError(f"Rossum's schema has no datapoint for {', '.join(missing)}")
+            return refused
         if unchanged and status in DONE:
-            return  # a repeat after the first send went through
+            return refused  # a repeat after the first send went through
         self._begin(annotation_id, annotation, "corrections")
         try:
             self.client.request(
@@ -1127,6 +1139,7 @@ class RossumVendor(Vendor):
         except BaseException:
             self._cancel(annotation_id)
             raise
+        return refused
 
     def _datapoint_for(
         self, correction: Correction, points: Mapping[str, dict[str, Any]]
