@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors import registry
 from connectors.emulation import runner
 from connectors.emulation.app import emulator_app
 from connectors.emulation.callbacks import (
@@ -733,3 +734,48 @@ def test_runner_common_and_vendor_options(monkeypatch, capsys):
     for bad in (["--fail-rate", "2"], ["--faults", "fire"], ["--delay", "-1"]):
         with pytest.raises(SystemExit):
             runner.common_options(runner.build_parser(command).parse_args(bad))
+
+
+def test_registry_lists_emulators_without_importing_them():
+    assert registry.available()["emulator"]["rossum"].startswith("connectors.vendors.rossum.")
+    code = (
+        "import sys\n"
+        "from connectors import registry\n"
+        "registry.available()\n"
+        "loaded = [m for m in sys.modules if m.startswith(('connectors.vendors', "
+        "'connectors.emulation', 'connectors.sources', 'connectors.destinations'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    command = registry.load("emulator", "rossum")
+    assert issubclass(command, runner.EmulatorCommand) and command.kind == "rossum"
+    with pytest.raises(registry.UnknownConnector, match="emulator"):
+        registry.load("emulator", "nope")
+
+
+def test_third_party_emulators_come_from_entry_points(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    plugin = EntryPoint("emulator.echo", "tests.test_emulation:EchoEmulator", "docrelay.connectors")
+    shadow = EntryPoint("emulator.rossum", "evil:Emulator", "docrelay.connectors")
+    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin, shadow])
+    registry.available.cache_clear()
+    try:
+        assert registry.load("emulator", "echo") is EchoEmulator
+        assert registry.available()["emulator"]["rossum"] != "evil:Emulator"
+    finally:
+        registry.available.cache_clear()
+
+
+def test_cli_emulate_and_connectors(monkeypatch, capsys):
+    from daemon import cli
+
+    monkeypatch.setattr(runner, "serve", lambda app, **kw: None)
+    assert cli.main(["emulate", "rossum", "--port", "9002", "--rate-limit", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Rossum API emulator at http://127.0.0.1:9002/api/v1")
+    assert cli.main(["emulate", "nope"]) == cli.EXIT_CONFIG
+    assert "unknown emulator kind 'nope' (installed: rossum" in capsys.readouterr().err
+    assert cli.main(["connectors"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:2] == ["emulator", "rossum"] for line in listed)
+    assert any(line.split()[:2] == ["vendor", "rossum"] for line in listed)

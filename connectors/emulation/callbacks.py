@@ -222,8 +222,7 @@ class CallbackDispatcher:
         self._heap: list[tuple[float, int, Callback]] = []
         self._order = itertools.count()
         self._attempts: deque[Attempt] = deque(maxlen=keep)
-        self.outcomes: Counter[str] = Counter()
-        """Attempts by recorded outcome, since the start (``attempts()`` keeps the newest)."""
+        self._outcomes: Counter[str] = Counter()
         self._made = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -274,6 +273,12 @@ class CallbackDispatcher:
         """The newest ``keep`` requests made, oldest first."""
         with self._cond:
             return list(self._attempts)
+
+    def outcomes(self) -> Counter[str]:
+        """Requests made since the start by recorded outcome (``attempts()`` keeps only the
+        newest)."""
+        with self._cond:
+            return Counter(self._outcomes)
 
     def wait_for_attempts(self, count: int, timeout: float = 10.0) -> bool:
         """Block (real time, at most ``timeout``) until ``count`` requests have been made in
@@ -392,6 +397,6 @@ class CallbackDispatcher:
         )
         with self._cond:
             self._attempts.append(attempt)
-            self.outcomes[outcome] += 1
+            self._outcomes[outcome] += 1
             self._made += 1
             self._cond.notify_all()
