@@ -1,7 +1,7 @@
 """Fault injection and throttling for emulators: an ASGI middleware in front of the vendor API.
 
 Every API request (never ``/_emulator``) first meets the rate limit — a token bucket per
-client, ``rate_limit`` requests per second with a burst of the same size; an empty bucket
+client, ``rate_limit`` requests per second with a burst of as many (at least 1); an empty bucket
 answers **429** with ``Retry-After`` — and then, with probability ``fail_rate``, one fault
 drawn from ``fault_mix`` (or the next fault scheduled for it, see ``FaultInjector.schedule``):
 
