@@ -3,6 +3,10 @@
 Built-in connectors are listed here by import path so that importing the registry imports no
 connector code; third-party packages add their own through the ``docrelay.connectors`` entry-point
 group, named ``<role>.<kind>`` (e.g. ``vendor.acme = "acme_docrelay:AcmeVendor"``).
+
+Vendor emulators are registered the same way, role ``emulator``: the kind is the vendor kind and
+the class an ``connectors.emulation.runner.EmulatorCommand`` (``docrelay emulate <kind>``), e.g.
+``emulator.acme = "acme_docrelay.emulator:AcmeEmulator"``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
-Role = Literal["source", "vendor", "destination"]
-ROLES: tuple[Role, ...] = ("source", "vendor", "destination")
+Role = Literal["source", "vendor", "destination", "emulator"]
+ROLES: tuple[Role, ...] = ("source", "vendor", "destination", "emulator")
 
 BUILTIN: dict[Role, dict[str, str]] = {
     "source": {
@@ -27,12 +31,10 @@ BUILTIN: dict[Role, dict[str, str]] = {
     "destination": {
         "folder": "connectors.destinations.folder:FolderDestination",
     },
+    "emulator": {
+        "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",
+    },
 }
-
-EMULATORS: dict[str, str] = {
-    "rossum": "connectors.vendors.rossum.emulator_cli:main",
-}
-"""Vendor kind → the ``main(argv) -> int`` of its emulator (``docrelay emulate <kind>``)."""
 
 ENTRY_POINT_GROUP = "docrelay.connectors"
 
@@ -53,20 +55,12 @@ class UnknownConnector(LookupError):
 
 
 def load(role: Role, kind: str) -> type:
-    """Import and return the connector class for ``kind``."""
+    """Import and return the connector (or emulator command) class for ``kind``."""
     kinds = available()[role]
     target = kinds.get(kind)
     if target is None:
         known = ", ".join(sorted(kinds)) or "none"
         raise UnknownConnector(f"unknown {role} kind {kind!r} (installed: {known})")
-    return _import(target)
-
-
-def load_emulator(kind: str) -> Any:
-    target = EMULATORS.get(kind)
-    if target is None:
-        known = ", ".join(sorted(EMULATORS)) or "none"
-        raise UnknownConnector(f"no emulator for {kind!r} (available: {known})")
     return _import(target)
 
 

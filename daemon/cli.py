@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("emulate", cmd_emulate, "run a vendor's API emulator to try a config offline")
     p.add_argument("vendor", help="vendor kind, e.g. rossum")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of the emulator (--help)")
-    command("connectors", cmd_connectors, "list installed sources, vendors and destinations")
+    command(
+        "connectors", cmd_connectors, "list installed sources, vendors, destinations and emulators"
+    )
     p = command("mailbox", None, "mailbox sources")
     mb = p.add_subparsers(title="mailbox commands", metavar="MAILBOXCOMMAND")
     test = mb.add_parser(
@@ -479,16 +481,18 @@ def cmd_correct(args: argparse.Namespace) -> int:
 
 def cmd_emulate(args: argparse.Namespace) -> int:
     from connectors import registry
+    from connectors.emulation import runner
 
     try:
-        main_of = registry.load_emulator(args.vendor)
+        command = registry.load("emulator", args.vendor)
     except registry.UnknownConnector as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    return int(main_of(list(args.args)) or 0)
+    return runner.main(command, list(args.args))
 
 
 def cmd_connectors(args: argparse.Namespace) -> int:
+    """Every installed kind per role: sources, vendors, destinations and vendor emulators."""
     from connectors import registry
 
     for role, kinds in registry.available().items():

@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from connectors.base import CanonicalResult, ConnectorContext, DocumentRef, FieldValue, PollStatus
 from connectors.errors import TerminalError
+from connectors.extract import text as text_mod
+from connectors.extract.rules import find_fields
 from connectors.vendors.local import LocalSettings, LocalVendor
-from connectors.vendors.local import text as text_mod
 from connectors.vendors.local.mapping import normalize
-from connectors.vendors.local.rules import find_fields
 from tests.conftest import require_service
 from tests.invoices import (
     encrypted_pdf_bytes,

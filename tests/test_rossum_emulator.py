@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.emulation.clock import ManualClock
 from connectors.vendors.rossum import emulator_cli
 from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
 from connectors.vendors.rossum.emulator_state import EmulatorState
@@ -197,6 +198,26 @@ def test_token_expiry_and_max_lifetime():
             emu.http.get("queues/1", headers={"Authorization": f"Bearer {short}"}).status_code
             == 401
         )
+
+
+def test_manual_clock_drives_import_delay_and_token_expiry():
+    """On the kit's ManualClock the emulator's time moves only when the test says so."""
+    clock = ManualClock()
+    app = create_app(EmulatorOptions(**{**FAST, "delay": 30.0, "token_lifetime": 600}), clock=clock)
+    with serve(app) as root, httpx.Client(base_url=f"{root}/api/v1/", timeout=20) as http:
+        emu = Emu(app.state.emulator, root, f"{root}/api/v1", http)
+        emu.login()
+        upload = emu.upload(invoice(1), metadata={"docrelay_document_id": "c1"})
+        clock.advance(0.25)  # the upload task succeeds
+        annotation = emu.annotation_of(upload)
+        assert annotation["status"] == "importing"
+        clock.advance(29.75)
+        assert http.get(annotation["url"]).json()["status"] == "to_review"
+        clock.advance(600)
+        assert http.get("queues/1").status_code == 401  # the token ran out
+    [record] = app.state.requests.entries(method="POST", path="/api/v1/uploads")
+    assert record.attributes["document_id"] == "c1"
+    assert record.attributes["annotations"] == [annotation["id"]]
 
 
 def test_fixed_objects_link_by_absolute_urls():

@@ -25,8 +25,8 @@ from connectors.base import (
     VendorSettings,
 )
 from connectors.errors import TerminalError
+from connectors.extract.text import SUPPORTED_TYPES, base_mime_type, extract_text
 from connectors.vendors.local import mapping
-from connectors.vendors.local.text import SUPPORTED_TYPES, base_mime_type, extract_text
 
 
 class LocalSettings(VendorSettings):
@@ -77,7 +77,7 @@ class LocalVendor(Vendor):
 
     def fetch(self, vendor_ref: str, data: Mapping[str, Any], document: DocumentRef) -> Any:
         """Extract the text and find the fields; TerminalError for unreadable documents."""
-        from connectors.vendors.local.rules import find_fields
+        from connectors.extract.rules import find_fields
 
         extracted = extract_text(
             document.path,

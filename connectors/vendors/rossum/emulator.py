@@ -6,7 +6,9 @@ that are "extracted" by reading the PDF's text layer, the annotation lifecycle a
 content operations, queue export (JSON, CSV, XML), and signed webhooks. Behaviour the reference
 leaves open follows the contract's proposals; every such choice is listed in NOTES.md under
 "Emulator". ``app.state.emulator`` is the state for tests; ``/_emulator/stats`` and
-``/_emulator/annotations/{id}/status`` do the same for other processes.
+``/_emulator/annotations/{id}/status`` do the same for other processes. Throttling, fault
+injection, the request log (``app.state.requests``, ``/_emulator/requests``), the clock and
+webhook delivery are the emulator kit's (``connectors.emulation``).
 
 Run it with ``docrelay emulate rossum`` (``emulator_cli``) or any ASGI server with lifespan on.
 """
@@ -14,8 +16,7 @@ Run it with ``docrelay emulate rossum`` (``emulator_cli``) or any ASGI server wi
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -23,14 +24,16 @@ from urllib.parse import quote
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from connectors.emulation.app import emulator_app
+from connectors.emulation.clock import Clock
+from connectors.emulation.options import CommonOptions
+from connectors.emulation.requestlog import note
 from connectors.vendors.rossum import emulator_content as content
 from connectors.vendors.rossum.emulator_http import (
-    EmulatorMiddleware,
     authenticate,
     disposition_filename,
     json_body,
@@ -38,7 +41,6 @@ from connectors.vendors.rossum.emulator_http import (
     page_params,
     paginate,
     parse_multipart,
-    quiet_dropped_connections,
     read_body,
 )
 from connectors.vendors.rossum.emulator_model import (
@@ -50,6 +52,7 @@ from connectors.vendors.rossum.emulator_model import (
     Annotation,
     ApiError,
     FileIn,
+    Upload,
 )
 from connectors.vendors.rossum.emulator_query import SEARCH_MAX_PAGE
 from connectors.vendors.rossum.emulator_state import EmulatorState
@@ -59,24 +62,28 @@ FAULTS: tuple[tuple[str, float], ...] = (
     ("503", 0.15),  # Service Unavailable + Retry-After: 1, not processed
     ("500", 0.10),  # Server Error, not processed
     ("500_after", 0.15),  # processed, then 500: the timeout-after-send case to reconcile
-    ("slow", 0.15),  # 2 s pause, then processed and answered normally
-    ("drop_before", 0.10),  # connection closed mid-response, not processed
-    ("drop_after", 0.10),  # processed, then the connection closes mid-response
+    ("slow", 0.15),  # slow_seconds (2 s) pause, then processed and answered normally
+    ("drop_before", 0.10),  # connection closed without an answer, not processed
+    ("drop_during", 0.05),  # processed, then the connection closes mid-answer
+    ("drop_after", 0.05),  # processed, then the connection closes without an answer
     ("malformed", 0.10),  # processed; a 2xx answer's JSON body cut in half
 )
-"""Fault kinds and their share of faulted requests (see NOTES.md, Emulator)."""
+"""The default mix of the kit's fault kinds (see NOTES.md, Emulator); ``fault_mix`` may name
+any kind of ``connectors.emulation.faults.KINDS``."""
 
 
 @dataclass
-class EmulatorOptions:
-    """How the emulator behaves; the defaults are Rossum's documented ones where it has any."""
+class EmulatorOptions(CommonOptions):
+    """How the emulator behaves; the defaults are Rossum's documented ones where it has any.
+    The kit's ``CommonOptions`` bring ``delay``, ``fail_rate``, ``fault_mix``, ``seed``,
+    ``rate_limit`` and ``slow_seconds``, read on every request (a test may change them)."""
 
     delay: float = 1.0
     """Seconds from upload to ``to_review`` (the "AI engine" time)."""
-    fail_rate: float = 0.0
-    """Share of API responses replaced by a fault (``FAULTS``); never for ``/_emulator``."""
     rate_limit: float = 10.0
     """Requests per second per token (token bucket, burst = rate); 0 disables throttling."""
+    fault_mix: tuple[tuple[str, float], ...] = FAULTS
+    """Fault kinds and weights to draw from (tests narrow it to one kind)."""
     webhook_url: str | None = None
     """If set, a hook for ``webhook_events`` posts there."""
     webhook_events: tuple[str, ...] = ("annotation_status",)
@@ -85,8 +92,6 @@ class EmulatorOptions:
     webhook_secret: str = "emulator-secret"  # noqa: S105 - the documented demo secret
     token_lifetime: float = 583200
     """Default and maximum token lifetime in seconds (162 hours)."""
-    seed: int | None = None
-    """Seeds fault injection, so a run with faults can be repeated."""
     username: str = "user@example.com"
     password: str = "secret"  # noqa: S105 - the documented demo login
     base_path: str = "/api"
@@ -96,14 +101,6 @@ class EmulatorOptions:
     """How often an asynchronous (202 + Location) webhook is polled."""
     ocr: bool = False
     """OCR scans and images with tesseract (slow); without it they end in ``failed_import``."""
-    fault_mix: tuple[tuple[str, float], ...] = FAULTS
-    """Fault kinds and weights to draw from (tests narrow it to one kind)."""
-
-    def __post_init__(self) -> None:
-        known = {kind for kind, _ in FAULTS}
-        unknown = [kind for kind, _ in self.fault_mix if kind not in known]
-        if unknown or not self.fault_mix:
-            raise ValueError(f"fault_mix: unknown fault kinds {unknown} (known: {sorted(known)})")
 
 
 Handler = Callable[[Request, EmulatorState, str], Awaitable[Response]]
@@ -263,6 +260,17 @@ async def _upload_files(
     return files, metadata, values
 
 
+def _note_upload(request: Request, upload: Upload) -> None:
+    """What the request log shows of an upload: its ids and the client's document id."""
+    note(
+        request,
+        upload=upload.id,
+        documents=list(upload.document_ids),
+        annotations=list(upload.annotation_ids),
+        document_id=upload.metadata.get("docrelay_document_id"),
+    )
+
+
 def _queue_param(request: Request) -> int:
     text = request.query_params.get("queue", "")
     try:
@@ -278,6 +286,7 @@ async def create_upload(request: Request, state: EmulatorState, base: str) -> Re
     if reject and len(files) > 1:
         raise ApiError(400, {"content": ["Only one file is allowed with reject_identical."]})
     upload = state.create_upload(queue, files, metadata, values, reject_identical=reject)
+    _note_upload(request, upload)
     task = f"{base}/tasks/{upload.task_id}"
     return JSONResponse({"url": task}, status_code=202, headers={"Location": task})
 
@@ -286,6 +295,7 @@ async def queue_upload(request: Request, state: EmulatorState, base: str) -> Res
     """``POST queues/{id}/upload``: synchronous, 201 with the annotation and document URLs."""
     files, metadata, values = await _upload_files(request, state)
     upload = state.create_upload(_id(request), files, metadata, values)
+    _note_upload(request, upload)
     results = [
         {"annotation": f"{base}/annotations/{a}", "document": f"{base}/documents/{d}"}
         for a, d in zip(upload.annotation_ids, upload.document_ids, strict=True)
@@ -801,26 +811,20 @@ def _routes(prefix: str) -> list[Route]:
     return routes
 
 
-def create_app(options: EmulatorOptions | None = None) -> Starlette:
-    """The emulator as an ASGI app; its state is ``app.state.emulator``."""
+def create_app(options: EmulatorOptions | None = None, *, clock: Clock | None = None) -> Starlette:
+    """The emulator as an ASGI app; its state is ``app.state.emulator``. ``clock`` (the
+    system clock by default) drives processing delays, token expiry and webhook retries."""
     options = options or EmulatorOptions()
-    state = EmulatorState(options)
+    state = EmulatorState(options, clock)
     prefix = options.base_path.rstrip("/") + "/v1"
-    quiet_dropped_connections()
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state.start_background()
-        try:
-            yield
-        finally:
-            await run_in_threadpool(state.stop_background)
-
-    app = Starlette(
-        routes=_routes(prefix),
-        middleware=[Middleware(EmulatorMiddleware, state=state, api_prefix=prefix)],
+    return emulator_app(
+        _routes(prefix),
+        state=state,
+        requests=state.requests,
+        faults=state.faults,
+        callbacks=state.dispatcher,
+        api_prefix=prefix,
         exception_handlers={HTTPException: _http_error},
-        lifespan=lifespan,
+        on_start=state.start_background,
+        on_stop=state.stop_background,
     )
-    app.state.emulator = state
-    return app

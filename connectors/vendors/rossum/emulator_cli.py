@@ -1,103 +1,95 @@
-"""``docrelay emulate rossum``: run the Rossum API emulator in the foreground."""
+"""``docrelay emulate rossum``: run the Rossum API emulator in the foreground.
+
+The common options (host, port, delay, faults, rate limit) are the kit's
+(``connectors.emulation.runner``); this adds Rossum's webhook and OCR options.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
+from connectors.emulation import runner
 from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
 
 
+class RossumEmulator(runner.EmulatorCommand):
+    """Queue 1 with an invoice schema, the demo login, optional webhooks."""
+
+    kind: ClassVar[str] = "rossum"
+    title: ClassVar[str] = "Rossum API"
+    description: ClassVar[str] = (
+        "Run a local Rossum API (queue 1 with an invoice schema) for offline tries."
+    )
+
+    def defaults(self) -> EmulatorOptions:
+        return EmulatorOptions()
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        defaults = self.defaults()
+        parser.add_argument("--webhook-url", default=None, help="create a hook posting events here")
+        parser.add_argument(
+            "--webhook-events",
+            default=",".join(defaults.webhook_events),
+            help="that hook's events, comma-separated (default: %(default)s; docrelay needs "
+            "only annotation_status, annotation_content adds the interactive events and export)",
+        )
+        parser.add_argument(
+            "--webhook-secret",
+            default=defaults.webhook_secret,
+            help="the hook's HMAC secret (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--ocr",
+            action="store_true",
+            help="OCR scans and images with tesseract (else they end in failed_import)",
+        )
+
+    def create_app(self, args: argparse.Namespace, common: dict[str, Any]) -> Any:
+        return create_app(options_from(args, common))
+
+    def api_url(self, root: str) -> str:
+        return f"{root}{self.defaults().base_path}/v1"
+
+    def banner(self, args: argparse.Namespace, root: str) -> list[tuple[str, str]]:
+        options = self.defaults()
+        base = self.api_url(root)
+        rows = [
+            ("login", f"POST {base}/auth/login  {options.username} / {options.password}"),
+            ("objects", f"organization 1, workspace 1, queue 1 ({base}/queues/1), schema 1"),
+        ]
+        if args.webhook_url:
+            rows.append(("webhook", f"{args.webhook_url} (secret {args.webhook_secret!r})"))
+        rows.append(("inspect", f"GET {root}/_emulator/stats"))
+        return rows
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The emulator's options (pass a subparser to add them to the ``docrelay`` CLI)."""
-    parser = parser or argparse.ArgumentParser(
-        prog="docrelay emulate rossum",
-        description="Run a local Rossum API (queue 1 with an invoice schema) for offline tries.",
-    )
-    defaults = EmulatorOptions()
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
-    )
-    parser.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
-    parser.add_argument(
-        "--delay",
-        type=float,
-        default=defaults.delay,
-        help="seconds from upload to to_review (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--fail-rate",
-        type=float,
-        default=defaults.fail_rate,
-        help="share of API responses replaced by a fault, 0-1 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--rate-limit",
-        type=float,
-        default=defaults.rate_limit,
-        help="requests per second per token, 0 = unlimited (default: %(default)s)",
-    )
-    parser.add_argument("--webhook-url", default=None, help="create a hook posting events here")
-    parser.add_argument(
-        "--webhook-events",
-        default=",".join(defaults.webhook_events),
-        help="that hook's events, comma-separated (default: %(default)s; docrelay needs only "
-        "annotation_status, annotation_content adds the interactive events and export)",
-    )
-    parser.add_argument(
-        "--webhook-secret",
-        default=defaults.webhook_secret,
-        help="the hook's HMAC secret (default: %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed for fault injection")
-    parser.add_argument(
-        "--ocr",
-        action="store_true",
-        help="OCR scans and images with tesseract (else they end in failed_import)",
-    )
+    """The emulator's options (the common ones and Rossum's; pass a parser to add them to)."""
+    command = RossumEmulator()
+    if parser is None:
+        return runner.build_parser(command)
+    runner.add_common_arguments(parser, command.defaults(), default_port=command.default_port)
+    command.add_arguments(parser)
     return parser
 
 
-def options_from(args: argparse.Namespace) -> EmulatorOptions:
+def options_from(args: argparse.Namespace, common: dict[str, Any] | None = None) -> EmulatorOptions:
     """EmulatorOptions from parsed arguments, or a usage error for impossible values."""
-    if not 0 <= args.fail_rate <= 1:
-        raise SystemExit("--fail-rate must be between 0 and 1")
-    if args.delay < 0 or args.rate_limit < 0:
-        raise SystemExit("--delay and --rate-limit must not be negative")
+    common = runner.common_options(args) if common is None else common
     return EmulatorOptions(
-        delay=args.delay,
-        fail_rate=args.fail_rate,
-        rate_limit=args.rate_limit,
+        **common,
         webhook_url=args.webhook_url,
         webhook_events=tuple(e.strip() for e in args.webhook_events.split(",") if e.strip()),
         webhook_secret=args.webhook_secret,
-        seed=args.seed,
         ocr=args.ocr,
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Print where the API is and how to log in, then serve until interrupted."""
-    import uvicorn
-
-    options = options_from(args)
-    app = create_app(options)
-    base = f"http://{args.host}:{args.port}{options.base_path}/v1"
-    print(f"Rossum API emulator at {base}")
-    print(f"  login:      POST {base}/auth/login  {options.username} / {options.password}")
-    print(f"  objects:    organization 1, workspace 1, queue 1 ({base}/queues/1), schema 1")
-    print(f"  behaviour:  delay {options.delay} s, fail rate {options.fail_rate}, "
-          f"rate limit {options.rate_limit}/s")  # fmt: skip
-    if options.webhook_url:
-        print(f"  webhook:    {options.webhook_url} (secret {options.webhook_secret!r})")
-    print(f"  inspect:    GET http://{args.host}:{args.port}/_emulator/stats", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``docrelay emulate rossum``."""
-    return run(build_parser().parse_args(argv))
+    """Entry point for ``docrelay emulate rossum`` (``python -m`` too)."""
+    return runner.main(RossumEmulator(), argv)
 
 
 if __name__ == "__main__":

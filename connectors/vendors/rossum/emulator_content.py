@@ -1,10 +1,12 @@
-"""The emulator's "AI engine" and data shapes: extraction into Rossum's content tree, content
+"""The emulator's data shapes: the kit's extraction in Rossum's content tree, content
 operations, and the export formats (JSON, CSV, XML).
 
-Extraction is the offline extractor (``connectors.vendors.local``) reading the PDF's text layer;
-its canonical fields are put into the queue schema's datapoints by inverting ``schema.FIELD_MAP``
-and ``schema.LINE_ITEM_MAP``. ``value`` keeps the text as printed, ``normalized_value`` is what
-``connectors.normalize`` makes of it (ISO date, plain decimal), as the API reference describes.
+Extraction is the kit's engine (``connectors.emulation.extraction``) reading the PDF's text
+layer; its canonical fields are put into the queue schema's datapoints by inverting
+``schema.FIELD_MAP`` and ``schema.LINE_ITEM_MAP``. ``value`` keeps the text as printed,
+``normalized_value`` is the engine's normalised value (ISO date, plain decimal), as the API
+reference describes. Positions: the engine gives PDF points, Rossum's positions are pixels of
+the page rendered at 144 dpi — ``_pixels`` is the one place that converts.
 """
 
 from __future__ import annotations
@@ -13,20 +15,15 @@ import copy
 import csv
 import io
 import mimetypes
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
 from connectors import pdfium as pdfium_lock
-from connectors.errors import TerminalError
+from connectors.base import BBox
+from connectors.emulation import extraction as engine
 from connectors.normalize import parse_amount, parse_date
-from connectors.vendors.local import mapping as local_mapping
-from connectors.vendors.local import rules as local_rules
-from connectors.vendors.local import text as local_text
 from connectors.vendors.rossum import schema as invoice_schema
 
 PAGE_SCALE = 2
@@ -44,6 +41,15 @@ queue's default score threshold of 0.8, so it carries no ``score`` validation so
 EXTRACTABLE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/tiff"})
 
 _DOCUMENT_TYPES = {"invoice": "tax_invoice", "credit_note": "credit_note"}
+_LINE_CELLS = (
+    ("item_description", "description"),
+    ("item_code", "item_code"),
+    ("item_quantity", "quantity"),
+    ("item_amount_base", "unit_price"),
+    ("item_total_base", "total_amount"),
+    ("item_rate", "tax_rate"),
+)
+"""Table column schema id → the engine's line-item cell."""
 _EMPTY_CONTENT: dict[str, Any] = {
     "value": "",
     "normalized_value": None,
@@ -144,152 +150,64 @@ def extract(data: bytes, mime_type: str, *, ocr: bool = False) -> Extraction:
     """Read a document like Rossum's engine would, or say why the import fails."""
     if mime_type not in EXTRACTABLE_TYPES:
         return Extraction(error=f"Unsupported file type {mime_type}.")
-    suffix = {"application/pdf": ".pdf"}.get(mime_type, ".img")
-    with tempfile.TemporaryDirectory(prefix="rossum-emulator-") as tmp:
-        path = Path(tmp) / f"document{suffix}"
-        path.write_bytes(data)
-        try:
-            text = local_text.extract_text(
-                path, mime_type, ocr="auto" if ocr else "off", max_pages=MAX_PAGES
-            )
-        except TerminalError as exc:
-            reason = str(exc).replace("switched off for this profile", "off in the emulator")
-            return Extraction(error=f"Import failed: {reason}.")
-        raw = local_rules.find_fields(text.pages, method=text.method)
-        result = _to_schema(raw)
-        if mime_type == "application/pdf":
-            result.page_sizes = _locate(path, result)
-        else:
-            result.page_sizes = [(0, 0)] * len(text.pages)
-    return result
+    read = engine.extract(data, mime_type, ocr=ocr, max_pages=MAX_PAGES)
+    if read.error is not None:
+        return Extraction(error=f"Import failed: {read.error}.")
+    return _to_schema(read)
 
 
-def _number(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
+def _pixels(box: BBox | None) -> list[int] | None:
+    """A box in PDF points (origin top-left) as Rossum's ``position``: ``[left, top, right,
+    bottom]`` in pixels of the page image at 144 dpi. The only unit conversion here."""
+    if box is None:
+        return None
+    return [round(edge * PAGE_SCALE) for edge in (box.left, box.top, box.right, box.bottom)]
 
 
-def _to_schema(raw: dict[str, Any]) -> Extraction:
-    """The local extractor's raw result as values keyed by this queue's schema ids."""
+def _page_pixels(page: engine.PageInfo) -> tuple[int, int]:
+    """A page's size in the same pixels (0 x 0 for images, which have no size in points)."""
+    if page.width is None or page.height is None:
+        return (0, 0)
+    return (round(page.width * PAGE_SCALE), round(page.height * PAGE_SCALE))
+
+
+def _found(value: engine.FoundValue, confidence: float) -> Found:
+    return Found(
+        value=value.text,
+        normalized=value.value,
+        page=value.page,
+        rir_text=value.text,
+        confidence=confidence,
+        position=_pixels(value.box),
+    )
+
+
+def _to_schema(read: engine.Extraction) -> Extraction:
+    """The engine's canonical values keyed by this queue's schema ids."""
     known = set(schema_datapoints(invoice_schema.invoice_schema_content()))
     field_ids = _inverse(invoice_schema.FIELD_MAP, known)
-    canonical = local_mapping.normalize(raw)
-    entries = {e["name"]: e for e in raw.get("fields") or []}
-    tax_lines = sum(1 for e in raw.get("fields") or [] if e["name"] == "tax_amount")
-    result = Extraction()
-    for value in canonical.fields:
-        schema_id = field_ids.get(value.name)
-        if schema_id is None or value.value_text is None:
+    result = Extraction(page_sizes=[_page_pixels(page) for page in read.pages])
+    for name, value in read.fields.items():
+        schema_id = field_ids.get(name)
+        if schema_id is None:
             continue
-        printed = value.raw_text or value.value_text
-        normalized: str | None = value.value_text
-        if value.value_number is not None:
-            normalized = _number(value.value_number)
-        elif value.value_date is not None:
-            normalized = value.value_date.isoformat()
-        rir_text = value.raw_text
-        if value.name == "tax_amount" and tax_lines > 1:
-            printed = rir_text = normalized or printed  # one line per rate: the sum is not printed
-        if value.name == "currency":
-            option = (value.value_text or "").lower()
-            printed = normalized = option if option in invoice_schema.CURRENCIES else ""
-        elif value.name == "document_type":
-            printed = normalized = _DOCUMENT_TYPES.get(value.value_text or "", "")
-        entry = entries.get(value.name, {})
-        inferred = entry.get("label") is None and value.name != "tax_amount"
-        result.fields[schema_id] = Found(
-            value=printed,
-            normalized=normalized,
-            page=value.page,
-            rir_text=rir_text,
-            confidence=CONFIDENCE_INFERRED if inferred else CONFIDENCE_LABELLED,
+        confidence = CONFIDENCE_INFERRED if value.inferred else CONFIDENCE_LABELLED
+        found = _found(value, confidence)
+        if name == "currency":
+            option = (value.value or "").lower()
+            found.value = found.normalized = option if option in invoice_schema.CURRENCIES else ""
+        elif name == "document_type":
+            found.value = found.normalized = _DOCUMENT_TYPES.get(value.value or "", "")
+        result.fields[schema_id] = found
+    for item in read.line_items:
+        result.line_items.append(
+            {
+                schema_id: _found(item.cells[cell], CONFIDENCE_LABELLED)
+                for schema_id, cell in _LINE_CELLS
+                if cell in item.cells and schema_id in known
+            }
         )
-    for raw_item, item in zip(raw.get("line_items") or [], canonical.line_items, strict=False):
-        page = raw_item.get("page")
-        row: dict[str, Found] = {}
-        cells = (
-            ("item_description", "description", item.description),
-            ("item_code", "item_code", item.item_code),
-            ("item_quantity", "quantity", _number(item.quantity)),
-            ("item_amount_base", "unit_price", _number(item.unit_price)),
-            ("item_total_base", "total_amount", _number(item.total_amount)),
-            ("item_rate", "tax_rate", _number(item.tax_rate)),
-        )
-        for schema_id, key, normalized_cell in cells:
-            printed_cell = raw_item.get(key)
-            if printed_cell is None or schema_id not in known:
-                continue
-            row[schema_id] = Found(
-                value=str(printed_cell),
-                normalized=normalized_cell,
-                page=page,
-                rir_text=str(printed_cell),
-                confidence=CONFIDENCE_LABELLED,
-            )
-        result.line_items.append(row)
     return result
-
-
-def _locate(path: Path, result: Extraction) -> list[tuple[int, int]]:
-    """Page sizes in pixels, and a box for every value whose printed text is on its page."""
-    import pypdfium2 as pdfium
-
-    wanted: dict[int, list[Found]] = {}
-    for found in [*result.fields.values(), *(f for row in result.line_items for f in row.values())]:
-        if found.page and found.rir_text:
-            wanted.setdefault(found.page, []).append(found)
-    sizes: list[tuple[int, int]] = []
-    with pdfium_lock.LOCK:
-        document = pdfium.PdfDocument(path)
-        try:
-            for index in range(len(document)):
-                page = document[index]
-                try:
-                    width, height = page.get_size()
-                    sizes.append((round(width * PAGE_SCALE), round(height * PAGE_SCALE)))
-                    values = wanted.get(index + 1)
-                    if values:
-                        textpage = page.get_textpage()
-                        try:
-                            for found in values:
-                                found.position = _box(textpage, found.rir_text or "", height)
-                        finally:
-                            textpage.close()
-                finally:
-                    page.close()
-        finally:
-            document.close()
-    return sizes
-
-
-def _box(textpage: Any, text: str, page_height: float) -> list[int] | None:
-    """``[left, top, right, bottom]`` of the first occurrence of ``text``, origin top-left."""
-    text = " ".join(text.split())
-    if not text:
-        return None
-    hit = None
-    for whole_word in (True, False):  # a whole word first, so "2" does not land inside "INV-2…"
-        searcher = textpage.search(text, match_case=True, match_whole_word=whole_word)
-        try:
-            hit = searcher.get_next()
-        finally:
-            searcher.close()
-        if hit:
-            break
-    if not hit:
-        return None
-    start, count = hit
-    boxes = [textpage.get_charbox(i) for i in range(start, start + count)]
-    left = min(b[0] for b in boxes)
-    bottom = min(b[1] for b in boxes)
-    right = max(b[2] for b in boxes)
-    top = max(b[3] for b in boxes)
-    scale = PAGE_SCALE
-    return [
-        round(left * scale),
-        round((page_height - top) * scale),
-        round(right * scale),
-        round((page_height - bottom) * scale),
-    ]
 
 
 def render_page_png(data: bytes, number: int) -> bytes:
@@ -470,7 +388,7 @@ def normalize_value(kind: str, value: str) -> str | None:
         return parsed.isoformat() if parsed else None
     if kind == "number":
         number, _ = parse_amount(value)
-        return _number(number)
+        return engine.plain_number(number)
     return value
 
 

@@ -1,6 +1,7 @@
 """Hooks as objects and the events they receive: which hook gets which event, the payloads
 (``annotation_status`` and ``annotation_content``), and what a hook's answer does (operations,
-messages, export outcome). Delivery itself is ``emulator_hooks`` (mixed into ``EmulatorState``).
+messages, export outcome), mixed into ``EmulatorState``. Delivery is the kit's dispatcher with
+Rossum's rules from ``emulator_hooks``.
 """
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from connectors.emulation.callbacks import Callback, CallbackDispatcher
+from connectors.emulation.clock import Clock
 from connectors.vendors.rossum import emulator_content as content
-from connectors.vendors.rossum.emulator_hooks import Delivery, HookDispatcher
+from connectors.vendors.rossum.emulator_hooks import AsyncHookPolling, hook_callback
 from connectors.vendors.rossum.emulator_model import (
     QUEUE,
     Annotation,
@@ -50,7 +52,8 @@ class HookEvents:
     annotations: dict[int, Annotation]
     documents: dict[int, Document]
     schema_content: list[dict[str, Any]]
-    dispatcher: HookDispatcher
+    dispatcher: CallbackDispatcher
+    clock: Clock
 
     def create_hook(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """``POST hooks``: validate like the API would (400 with per-field errors) and store."""
@@ -73,7 +76,7 @@ class HookEvents:
             raise ApiError(400, errors)
         with self.lock:
             hook_id = self._next_id("hook")
-            now = iso(time.time())
+            now = iso(self.clock.now())
             hook = {
                 "id": hook_id,
                 "name": data["name"],
@@ -166,7 +169,7 @@ class HookEvents:
         base = self.base_url
         payload: dict[str, Any] = {
             "request_id": str(uuid.uuid4()),
-            "timestamp": iso(time.time()),
+            "timestamp": iso(self.clock.now()),
             "base_url": base.rsplit(self.options.base_path, 1)[0],
             "hook": f"{base}/hooks/{hook['id']}",
             "settings": copy.deepcopy(hook["settings"]),
@@ -188,32 +191,43 @@ class HookEvents:
 
     def _deliver(self, hook: dict[str, Any], payload: dict[str, Any], ann: Annotation) -> None:
         config = hook["config"]
+        polling = AsyncHookPolling(
+            self.clock,
+            poll_interval=self.options.hook_poll_interval,
+            max_polling_time=float(config.get("max_polling_time_s", 300)),
+            retry_after_polling_failure=bool(config.get("retry_after_polling_failure", True)),
+        )
+        tags = {
+            "hook": hook["id"],
+            "event": payload["event"],
+            "action": payload["action"],
+            "annotation": ann.id,
+            "request_id": payload["request_id"],
+        }
         self.dispatcher.submit(
-            Delivery(
-                hook_id=hook["id"],
+            hook_callback(
                 url=str(config["url"]),
                 body=json.dumps(payload, separators=(",", ":")).encode(),
-                event=payload["event"],
-                action=payload["action"],
-                annotation_id=ann.id,
-                request_id=payload["request_id"],
                 secret=config.get("secret") or None,
+                tags=tags,
                 interactive=payload["action"] in INTERACTIVE_ACTIONS,
                 retry_count=int(config.get("retry_count", 4)),
+                retry_delays=self.options.hook_retry_delays,
                 timeout=float(config.get("timeout_s", 30)),
                 retry_on_any_non_2xx=bool(config.get("retry_on_any_non_2xx", False)),
-                max_polling_time=float(config.get("max_polling_time_s", 300)),
-                retry_after_polling_failure=bool(config.get("retry_after_polling_failure", True)),
+                polling=polling,
             )
         )
 
-    def _hook_result(self, delivery: Delivery, ok: bool, body: Any) -> None:
+    def _hook_result(self, callback: Callback, ok: bool, body: Any) -> None:
         """Apply what an ``annotation_content`` hook answered: operations, messages, and for
         ``export`` the outcome (``exported`` or ``failed_export``)."""
-        if delivery.event != "annotation_content" or delivery.annotation_id is None:
+        event, action = callback.tags["event"], callback.tags["action"]
+        annotation_id = callback.tags["annotation"]
+        if event != "annotation_content" or not isinstance(annotation_id, int):
             return
         with self.lock:
-            ann = self.annotations.get(delivery.annotation_id)
+            ann = self.annotations.get(annotation_id)
             if ann is None:
                 return
             answer = body if isinstance(body, dict) else {}
@@ -228,13 +242,13 @@ class HookEvents:
                     )
                 except content.ContentError as exc:
                     ann.messages.append({"type": "error", "content": f"Hook operations: {exc}"})
-            if delivery.action != "export" or ann.status != "exporting":
+            if action != "export" or ann.status != "exporting":
                 return
             errors = [m for m in ann.messages if m.get("type") == "error"]
             if ok and not errors:
                 self._set_status(ann, "exported")
                 return
             if not ok and not errors:
-                text = f"Export hook {delivery.hook_id} failed: {delivery.last_error}"
+                text = f"Export hook {callback.tags['hook']} failed: {callback.last_error}"
                 ann.messages.append({"type": "error", "content": text})
             self._set_status(ann, "failed_export")

@@ -1,263 +1,137 @@
-"""Webhook delivery for the emulator: signed POSTs from one background thread, with Rossum's
-retry rules and the asynchronous (202 + ``Location``) polling mode.
+"""Rossum's webhook delivery rules on the kit's dispatcher (``connectors.emulation.callbacks``):
+the HMAC signature header, which statuses are retried, interactive events never retried, and
+the asynchronous mode — a hook answering ``202`` with a ``Location`` is polled there until it
+answers ``201``.
 
-Deliveries go out one at a time in the order they were queued, so a receiver sees an
-annotation's events in the order they happened; a retry waits in a schedule without blocking
-the deliveries behind it.
+The dispatcher itself (one thread, deliveries in event order, backoff on the emulator's clock,
+the attempt records) is the kit's; ``hook_callback`` turns one event for one hook into its
+``Callback``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
-import hmac
-import itertools
-import json
-import logging
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 
-log = logging.getLogger(__name__)
+from connectors.emulation.callbacks import (
+    Callback,
+    CallbackDispatcher,
+    ResultCallback,
+    Signer,
+    Verdict,
+    hmac_sha256,
+    json_or_none,
+    unsigned,
+)
+from connectors.emulation.clock import Clock
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses retried unless ``config.retry_on_any_non_2xx`` is set (then every non-2xx is)."""
 
 SIGNATURE_HEADER = "X-Rossum-Signature-SHA256"
+USER_AGENT = "rossum-emulator"
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The signature header value: ``sha256=<hex HMAC-SHA256 of the raw body>``."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+def signer(secret: str | None) -> Signer:
+    """``X-Rossum-Signature-SHA256: sha256=<hex HMAC-SHA256 of the raw body>``, or none."""
+    if not secret:
+        return unsigned
+    return hmac_sha256(secret, SIGNATURE_HEADER, prefix="sha256=")
 
 
-@dataclass
-class Delivery:
-    """One event for one hook. ``request_id`` (inside ``body``) stays the same across retries."""
-
-    hook_id: int
-    url: str
-    body: bytes
-    event: str
-    action: str
-    annotation_id: int | None
-    request_id: str
-    secret: str | None = None
-    interactive: bool = False
-    """Interactive events (``started``, ``updated``, ``confirm``) are never retried."""
-    retry_count: int = 4
-    timeout: float = 30.0
-    retry_on_any_non_2xx: bool = False
-    max_polling_time: float = 300.0
-    retry_after_polling_failure: bool = True
-    attempt: int = 0
-    poll_url: str | None = None
-    poll_deadline: float = 0.0
-    last_error: str = ""
-    context: dict[str, Any] = field(default_factory=dict)
-    """Whatever the state needs back in its result callback (e.g. the status before export)."""
+def dispatcher(clock: Clock, on_result: ResultCallback) -> CallbackDispatcher:
+    """The emulator's delivery thread."""
+    return CallbackDispatcher(
+        clock=clock, on_result=on_result, user_agent=USER_AGENT, name="rossum-emulator-hooks"
+    )
 
 
-ResultCallback = Callable[[Delivery, bool, Any], None]
-"""``(delivery, succeeded, parsed JSON response or None)``, called once per delivery."""
-
-
-class HookDispatcher:
-    """Sends deliveries from a background thread; ``start``/``stop`` bracket its life."""
+class AsyncHookPolling:
+    """The judge for Rossum's asynchronous hooks: after ``202 + Location`` the callback turns
+    into a GET of that location every ``poll_interval`` (one attempt, recorded as
+    ``polling``); ``201`` delivers its body; 200/202 and the retry statuses keep polling;
+    another error or ``max_polling_time`` retries the original POST (or gives up, with
+    ``retry_after_polling_failure`` off)."""
 
     def __init__(
         self,
+        clock: Clock,
         *,
-        retry_delays: tuple[float, ...],
         poll_interval: float,
-        on_result: ResultCallback,
+        max_polling_time: float,
+        retry_after_polling_failure: bool,
     ) -> None:
-        self.retry_delays = retry_delays
+        self.clock = clock
         self.poll_interval = poll_interval
-        self.on_result = on_result
-        self.records: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Delivery]] = []
-        self._order = itertools.count()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._client: httpx.Client | None = None
+        self.max_polling_time = max_polling_time
+        self.retry_after_polling_failure = retry_after_polling_failure
 
-    # ------------------------------------------------------------------ lifecycle
+    def __call__(
+        self, callback: Callback, response: httpx.Response | None, error: str | None
+    ) -> Verdict | None:
+        if "post" in callback.context:
+            return self._polled(callback, response, error)
+        location = response.headers.get("Location") if response is not None else None
+        if response is None or response.status_code != 202 or not location:
+            return None  # the kit's rules with Rossum's retry statuses
+        callback.context["post"] = (callback.url, callback.body, callback.signer)
+        callback.context["poll_deadline"] = self.clock.monotonic() + self.max_polling_time
+        callback.method, callback.url = "GET", urljoin(callback.url, location)
+        callback.body, callback.signer = b"", unsigned
+        return Verdict.later(self.poll_interval, label="polling")
 
-    def start(self) -> None:
-        """Start the delivery thread (idempotent)."""
-        with self._cond:
-            if self._thread is not None:
-                return
-            self._stopping = False
-            self._client = httpx.Client(follow_redirects=False)
-            self._thread = threading.Thread(
-                target=self._run, name="rossum-emulator-hooks", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop sending (pending retries are dropped) and join the thread."""
-        with self._cond:
-            thread, self._thread = self._thread, None
-            self._stopping = True
-            self._cond.notify_all()
-        if thread is not None:
-            thread.join(timeout=60)
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def submit(self, delivery: Delivery) -> None:
-        """Queue a delivery for now."""
-        self._schedule(delivery, time.monotonic())
-
-    @property
-    def pending(self) -> int:
-        """Deliveries queued or waiting for a retry or a poll."""
-        with self._cond:
-            return len(self._heap)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """A copy of every attempt made so far."""
-        with self._cond:
-            return [dict(r) for r in self.records]
-
-    # ------------------------------------------------------------------ worker
-
-    def _schedule(self, delivery: Delivery, due: float) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (due, next(self._order), delivery))
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping:
-                    now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
-                        break
-                    timeout = self._heap[0][0] - now if self._heap else None
-                    self._cond.wait(timeout)
-                if self._stopping:
-                    return
-                _, _, delivery = heapq.heappop(self._heap)
-            try:
-                self._attempt(delivery)
-            except Exception:  # a bug here must not kill deliveries for the whole process
-                log.exception("webhook delivery to %s crashed", delivery.url)
-
-    def _record(self, delivery: Delivery, outcome: str, status: int | None, error: str) -> None:
-        record = {
-            "hook": delivery.hook_id,
-            "event": delivery.event,
-            "action": delivery.action,
-            "annotation": delivery.annotation_id,
-            "request_id": delivery.request_id,
-            "attempt": delivery.attempt,
-            "url": delivery.poll_url or delivery.url,
-            "status_code": status,
-            "error": error or None,
-            "outcome": outcome,
-            "at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        }
-        with self._cond:
-            self.records.append(record)
-
-    def _attempt(self, delivery: Delivery) -> None:
-        if delivery.poll_url is not None:
-            self._poll(delivery)
-            return
-        delivery.attempt += 1
-        client = self._client
-        assert client is not None
-        headers = {"Content-Type": "application/json", "User-Agent": "rossum-emulator"}
-        if delivery.secret:
-            headers[SIGNATURE_HEADER] = sign(delivery.secret, delivery.body)
-        status: int | None = None
-        try:
-            response = client.post(
-                delivery.url, content=delivery.body, headers=headers, timeout=delivery.timeout
-            )
-            status = response.status_code
-        except httpx.HTTPError as exc:
-            self._failed(delivery, None, f"{type(exc).__name__}: {exc}", retryable=True)
-            return
-        if status == 202 and response.headers.get("Location"):
-            delivery.poll_url = urljoin(delivery.url, response.headers["Location"])
-            delivery.poll_deadline = time.monotonic() + delivery.max_polling_time
-            self._record(delivery, "polling", status, "")
-            self._schedule(delivery, time.monotonic() + self.poll_interval)
-            return
-        if 200 <= status < 300:
-            self._record(delivery, "delivered", status, "")
-            self.on_result(delivery, True, _json(response))
-            return
-        retryable = delivery.retry_on_any_non_2xx or status in RETRY_STATUSES
-        self._failed(delivery, status, f"HTTP {status}", retryable=retryable, body=_json(response))
-
-    def _poll(self, delivery: Delivery) -> None:
-        """Asynchronous hooks: GET the ``Location`` until it answers 201 with the result."""
-        client = self._client
-        assert client is not None and delivery.poll_url is not None
-        status: int | None = None
-        try:
-            response = client.get(delivery.poll_url, timeout=delivery.timeout)
-            status = response.status_code
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        else:
+    def _polled(
+        self, callback: Callback, response: httpx.Response | None, error: str | None
+    ) -> Verdict:
+        status = response.status_code if response is not None else None
+        if response is not None:
             if status == 201:
-                self._record(delivery, "delivered", status, "")
-                self.on_result(delivery, True, _json(response))
-                return
+                self._restore(callback)
+                return Verdict.delivered(json_or_none(response))
             error = f"HTTP {status} while polling"
-            if status not in RETRY_STATUSES and not 200 <= status < 300:
-                self._polling_failed(delivery, status, error)
-                return
-        if time.monotonic() + self.poll_interval > delivery.poll_deadline:
-            self._polling_failed(delivery, status, "max_polling_time_s exceeded")
-            return
-        self._record(delivery, "polling", status, error if status != 200 else "")
-        self._schedule(delivery, time.monotonic() + self.poll_interval)
+            if status not in RETRY_STATUSES and not 200 <= response.status_code < 300:
+                return self._failed(callback, error)
+        if self.clock.monotonic() + self.poll_interval > callback.context["poll_deadline"]:
+            return self._failed(callback, "max_polling_time_s exceeded")
+        shown = "" if status == 200 else error or ""
+        return Verdict.later(self.poll_interval, label="polling", error=shown)
 
-    def _polling_failed(self, delivery: Delivery, status: int | None, error: str) -> None:
-        delivery.poll_url = None
-        self._failed(delivery, status, error, retryable=delivery.retry_after_polling_failure)
+    def _failed(self, callback: Callback, error: str) -> Verdict:
+        self._restore(callback)
+        if self.retry_after_polling_failure:
+            return Verdict.retry(error)
+        return Verdict.failed(error)
 
-    def _failed(
-        self,
-        delivery: Delivery,
-        status: int | None,
-        error: str,
-        *,
-        retryable: bool,
-        body: Any = None,
-    ) -> None:
-        delivery.last_error = error
-        retries = min(delivery.retry_count, len(self.retry_delays))
-        if retryable and not delivery.interactive and delivery.attempt <= retries:
-            self._record(delivery, "retrying", status, error)
-            delay = self.retry_delays[delivery.attempt - 1]
-            self._schedule(delivery, time.monotonic() + delay)
-            return
-        self._record(delivery, "failed", status, error)
-        self.on_result(delivery, False, body)
+    @staticmethod
+    def _restore(callback: Callback) -> None:
+        """Back to the original POST (a retry sends it again)."""
+        callback.url, callback.body, callback.signer = callback.context.pop("post")
+        callback.method = "POST"
 
 
-def _json(response: httpx.Response) -> Any:
-    """The response body as JSON, or None when it is empty or not JSON."""
-    if not response.content:
-        return None
-    try:
-        return json.loads(response.content)
-    except ValueError:
-        return None
+def hook_callback(
+    *,
+    url: str,
+    body: bytes,
+    secret: str | None,
+    tags: dict[str, object],
+    interactive: bool,
+    retry_count: int,
+    retry_delays: tuple[float, ...],
+    timeout: float,
+    retry_on_any_non_2xx: bool,
+    polling: AsyncHookPolling,
+) -> Callback:
+    """One event for one hook. Interactive events (``started``, ``updated``, ``confirm``) are
+    never retried; others up to ``retry_count`` times after ``retry_delays``."""
+    return Callback(
+        url=url,
+        body=body,
+        signer=signer(secret),
+        timeout=timeout,
+        retry_delays=() if interactive else tuple(retry_delays[: max(0, retry_count)]),
+        retry_statuses=None if retry_on_any_non_2xx else RETRY_STATUSES,
+        judge=polling,
+        tags=tags,
+    )

@@ -1,19 +1,13 @@
 """HTTP plumbing for the emulator: request bodies (JSON, forms, multipart), DRF-style
-pagination, authentication, and the middleware that throttles requests and injects faults.
-
-The middleware never touches ``/_emulator`` (the admin endpoints) and injects each fault either
-before the request reaches the API or after the API has fully processed it, so a fault never
-leaves half-done state (see ``FAULTS`` in ``emulator``).
+pagination and authentication. Throttling and fault injection are the kit's
+(``connectors.emulation.faults``, with ``FAULTS`` in ``emulator``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import logging
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesHeaderParser
@@ -27,35 +21,8 @@ from connectors.vendors.rossum.emulator_model import ApiError
 if TYPE_CHECKING:
     from connectors.vendors.rossum.emulator_state import EmulatorState
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 MAX_UPLOAD_BYTES = 40 * 1024 * 1024
 """Rossum's limit for one upload request (all files together)."""
-
-SLOW_FAULT_SECONDS = 2.0
-
-
-class DroppedConnection(Exception):
-    """Raised after the response has started, so the server closes the connection mid-answer."""
-
-
-class _QuietDrops(logging.Filter):
-    """Keeps uvicorn from logging a traceback for every connection the emulator drops on
-    purpose (uvicorn logs any exception an app raises after starting a response)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
-
-
-def quiet_dropped_connections() -> None:
-    """Install the filter once on uvicorn's error logger."""
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _QuietDrops) for f in logger.filters):
-        logger.addFilter(_QuietDrops())
 
 
 # --------------------------------------------------------------------------- bodies
@@ -213,128 +180,3 @@ def authenticate(request: Request, state: EmulatorState, *, basic: bool = False)
             raise ApiError(401, "Invalid username/password.", challenge)
         return 1
     raise ApiError(401, "Authentication credentials were not provided.", challenge)
-
-
-def client_key(scope: Scope) -> str:
-    """Whom the rate limit counts: the token (or basic user), else the client address."""
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            if credentials.strip():
-                return f"{scheme.lower()}:{credentials.strip()}"
-    client = scope.get("client") or ("unknown", 0)
-    return f"ip:{client[0]}"
-
-
-# --------------------------------------------------------------------------- middleware
-
-
-async def send_json(
-    send: Send, status: int, body: Any, headers: dict[str, str] | None = None
-) -> None:
-    raw = json.dumps(body).encode()
-    fields = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    fields += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": fields})
-    await send({"type": "http.response.body", "body": raw})
-
-
-async def _discard(message: Message) -> None:
-    """The answer of a request the fault replaces (it was processed all the same)."""
-
-
-class EmulatorMiddleware:
-    """Throttling, fault injection and the request log for the API (not ``/_emulator``)."""
-
-    def __init__(self, app: ASGIApp, state: EmulatorState, api_prefix: str) -> None:
-        self.app = app
-        self.state = state
-        self.api_prefix = api_prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not (
-            path == self.api_prefix or path.startswith(self.api_prefix + "/")
-        ):
-            await self.app(scope, receive, send)
-            return
-        status = {"code": 0}
-
-        async def logged(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            wait = self.state.throttle(client_key(scope))
-            if wait is not None:
-                seconds = max(1, math.ceil(wait))
-                detail = f"Request was throttled. Expected available in {seconds} seconds."
-                await send_json(logged, 429, {"detail": detail}, {"Retry-After": str(seconds)})
-                return
-            fault = self.state.pick_fault()
-            if fault is None:
-                await self.app(scope, receive, logged)
-            else:
-                await self._fault(fault, scope, receive, logged, status)
-        finally:
-            self.state.log_request(scope["method"], path, status["code"])
-
-    async def _fault(
-        self, kind: str, scope: Scope, receive: Receive, send: Send, status: dict[str, int]
-    ) -> None:
-        detail = {"detail": "Please try again later. (emulated fault)"}
-        if kind == "slow":
-            await asyncio.sleep(SLOW_FAULT_SECONDS)
-            await self.app(scope, receive, send)
-        elif kind in ("500", "502", "503"):
-            headers = {"Retry-After": "1"} if kind == "503" else None
-            await send_json(send, int(kind), detail, headers)
-        elif kind == "500_after":
-            await self.app(scope, receive, _discard)
-            await send_json(send, 500, {"detail": "Server Error (500) (emulated fault)"})
-        elif kind in ("drop_before", "drop_after"):
-            if kind == "drop_after":
-                await self.app(scope, receive, _discard)
-            await self._drop(send, status)
-        elif kind == "malformed":
-            await self._malformed(scope, receive, send)
-        else:  # pragma: no cover - FAULTS and this method are kept in step
-            raise ValueError(f"unknown fault {kind}")
-
-    async def _drop(self, send: Send, status: dict[str, int]) -> None:
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"4096")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b'{"', "more_body": True})
-        status["code"] = 0
-        raise DroppedConnection("connection dropped on purpose (emulated fault)")
-
-    async def _malformed(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A 2xx answer's body cut in half, sent as 200 (a broken proxy); an empty 2xx body
-        becomes the start of a JSON object; other answers pass unchanged."""
-        start: Message = {}
-        chunks: list[bytes] = []
-
-        async def capture(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-
-        await self.app(scope, receive, capture)
-        body = b"".join(chunks)
-        if not 200 <= start.get("status", 500) < 300:
-            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send(
-                {"type": "http.response.start", "status": start["status"], "headers": headers}
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        broken = body[: len(body) // 2] if len(body) > 4 else b'{"results": [{'
-        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
-        if not body:
-            headers.append((b"content-type", b"application/json"))
-        headers.append((b"content-length", str(len(broken)).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": broken})

@@ -5,7 +5,8 @@ Every method takes one re-entrant lock, so the HTTP handlers, the background clo
 (through ``app.state.emulator``) can all use it. Time-driven changes (``importing`` → ``to_review``
 after the configured delay, finished tasks, session timeouts) happen in ``tick``, which the clock
 thread calls when something is due and every API request calls first, so the emulator behaves
-the same with or without the background threads.
+the same with or without the background threads. Time is the kit's ``Clock`` (a test may pass a
+``ManualClock``); the request log, fault injector and webhook dispatcher are the kit's too.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ import copy
 import hashlib
 import itertools
 import json
-import random
 import secrets
 import string
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from connectors.emulation.clock import SYSTEM_CLOCK, Clock
+from connectors.emulation.faults import FaultInjector
+from connectors.emulation.requestlog import RequestLog
 from connectors.vendors.rossum import emulator_content as content
+from connectors.vendors.rossum import emulator_hooks as hooks
 from connectors.vendors.rossum.emulator_events import HookEvents
-from connectors.vendors.rossum.emulator_hooks import HookDispatcher
 from connectors.vendors.rossum.emulator_model import (
     BY_FIELDS,
     PATCH_TRANSITIONS,
@@ -54,11 +56,11 @@ if TYPE_CHECKING:
 class EmulatorState(Views, Queries, HookEvents):
     """Everything the emulator knows, behind one lock; see the module docstring."""
 
-    def __init__(self, options: EmulatorOptions) -> None:
+    def __init__(self, options: EmulatorOptions, clock: Clock | None = None) -> None:
         self.options = options
+        self.clock = clock or SYSTEM_CLOCK
         self.lock = threading.RLock()
         self._wake = threading.Condition(self.lock)
-        self._rng = random.Random(options.seed)
         self._ids: dict[str, Iterator[int]] = {}
         self.base_url = f"http://127.0.0.1{options.base_path}/v1"
         """The API's own URL as the last request saw it; background events link with it."""
@@ -74,15 +76,11 @@ class EmulatorState(Views, Queries, HookEvents):
         self.pages: dict[int, Page] = {}
         self.hooks: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, dict[str, Any]] = {}
-        self._request_log: list[tuple[str, str, int]] = []
-        self.faults: Counter[str] = Counter()
-        self.throttled = 0
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self.dispatcher = HookDispatcher(
-            retry_delays=options.hook_retry_delays,
-            poll_interval=options.hook_poll_interval,
-            on_result=self._hook_result,
-        )
+        self.requests = RequestLog(self.clock)
+        """Every API request (the kit's log; ``request_log`` is the short form)."""
+        self.faults = FaultInjector(options, self.clock)
+        """Throttling and faults, reading ``options`` on every request."""
+        self.dispatcher = hooks.dispatcher(self.clock, self._hook_result)
         self._clock: threading.Thread | None = None
         self._stopping = False
         if options.webhook_url:
@@ -123,8 +121,8 @@ class EmulatorState(Views, Queries, HookEvents):
             while not self._stopping:
                 self.tick()
                 due = self._next_due()
-                timeout = None if due is None else max(0.0, due - time.time()) + 0.001
-                self._wake.wait(min(timeout, 60.0) if timeout is not None else 60.0)
+                timeout = None if due is None else max(0.0, due - self.clock.now()) + 0.001
+                self.clock.wait(self._wake, min(timeout, 60.0) if timeout is not None else 60.0)
 
     def _next_due(self) -> float | None:
         times = [a.ready_at for a in self.annotations.values() if a.status == "importing"]
@@ -160,13 +158,9 @@ class EmulatorState(Views, Queries, HookEvents):
 
     @property
     def request_log(self) -> list[tuple[str, str, int]]:
-        """``(method, path, status)`` of every API request (0 = connection dropped)."""
-        with self.lock:
-            return list(self._request_log)
-
-    def log_request(self, method: str, path: str, status: int) -> None:
-        with self.lock:
-            self._request_log.append((method, path, status))
+        """``(method, path, status)`` of every API request (0 = connection dropped); the
+        full records are ``requests``."""
+        return [(r.method, r.path, r.status) for r in self.requests.entries()]
 
     def annotation(self, annotation_id: int) -> dict[str, Any]:
         """The annotation as the API shows it, with its content tree under ``data``."""
@@ -182,31 +176,32 @@ class EmulatorState(Views, Queries, HookEvents):
         with self.lock:
             self.tick()
             by_status = Counter(a.status for a in self.annotations.values())
+            records = self.requests.entries()
             requests: dict[str, Counter[str]] = {}
-            for method, path, status in self._request_log:
-                route = "/".join("{id}" if p.isdigit() else p for p in path.split("/"))
-                requests.setdefault(f"{method} {route}", Counter())[str(status)] += 1
-            deliveries = self.dispatcher.snapshot()
-            outcomes = Counter(d["outcome"] for d in deliveries)
+            for record in records:
+                parts = record.path.split("/")
+                route = "/".join("{id}" if p.isdigit() else p for p in parts)
+                requests.setdefault(f"{record.method} {route}", Counter())[str(record.status)] += 1
+            outcomes = self.dispatcher.outcomes()
             return {
                 "uploads": len(self.upload_records),
                 "documents": len(self.documents),
                 "annotations": {"total": len(self.annotations), **dict(sorted(by_status.items()))},
                 "requests": {
-                    "total": len(self._request_log),
+                    "total": self.requests.total,
                     "by_path": {k: dict(v) for k, v in sorted(requests.items())},
-                    "by_status": dict(Counter(str(s) for _, _, s in self._request_log)),
+                    "by_status": dict(Counter(str(r.status) for r in records)),
                 },
-                "throttled": self.throttled,
-                "faults": dict(self.faults),
+                "throttled": self.faults.throttled,
+                "faults": dict(self.faults.counts),
                 "webhook_deliveries": {
-                    "attempts": len(deliveries),
+                    "attempts": sum(outcomes.values()),
                     "delivered": outcomes["delivered"],
                     "retrying": outcomes["retrying"],
                     "failed": outcomes["failed"],
                     "polling": outcomes["polling"],
                     "pending": self.dispatcher.pending,
-                    "log": deliveries[-200:],
+                    "log": self.dispatcher.snapshot()[-200:],
                 },
             }
 
@@ -233,7 +228,7 @@ class EmulatorState(Views, Queries, HookEvents):
                 ann.messages = list(messages)
             return self.annotation_json(ann, self.base_url)
 
-    # ------------------------------------------------------------------ auth and throttling
+    # ------------------------------------------------------------------ auth
 
     def login(self, username: str, password: str, lifetime: float | None) -> str | None:
         """A new token, or None for wrong credentials."""
@@ -244,7 +239,7 @@ class EmulatorState(Views, Queries, HookEvents):
         alphabet = string.ascii_lowercase + string.digits
         key = "".join(secrets.choice(alphabet) for _ in range(40))
         with self.lock:
-            self.tokens[key] = Token(key, USER, time.time() + seconds)
+            self.tokens[key] = Token(key, USER, self.clock.now() + seconds)
         return key
 
     def logout(self, key: str) -> None:
@@ -257,39 +252,13 @@ class EmulatorState(Views, Queries, HookEvents):
             token = self.tokens.get(key)
             if token is None:
                 return None
-            if token.expires_at <= time.time():
+            if token.expires_at <= self.clock.now():
                 del self.tokens[key]
                 return None
             return token.user_id
 
     def check_basic(self, username: str, password: str) -> bool:
         return username == self.options.username and password == self.options.password
-
-    def throttle(self, key: str) -> float | None:
-        """Take one request from ``key``'s token bucket; seconds to wait when it is empty."""
-        rate = self.options.rate_limit
-        if rate <= 0:
-            return None
-        now = time.monotonic()
-        with self.lock:
-            tokens, last = self._buckets.get(key, (rate, now))
-            tokens = min(rate, tokens + (now - last) * rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                return None
-            self._buckets[key] = (tokens, now)
-            self.throttled += 1
-            return (1 - tokens) / rate
-
-    def pick_fault(self) -> str | None:
-        """A fault for this request with probability ``fail_rate``, drawn from ``fault_mix``."""
-        with self.lock:
-            if self.options.fail_rate <= 0 or self._rng.random() >= self.options.fail_rate:
-                return None
-            kinds, weights = zip(*self.options.fault_mix, strict=True)
-            kind = self._rng.choices(kinds, weights=weights)[0]
-            self.faults[kind] += 1
-            return kind
 
     # ------------------------------------------------------------------ static objects
 
@@ -314,7 +283,7 @@ class EmulatorState(Views, Queries, HookEvents):
                 "suggested_edit": "disable",
                 "workflows": {"enabled": False},
             },
-            "modified_at": time.time(),
+            "modified_at": self.clock.now(),
         }
 
     def update_queue(self, data: Mapping[str, Any]) -> None:
@@ -349,7 +318,7 @@ class EmulatorState(Views, Queries, HookEvents):
             for key in types:
                 if key in data:
                     self.queue[key] = copy.deepcopy(data[key])
-            self.queue["modified_at"] = time.time()
+            self.queue["modified_at"] = self.clock.now()
 
     # ------------------------------------------------------------------ uploads
 
@@ -375,7 +344,7 @@ class EmulatorState(Views, Queries, HookEvents):
                         for d in self.documents.values()
                     ):
                         raise ApiError(409, {"detail": f"Identical document {f.name} exists."})
-            now = time.time()
+            now = self.clock.now()
             delay = max(0.0, self.options.delay)
             upload = Upload(
                 id=self._next_id("upload"),
@@ -418,7 +387,7 @@ class EmulatorState(Views, Queries, HookEvents):
             data=data,
             sha256=hashlib.sha256(data).hexdigest(),
             s3_name=secrets.token_hex(16),
-            created_at=time.time(),
+            created_at=self.clock.now(),
             upload_id=upload,
         )
         self.documents[document.id] = document
@@ -446,7 +415,7 @@ class EmulatorState(Views, Queries, HookEvents):
     def tick(self) -> None:
         """Make every time-driven change that is due (cheap when nothing is)."""
         with self.lock:
-            now = time.time()
+            now = self.clock.now()
             for ann in list(self.annotations.values()):
                 if ann.status == "importing" and ann.ready_at <= now:
                     self._finish_import(ann)
@@ -514,7 +483,7 @@ class EmulatorState(Views, Queries, HookEvents):
 
     def _set_status(self, ann: Annotation, status: str, *, by_user: bool = False) -> None:
         previous = ann.status
-        now = time.time()
+        now = self.clock.now()
         ann.status = status
         ann.stamps["modified_at"] = now
         stamp = {
@@ -552,7 +521,7 @@ class EmulatorState(Views, Queries, HookEvents):
         """``exporting`` while export hooks run, else ``exported`` (now, or at the next tick
         for the asynchronous ``to_status=exporting``)."""
         if ann.status == "reviewing" or immediate:
-            ann.stamps["confirmed_at"] = time.time()
+            ann.stamps["confirmed_at"] = self.clock.now()
             ann.bys["confirmed_by"] = USER
         if self._export_hooks(ann):
             self._set_status(ann, "exporting")
@@ -561,7 +530,7 @@ class EmulatorState(Views, Queries, HookEvents):
             self._set_status(ann, "exported")
         else:
             self._set_status(ann, "exporting")
-            ann.export_due = time.time()
+            ann.export_due = self.clock.now()
             self._wake.notify_all()
 
     # ------------------------------------------------------------------ actions
@@ -636,7 +605,7 @@ class EmulatorState(Views, Queries, HookEvents):
                 "type": "rejection",
                 "metadata": {},
                 "content": note,
-                "created_at": iso(time.time()),
+                "created_at": iso(self.clock.now()),
                 "creator_id": USER,
                 "annotation_id": ann.id,
             }
@@ -672,7 +641,7 @@ class EmulatorState(Views, Queries, HookEvents):
             if "messages" in data:
                 ann.messages = copy.deepcopy(data["messages"])
             ann.modifier_id = USER
-            ann.stamps["modified_at"] = time.time()
+            ann.stamps["modified_at"] = self.clock.now()
             if target is not None and target != ann.status:
                 if target == "exporting":
                     self._export(ann, immediate=False)
@@ -715,7 +684,7 @@ class EmulatorState(Views, Queries, HookEvents):
                 raise ApiError(400, {"operations": [str(exc)]}) from None
             ann.content = tree
             ann.modifier_id = USER
-            ann.stamps["modified_at"] = time.time()
+            ann.stamps["modified_at"] = self.clock.now()
             if touched:
                 self._emit_content(ann, "updated", touched)
             return touched
@@ -752,7 +721,9 @@ class EmulatorState(Views, Queries, HookEvents):
                     if to_status == "exporting":
                         self._export(ann, immediate=False)
                     else:
-                        ann.stamps["confirmed_at"] = ann.stamps.get("confirmed_at") or time.time()
+                        ann.stamps["confirmed_at"] = (
+                            ann.stamps.get("confirmed_at") or self.clock.now()
+                        )
                         self._set_status(ann, "exported", by_user=True)
             exportable = self.exportable
             return [(a, content.export_tree(a.content, exportable)) for a in annotations]

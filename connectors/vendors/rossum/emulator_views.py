@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from connectors.emulation.clock import Clock
 from connectors.vendors.rossum.emulator_model import (
     ADMIN_GROUP,
     BY_FIELDS,
@@ -37,6 +37,7 @@ class Views:
     # state provided by EmulatorState (like the other methods these call)
     lock: threading.RLock
     options: EmulatorOptions
+    clock: Clock
     queue: dict[str, Any]
     schema_content: list[dict[str, Any]]
     annotations: dict[int, Annotation]
@@ -270,7 +271,7 @@ class Views:
             upload = self.upload_records.get(upload_id)
             if upload is None:
                 raise ApiError(404, "Not found.")
-            done = upload.done_at <= time.time()
+            done = upload.done_at <= self.clock.now()
             return {
                 "id": upload.id,
                 "url": f"{base}/uploads/{upload.id}",
@@ -293,7 +294,7 @@ class Views:
             if upload_id is None:
                 raise ApiError(404, "Not found.")
             upload = self.upload_records[upload_id]
-            done = upload.done_at <= time.time()
+            done = upload.done_at <= self.clock.now()
             upload_url = f"{base}/uploads/{upload_id}"
             return {
                 "id": task_id,

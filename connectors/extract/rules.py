@@ -1,6 +1,7 @@
 """The rule-based field finder: labelled values in English and German invoices.
 
-How it reads a document (see NOTES.md for the label lists and limits):
+How it reads a document (see ``connectors/vendors/local/NOTES.md`` for the label lists and
+limits):
 
 * Text is split into lines; whitespace runs are collapsed (pypdfium2 does that anyway), so no
   rule depends on column spacing.
