@@ -109,11 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         "connectors", cmd_connectors, "list installed sources, vendors, destinations and emulators"
     )
+    p = command(
+        "check", cmd_check, "test a source, vendor profile or destination by name (read-only)"
+    )
+    p.add_argument("name", help="its name in the configuration")
     p = command("mailbox", None, "mailbox sources")
     mb = p.add_subparsers(title="mailbox commands", metavar="MAILBOXCOMMAND")
     test = mb.add_parser(
         "test",
-        help="log in, list folders and count what the rules would take; changes nothing",
+        help="docrelay check for a mailbox: log in, list folders and count what the rules "
+        "would take; changes nothing",
     )
     test.add_argument("name", help="the mailbox source's name")
     test.add_argument("--limit", type=int, default=200, help="newest messages examined per folder")
@@ -501,40 +506,83 @@ def cmd_connectors(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_mailbox_test(args: argparse.Namespace) -> int:
-    """Exit 0 when the account works, 3 when it cannot be reached, 4 when login is refused."""
-    from connectors.base import ConnectorContext
-    from connectors.sources.mailbox import (
-        MailboxAuthError,
-        MailboxError,
-        MailboxSettings,
-        MailboxSource,
-        describe,
-    )
+EXIT_UNREACHABLE = 3
+EXIT_REFUSED = 4
 
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when it works, 3 when it cannot be reached, 4 when credentials are refused."""
+    return check_connector(load_config(args), args.name)
+
+
+def cmd_mailbox_test(args: argparse.Namespace) -> int:
+    """``docrelay check`` for a mailbox source, with how many messages to look at."""
     config = load_config(args)
-    found = [s for s in config.sources if isinstance(s, MailboxSettings) and s.name == args.name]
+    names = [s.name for s in config.sources if s.kind == "mailbox"]  # type: ignore[attr-defined]
+    if args.name not in names:
+        print(f"no mailbox source named {args.name!r} (mailboxes: {names or 'none'})",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    return check_connector(config, args.name, roles=("source",), probe_limit=args.limit)
+
+
+def check_connector(
+    config: Any,
+    name: str,
+    *,
+    roles: Sequence[str] = ("source", "vendor", "destination"),
+    probe_limit: int | None = None,
+) -> int:
+    """Build the connector(s) called ``name`` and run their read-only probe."""
+    from connectors import registry
+    from connectors.base import ConnectorContext
+    from connectors.errors import AuthFailed, DocrelayError, TransientError
+
+    found: list[tuple[str, Any]] = []
+    if "source" in roles:
+        found += [("source", s) for s in config.sources if s.name == name]
+    if "vendor" in roles and name in config.vendors:
+        found.append(("vendor", config.vendors[name]))
+    if "destination" in roles and name in config.destinations:
+        found.append(("destination", config.destinations[name]))
     if not found:
-        names = [s.name for s in config.sources if isinstance(s, MailboxSettings)]
-        print(
-            f"no mailbox source named {args.name!r} (mailboxes: {names or 'none'})", file=sys.stderr
+        known = sorted({*(s.name for s in config.sources), *config.vendors, *config.destinations})
+        print(f"nothing called {name!r} in {config.path} (known: {', '.join(known) or 'none'})",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    state_dir = config.core.store.blob_dir.parent / "state"
+    worst = 0
+    for role, settings in found:
+        context = ConnectorContext(
+            name=name,
+            data_dir=state_dir / name,
+            clock=time.monotonic,
+            public_url=config.core.web.callback_base(),
         )
-        return 2
-    settings = found[0]
-    context = ConnectorContext(name=settings.name, data_dir=Path("."), clock=time.monotonic)
-    source = MailboxSource(settings, context)
-    try:
-        folders, reports = source.survey(limit=args.limit)
-    except MailboxAuthError as exc:
-        print(f"{settings.name}: login refused: {exc}", file=sys.stderr)
-        return 4
-    except MailboxError as exc:
-        print(f"{settings.name}: {exc}", file=sys.stderr)
-        return 3
-    print(f"{settings.name}: logged in as {settings.username} at {settings.account}")
-    print(f"folders: {', '.join(folders)}")
-    print(describe(reports))
-    return 0
+        connector = registry.load(role, settings.kind)(settings, context)  # type: ignore[arg-type]
+        if probe_limit is not None:
+            connector.probe_limit = probe_limit
+        label = f"{name} ({role} {settings.kind})"
+        try:
+            lines = connector.probe()
+        except AuthFailed as exc:
+            print(f"{label}: credentials refused: {exc}", file=sys.stderr)
+            worst = max(worst, EXIT_REFUSED)
+            continue
+        except TransientError as exc:
+            print(f"{label}: cannot be reached: {exc}", file=sys.stderr)
+            worst = max(worst, EXIT_UNREACHABLE)
+            continue
+        except DocrelayError as exc:
+            print(f"{label}: {exc}", file=sys.stderr)
+            worst = max(worst, 1)
+            continue
+        finally:
+            connector.close()
+        print(f"{label}: ok")
+        for line in lines:
+            print(f"  {line}")
+    return worst
 
 
 if __name__ == "__main__":

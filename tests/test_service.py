@@ -188,6 +188,58 @@ def test_correct_updates_the_store_for_a_vendor_without_feedback(tmp_path):
     bad = cli(config, "correct", "42", "invoice_number=1", check=False)
     assert bad.returncode == 1 and "no extraction" in bad.stderr
     assert cli(config, "correct", "1", "nonsense", check=False).returncode == 2
+    assert "local takes no feedback" in result.stdout
+
+
+def test_correct_refuses_unknown_fields_and_values_of_the_wrong_type(tmp_path):
+    config = write_config(tmp_path)
+    files = tmp_path / "one"
+    files.mkdir()
+    (files / "a.pdf").write_bytes(render_pdf(random_spec(6)))
+    cli(config, "submit", str(files), "--wait")
+    engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
+
+    def invoice() -> tuple:
+        with engine.connect() as conn:
+            return tuple(conn.execute(text("SELECT * FROM docrelay_invoices")).one())
+
+    before = invoice()
+    for args, complaint in [
+        (["total_amount=abc"], "'abc' is not an amount"),
+        (["issue_date=yesterday"], "'yesterday' is not a date"),
+        (["supplier_iban=DE00 1234"], "is not an IBAN"),
+        (["colour=blue"], "'colour' is not a field"),
+        (["invoice_number=X", "total_amount=abc"], "'abc' is not an amount"),
+    ]:
+        refused = cli(config, "correct", "1", *args, check=False)
+        assert refused.returncode == 2, refused.stdout
+        assert complaint in refused.stderr and "nothing changed" in refused.stderr
+    assert invoice() == before, "a refused correction changes nothing, not even its valid part"
+    confirmed = cli(config, "correct", "1", "--confirm", "invoice_number")
+    assert "confirmed" in confirmed.stdout
+    gone = cli(config, "correct", "1", "--confirm", "extra.never_read", check=False)
+    assert gone.returncode == 2 and "no value to confirm" in gone.stderr
+    engine.dispose()
+
+
+def test_check_probes_connectors_by_name(tmp_path):
+    config = write_config(tmp_path)
+    vendor = cli(config, "check", "local")
+    assert "local (vendor local): ok" in vendor.stdout and "reads application/pdf" in vendor.stdout
+    outbox = cli(config, "check", "outbox")
+    assert "outbox (destination folder): ok" in outbox.stdout
+    scans = cli(config, "check", "scans")
+    assert "scans (source folder): ok" in scans.stdout
+    unknown = cli(config, "check", "nope", check=False)
+    assert unknown.returncode == 2 and "nothing called 'nope'" in unknown.stderr
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    (tmp_path / "b").mkdir()
+    blocked = write_config(
+        tmp_path / "b", extra=f'[destinations.stuck]\nkind = "folder"\npath = "{blocker}/x"\n'
+    )
+    stuck = cli(blocked, "check", "stuck", check=False)
+    assert stuck.returncode == 3 and "cannot be reached" in stuck.stderr
 
 
 def _job_runs(url: str) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,9 +20,9 @@ from pydantic import Field
 from connectors.base import (
     DOCUMENT_FIELDS,
     LINE_ITEM_FIELDS,
-    ConnectorSettings,
     DeliveryReceipt,
     Destination,
+    DestinationSettings,
     ExportPayload,
     FieldValue,
 )
@@ -31,8 +32,9 @@ from connectors.fsutil import atomic_write
 FORMAT_VERSION = 1
 
 
-class FolderDestinationSettings(ConnectorSettings):
+class FolderDestinationSettings(DestinationSettings):
     kind: Literal["folder"] = "folder"
+    """Selects the folder destination: export files written atomically."""
     path: Path
     """Directory the export files are written to (created if missing)."""
     format: Literal["json", "csv", "both"] = "json"
@@ -132,6 +134,21 @@ class FolderDestination(Destination):
         except OSError as exc:  # disk full, permissions, NFS away: worth retrying
             raise TransientError(f"cannot write to {root}: {exc.strerror or exc}") from exc
         return DeliveryReceipt(ref=",".join(written))
+
+    def probe(self) -> list[str]:
+        """The folder exists (or can be made) and takes files; writes nothing that stays."""
+        root = self.settings.path
+        existing = root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise TransientError(f"{existing} is not a directory: {root} cannot be made there")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise TransientError(f"no permission to write in {existing}")
+        if not root.exists():
+            return [f"{root} does not exist yet; it will be made in {existing} at the first export"]
+        count = sum(1 for p in root.iterdir() if p.suffix in (".json", ".csv"))
+        return [f"{root} is writable; {count} export file(s) in it"]
 
     def _write_csv(self, root: Path, payload: ExportPayload) -> list[str]:
         values = {v.name: field_value(v) for v in reversed(payload.result.fields)}

@@ -59,7 +59,7 @@ def tesseract_path() -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _ocr_languages(binary: str) -> str:
+def ocr_languages(binary: str) -> str:
     """``deu+eng`` when German traineddata is installed, else ``eng`` (always shipped)."""
     try:
         listed = subprocess.run(
@@ -256,7 +256,7 @@ def _run_tesseract(binary: str, image: Image, deadline: float, timeout: float) -
         image.save(png, format="PNG")
         try:
             done = subprocess.run(
-                [binary, str(png), "stdout", "-l", _ocr_languages(binary), "--psm", "4"],
+                [binary, str(png), "stdout", "-l", ocr_languages(binary), "--psm", "4"],
                 capture_output=True,
                 timeout=remaining,
                 check=False,

@@ -45,7 +45,7 @@ from connectors.base import (
     Source,
     SourceName,
 )
-from connectors.errors import StoreUnavailable
+from connectors.errors import AuthFailed, StoreUnavailable, TransientError
 from connectors.sources.mailparts import (
     MailPart,
     Take,
@@ -701,6 +701,23 @@ class MailboxSource(Source):
             client.select_folder(folder)
 
     # ------------------------------------------------------------------ mailbox test
+
+    probe_limit: int = 200
+    """Newest messages per folder that ``probe`` looks at."""
+
+    def probe(self) -> list[str]:
+        """Log in, list the folders and count what the rules would take; changes nothing."""
+        try:
+            folders, reports = self.survey(limit=self.probe_limit)
+        except MailboxAuthError as exc:
+            raise AuthFailed(f"login refused: {exc}") from None
+        except MailboxError as exc:
+            raise TransientError(str(exc)) from None
+        return [
+            f"logged in as {self.cfg.username} at {self.cfg.account}",
+            f"folders: {', '.join(folders)}",
+            *describe(reports).splitlines(),
+        ]
 
     def survey(self, *, limit: int = 200) -> tuple[list[str], list[FolderReport]]:
         """Log in, list folders and count what the rules would take from the newest ``limit``

@@ -91,3 +91,17 @@ class LocalVendor(Vendor):
     def normalize(self, raw: Any) -> CanonicalResult:
         """Pure mapping of the stored raw result (see ``mapping``)."""
         return mapping.normalize(raw)
+
+    def probe(self) -> list[str]:
+        """What this machine can read: text layers always, scans only with tesseract."""
+        from connectors.extract import text
+
+        types = ", ".join(sorted(SUPPORTED_TYPES))
+        lines = [f"reads {types}; at most {self.settings.max_pages} pages"]
+        if self.settings.ocr == "off":
+            lines.append("OCR is off: scans and images are rejected")
+        elif (binary := text.tesseract_path()) is None:
+            lines.append("OCR: tesseract is not installed, so scans and images are rejected")
+        else:
+            lines.append(f"OCR: {binary} ({text.ocr_languages(binary)})")
+        return lines
