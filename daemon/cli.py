@@ -263,7 +263,7 @@ def _files(paths: Sequence[Path]) -> list[Path]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from connectors.base import IngestStatus, IntakeItem
-    from connectors.sources.filecheck import check_file, sniff_mime
+    from connectors.filecheck import check_file, sniff_mime
     from daemon.pipeline.intake import Intake
     from daemon.store.blobs import BlobStore
 

@@ -24,6 +24,7 @@ from PIL import Image
 from pydantic import ValidationError
 from watchdog.observers.inotify import InotifyEmitter
 
+from connectors import filecheck
 from connectors.base import (
     ConnectorContext,
     DocumentRef,
@@ -31,8 +32,8 @@ from connectors.base import (
     IngestStatus,
     IntakeItem,
 )
-from connectors.sources import filecheck, folder
-from connectors.sources.filecheck import Verdict, check_file, sniff_mime
+from connectors.filecheck import Verdict, check_file, sniff_mime
+from connectors.sources import folder
 from connectors.sources.folder import FolderSettings, FolderSource, quarantine
 
 SETTLE = 0.2

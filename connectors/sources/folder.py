@@ -59,8 +59,8 @@ from connectors.base import (
     SourceName,
 )
 from connectors.errors import StoreUnavailable
+from connectors.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
 from connectors.fsutil import atomic_write
-from connectors.sources.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
 
 log = logging.getLogger(__name__)
 
