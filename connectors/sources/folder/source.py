@@ -4,7 +4,8 @@ Files dropped into a folder (by a scanner, a person, an SMB share) are taken onc
 mtime have stopped changing, checked cheaply (``connectors.filecheck``), committed by the engine
 (``sink.ingest``) and only then moved to ``processed/``, deleted or kept. Unusable files go to
 ``failed/`` with a ``<name>.reason.txt`` beside them (``failed``); a rejected file is never
-deleted. Files are placed without ever replacing another (``placement``).
+deleted. Only paths inside the folder are taken (``paths``), and files are placed without ever
+replacing another (``placement``).
 
 Watchdog events only make intake faster. ``scan()`` finds everything on its own, so lost events
 (NFS/SMB mounts, an exhausted inotify limit, a queue overflow) delay files but never lose them.
@@ -19,7 +20,6 @@ source's private ``data_dir`` (``kept``), so a restart does not offer them again
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import stat
@@ -55,7 +55,6 @@ from connectors.errors import StoreUnavailable
 from connectors.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
 from connectors.filenames import display, safe_filename
 from connectors.sources.folder.failed import (
-    REASON_SUFFIX,
     add_copy,
     document_ids_in,
     one_line,
@@ -63,30 +62,11 @@ from connectors.sources.folder.failed import (
     reason_text,
 )
 from connectors.sources.folder.kept import KEPT_FILE, KeptFiles
+from connectors.sources.folder.paths import FolderPaths
 from connectors.sources.folder.placement import move_no_clobber
 from connectors.sources.folder.settings import FolderSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_IGNORE: tuple[str, ...] = (
-    "*.part",
-    "*.partial",
-    "*.tmp",
-    "*.crdownload",
-    "*.download",
-    "~$*",
-    ".~lock.*",
-    ".DS_Store",
-    "Thumbs.db",
-    "desktop.ini",
-    "@eaDir",
-    "#recycle",
-    ".*",
-    f"*{REASON_SUFFIX}",
-)
-"""Names never taken (matched case-insensitively against every path component): partial
-downloads, Office lock files, NAS and desktop litter, dot files/dirs (which also covers our own
-temporary files), and reason files."""
 
 STORE_RETRY_SECONDS = 2.0
 """How long files wait before the next try when the store refused a write."""
@@ -153,7 +133,6 @@ class FolderSource(Source):
             raise TypeError(f"FolderSource needs FolderSettings, got {type(settings).__name__}")
         super().__init__(settings, context)
         self.settings: FolderSettings = settings
-        self._ignore = tuple(p.lower() for p in (*DEFAULT_IGNORE, *settings.ignore))
         self._cond = threading.Condition()
         self._pending: dict[Path, _Pending] = {}
         self._inflight: Path | None = None
@@ -174,9 +153,8 @@ class FolderSource(Source):
         self._observer_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._watch_mode: str | None = None
-        self._root = settings.path.absolute()
-        self._processed = self._root / settings.processed_dir
-        self._failed = self._root / settings.failed_dir
+        self._paths = FolderPaths.configured(settings)
+        """Resolved by ``start``."""
         self._tick = max(0.02, min(0.5, settings.settle_seconds / 4))
         self._kept = self._new_kept()
         """``after = "keep"``: the files taken and left in place."""
@@ -189,7 +167,7 @@ class FolderSource(Source):
             raise RuntimeError(f"folder source {self.settings.name!r} was already started")
         self._started = True
         self._sink = sink
-        self._prepare_dirs()
+        self._paths = FolderPaths.resolved(self.settings)
         self._kept = self._new_kept()  # for the resolved root
         if self.settings.after == "keep":
             self._kept.load()
@@ -206,7 +184,7 @@ class FolderSource(Source):
         log.info(
             "folder %s: watching %s (%s), %d file(s) found at start",
             self.settings.name,
-            display(str(self._root)),
+            display(str(self._paths.root)),
             self._watch_mode,
             found,
         )
@@ -243,7 +221,7 @@ class FolderSource(Source):
             "watch_mode": self._watch_mode or "stopped",
             "watching": self._watching(),
             "pending": pending,
-            "path": str(self._root),
+            "path": str(self._paths.root),
         }
 
     def rejected(self, document: DocumentRef, source_ref: str, reason: str) -> None:
@@ -259,7 +237,7 @@ class FolderSource(Source):
         name = safe_filename(document.filename, fallback=f"document-{document.id}")
         original = document.metadata.get("path")
         original = original if isinstance(original, str) else source_ref
-        failed = self._failed
+        failed = self._paths.failed
         with self._failed_lock:
             if self._rejected_ids is None:
                 self._rejected_ids = document_ids_in(failed) if failed.is_dir() else set()
@@ -310,13 +288,13 @@ class FolderSource(Source):
         with self._observer_lock:
             if not self._started or self._stopping or self._watching():
                 return
-            if not self._root.is_dir():
+            if not self._paths.root.is_dir():
                 return
             log.warning(
                 "folder %s: the %s watch on %s stopped; restarting it",
                 self.settings.name,
                 self._watch_mode,
-                display(str(self._root)),
+                display(str(self._paths.root)),
             )
             old, self._observer = self._observer, None
             try:
@@ -327,39 +305,12 @@ class FolderSource(Source):
             except Exception:
                 log.exception("folder %s: could not restart the watch", self.settings.name)
 
-    def _resolve_dir(self, setting: str) -> Path:
-        directory = Path(setting)
-        return directory if directory.is_absolute() else self._root / directory
-
-    def _prepare_dirs(self) -> None:
-        self.settings.path.mkdir(parents=True, exist_ok=True)
-        self._root = self.settings.path.resolve(strict=True)
-        if not self._root.is_dir():
-            raise NotADirectoryError(f"folder {self.settings.name}: {self._root} is not a folder")
-        dirs = [self._resolve_dir(self.settings.failed_dir)]
-        if self.settings.after == "move":
-            dirs.append(self._resolve_dir(self.settings.processed_dir))
-        for directory in dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-        self._failed = self._resolve_dir(self.settings.failed_dir).resolve()
-        self._processed = self._resolve_dir(self.settings.processed_dir).resolve()
-        for label, directory in (("failed_dir", self._failed), ("processed_dir", self._processed)):
-            if self._root.is_relative_to(directory):
-                raise ValueError(
-                    f"folder {self.settings.name}: {label} {directory} must not be the watched"
-                    f" folder {self._root} or contain it"
-                )
-        if self._failed == self._processed:
-            raise ValueError(
-                f"folder {self.settings.name}: processed_dir and failed_dir are the same folder"
-            )
-
     def _start_observer(self) -> None:
         handler = _EventHandler(self)
         if not self.settings.polling:
             observer = Observer()
             try:
-                observer.schedule(handler, str(self._root), recursive=self.settings.recursive)
+                observer.schedule(handler, str(self._paths.root), recursive=self.settings.recursive)
                 observer.start()
             except OSError as exc:
                 log.error(
@@ -367,7 +318,7 @@ class FolderSource(Source):
                     " Raise fs.inotify.max_user_watches/max_user_instances, or set"
                     " polling = true for this folder.",
                     self.settings.name,
-                    display(str(self._root)),
+                    display(str(self._paths.root)),
                     exc,
                     self.settings.poll_interval,
                 )
@@ -380,13 +331,13 @@ class FolderSource(Source):
         polling = PollingObserverVFS(
             os.lstat, self._poll_listdir, polling_interval=self.settings.poll_interval
         )
-        polling.schedule(handler, str(self._root), recursive=self.settings.recursive)
+        polling.schedule(handler, str(self._paths.root), recursive=self.settings.recursive)
         polling.start()
         self._observer, self._watch_mode = polling, "polling"
 
     def _poll_listdir(self, path: str | None) -> Iterator[os.DirEntry[str]]:
         with os.scandir(path) as entries:
-            kept = [e for e in entries if not self._excluded_entry(e)]
+            kept = [e for e in entries if not self._paths.excluded_entry(e)]
         return iter(kept)
 
     # ------------------------------------------------------------------ kept files
@@ -394,40 +345,12 @@ class FolderSource(Source):
     def _new_kept(self) -> KeptFiles:
         return KeptFiles(
             self.context.data_dir / KEPT_FILE,
-            self._root,
+            self._paths.root,
             clock=self.context.clock,
             label=self.settings.name,
         )
 
     # ------------------------------------------------------------------ path rules
-
-    def _ignored_name(self, name: str) -> bool:
-        lowered = name.lower()
-        return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self._ignore)
-
-    def _excluded_entry(self, entry: os.DirEntry[str]) -> bool:
-        if self._ignored_name(entry.name):
-            return True
-        return Path(entry.path) in (self._processed, self._failed)
-
-    def _in_excluded_dir(self, path: Path) -> bool:
-        return path.is_relative_to(self._processed) or path.is_relative_to(self._failed)
-
-    def _inside(self, real: Path) -> bool:
-        """A resolved path we may read: inside the root, outside processed/failed."""
-        return real.is_relative_to(self._root) and not self._in_excluded_dir(real)
-
-    def _candidate_path(self, path: Path) -> bool:
-        """Cheap, I/O-free filter for event paths."""
-        try:
-            parts = path.relative_to(self._root).parts
-        except ValueError:
-            return False
-        if not parts or (len(parts) > 1 and not self.settings.recursive):
-            return False
-        if any(self._ignored_name(part) for part in parts):
-            return False
-        return not self._in_excluded_dir(path)
 
     def _vetted_stat(self, path: Path) -> os.stat_result | None:
         """The file's stat when it may be taken now; None for symlinks, escapes, non-files.
@@ -441,7 +364,7 @@ class FolderSource(Source):
             if not self.settings.follow_symlinks:
                 log.debug("folder %s: skipping symlink %s", self.settings.name, path)
                 return None
-            if not self._inside(real):
+            if not self._paths.inside(real):
                 log.info(
                     "folder %s: skipping %s: it points outside the folder",
                     self.settings.name,
@@ -452,9 +375,6 @@ class FolderSource(Source):
         if not stat.S_ISREG(st.st_mode):
             return None
         return st
-
-    def _relative(self, path: Path) -> Path:
-        return path.relative_to(self._root)
 
     # ------------------------------------------------------------------ discovery
 
@@ -476,7 +396,7 @@ class FolderSource(Source):
         self._offer(Path(os.fsdecode(raw)))
 
     def _offer(self, path: Path) -> bool:
-        if not self._candidate_path(path):
+        if not self._paths.candidate(path):
             return False
         with self._cond:
             if path == self._inflight:
@@ -494,8 +414,8 @@ class FolderSource(Source):
         """
         self._ensure_watching()
         with self._cond:
-            walk = _Walk(kept=self._kept.snapshot(), visited={self._root})
-        self._walk(self._root, walk)
+            walk = _Walk(kept=self._kept.snapshot(), visited={self._paths.root})
+        self._walk(self._paths.root, walk)
         with self._cond:
             if walk.complete:  # forget kept files that are gone (unless re-kept meanwhile)
                 self._kept.forget_gone(walk.kept, walk.present)
@@ -513,11 +433,11 @@ class FolderSource(Source):
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             walk.complete = False
-            level = logging.WARNING if directory == self._root else logging.INFO
+            level = logging.WARNING if directory == self._paths.root else logging.INFO
             log.log(level, "folder %s: cannot list %s: %s", self.settings.name, directory, exc)
             return
         for entry in entries:
-            if self._ignored_name(entry.name):
+            if self._paths.ignored_name(entry.name):
                 continue
             path = Path(entry.path)
             try:
@@ -531,25 +451,25 @@ class FolderSource(Source):
             except FileNotFoundError:
                 continue  # vanished, dangling link
             except OSError:  # a loop, or no permission: it may still exist, so stay kept
-                walk.present.add(self._relative(path).as_posix())
+                walk.present.add(self._paths.relative(path).as_posix())
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not self.settings.recursive:
                     continue
                 real = path.resolve()
-                if real in walk.visited or not self._inside(real):
+                if real in walk.visited or not self._paths.inside(real):
                     continue
                 walk.visited.add(real)
                 self._walk(path, walk)
             elif stat.S_ISREG(st.st_mode):
-                if entry.is_symlink() and not self._inside(path.resolve()):
+                if entry.is_symlink() and not self._paths.inside(path.resolve()):
                     log.info(
                         "folder %s: skipping %s: it points outside the folder",
                         self.settings.name,
                         display(str(path)),
                     )
                     continue
-                rel = self._relative(path).as_posix()
+                rel = self._paths.relative(path).as_posix()
                 if rel in walk.kept:
                     walk.present.add(rel)
                     if walk.kept[rel] == (st.st_size, st.st_mtime_ns):
@@ -675,7 +595,7 @@ class FolderSource(Source):
                 if now < deadline:
                     entry.next_check = min(deadline, now + max(settings.settle_seconds, self._tick))
                     return
-            rel = self._relative(path)
+            rel = self._paths.relative(path)
             if self._kept.get(rel.as_posix()) == signature:
                 self._drop(path)
                 return
@@ -801,7 +721,9 @@ class FolderSource(Source):
             reason = (result.reason if result.rejected else outcome.reason) or "rejected"
             document_id = outcome.document_id
             with self._failed_lock:
-                dest = quarantine(path, self._failed / rel.parent, reason, document_id=document_id)
+                dest = quarantine(
+                    path, self._paths.failed / rel.parent, reason, document_id=document_id
+                )
                 if document_id is not None and self._rejected_ids is not None:
                     self._rejected_ids.add(document_id)
             log.warning(
@@ -831,7 +753,7 @@ class FolderSource(Source):
         elif settings.after == "delete":
             path.unlink()
         else:
-            dest = move_no_clobber(path, self._processed / rel.parent)
+            dest = move_no_clobber(path, self._paths.processed / rel.parent)
             log.debug("folder %s: %s → %s", settings.name, rel_text, dest)
         log.info("folder %s: took %s (%s)", settings.name, rel_text, outcome.status)
         return True
