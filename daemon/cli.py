@@ -301,7 +301,7 @@ def _files(paths: Sequence[Path]) -> list[Path]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from connectors.base import IngestStatus, IntakeItem
-    from connectors.sources.filecheck import check_file, sniff_mime
+    from connectors.filecheck import check_file, sniff_mime
     from daemon.pipeline.intake import Intake
     from daemon.store.blobs import BlobStore
 
@@ -518,7 +518,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_mailbox_test(args: argparse.Namespace) -> int:
     """``docrelay check`` for a mailbox source, with how many messages to look at."""
     config = load_config(args)
-    names = [s.name for s in config.sources if s.kind == "mailbox"]  # type: ignore[attr-defined]
+    names = [s.name for s in config.sources if s.kind == "mailbox"]
     if args.name not in names:
         print(f"no mailbox source named {args.name!r} (mailboxes: {names or 'none'})",
               file=sys.stderr)  # fmt: skip

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors import registry
-from connectors.base import ConnectorSettings
+from connectors.base import ConnectorSettings, SourceSettings
 
 SYSTEM_CONFIG = Path("/etc/docrelay/config.toml")
 ENV_PREFIX = "DOCRELAY_"
@@ -197,7 +197,7 @@ class Config:
 
     path: Path
     core: CoreSettings
-    sources: list[ConnectorSettings]
+    sources: list[SourceSettings]
     vendors: dict[str, ConnectorSettings]
     destinations: dict[str, ConnectorSettings]
     secrets: list[str] = field(default_factory=list)
@@ -246,15 +246,21 @@ def validate(raw: Mapping[str, Any], path: Path) -> Config:
         value = sections.get(name, {})
         return value if isinstance(value, dict) else {}
 
-    sources: list[ConnectorSettings] = []
+    sources: list[SourceSettings] = []
     for kind, entries in table("sources").items():
         for index, entry in enumerate(entries if isinstance(entries, list) else []):
             loc = ("sources", kind, str(index))
             model = _connector("source", kind, loc[:2], problems)
             if model is not None and isinstance(entry, dict):
                 built = _build(model, {**entry, "kind": kind}, loc, problems, secrets)
-                if built is not None:
+                if isinstance(built, SourceSettings):
                     sources.append(built)
+                elif built is not None:
+                    problems.append(
+                        Problem(
+                            _key(loc[:2]), "this source's settings do not extend SourceSettings"
+                        )
+                    )
     vendors = _connectors("vendor", "vendors", table("vendors"), problems, secrets)
     destinations = _connectors(
         "destination", "destinations", table("destinations"), problems, secrets
@@ -371,12 +377,12 @@ def _collect_secrets(model: BaseModel, secrets: list[str]) -> None:
 
 def _check_references(
     core: CoreSettings,
-    sources: Iterable[ConnectorSettings],
+    sources: Iterable[SourceSettings],
     vendors: Mapping[str, ConnectorSettings],
     destinations: Mapping[str, ConnectorSettings],
     problems: list[Problem],
 ) -> None:
-    names = [getattr(s, "name", "") for s in sources]
+    names = [s.name for s in sources]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(Problem("sources", f"source name {dup!r} is used more than once"))
     for index, route in enumerate(core.routes):

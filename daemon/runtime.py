@@ -148,7 +148,7 @@ class Daemon:
             self.destinations[name] = cls(settings, self._context(name))
         for settings in self.config.sources:
             cls = registry.load("source", settings.kind)
-            self.sources.append(cls(settings, self._context(settings.name)))  # type: ignore[attr-defined]
+            self.sources.append(cls(settings, self._context(settings.name)))
         self.intake = Intake(
             self.engine, self.blobs, self.config, on_queued=self.wake_profile, owner=self.owner
         )

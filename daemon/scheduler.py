@@ -19,7 +19,7 @@ from apscheduler.events import (
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import OperationalError
 
-from connectors.base import Vendor
+from connectors.base import SourceSettings, Vendor
 from daemon import notify
 from daemon.pipeline import ledger
 from daemon.pipeline.admin import purge_expired
@@ -60,7 +60,8 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
     scheduler.add_listener(daemon.job_counters.listener, JobCounters.EVENTS)
 
     for source in daemon.sources:
-        interval = float(getattr(source.settings, "rescan_interval", 60.0))
+        settings = source.settings
+        interval = settings.rescan_interval if isinstance(settings, SourceSettings) else 60.0
         scheduler.add_job(
             source.scan,
             "interval",

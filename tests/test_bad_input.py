@@ -74,7 +74,8 @@ def test_bad_files_are_rejected_with_reasons_and_kept(tmp_path):
             what="scan rejected",
         )
         assert "ocr" in docs["scan.pdf"]["error"].lower()
-        assert (failed / "scan.pdf.reason.txt").exists()
+        # The copy is made after the rejection is committed (a hook): it may follow the row.
+        wait_until((failed / "scan.pdf.reason.txt").exists, 10, what="scan copied to failed/")
 
         # Good documents still flow, including awkward names.
         names = ["Rechnung Nr. 5 – Müller & Söhne (Kopie).pdf", "x" * 200 + ".pdf", "日本語.pdf"]

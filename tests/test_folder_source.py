@@ -24,6 +24,7 @@ from PIL import Image
 from pydantic import ValidationError
 from watchdog.observers.inotify import InotifyEmitter
 
+from connectors import filecheck
 from connectors.base import (
     ConnectorContext,
     DocumentRef,
@@ -31,8 +32,8 @@ from connectors.base import (
     IngestStatus,
     IntakeItem,
 )
-from connectors.sources import filecheck, folder
-from connectors.sources.filecheck import Verdict, check_file, sniff_mime
+from connectors.filecheck import Verdict, check_file, sniff_mime
+from connectors.sources import folder
 from connectors.sources.folder import FolderSettings, FolderSource, quarantine
 
 SETTLE = 0.2
@@ -901,11 +902,11 @@ def test_vendor_rejection_never_uses_a_path_from_the_name(
     for index, name in enumerate(hostile, start=1):
         source.rejected(stored(tmp_path, pdf_bytes(name), id=index, filename=name), name, "bad")
     failed = inbox / "failed"
-    copies = {"escape.pdf", "passwd", "document-3", "document-4", "x.pdf", "a_b.pdf", "h.pdf"}
+    copies = {"escape.pdf", "passwd", "document-3", "document-4", "x.pdf", "a b.pdf", "h.pdf"}
     assert names(failed) == copies | {f"{name}.reason.txt" for name in copies}
     assert names(tmp_path) == {"inbox", "blobs"}
     assert names(inbox) == {"failed", "processed"}
-    assert "file: a b.pdf" in (failed / "a_b.pdf.reason.txt").read_text()
+    assert "file: a b.pdf" in (failed / "a b.pdf.reason.txt").read_text()
 
 
 def test_vendor_rejection_with_a_missing_blob_only_warns(

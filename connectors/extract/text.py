@@ -8,6 +8,7 @@ every call into it holds ``_PDFIUM_LOCK``; tesseract runs outside the lock.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from connectors import filecheck
 from connectors import pdfium as pdfium_lock
 from connectors.errors import TerminalError
 
@@ -35,7 +37,6 @@ OCR_DPI = 300
 """Tesseract is trained on ~300 dpi text; lower loses small print, higher only costs time."""
 
 _PDFIUM_LOCK = pdfium_lock.LOCK
-_PADDING = b" \t\r\n\x00\x0c"
 _NO_OCR = "install tesseract-ocr to enable it"
 
 
@@ -129,26 +130,14 @@ def _check_pdf_bytes(path: Path) -> None:
     """Catch truncated uploads before PDFium's repair mode turns them into half a document.
 
     ``%%EOF`` must be among the last KiB before any trailing whitespace or NUL padding (which
-    some writers append and readers accept).
+    some writers append and readers accept); the blob is final, so any amount is skipped.
     """
-    size = path.stat().st_size
     with path.open("rb") as handle:
-        head = handle.read(1024)
-        if b"%PDF-" not in head:
+        size = os.fstat(handle.fileno()).st_size
+        if filecheck.pdf_header_offset(handle.read(filecheck.PDF_HEADER_WINDOW)) < 0:
             raise TerminalError("not a PDF file (no %PDF- header)")
-        end = size
-        while end > 0:  # skip the padding, 64 KiB at a time
-            start = max(0, end - 65536)
-            handle.seek(start)
-            content = handle.read(end - start).rstrip(_PADDING)
-            if content:
-                end = start + len(content)
-                break
-            end = start
-        handle.seek(max(0, end - 1024))
-        tail = handle.read(end - max(0, end - 1024))
-    if b"%%EOF" not in tail:
-        raise TerminalError("PDF is truncated or corrupt (no %%EOF marker at the end)")
+        if not filecheck.pdf_end_found(handle, size, max_padding=None):
+            raise TerminalError("PDF is truncated or corrupt (no %%EOF marker at the end)")
 
 
 def _extract_pdf(path: Path, *, ocr: str, max_pages: int, ocr_timeout: float) -> ExtractedText:

@@ -46,12 +46,12 @@ from connectors.base import (
     SourceName,
 )
 from connectors.errors import AuthFailed, StoreUnavailable, TransientError
+from connectors.filenames import safe_filename
 from connectors.sources.mailparts import (
     MailPart,
     Take,
     extract_parts,
     message_key,
-    safe_name,
 )
 from connectors.sources.oauth2 import PROVIDERS, OAuthError, OAuthRefused, TokenManager
 
@@ -822,7 +822,7 @@ def _text(value: bytes | str | None) -> str:
 
 def _eml_name(subject: str) -> str:
     """The display name of a whole message kept as ``.eml`` (never a path)."""
-    return (safe_name(subject, keep_separators=True)[:196].rstrip(". ") or "message") + ".eml"
+    return (safe_filename(subject, keep_separators=True)[:196].rstrip(". ") or "message") + ".eml"
 
 
 def _is_new_mail(response: Any) -> bool:

@@ -24,7 +24,6 @@ import fnmatch
 import hashlib
 import io
 import re
-import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from email.policy import compat32, default
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
+from connectors.filenames import INVISIBLE, MAX_NAME_CHARS, fix_8bit, safe_filename
+
 __all__ = [
     "MailInfo",
     "MailPart",
@@ -44,13 +45,10 @@ __all__ = [
     "extract_parts",
     "message_info",
     "message_key",
-    "safe_name",
 ]
 
 Take = Literal["attachments", "message", "both"]
 
-MAX_NAME = 200
-"""Longest display name returned, in characters."""
 MAX_NOTES = 100
 """Notes beyond this many are counted, not listed: a hostile message can earn thousands."""
 _FEED_CHUNK = 1 << 16
@@ -151,15 +149,7 @@ _TYPE_EXTENSIONS = {
 _TYPE_RE = re.compile(r"\s*([a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9!#$&^_.+-]+)")
 _TOKEN_RE = re.compile(r"\s*([a-z0-9!#$&^_.+-]+)")
 _LINEBREAK_RE = re.compile(r"[\r\n]")
-_SURROGATES_RE = re.compile("[\udc80-\udcff]+")
-_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-_SPACE_CONTROLS_RE = re.compile("[\t\n\x0b\x0c\r\x85\u2028\u2029]")
-_CONTROLS_RE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff"
-    "\ufff9-\ufffb\U000e0000-\U000e007f]"
-)
 _SPACES_RE = re.compile(r"\s+")
-_DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _ENCODED_WORD = r"=\?[^?\s]+\?[bq]\?[^?\s]*\?="
 _ENCODED_WORDS_RE = re.compile(
     rf"""(?:file)?name\*?\s*=\s*"?\s*({_ENCODED_WORD}(?:\s*{_ENCODED_WORD})*)""", re.IGNORECASE
@@ -212,54 +202,10 @@ class MailInfo:
 # -- text and names -------------------------------------------------------------------------
 
 
-def _fix_8bit(text: str) -> str:
-    """Turn raw 8-bit bytes (surrogate-escaped by the parser) into text: UTF-8, else cp1252.
-
-    Mailers that put unencoded UTF-8 or Latin-1 into headers are common; the standard library
-    would show every such byte as U+FFFD.
-    """
-
-    def decode(match: re.Match[str]) -> str:
-        raw = bytes(ord(ch) - 0xDC00 for ch in match.group())
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.decode("cp1252", "replace")
-
-    text = _SURROGATES_RE.sub(decode, text)
-    return _LONE_SURROGATE_RE.sub("\ufffd", text)
-
-
 def _clean_text(text: str) -> str:
     """One line of printable text: what headers become before they are logged or stored."""
-    text = _CONTROLS_RE.sub(" ", _fix_8bit(text))
+    text = INVISIBLE.sub(" ", fix_8bit(text))
     return _SPACES_RE.sub(" ", text).strip()
-
-
-def safe_name(name: str, *, keep_separators: bool = False) -> str:
-    """A display name that cannot act as a path; "" when nothing usable is left.
-
-    ``keep_separators`` turns ``/`` and ``\\`` into ``_`` instead of dropping what precedes
-    them: for subjects, where "Rechnung 03/2024" is text, not a directory.
-    """
-    if len(name) > 4 * MAX_NAME:
-        name = name[-4 * MAX_NAME :]  # the last path component and the extension are at the end
-    name = unicodedata.normalize("NFC", _fix_8bit(name))
-    name = _CONTROLS_RE.sub("", _SPACE_CONTROLS_RE.sub(" ", name))
-    if keep_separators:
-        name = name.replace("/", "_").replace("\\", "_")
-    else:
-        name = name.rstrip("/\\ ")
-        name = name[max(name.rfind("/"), name.rfind("\\")) + 1 :]
-        name = _DRIVE_RE.sub("", name)
-    name = _SPACES_RE.sub(" ", name).lstrip(". ").rstrip(". ")
-    if len(name) > MAX_NAME:
-        stem, dot, ext = name.rpartition(".")
-        if dot and 0 < len(ext) <= 16 and " " not in ext:
-            name = stem[: MAX_NAME - len(ext) - 1].rstrip(". ") + "." + ext
-        else:
-            name = name[:MAX_NAME].rstrip(". ")
-    return name
 
 
 def _extension(name: str) -> str:
@@ -303,7 +249,7 @@ def _raw_headers(msg: EmailMessage, names: Iterable[str]) -> dict[str, list[str]
 def _parse_header(name: str, value: str) -> Any:
     """``email.policy.default``'s structured header, or None where its parser gives up."""
     try:
-        return default.header_factory(name, _fix_8bit(value))
+        return default.header_factory(name, fix_8bit(value))
     except Exception:  # the parser has known crashes on junk (IndexError on "From: a@")
         return None
 
@@ -325,7 +271,7 @@ def _addresses(name: str, values: list[str]) -> list[str]:
         except Exception:
             specs = []
         if not specs or not all(_SANE_ADDRESS_RE.fullmatch(spec) for spec in specs):
-            salvaged = [spec.lower() for spec in _ADDRESS_RE.findall(_fix_8bit(value))]
+            salvaged = [spec.lower() for spec in _ADDRESS_RE.findall(fix_8bit(value))]
             specs = salvaged or [spec for spec in specs if "@" in spec.strip("@")]
         found.extend(specs)
     return list(dict.fromkeys(found))
@@ -334,10 +280,10 @@ def _addresses(name: str, values: list[str]) -> list[str]:
 def _message_id(values: list[str]) -> str | None:
     if not values:
         return None
-    text = _fix_8bit(values[0])
+    text = fix_8bit(values[0])
     match = _MESSAGE_ID_RE.search(text)
     ident = "".join((match.group(1) if match else text).split()).strip("<>")
-    ident = _CONTROLS_RE.sub("", ident)
+    ident = INVISIBLE.sub("", ident)
     return ident or None
 
 
@@ -633,7 +579,7 @@ def _filename(headers: dict[str, list[str]]) -> str:
             if not name or not name.strip():
                 match = _ENCODED_WORDS_RE.search(value)  # unquoted encoded words: not a token
                 name = _decoded("subject", match.group(1)) if match else None
-            if name and (cleaned := safe_name(name)):
+            if name and (cleaned := safe_filename(name)):
                 return cleaned
     return ""
 
@@ -850,7 +796,8 @@ def _matches(patterns: Sequence[str], value: str) -> bool:
 
 
 def _eml_part(raw: bytes, info: MailInfo, index: int) -> MailPart:
-    stem = safe_name(info.subject, keep_separators=True)[: MAX_NAME - 4].rstrip(". ") or "message"
+    stem = safe_filename(info.subject, keep_separators=True)[: MAX_NAME_CHARS - 4].rstrip(". ")
+    stem = stem or "message"
     return MailPart(index=index, filename=stem + ".eml", mime_type="message/rfc822", data=raw)
 
 

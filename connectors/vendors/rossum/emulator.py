@@ -32,6 +32,7 @@ from connectors.emulation.app import emulator_app
 from connectors.emulation.clock import Clock
 from connectors.emulation.options import CommonOptions
 from connectors.emulation.requestlog import note
+from connectors.filecheck import sniff_mime_type
 from connectors.vendors.rossum import emulator_content as content
 from connectors.vendors.rossum.emulator_http import (
     authenticate,
@@ -254,7 +255,7 @@ async def _upload_files(
     values = _json_field(fields.get("values"), "values")
     files = []
     for name, data, declared in raw:
-        mime = content.sniff_mime_type(data, name, declared)
+        mime = sniff_mime_type(data, name, declared)
         extraction = await run_in_threadpool(content.extract, data, mime, ocr=state.options.ocr)
         files.append(FileIn(name=name, data=data, mime_type=mime, extraction=extraction))
     return files, metadata, values
@@ -342,7 +343,7 @@ async def create_document(request: Request, state: EmulatorState, base: str) -> 
     metadata = _json_field(meta.data.decode() if meta else None, "metadata")
     parent = parts.get("parent")
     parent_id = int(parent.data.decode().rstrip("/").rsplit("/", 1)[-1]) if parent else None
-    mime = content.sniff_mime_type(file.data, file.filename, file.content_type)
+    mime = sniff_mime_type(file.data, file.filename, file.content_type)
     document = state.create_document(file.filename, mime, file.data, metadata, parent_id)
     return JSONResponse(state.document_json(document, base), status_code=201)
 

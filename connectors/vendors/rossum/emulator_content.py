@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import mimetypes
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,24 +125,6 @@ class Extraction:
     fields: dict[str, Found] = field(default_factory=dict)
     line_items: list[dict[str, Found]] = field(default_factory=list)
     page_sizes: list[tuple[int, int]] = field(default_factory=list)
-
-
-def sniff_mime_type(data: bytes, file_name: str, declared: str | None) -> str:
-    """The file's type from its first bytes, as Rossum decides it (clients often send
-    ``application/octet-stream``); falls back to the declared type, then the extension."""
-    if data.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
-        return "application/pdf"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    base = (declared or "").split(";", 1)[0].strip().lower()
-    if base and base != "application/octet-stream":
-        return base
-    guessed, _ = mimetypes.guess_type(file_name)
-    return guessed or "application/octet-stream"
 
 
 def extract(data: bytes, mime_type: str, *, ocr: bool = False) -> Extraction:

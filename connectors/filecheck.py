@@ -1,4 +1,9 @@
-"""Cheap checks that a file is a document a vendor can take, before it is stored or sent.
+"""What a file or a byte string is, and whether it is a document a vendor can take.
+
+The one place for "is this a PDF / what type are these bytes": intake (folder source, ``docrelay
+submit``) calls ``sniff_mime`` and ``check_file`` before a file is stored; vendors and emulators,
+which hold bytes of unknown origin, call ``sniff_mime_type`` and the PDF helpers
+(``pdf_header_offset``, ``pdf_end_found``).
 
 The checks read as little as possible (a PDF: its first 4 KiB and last 1 KiB) so a folder full of
 large scans is checked quickly; the vendor does the real parsing. They tell three things apart:
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import enum
+import mimetypes
 import os
 import stat
 from dataclasses import dataclass
@@ -28,11 +34,17 @@ MAX_PDF_PADDING = 1 << 20
 """How much whitespace/NUL padding after a PDF's ``%%EOF`` is skipped to find it. Padding is
 legal, and some scanners and transfer tools add it; a file with more is judged incomplete."""
 
+PDF_MAGIC = b"%PDF-"
+PDF_HEADER_WINDOW = 1024
+"""Readers (Acrobat, PDFium) find a PDF's header anywhere in its first 1024 bytes; bytes of
+unknown origin are sniffed the same way. Intake is stricter: it wants the header at offset 0."""
+
 PDF = "application/pdf"
 PNG = "image/png"
 JPEG = "image/jpeg"
 TIFF = "image/tiff"
 TEXT = "text/plain"
+OCTET_STREAM = "application/octet-stream"
 
 IMAGE_MIME_TYPES = frozenset({PNG, JPEG, TIFF})
 SUPPORTED_MIME_TYPES = frozenset({PDF, TEXT} | IMAGE_MIME_TYPES)
@@ -40,7 +52,7 @@ TEXT_EXTENSIONS = frozenset({".txt"})
 """Only these are taken as plain text: other text-like files (.csv, .xml) are not documents."""
 
 _SUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF-", PDF),
+    (PDF_MAGIC, PDF),
     (b"\x89PNG\r\n\x1a\n", PNG),
     (b"\xff\xd8\xff", JPEG),
     (b"II*\x00", TIFF),
@@ -185,6 +197,25 @@ def sniff_mime(path: Path, head: bytes | None = None) -> str | None:
     return None
 
 
+def sniff_mime_type(data: bytes, filename: str, declared: str | None) -> str:
+    """The type of bytes received from a client, as a vendor decides it: magic bytes first
+    (clients often declare ``application/octet-stream``), then the declared type without its
+    parameters, then the file name's extension; ``application/octet-stream`` when all fail.
+
+    Unlike ``sniff_mime`` it never says None and takes a PDF header anywhere in the first
+    ``PDF_HEADER_WINDOW`` bytes. ``data`` may be the whole body or just its first KiB.
+    """
+    if pdf_header_offset(data) >= 0:
+        return PDF
+    if (mime := _magic(data)) is not None:
+        return mime
+    base = (declared or "").split(";", 1)[0].strip().lower()
+    if base and base != OCTET_STREAM:
+        return base
+    guessed, _ = mimetypes.guess_type(filename)
+    return guessed or OCTET_STREAM
+
+
 def _extension(path: Path) -> str:
     return path.suffix.lower() or "(no extension)"
 
@@ -223,11 +254,30 @@ _PDF_PADDING = b"\x00\t\n\x0c\r "
 """PDF whitespace (ISO 32000-1, 7.2.2): the bytes that may follow ``%%EOF``."""
 
 
-def _pdf_tail(stream: IO[bytes], size: int) -> bytes:
+def pdf_header_offset(head: bytes) -> int:
+    """Where ``%PDF-`` starts within the first ``PDF_HEADER_WINDOW`` bytes of ``head``, or -1."""
+    return head.find(PDF_MAGIC, 0, PDF_HEADER_WINDOW)
+
+
+def pdf_end_found(
+    stream: IO[bytes], size: int, *, max_padding: int | None = MAX_PDF_PADDING
+) -> bool:
+    """``%%EOF`` is among the last ``TAIL_BYTES`` before any trailing padding: the PDF is not
+    cut short.
+
+    ``size`` is the stream's length. Padding is skipped up to ``max_padding`` bytes (checked per
+    64 KiB read); more means "not found", since a file being written may be preallocated with
+    NULs. ``None`` skips any
+    amount, for bytes that are final (a stored blob). Moves the stream's position.
+    """
+    return b"%%EOF" in _pdf_tail(stream, size, max_padding)
+
+
+def _pdf_tail(stream: IO[bytes], size: int, max_padding: int | None) -> bytes:
     """The last ``TAIL_BYTES`` before any trailing padding, read backwards in chunks so a
-    padded file costs no more than its padding (at most ``MAX_PDF_PADDING``)."""
+    padded file costs no more than its padding (at most ``max_padding``)."""
     end = size
-    while end > 0 and size - end <= MAX_PDF_PADDING:
+    while end > 0 and (max_padding is None or size - end <= max_padding):
         start = max(0, end - (1 << 16))
         stream.seek(start)
         content = stream.read(end - start).rstrip(_PDF_PADDING)
@@ -241,9 +291,9 @@ def _pdf_tail(stream: IO[bytes], size: int) -> bytes:
 
 
 def _check_pdf(stream: IO[bytes], head: bytes, size: int) -> CheckResult:
-    if not head.startswith(b"%PDF-"):
+    if not head.startswith(PDF_MAGIC):
         return _reject(f"not a PDF: does not start with %PDF- ({describe_content(head)})")
-    if b"%%EOF" not in _pdf_tail(stream, size):
+    if not pdf_end_found(stream, size):
         return _wait(_PDF_INCOMPLETE)
     return OK
 

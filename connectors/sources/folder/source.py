@@ -1,9 +1,11 @@
-"""The watched-folder intake source.
+"""The watched-folder source: watching, scanning, settling, taking and releasing files.
 
 Files dropped into a folder (by a scanner, a person, an SMB share) are taken once their size and
-mtime have stopped changing, checked cheaply (``filecheck``), committed by the engine
+mtime have stopped changing, checked cheaply (``connectors.filecheck``), committed by the engine
 (``sink.ingest``) and only then moved to ``processed/``, deleted or kept. Unusable files go to
-``failed/`` with a ``<name>.reason.txt`` beside them; a rejected file is never deleted.
+``failed/`` with a ``<name>.reason.txt`` beside them (``failed``); a rejected file is never
+deleted. Only paths inside the folder are taken (``paths``), and files are placed without ever
+replacing another (``placement``).
 
 Watchdog events only make intake faster. ``scan()`` finds everything on its own, so lost events
 (NFS/SMB mounts, an exhausted inotify limit, a queue overflow) delay files but never lose them.
@@ -13,28 +15,20 @@ stats, checks, calls the sink (which may be slow) and releases, one file at a ti
 runs on an engine worker thread and shares only the failed folder (under a lock) with them.
 
 State: with ``after = "keep"`` the files already taken are remembered in ``kept.json`` in the
-source's private ``data_dir``, so a restart does not offer them again.
+source's private ``data_dir`` (``kept``), so a restart does not offer them again.
 """
 
 from __future__ import annotations
 
-import errno
-import fnmatch
-import json
 import logging
 import os
-import re
-import shutil
 import stat
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, ClassVar, Literal
+from typing import IO, Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
 from watchdog.events import (
     EVENT_TYPE_CLOSED,
     EVENT_TYPE_CREATED,
@@ -56,364 +50,30 @@ from connectors.base import (
     IntakeItem,
     IntakeSink,
     Source,
-    SourceName,
 )
 from connectors.errors import StoreUnavailable
-from connectors.fsutil import atomic_write
-from connectors.sources.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
+from connectors.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
+from connectors.filenames import display, safe_filename
+from connectors.sources.folder.failed import (
+    add_copy,
+    document_ids_in,
+    one_line,
+    quarantine,
+    reason_text,
+)
+from connectors.sources.folder.kept import KEPT_FILE, KeptFiles
+from connectors.sources.folder.paths import FolderPaths
+from connectors.sources.folder.placement import move_no_clobber
+from connectors.sources.folder.settings import FolderSettings
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
-REASON_SUFFIX = ".reason.txt"
-KEPT_FILE = "kept.json"
-"""In ``data_dir``: the files ``after = "keep"`` has taken, so a restart leaves them alone."""
-KEPT_SAVE_INTERVAL = 1.0
-"""Seconds between writes of ``KEPT_FILE``: a burst of files costs one fsync a second, not one
-each. A crash loses at most this much, and those files are merely offered again (the store
-recognises them)."""
-_KEPT_VERSION = 1
-
-DEFAULT_IGNORE: tuple[str, ...] = (
-    "*.part",
-    "*.partial",
-    "*.tmp",
-    "*.crdownload",
-    "*.download",
-    "~$*",
-    ".~lock.*",
-    ".DS_Store",
-    "Thumbs.db",
-    "desktop.ini",
-    "@eaDir",
-    "#recycle",
-    ".*",
-    f"*{REASON_SUFFIX}",
-)
-"""Names never taken (matched case-insensitively against every path component): partial
-downloads, Office lock files, NAS and desktop litter, dot files/dirs (which also covers our own
-temporary files), and reason files."""
-
-_NO_HARDLINKS = frozenset(
-    {errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
-)
-_MAX_NAME_CANDIDATES = 10_000
-_LINK_NOFOLLOW = os.link in os.supports_follow_symlinks
-_DOCUMENT_LINE = re.compile(rb"^document: (\d+)$", re.MULTILINE)
-_REASON_READ_BYTES = 64 * 1024
 STORE_RETRY_SECONDS = 2.0
 """How long files wait before the next try when the store refused a write."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-# --------------------------------------------------------------------------- settings
-
-
-class FolderSettings(ConnectorSettings):
-    """A folder watched for incoming documents."""
-
-    kind: Literal["folder"] = "folder"
-    """Selects the watched-folder source."""
-    name: SourceName
-    """This source's name: recorded with every document as where it came from."""
-    path: Path
-    """The folder to watch; created when missing."""
-    after: Literal["keep", "move", "delete"] = "move"
-    """What happens to a file once it is safely stored: ``move`` it to ``processed_dir``,
-    ``delete`` it, or ``keep`` it in place. A kept file is not offered again, also after a
-    restart, until its size or modification time changes."""
-    processed_dir: str = "processed"
-    """Where ``after = "move"`` puts taken files; relative to ``path`` unless absolute."""
-    failed_dir: str = "failed"
-    """Where rejected files go, each with a ``<name>.reason.txt``; relative to ``path`` unless
-    absolute. Rejected files are never deleted."""
-    polling: bool = False
-    """Poll instead of using inotify. Needed for NFS/SMB mounts, where inotify sees nothing."""
-    poll_interval: float = Field(5.0, gt=0)
-    """Seconds between directory polls when polling."""
-    settle_seconds: float = Field(2.0, ge=0)
-    """A file's size and mtime must stay unchanged this long before it is taken."""
-    incomplete_grace_seconds: float = Field(300.0, ge=0)
-    """A file that looks cut short (a PDF without ``%%EOF``) is waited for this long after its
-    last change, then rejected."""
-    rescan_interval: float = Field(60.0, gt=0)
-    """Seconds between full rescans, the fallback for lost events (run by the daemon)."""
-    recursive: bool = False
-    """Also take files from subfolders (``processed_dir`` and ``failed_dir`` are skipped)."""
-    follow_symlinks: bool = False
-    """Take symlinked files and folders too, but only when they point inside ``path``."""
-    ignore: list[str] = Field(default_factory=list)
-    """Extra glob patterns of names to leave alone, added to the built-in ones (``*.part``,
-    ``~$*``, ``.*``, ``Thumbs.db``, …)."""
-    max_file_bytes: int = Field(100 * MiB, gt=0)
-    """Larger files are rejected without being read."""
-
-    @field_validator("path")
-    @classmethod
-    def _path_not_blank(cls, value: Path) -> Path:
-        if not str(value).strip() or value == Path():
-            raise ValueError("must name a folder (got an empty path or '.')")
-        return value
-
-    @field_validator("processed_dir", "failed_dir")
-    @classmethod
-    def _dir_not_watched_folder(cls, value: str) -> str:
-        if not value.strip() or Path(value) == Path():
-            raise ValueError("must name a folder other than the watched folder itself")
-        return value
-
-    @field_validator("ignore")
-    @classmethod
-    def _patterns(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            if not pattern.strip():
-                raise ValueError("patterns must not be empty")
-            if "/" in pattern:
-                raise ValueError(f"{pattern!r}: patterns match single names, not paths ('/')")
-        return value
-
-    @model_validator(mode="after")
-    def _distinct_dirs(self) -> FolderSettings:
-        if self.processed_path == self.failed_path:
-            raise ValueError("processed_dir and failed_dir must be different folders")
-        return self
-
-    @property
-    def processed_path(self) -> Path:
-        return self.path / self.processed_dir
-
-    @property
-    def failed_path(self) -> Path:
-        return self.path / self.failed_dir
-
-
-# --------------------------------------------------------------------------- file placement
 
 
 class FileChangedError(OSError):
     """The file changed between its check and its reading: it is offered again later."""
-
-
-def _name_max(directory: Path) -> int:
-    try:
-        return int(os.pathconf(directory, "PC_NAME_MAX"))
-    except (OSError, ValueError, AttributeError):
-        return 255
-
-
-def _encoded_len(text: str) -> int:
-    return len(os.fsencode(text))
-
-
-def _candidate_names(name: str, max_bytes: int) -> Iterator[str]:
-    """``name``, then ``stem (1).ext``, ``stem (2).ext``, …, each shortened to fit ``max_bytes``."""
-    stem, ext = os.path.splitext(name)
-    if not stem or _encoded_len(ext) > 32:
-        stem, ext = name, ""
-    for index in range(_MAX_NAME_CANDIDATES):
-        tail = (f" ({index})" if index else "") + ext
-        budget = max_bytes - _encoded_len(tail)
-        cut = stem
-        while cut and _encoded_len(cut) > budget:
-            cut = cut[:-1]
-        yield (cut or "_") + tail
-
-
-def _place(src: Path, dest: Path) -> None:
-    """Rename ``src`` to ``dest`` without ever replacing an existing ``dest``.
-
-    A hard link fails atomically when ``dest`` exists; where hard links are not available (SMB,
-    FAT, protected_hardlinks) an existence check plus rename is the best there is.
-    """
-    try:
-        if _LINK_NOFOLLOW:
-            os.link(src, dest, follow_symlinks=False)
-        else:  # pragma: no cover - platforms without linkat
-            os.link(src, dest)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_HARDLINKS:
-            raise
-        if os.path.lexists(dest):
-            raise FileExistsError(errno.EEXIST, "destination exists", str(dest)) from None
-        os.rename(src, dest)
-        return
-    try:
-        os.unlink(src)
-    except OSError:
-        os.unlink(dest)
-        raise
-
-
-def _stage_copy(src: Path, dest_dir: Path) -> Path:
-    """Copy ``src`` to a hidden temporary name in ``dest_dir`` (for moves across filesystems)."""
-    staged = dest_dir / f".docrelay-{uuid.uuid4().hex}.tmp"
-    try:
-        shutil.copy2(src, staged, follow_symlinks=False)
-        if not staged.is_symlink():
-            with staged.open("rb") as stream:
-                os.fsync(stream.fileno())
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    return staged
-
-
-def move_no_clobber(
-    src: Path, dest_dir: Path, *, name: str | None = None, reserve_bytes: int = 0
-) -> Path:
-    """Move a file into ``dest_dir`` under ``name`` (default: its own), or ``name (1).ext`` …
-    on a clash.
-
-    Never overwrites. Names are shortened to fit the filesystem's limit minus ``reserve_bytes``
-    (room for a ``.reason.txt`` suffix). Works across filesystems (copy, fsync, then place).
-    A symlink is moved as the link itself. ``name`` must be a plain file name (see
-    ``safe_filename``). Returns the new path.
-    """
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    names = _candidate_names(name or src.name, _name_max(dest_dir) - reserve_bytes)
-    source, staged = src, False
-    name = next(names)
-    try:
-        while True:
-            dest = dest_dir / name
-            try:
-                _place(source, dest)
-            except FileExistsError:
-                name = next(names, "")
-                if not name:
-                    raise
-                continue
-            except OSError as exc:
-                if exc.errno != errno.EXDEV or staged:
-                    raise
-                source, staged = _stage_copy(src, dest_dir), True
-                continue
-            break
-    finally:
-        if staged and os.path.lexists(source):
-            source.unlink(missing_ok=True)
-    if staged:
-        src.unlink()
-    return dest
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.parent / f".docrelay-{uuid.uuid4().hex}.tmp"
-    try:
-        with temporary.open("x", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _display(text: str) -> str:
-    """A str safe for UTF-8 storage and JSON: undecodable name bytes become ``\\xNN``."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace")
-
-
-def _one_line(text: str) -> str:
-    """Control characters (newlines above all) become spaces, so a vendor's multi-line message
-    cannot break the reason file's ``key: value`` lines or forge a ``document:`` line."""
-    return _CONTROL.sub(" ", text)
-
-
-def safe_filename(name: str, fallback: str = "document") -> str:
-    """A plain file name from an untrusted one: the last path component only, no control
-    characters, no leading dots (hidden files, ``..``), never empty.
-
-    Used for names that come from the store rather than from a directory listing, so a stored
-    ``../../etc/passwd`` can only ever become ``passwd`` in the folder it is put in.
-    """
-    text = name.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
-    for separator in {"/", os.sep, os.altsep or "/"}:
-        text = text.rsplit(separator, 1)[-1]
-    text = _CONTROL.sub("_", text).strip().lstrip(".").strip()
-    return text or fallback
-
-
-def _reason_text(
-    reason: str, file: str, original: str, size: int, document_id: int | None = None
-) -> str:
-    text = (
-        f"reason: {_one_line(reason)}\n"
-        f"file: {_one_line(file)}\n"
-        f"original: {_one_line(original)}\n"
-        f"size: {size} bytes\n"
-        f"time: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
-    )
-    if document_id is not None:
-        text += f"document: {document_id}\n"
-    return text
-
-
-def _write_reason(dest: Path, text: str) -> None:
-    """Write ``<dest>.reason.txt``; a failure only costs the explanation, so it is logged."""
-    try:
-        _write_atomic(dest.with_name(dest.name + REASON_SUFFIX), text)
-    except OSError as exc:
-        log.warning("could not write the reason file for %s: %s", _display(str(dest)), exc)
-
-
-def quarantine(
-    path: Path, failed_dir: Path, reason: str, *, document_id: int | None = None
-) -> Path:
-    """Move a rejected file into ``failed_dir`` and write ``<name>.reason.txt`` beside it.
-
-    Never overwrites or deletes anything. The reason file is written atomically; if only that
-    write fails the file stays quarantined (the store has the reason too) and a warning is logged.
-    ``document_id``, when the store has one, is written as a ``document: <id>`` line: it is how
-    ``FolderSource.rejected`` knows a document is in the failed folder already. Returns the
-    quarantined file's path.
-    """
-    dest = move_no_clobber(path, failed_dir, reserve_bytes=_encoded_len(REASON_SUFFIX))
-    try:
-        size = os.lstat(dest).st_size
-    except OSError as exc:
-        log.warning("could not write the reason file for %s: %s", _display(str(dest)), exc)
-        return dest
-    text = _reason_text(reason, _display(path.name), _display(str(path)), size, document_id)
-    _write_reason(dest, text)
-    return dest
-
-
-def _copy_in(src: Path, dest_dir: Path) -> Path:
-    """Copy ``src`` (content only: a read-only blob must not make a read-only copy) to a hidden
-    temporary name in ``dest_dir`` and fsync it, ready to be placed without clobbering."""
-    staged = dest_dir / f".docrelay-{uuid.uuid4().hex}.tmp"
-    try:
-        shutil.copyfile(src, staged)
-        with staged.open("rb") as stream:
-            os.fsync(stream.fileno())
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    return staged
-
-
-def _document_ids_in(directory: Path) -> set[int]:
-    """The ``document: <id>`` lines of every reason file under ``directory``."""
-    ids: set[int] = set()
-    for folder, dirnames, filenames in os.walk(directory):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for filename in filenames:
-            if not filename.endswith(REASON_SUFFIX):
-                continue
-            try:
-                with open(os.path.join(folder, filename), "rb") as stream:
-                    head = stream.read(_REASON_READ_BYTES)
-            except OSError:
-                continue
-            ids.update(int(match) for match in _DOCUMENT_LINE.findall(head))
-    return ids
-
-
-# --------------------------------------------------------------------------- the source
 
 
 @dataclass(slots=True)
@@ -473,18 +133,10 @@ class FolderSource(Source):
             raise TypeError(f"FolderSource needs FolderSettings, got {type(settings).__name__}")
         super().__init__(settings, context)
         self.settings: FolderSettings = settings
-        self._ignore = tuple(p.lower() for p in (*DEFAULT_IGNORE, *settings.ignore))
         self._cond = threading.Condition()
         self._pending: dict[Path, _Pending] = {}
         self._inflight: Path | None = None
         self._inflight_dirty = False
-        self._kept: dict[str, tuple[int, int]] = {}
-        """``after = "keep"``: relative path → (size, mtime_ns) when taken; see ``KEPT_FILE``."""
-        self._kept_dirty = False
-        self._kept_saved_at = float("-inf")
-        self._kept_save_lock = threading.Lock()
-        """Serialises writes of ``KEPT_FILE`` (the worker, and ``stop`` if the worker hangs)."""
-        self._kept_save_error: str | None = None
         self._failed_lock = threading.Lock()
         """Held while placing files in the failed folder: ``rejected`` runs on other threads."""
         self._rejected_ids: set[int] | None = None
@@ -501,10 +153,11 @@ class FolderSource(Source):
         self._observer_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._watch_mode: str | None = None
-        self._root = settings.path.absolute()
-        self._processed = self._root / settings.processed_dir
-        self._failed = self._root / settings.failed_dir
+        self._paths = FolderPaths.configured(settings)
+        """Resolved by ``start``."""
         self._tick = max(0.02, min(0.5, settings.settle_seconds / 4))
+        self._kept = self._new_kept()
+        """``after = "keep"``: the files taken and left in place."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -514,8 +167,10 @@ class FolderSource(Source):
             raise RuntimeError(f"folder source {self.settings.name!r} was already started")
         self._started = True
         self._sink = sink
-        self._prepare_dirs()
-        self._load_kept()
+        self._paths = FolderPaths.resolved(self.settings)
+        self._kept = self._new_kept()  # for the resolved root
+        if self.settings.after == "keep":
+            self._kept.load()
         self._worker = threading.Thread(
             target=self._run, name=f"folder-{self.settings.name}", daemon=True
         )
@@ -529,7 +184,7 @@ class FolderSource(Source):
         log.info(
             "folder %s: watching %s (%s), %d file(s) found at start",
             self.settings.name,
-            _display(str(self._root)),
+            display(str(self._paths.root)),
             self._watch_mode,
             found,
         )
@@ -553,10 +208,10 @@ class FolderSource(Source):
                 log.warning(
                     "folder %s: still busy with %s after %.0fs; leaving it to finish",
                     self.settings.name,
-                    _display(str(self._inflight)),
+                    display(str(self._inflight)),
                     self.stop_timeout,
                 )
-        self._save_kept()
+        self._kept.save()
         self._watch_mode = None
 
     def health(self) -> dict[str, Any]:
@@ -566,7 +221,7 @@ class FolderSource(Source):
             "watch_mode": self._watch_mode or "stopped",
             "watching": self._watching(),
             "pending": pending,
-            "path": str(self._root),
+            "path": str(self._paths.root),
         }
 
     def rejected(self, document: DocumentRef, source_ref: str, reason: str) -> None:
@@ -582,10 +237,10 @@ class FolderSource(Source):
         name = safe_filename(document.filename, fallback=f"document-{document.id}")
         original = document.metadata.get("path")
         original = original if isinstance(original, str) else source_ref
-        failed = self._failed
+        failed = self._paths.failed
         with self._failed_lock:
             if self._rejected_ids is None:
-                self._rejected_ids = _document_ids_in(failed) if failed.is_dir() else set()
+                self._rejected_ids = document_ids_in(failed) if failed.is_dir() else set()
             if document.id in self._rejected_ids:
                 log.debug(
                     "folder %s: document %d is in the failed folder already",
@@ -593,15 +248,11 @@ class FolderSource(Source):
                     document.id,
                 )
                 return
+            text = reason_text(
+                reason, document.filename, original, document.size_bytes, document.id
+            )
             try:
-                failed.mkdir(parents=True, exist_ok=True)
-                staged = _copy_in(document.path, failed)
-                try:
-                    dest = move_no_clobber(
-                        staged, failed, name=name, reserve_bytes=_encoded_len(REASON_SUFFIX)
-                    )
-                finally:
-                    staged.unlink(missing_ok=True)
+                dest = add_copy(document.path, failed, name, text)
             except OSError as exc:
                 missing = not document.path.exists()
                 log.log(
@@ -609,22 +260,18 @@ class FolderSource(Source):
                     "folder %s: cannot put rejected document %d (%s) into %s: %s",
                     self.settings.name,
                     document.id,
-                    _one_line(name),
-                    _display(str(failed)),
+                    one_line(name),
+                    display(str(failed)),
                     "its stored copy is missing" if missing else exc,
                 )
                 return
             self._rejected_ids.add(document.id)
-            text = _reason_text(
-                reason, document.filename, original, document.size_bytes, document.id
-            )
-            _write_reason(dest, text)
         log.warning(
             "folder %s: %s was rejected: %s (copied to %s)",
             self.settings.name,
-            _one_line(source_ref or name),
-            _one_line(reason),
-            _display(str(dest)),
+            one_line(source_ref or name),
+            one_line(reason),
+            display(str(dest)),
         )
 
     def _watching(self) -> bool:
@@ -641,13 +288,13 @@ class FolderSource(Source):
         with self._observer_lock:
             if not self._started or self._stopping or self._watching():
                 return
-            if not self._root.is_dir():
+            if not self._paths.root.is_dir():
                 return
             log.warning(
                 "folder %s: the %s watch on %s stopped; restarting it",
                 self.settings.name,
                 self._watch_mode,
-                _display(str(self._root)),
+                display(str(self._paths.root)),
             )
             old, self._observer = self._observer, None
             try:
@@ -658,39 +305,12 @@ class FolderSource(Source):
             except Exception:
                 log.exception("folder %s: could not restart the watch", self.settings.name)
 
-    def _resolve_dir(self, setting: str) -> Path:
-        directory = Path(setting)
-        return directory if directory.is_absolute() else self._root / directory
-
-    def _prepare_dirs(self) -> None:
-        self.settings.path.mkdir(parents=True, exist_ok=True)
-        self._root = self.settings.path.resolve(strict=True)
-        if not self._root.is_dir():
-            raise NotADirectoryError(f"folder {self.settings.name}: {self._root} is not a folder")
-        dirs = [self._resolve_dir(self.settings.failed_dir)]
-        if self.settings.after == "move":
-            dirs.append(self._resolve_dir(self.settings.processed_dir))
-        for directory in dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-        self._failed = self._resolve_dir(self.settings.failed_dir).resolve()
-        self._processed = self._resolve_dir(self.settings.processed_dir).resolve()
-        for label, directory in (("failed_dir", self._failed), ("processed_dir", self._processed)):
-            if self._root.is_relative_to(directory):
-                raise ValueError(
-                    f"folder {self.settings.name}: {label} {directory} must not be the watched"
-                    f" folder {self._root} or contain it"
-                )
-        if self._failed == self._processed:
-            raise ValueError(
-                f"folder {self.settings.name}: processed_dir and failed_dir are the same folder"
-            )
-
     def _start_observer(self) -> None:
         handler = _EventHandler(self)
         if not self.settings.polling:
             observer = Observer()
             try:
-                observer.schedule(handler, str(self._root), recursive=self.settings.recursive)
+                observer.schedule(handler, str(self._paths.root), recursive=self.settings.recursive)
                 observer.start()
             except OSError as exc:
                 log.error(
@@ -698,7 +318,7 @@ class FolderSource(Source):
                     " Raise fs.inotify.max_user_watches/max_user_instances, or set"
                     " polling = true for this folder.",
                     self.settings.name,
-                    _display(str(self._root)),
+                    display(str(self._paths.root)),
                     exc,
                     self.settings.poll_interval,
                 )
@@ -711,139 +331,26 @@ class FolderSource(Source):
         polling = PollingObserverVFS(
             os.lstat, self._poll_listdir, polling_interval=self.settings.poll_interval
         )
-        polling.schedule(handler, str(self._root), recursive=self.settings.recursive)
+        polling.schedule(handler, str(self._paths.root), recursive=self.settings.recursive)
         polling.start()
         self._observer, self._watch_mode = polling, "polling"
 
     def _poll_listdir(self, path: str | None) -> Iterator[os.DirEntry[str]]:
         with os.scandir(path) as entries:
-            kept = [e for e in entries if not self._excluded_entry(e)]
+            kept = [e for e in entries if not self._paths.excluded_entry(e)]
         return iter(kept)
 
     # ------------------------------------------------------------------ kept files
 
-    @property
-    def _kept_path(self) -> Path:
-        return self.context.data_dir / KEPT_FILE
-
-    def _load_kept(self) -> None:
-        """Read the files taken by ``after = "keep"`` before a restart.
-
-        Anything unreadable, or a file written for another folder, is ignored with a warning:
-        the kept files are then offered again, and the store recognises them.
-        """
-        if self.settings.after != "keep":
-            return
-        path = self._kept_path
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("folder %s: cannot read %s: %s", self.settings.name, path, exc)
-            return
-        try:
-            data = json.loads(raw)
-            if data.get("version") != _KEPT_VERSION:
-                raise ValueError(f"unknown version {data.get('version')!r}")
-            if data.get("root") != str(self._root):
-                log.info(
-                    "folder %s: %s is for %s, not %s; ignoring it",
-                    self.settings.name,
-                    path,
-                    _display(str(data.get("root"))),
-                    _display(str(self._root)),
-                )
-                return
-            kept: dict[str, tuple[int, int]] = {}
-            for rel, entry in data["files"].items():
-                size, mtime_ns = entry[0], entry[1]
-                if type(size) is not int or type(mtime_ns) is not int:
-                    raise ValueError(f"bad entry for {rel!r}")
-                kept[rel] = (size, mtime_ns)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-            log.warning(
-                "folder %s: ignoring %s (%s); files kept in the folder are offered again",
-                self.settings.name,
-                path,
-                exc,
-            )
-            return
-        with self._cond:
-            self._kept = kept
-        log.debug("folder %s: %d kept file(s) remembered", self.settings.name, len(kept))
-
-    def _kept_save_due(self) -> float | None:
-        """Clock time the kept files should be written, or None; call with ``_cond`` held."""
-        if not self._kept_dirty:
-            return None
-        return self._kept_saved_at + KEPT_SAVE_INTERVAL
-
-    def _save_kept(self) -> None:
-        """Write ``KEPT_FILE`` atomically if anything changed since the last write.
-
-        The snapshot is taken under the save lock, so a later snapshot is never overwritten by
-        an earlier one. The sha256 slot is null: the source does not hash, the store does.
-        """
-        with self._kept_save_lock:
-            with self._cond:
-                if not self._kept_dirty:
-                    return
-                snapshot = sorted(self._kept.items())
-                self._kept_dirty = False
-                self._kept_saved_at = self.context.clock()
-            data = {
-                "version": _KEPT_VERSION,
-                "root": str(self._root),
-                "files": {rel: [size, mtime_ns, None] for rel, (size, mtime_ns) in snapshot},
-            }
-            try:
-                atomic_write(self._kept_path, json.dumps(data, indent=1).encode("ascii"))
-            except OSError as exc:
-                with self._cond:
-                    self._kept_dirty = True
-                complaint = str(exc)
-                level = logging.DEBUG if complaint == self._kept_save_error else logging.WARNING
-                self._kept_save_error = complaint
-                log.log(
-                    level,
-                    "folder %s: cannot save the kept files to %s: %s; retrying",
-                    self.settings.name,
-                    self._kept_path,
-                    exc,
-                )
-                return
-            self._kept_save_error = None
+    def _new_kept(self) -> KeptFiles:
+        return KeptFiles(
+            self.context.data_dir / KEPT_FILE,
+            self._paths.root,
+            clock=self.context.clock,
+            label=self.settings.name,
+        )
 
     # ------------------------------------------------------------------ path rules
-
-    def _ignored_name(self, name: str) -> bool:
-        lowered = name.lower()
-        return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self._ignore)
-
-    def _excluded_entry(self, entry: os.DirEntry[str]) -> bool:
-        if self._ignored_name(entry.name):
-            return True
-        return Path(entry.path) in (self._processed, self._failed)
-
-    def _in_excluded_dir(self, path: Path) -> bool:
-        return path.is_relative_to(self._processed) or path.is_relative_to(self._failed)
-
-    def _inside(self, real: Path) -> bool:
-        """A resolved path we may read: inside the root, outside processed/failed."""
-        return real.is_relative_to(self._root) and not self._in_excluded_dir(real)
-
-    def _candidate_path(self, path: Path) -> bool:
-        """Cheap, I/O-free filter for event paths."""
-        try:
-            parts = path.relative_to(self._root).parts
-        except ValueError:
-            return False
-        if not parts or (len(parts) > 1 and not self.settings.recursive):
-            return False
-        if any(self._ignored_name(part) for part in parts):
-            return False
-        return not self._in_excluded_dir(path)
 
     def _vetted_stat(self, path: Path) -> os.stat_result | None:
         """The file's stat when it may be taken now; None for symlinks, escapes, non-files.
@@ -857,20 +364,17 @@ class FolderSource(Source):
             if not self.settings.follow_symlinks:
                 log.debug("folder %s: skipping symlink %s", self.settings.name, path)
                 return None
-            if not self._inside(real):
+            if not self._paths.inside(real):
                 log.info(
                     "folder %s: skipping %s: it points outside the folder",
                     self.settings.name,
-                    _display(str(path)),
+                    display(str(path)),
                 )
                 return None
             st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
             return None
         return st
-
-    def _relative(self, path: Path) -> Path:
-        return path.relative_to(self._root)
 
     # ------------------------------------------------------------------ discovery
 
@@ -892,7 +396,7 @@ class FolderSource(Source):
         self._offer(Path(os.fsdecode(raw)))
 
     def _offer(self, path: Path) -> bool:
-        if not self._candidate_path(path):
+        if not self._paths.candidate(path):
             return False
         with self._cond:
             if path == self._inflight:
@@ -910,19 +414,16 @@ class FolderSource(Source):
         """
         self._ensure_watching()
         with self._cond:
-            walk = _Walk(kept=dict(self._kept), visited={self._root})
-        self._walk(self._root, walk)
+            walk = _Walk(kept=self._kept.snapshot(), visited={self._paths.root})
+        self._walk(self._paths.root, walk)
         with self._cond:
             if walk.complete:  # forget kept files that are gone (unless re-kept meanwhile)
-                for rel, signature in walk.kept.items():
-                    if rel not in walk.present and self._kept.get(rel) == signature:
-                        del self._kept[rel]
-                        self._kept_dirty = True
+                self._kept.forget_gone(walk.kept, walk.present)
             for path in walk.found:
                 if path == self._inflight:
                     continue
                 self._pending.setdefault(path, _Pending())
-            if walk.found or self._kept_dirty:
+            if walk.found or self._kept.dirty:
                 self._cond.notify()
         return len(walk.found)
 
@@ -932,11 +433,11 @@ class FolderSource(Source):
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             walk.complete = False
-            level = logging.WARNING if directory == self._root else logging.INFO
+            level = logging.WARNING if directory == self._paths.root else logging.INFO
             log.log(level, "folder %s: cannot list %s: %s", self.settings.name, directory, exc)
             return
         for entry in entries:
-            if self._ignored_name(entry.name):
+            if self._paths.ignored_name(entry.name):
                 continue
             path = Path(entry.path)
             try:
@@ -950,25 +451,25 @@ class FolderSource(Source):
             except FileNotFoundError:
                 continue  # vanished, dangling link
             except OSError:  # a loop, or no permission: it may still exist, so stay kept
-                walk.present.add(self._relative(path).as_posix())
+                walk.present.add(self._paths.relative(path).as_posix())
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not self.settings.recursive:
                     continue
                 real = path.resolve()
-                if real in walk.visited or not self._inside(real):
+                if real in walk.visited or not self._paths.inside(real):
                     continue
                 walk.visited.add(real)
                 self._walk(path, walk)
             elif stat.S_ISREG(st.st_mode):
-                if entry.is_symlink() and not self._inside(path.resolve()):
+                if entry.is_symlink() and not self._paths.inside(path.resolve()):
                     log.info(
                         "folder %s: skipping %s: it points outside the folder",
                         self.settings.name,
-                        _display(str(path)),
+                        display(str(path)),
                     )
                     continue
-                rel = self._relative(path).as_posix()
+                rel = self._paths.relative(path).as_posix()
                 if rel in walk.kept:
                     walk.present.add(rel)
                     if walk.kept[rel] == (st.st_size, st.st_mtime_ns):
@@ -982,7 +483,7 @@ class FolderSource(Source):
             self._work()
         finally:
             try:
-                self._save_kept()
+                self._kept.save()
             except Exception:
                 log.exception("folder %s: saving the kept files failed", self.settings.name)
 
@@ -994,7 +495,7 @@ class FolderSource(Source):
                 now = self.context.clock()
                 due = [p for p, e in self._pending.items() if e.next_check <= now]
                 rescan, self._rescan_requested = self._rescan_requested, False
-                save_due = self._kept_save_due()
+                save_due = self._kept.save_due()
                 save = save_due is not None and save_due <= now
                 if not due and not rescan and not save:
                     times = [e.next_check for e in self._pending.values()]
@@ -1007,7 +508,7 @@ class FolderSource(Source):
                         self._cond.wait(max(0.005, min(self._tick, soonest - now)))
                     continue
             if save:
-                self._save_kept()
+                self._kept.save()
             if rescan:
                 try:
                     self.scan()
@@ -1034,7 +535,7 @@ class FolderSource(Source):
                         level,
                         "folder %s: cannot read %s: %s; retried on the next scan",
                         self.settings.name,
-                        _display(str(path)),
+                        display(str(path)),
                         exc,
                     )
                     self._drop(path)
@@ -1042,7 +543,7 @@ class FolderSource(Source):
                     log.exception(
                         "folder %s: error handling %s; it is retried on the next scan",
                         self.settings.name,
-                        _display(str(path)),
+                        display(str(path)),
                     )
                     self._drop(path)
 
@@ -1094,10 +595,8 @@ class FolderSource(Source):
                 if now < deadline:
                     entry.next_check = min(deadline, now + max(settings.settle_seconds, self._tick))
                     return
-            rel = self._relative(path)
-            with self._cond:
-                is_kept = self._kept.get(rel.as_posix()) == signature
-            if is_kept:
+            rel = self._paths.relative(path)
+            if self._kept.get(rel.as_posix()) == signature:
                 self._drop(path)
                 return
             mime = sniff_mime(path)
@@ -1112,7 +611,7 @@ class FolderSource(Source):
                 log.info(
                     "folder %s: %s: %s; waiting up to %gs",
                     settings.name,
-                    _display(rel.as_posix()),
+                    display(rel.as_posix()),
                     result.reason,
                     settings.incomplete_grace_seconds,
                 )
@@ -1143,7 +642,7 @@ class FolderSource(Source):
             st = os.fstat(stream.fileno())
             if (st.st_size, st.st_mtime_ns) != signature:
                 stream.close()
-                raise FileChangedError(f"{_display(path.name)} changed after it was checked")
+                raise FileChangedError(f"{display(path.name)} changed after it was checked")
             return stream
 
         return open_item
@@ -1155,14 +654,14 @@ class FolderSource(Source):
         settings, sink = self.settings, self._sink
         assert sink is not None
         signature = (st.st_size, st.st_mtime_ns)
-        rel_text = _display(rel.as_posix())
+        rel_text = display(rel.as_posix())
         item = IntakeItem(
             source=settings.name,
             source_ref=rel_text,
-            filename=_display(path.name),
+            filename=display(path.name),
             open=self._opener(path, signature),
             mime_type=mime,
-            metadata={"path": _display(str(path)), "mtime": st.st_mtime, "size": st.st_size},
+            metadata={"path": display(str(path)), "mtime": st.st_mtime, "size": st.st_size},
             rejection=result.reason if result.rejected else None,
         )
         try:
@@ -1217,12 +716,14 @@ class FolderSource(Source):
     ) -> bool:
         """Quarantine, move, delete or keep the original; False when it was left alone."""
         settings = self.settings
-        rel_text = _display(rel.as_posix())
+        rel_text = display(rel.as_posix())
         if result.rejected or outcome.status is IngestStatus.REJECTED:
             reason = (result.reason if result.rejected else outcome.reason) or "rejected"
             document_id = outcome.document_id
             with self._failed_lock:
-                dest = quarantine(path, self._failed / rel.parent, reason, document_id=document_id)
+                dest = quarantine(
+                    path, self._paths.failed / rel.parent, reason, document_id=document_id
+                )
                 if document_id is not None and self._rejected_ids is not None:
                     self._rejected_ids.add(document_id)
             log.warning(
@@ -1230,7 +731,7 @@ class FolderSource(Source):
                 settings.name,
                 rel_text,
                 reason,
-                _display(str(dest)),
+                display(str(dest)),
             )
             return True
         try:
@@ -1248,13 +749,11 @@ class FolderSource(Source):
                 self._inflight_dirty = True
             return False
         if settings.after == "keep":
-            with self._cond:
-                self._kept[rel.as_posix()] = signature
-                self._kept_dirty = True
+            self._kept.add(rel.as_posix(), signature)
         elif settings.after == "delete":
             path.unlink()
         else:
-            dest = move_no_clobber(path, self._processed / rel.parent)
+            dest = move_no_clobber(path, self._paths.processed / rel.parent)
             log.debug("folder %s: %s → %s", settings.name, rel_text, dest)
         log.info("folder %s: took %s (%s)", settings.name, rel_text, outcome.status)
         return True
