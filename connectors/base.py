@@ -322,6 +322,11 @@ class SourceSettings(ConnectorSettings):
     rescan_interval: float = Field(60.0, gt=0)
     """Seconds between full reconcile passes (the safety net under events and IDLE)."""
 
+    def routes_named(self) -> list[tuple[tuple[str, ...], str]]:
+        """The routes this source's own settings choose (key path below the source, route
+        name), so the configuration check can refuse a name no route has."""
+        return []
+
 
 class DestinationSettings(ConnectorSettings):
     """What every destination has."""

@@ -402,12 +402,11 @@ def _check_references(
                 problems.append(Problem(_key((*loc, "match", "source")), f"no source {source!r}"))
     route_names = {route.name or f"routes[{i}]" for i, route in enumerate(core.routes)}
     seen: dict[str, int] = {}
-    for source in sources:  # a source's rules may name the route their documents take
+    for source in sources:  # a source's own rules may name the route their documents take
         index = seen[source.kind] = seen.get(source.kind, -1) + 1
-        for number, rule in enumerate(getattr(source, "rules", None) or []):
-            chosen = getattr(rule, "route", None)
-            if chosen is not None and chosen not in route_names:
-                loc = ("sources", source.kind, str(index), "rules", str(number), "route")
+        for where, chosen in source.routes_named():
+            if chosen not in route_names:
+                loc = ("sources", source.kind, str(index), *where)
                 problems.append(Problem(_key(loc), f"no route named {chosen!r}"))
 
 

@@ -230,6 +230,13 @@ def test_check_probes_connectors_by_name(tmp_path):
     assert "outbox (destination folder): ok" in outbox.stdout
     scans = cli(config, "check", "scans")
     assert "scans (source folder): ok" in scans.stdout
+    assert f"watched folder {tmp_path}/inbox will be made at start" in scans.stdout
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "waiting.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "inbox" / ".DS_Store").write_bytes(b"junk")
+    again = cli(config, "check", "scans")
+    assert "1 file(s) waiting" in again.stdout and "watch mode: inotify" in again.stdout
+    assert (tmp_path / "inbox" / "waiting.pdf").exists(), "a probe takes nothing"
     unknown = cli(config, "check", "nope", check=False)
     assert unknown.returncode == 2 and "nothing called 'nope'" in unknown.stderr
     blocker = tmp_path / "blocker"

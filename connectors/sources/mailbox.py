@@ -43,7 +43,7 @@ from connectors.base import (
     IntakeSink,
     SettingsConfig,
     Source,
-    SourceName,
+    SourceSettings,
 )
 from connectors.errors import AuthFailed, StoreUnavailable, TransientError
 from connectors.filenames import safe_filename
@@ -153,13 +153,13 @@ class OAuth2Settings(BaseModel):
         return self.token_url or url.format(tenant=self.tenant), self.scope or scope
 
 
-class MailboxSettings(ConnectorSettings):
+class MailboxSettings(SourceSettings):
     """An IMAP account watched for incoming documents."""
 
     kind: Literal["mailbox"] = "mailbox"
-    name: SourceName
-    """This source's name: recorded with every document as where it came from."""
+    """Selects the IMAP mailbox source."""
     host: str
+    """The IMAP server's host name."""
     port: int | None = None
     """Defaults to 993 for implicit TLS, 143 otherwise."""
     tls: Literal["implicit", "starttls", "plain"] = "implicit"
@@ -169,8 +169,11 @@ class MailboxSettings(ConnectorSettings):
     ca_file: str | None = None
     """Certificates to trust instead of the system's (a private CA, a test server)."""
     username: str
+    """The account's user name (often its e-mail address)."""
     password: SecretStr | None = None
+    """The account's password (give it as ``password_file``); or ``oauth2``."""
     oauth2: OAuth2Settings | None = None
+    """XOAUTH2 sign-in (Microsoft 365, Google) instead of a password."""
     folders: list[str] = Field(default_factory=lambda: ["INBOX"])
     poll_interval: float = Field(60.0, gt=0)
     """Seconds between polls; with IDLE, the longest wait before a poll anyway."""
@@ -207,6 +210,13 @@ class MailboxSettings(ConnectorSettings):
     @property
     def effective_port(self) -> int:
         return self.port or (993 if self.tls == "implicit" else 143)
+
+    def routes_named(self) -> list[tuple[tuple[str, ...], str]]:
+        return [
+            (("rules", str(number), "route"), rule.route)
+            for number, rule in enumerate(self.rules)
+            if rule.route is not None
+        ]
 
     @property
     def account(self) -> str:

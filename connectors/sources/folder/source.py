@@ -51,7 +51,7 @@ from connectors.base import (
     IntakeSink,
     Source,
 )
-from connectors.errors import StoreUnavailable
+from connectors.errors import StoreUnavailable, TransientError
 from connectors.filecheck import CheckResult, Verdict, check_file, open_regular, sniff_mime
 from connectors.filenames import display, safe_filename
 from connectors.sources.folder.failed import (
@@ -223,6 +223,47 @@ class FolderSource(Source):
             "pending": pending,
             "path": str(self._paths.root),
         }
+
+    def probe(self) -> list[str]:
+        """The folders are there (or can be made) with the rights the source needs, and how
+        many files wait; creates and moves nothing."""
+        paths = FolderPaths.configured(self.settings)
+        writable = os.W_OK | os.X_OK
+        folders = [
+            (
+                "watched",
+                paths.root,
+                os.R_OK | (os.X_OK if self.settings.after == "keep" else writable),
+            ),
+            ("failed", paths.failed, writable),
+        ]
+        if self.settings.after == "move":
+            folders.append(("processed", paths.processed, writable))
+        lines = []
+        for label, directory, rights in folders:
+            existing = directory
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not existing.is_dir():
+                raise TransientError(f"{label} folder {directory}: {existing} is not a folder")
+            if existing != directory:
+                if not os.access(existing, writable):
+                    raise TransientError(f"{label} folder {directory} cannot be made in {existing}")
+                lines.append(f"{label} folder {directory} will be made at start")
+            elif not os.access(directory, rights):
+                raise TransientError(f"no permission for the {label} folder {directory}")
+            else:
+                lines.append(f"{label} folder {directory}: ok")
+        if paths.root.is_dir():
+            waiting = sum(
+                1
+                for entry in os.scandir(paths.root)
+                if entry.is_file(follow_symlinks=False) and not paths.ignored_name(entry.name)
+            )
+            lines.append(f"{waiting} file(s) waiting in {paths.root}")
+        polling = f"polling every {self.settings.poll_interval:g}s"
+        lines.append(f"watch mode: {polling if self.settings.polling else 'inotify'}")
+        return lines
 
     def rejected(self, document: DocumentRef, source_ref: str, reason: str) -> None:
         """A vendor rejected a document from this folder: show it where operators look.
