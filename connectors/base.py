@@ -230,6 +230,9 @@ class DocumentRef:
     metadata: Mapping[str, Any]
     path: Path
     """The blob's path in the content-addressed store (read-only)."""
+    page_sizes: tuple[tuple[float, float], ...] = ()
+    """``(width, height)`` of each page in PDF points, where intake could read them: what a
+    mapping needs to turn a vendor's pixels or fractions into points on the page."""
 
     def open(self) -> IO[bytes]:
         """Open the blob for reading."""

@@ -293,3 +293,33 @@ def test_kinds_of_correction(make_daemon):
         ).one()
     assert kinds == {"total_amount": "confirm", "due_date": "add", "invoice_number": "absent"}
     assert invoice[0] is None and str(invoice[1]) == "2026-04-30"
+
+
+def test_intake_keeps_page_sizes_for_mappings(make_daemon):
+    import io
+    from contextlib import nullcontext
+
+    from connectors.base import IntakeItem
+    from daemon.pipeline.submissions import document_ref
+    from tests.invoices import random_spec, render_pdf
+
+    daemon = make_daemon()
+    data = render_pdf(random_spec(3))
+    outcome = daemon.intake.ingest(
+        IntakeItem(
+            source="cli",
+            source_ref="sized.pdf",
+            filename="sized.pdf",
+            open=lambda: nullcontext(io.BytesIO(data)),
+            mime_type="application/pdf",
+        )
+    )
+    documents = ledger.submissions.metadata.tables["documents"]
+    with daemon.engine.connect() as conn:
+        stored = (
+            conn.execute(select(documents).where(documents.c.id == outcome.document_id))
+            .mappings()
+            .one()
+        )
+    assert stored["page_sizes"] == [[595.28, 841.89]]  # A4 in points
+    assert document_ref(stored, daemon.blobs).page_sizes == ((595.28, 841.89),)

@@ -26,7 +26,7 @@ from connectors.errors import StoreUnavailable, TerminalError
 from daemon.config import Config
 from daemon.pipeline import ledger
 from daemon.pipeline.crash import crash_point
-from daemon.pipeline.preflight import inspect
+from daemon.pipeline.preflight import Inspection, inspect
 from daemon.pipeline.routing import Router, route_name
 from daemon.store.blobs import BlobStore
 from daemon.store.engine import reader
@@ -161,13 +161,13 @@ class Intake:
         path = self.blobs.path(sha)
         mime = item.mime_type or "application/octet-stream"
         reason = item.rejection
-        pages: int | None = None
+        found = Inspection()
         if reason is None:
             try:
-                pages = inspect(path, mime)
+                found = inspect(path, mime)
             except TerminalError as exc:
                 reason = str(exc)
-        outcome, profile = self._commit(item, sha, size, mime, pages, reason)
+        outcome, profile = self._commit(item, sha, size, mime, found, reason)
         crash_point("after_document_commit")
         if profile is not None:
             self.on_queued(profile)
@@ -179,7 +179,7 @@ class Intake:
         sha: str,
         size: int,
         mime: str,
-        pages: int | None,
+        found: Inspection,
         reason: str | None,
     ) -> tuple[IngestOutcome, str | None]:
         actor = f"intake:{item.source}"
@@ -199,7 +199,8 @@ class Intake:
                 "filename": item.filename,
                 "mime_type": mime,
                 "size_bytes": size,
-                "pages": pages,
+                "pages": found.pages,
+                "page_sizes": found.page_sizes,
                 "source": item.source,
                 "source_ref": item.source_ref,
                 "metadata": dict(item.metadata),

@@ -129,6 +129,7 @@ def document_ref(row: Mapping[str, Any], blobs: BlobStore) -> DocumentRef:
         received_at=row["received_at"],
         metadata=row["metadata"] or {},
         path=blobs.path(row["sha256"]),
+        page_sizes=tuple((w, h) for w, h in row.get("page_sizes") or ()),
     )
 
 

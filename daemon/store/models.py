@@ -119,6 +119,8 @@ class Document(Base):
     mime_type: Mapped[str] = mapped_column(String(255))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     pages: Mapped[int | None]
+    page_sizes: Mapped[list[list[float]] | None] = mapped_column(JSON)
+    """``[width, height]`` of each page in PDF points (at most the first 500)."""
     source: Mapped[str] = mapped_column(String(255))
     source_ref: Mapped[str | None] = mapped_column(String(2048))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)

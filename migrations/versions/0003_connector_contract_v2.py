@@ -143,6 +143,8 @@ def _replace_views(views: dict[str, str]) -> None:
 def upgrade() -> None:
     for name in reversed(list(VIEWS)):  # SQLite rebuilds tables in batch mode: views go first
         op.execute(f"DROP VIEW IF EXISTS {name}")
+    with op.batch_alter_table('documents', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('page_sizes', sa.JSON(), nullable=True))
     with op.batch_alter_table('submissions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('review_reason', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('review_since', sa.DateTime(), nullable=True))
@@ -209,4 +211,6 @@ def downgrade() -> None:
         batch_op.drop_column('reopened_at')
         batch_op.drop_column('review_since')
         batch_op.drop_column('review_reason')
+    with op.batch_alter_table('documents', schema=None) as batch_op:
+        batch_op.drop_column('page_sizes')
     _replace_views(PREVIOUS_VIEWS)
