@@ -124,12 +124,15 @@ class OAuth2Settings(BaseModel):
     model_config = SettingsConfig
 
     provider: Literal["microsoft", "google", "custom"] = "custom"
+    """Whose token endpoint and scope to use by default; ``custom`` names them itself."""
     tenant: str = "common"
     """Microsoft: the directory (tenant) id or domain in the token URL."""
     token_url: str | None = None
     """Defaults by provider; required for ``custom``."""
     client_id: str
+    """The application (client) id registered with the provider."""
     client_secret: SecretStr | None = None
+    """The application's secret (``client_secret_file``); none for a public client."""
     refresh_token: SecretStr
     """The first refresh token (``refresh_token_file`` for a secret file). Rotated tokens are
     kept in the source's state directory; a changed configured token replaces them."""
@@ -175,6 +178,7 @@ class MailboxSettings(SourceSettings):
     oauth2: OAuth2Settings | None = None
     """XOAUTH2 sign-in (Microsoft 365, Google) instead of a password."""
     folders: list[str] = Field(default_factory=lambda: ["INBOX"])
+    """The IMAP folders watched; IDLE runs on the first."""
     poll_interval: float = Field(60.0, gt=0)
     """Seconds between polls; with IDLE, the longest wait before a poll anyway."""
     idle: bool = True

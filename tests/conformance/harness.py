@@ -1,0 +1,335 @@
+"""What each connector supplies to the conformance suite: a small factory that starts its
+emulator or server and says how to configure it.
+
+The suite is parametrised over ``connectors.registry.available()``: a kind registered without a
+factory here makes ``test_every_registered_connector_has_a_factory`` fail, so no connector
+ships unchecked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from connectors import registry
+from connectors.base import (
+    ConnectorContext,
+    DocumentRef,
+    IngestOutcome,
+    IngestStatus,
+    IntakeItem,
+    PollStatus,
+    Vendor,
+)
+from connectors.emulation.faults import FaultInjector
+from connectors.emulation.requestlog import RequestLog
+from tests.invoices import random_spec, render_pdf
+from tests.servers import serve
+
+
+def context(name: str, tmp_path: Path) -> ConnectorContext:
+    return ConnectorContext(
+        name=name, data_dir=tmp_path / "state" / name, clock=time.monotonic, public_url=None
+    )
+
+
+def document(tmp_path: Path, seed: int = 7, *, document_id: int = 1) -> DocumentRef:
+    """A generated invoice as the engine hands it to a vendor."""
+    data = render_pdf(random_spec(seed))
+    path = tmp_path / f"doc-{seed}-{document_id}.pdf"
+    path.write_bytes(data)
+    import hashlib
+
+    return DocumentRef(
+        id=document_id,
+        sha256=hashlib.sha256(data).hexdigest(),
+        filename=path.name,
+        mime_type="application/pdf",
+        size_bytes=len(data),
+        pages=1,
+        received_at=datetime.now(UTC),
+        metadata={},
+        path=path,
+        page_sizes=((595.28, 841.89),),
+    )
+
+
+# --------------------------------------------------------------------------- vendors
+
+
+@dataclasses.dataclass
+class VendorRun:
+    """A vendor's emulator (or nothing, for an offline vendor) running for one test."""
+
+    kind: str
+    settings: dict[str, Any]
+    """A working profile's settings (what a ``[vendors.<name>]`` table holds)."""
+    tmp_path: Path
+    bad_credentials: dict[str, Any] | None = None
+    """Overrides that make the vendor refuse us; None for a vendor without an account."""
+    fast: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Overrides for checks that expect a failure: few retries, short waits."""
+    requests: RequestLog | None = None
+    faults: FaultInjector | None = None
+    upload_path: str | None = None
+    """The API path of the upload (where a hidden answer is planted)."""
+    uploads: Callable[[], int] | None = None
+    """How many documents the vendor holds."""
+
+    made: list[Vendor] = dataclasses.field(default_factory=list)
+
+    def vendor(self, name: str = "p", **overrides: Any) -> Vendor:
+        """A vendor for this run (closed when the run ends)."""
+        cls = registry.load("vendor", self.kind)
+        settings = cls.settings_model.model_validate({**self.settings, **overrides})
+        made = cls(settings, context(name, self.tmp_path))
+        self.made.append(made)
+        return made
+
+    def close(self) -> None:
+        for made in self.made:
+            made.close()
+
+    @property
+    def http(self) -> bool:
+        return self.requests is not None
+
+
+def ready(vendor: Vendor, ref: str, data: Mapping[str, Any], timeout: float = 20) -> tuple:
+    """Poll until the vendor says READY; returns (ref, data) as the engine would hold them."""
+    deadline = time.monotonic() + timeout
+    data = dict(data)
+    while True:
+        result = vendor.poll(ref, data)
+        if result.data is not None:
+            data = dict(result.data)
+        ref = result.vendor_ref or ref
+        if result.status == PollStatus.READY:
+            return ref, data
+        assert result.status != PollStatus.REJECTED, result.reason
+        assert time.monotonic() < deadline, f"not ready after {timeout}s"
+        time.sleep(0.1)
+
+
+@contextmanager
+def local_vendor(tmp_path: Path) -> Iterator[VendorRun]:
+    yield VendorRun(kind="local", settings={"kind": "local"}, tmp_path=tmp_path)
+
+
+@contextmanager
+def rossum_vendor(tmp_path: Path) -> Iterator[VendorRun]:
+    from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
+
+    app = create_app(EmulatorOptions(delay=0.2))
+    state = app.state.emulator
+    with serve(app) as url:
+        yield VendorRun(
+            kind="rossum",
+            settings={
+                "kind": "rossum",
+                "base_url": f"{url}/api/v1",
+                "username": "user@example.com",
+                "password": "secret",
+                "queue": 1,
+                "poll_interval": 0.2,
+            },
+            tmp_path=tmp_path,
+            bad_credentials={"password": "wrong"},
+            fast={"max_retries": 1, "retry_after_max": 0.1},
+            requests=app.state.requests,
+            faults=app.state.faults,
+            upload_path="/api/v1/uploads",
+            uploads=lambda: len(state.uploads),
+        )
+
+
+VENDORS: dict[str, Callable[[Path], AbstractContextManager[VendorRun]]] = {
+    "local": local_vendor,
+    "rossum": rossum_vendor,
+}
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class RecordingSink:
+    """The engine side of intake as a source sees it: records what was offered and released,
+    in order, and answers like the engine (duplicates by content)."""
+
+    def __init__(self, *, commit_seconds: float = 0.0) -> None:
+        self.commit_seconds = commit_seconds
+        """How long each commit takes: a source must not release before it is over."""
+        self.committed_at: list[float] = []
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []
+        self.items: list[tuple[IntakeItem, bytes]] = []
+        self._ids: dict[bytes, int] = {}
+        self.state: dict[tuple[str, str], dict[str, Any]] = {}
+        self.leases: set[str] = set()
+
+    def ingest(self, item: IntakeItem) -> IngestOutcome:
+        with item.open() as stream:
+            data = stream.read()
+        time.sleep(self.commit_seconds)
+        with self.lock:
+            self.committed_at.append(time.monotonic())
+            self.items.append((item, data))
+            self.events.append(("ingest", item.source_ref))
+            if item.rejection:
+                return IngestOutcome(IngestStatus.REJECTED, len(self.items), item.rejection)
+            if data in self._ids:
+                return IngestOutcome(IngestStatus.DUPLICATE, self._ids[data])
+            self._ids[data] = len(self.items)
+            return IngestOutcome(IngestStatus.INGESTED, len(self.items))
+
+    def reject_unstored(self, item: IntakeItem, reason: str) -> IngestOutcome:
+        with self.lock:
+            self.events.append(("reject_unstored", item.source_ref))
+        return IngestOutcome(IngestStatus.REJECTED, None, reason)
+
+    def mark_released(self, document_id: int) -> None:
+        with self.lock:
+            ref = self.items[document_id - 1][0].source_ref
+            self.events.append(("released", ref))
+
+    def load_state(self, source: str, key: str) -> dict[str, Any] | None:
+        return self.state.get((source, key))
+
+    def save_state(self, source: str, key: str, value: Mapping[str, Any]) -> None:
+        self.state[(source, key)] = dict(value)
+
+    def hold_lease(self, name: str, seconds: float) -> bool:
+        self.leases.add(name)
+        return True
+
+    def drop_lease(self, name: str) -> None:
+        self.leases.discard(name)
+
+    def report_health(self, name: str, state: str, reason: str | None = None) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class SourceRun:
+    """A source's real server (a folder, a Dovecot) for one test."""
+
+    kind: str
+    settings: dict[str, Any]
+    tmp_path: Path
+    offer: Callable[[str, bytes], None]
+    """Put one document where the source finds it (a file, a mail with one attachment)."""
+    released: Callable[[str], bool]
+    """The document is gone from where it was offered, as the source's settings say."""
+
+    def source(self) -> Any:
+        cls = registry.load("source", self.kind)
+        settings = cls.settings_model.model_validate(self.settings)
+        return cls(settings, context(self.settings["name"], self.tmp_path))
+
+
+@contextmanager
+def folder_source(tmp_path: Path) -> Iterator[SourceRun]:
+    inbox = tmp_path / "inbox"
+    yield SourceRun(
+        kind="folder",
+        settings={"kind": "folder", "name": "scans", "path": str(inbox), "settle_seconds": 0.2},
+        tmp_path=tmp_path,
+        offer=lambda name, data: (inbox.mkdir(exist_ok=True), (inbox / name).write_bytes(data)),
+        released=lambda name: (inbox / "processed" / name).exists() and not (inbox / name).exists(),
+    )
+
+
+@contextmanager
+def mailbox_source(tmp_path: Path) -> Iterator[SourceRun]:
+    from email.message import EmailMessage
+
+    from tests.dovecot import _servers
+
+    with _servers(tmp_path) as make:
+        server = make()
+        number = iter(range(1, 10_000))
+
+        def offer(name: str, data: bytes) -> None:
+            msg = EmailMessage()
+            msg["From"] = "billing@supplier.example"
+            msg["To"] = "invoices@example.com"
+            msg["Subject"] = f"Invoice {name}"
+            msg["Message-ID"] = f"<conformance-{next(number)}@supplier.example>"
+            msg.set_content("Please find the invoice attached.")
+            msg.add_attachment(data, maintype="application", subtype="pdf", filename=name)
+            server.append("alice", "INBOX", msg.as_bytes())
+
+        def released(name: str) -> bool:
+            flags = server.flags("alice", "INBOX").values()
+            return bool(flags) and all("$DocrelayTaken" in f for f in flags)
+
+        yield SourceRun(
+            kind="mailbox",
+            settings={
+                "kind": "mailbox",
+                "name": "mail",
+                "host": server.host,
+                "port": server.imaps_port,
+                "tls": "implicit",
+                "ca_file": str(server.cafile),
+                "username": "alice",
+                "password": "secret",
+                "poll_interval": 0.5,
+            },
+            tmp_path=tmp_path,
+            offer=offer,
+            released=released,
+        )
+
+
+SOURCES: dict[str, Callable[[Path], AbstractContextManager[SourceRun]]] = {
+    "folder": folder_source,
+    "mailbox": mailbox_source,
+}
+
+
+# --------------------------------------------------------------------------- destinations
+
+
+@dataclasses.dataclass
+class DestinationRun:
+    kind: str
+    settings: dict[str, Any]
+    tmp_path: Path
+    records: Callable[[], list[dict[str, Any]]]
+    """What the downstream system holds, one entry per record it made (not per push)."""
+
+    def destination(self) -> Any:
+        cls = registry.load("destination", self.kind)
+        settings = cls.settings_model.model_validate(self.settings)
+        return cls(settings, context("out", self.tmp_path))
+
+
+@contextmanager
+def folder_destination(tmp_path: Path) -> Iterator[DestinationRun]:
+    import json
+
+    out = tmp_path / "out"
+    yield DestinationRun(
+        kind="folder",
+        settings={"kind": "folder", "path": str(out)},
+        tmp_path=tmp_path,
+        records=lambda: [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))],
+    )
+
+
+DESTINATIONS: dict[str, Callable[[Path], AbstractContextManager[DestinationRun]]] = {
+    "folder": folder_destination,
+}
+
+HARNESSES: dict[str, dict[str, Any]] = {
+    "vendor": VENDORS,
+    "source": SOURCES,
+    "destination": DESTINATIONS,
+}
