@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from connectors.base import DOCUMENT_FIELDS, BBox, CanonicalResult, ConnectorContext
-from connectors.vendors.rossum.client import RossumSettings, RossumVendor
 from connectors.vendors.rossum.mapping import normalize
 from connectors.vendors.rossum.schema import FIELD_MAP, LINE_ITEM_MAP
+from connectors.vendors.rossum.settings import RossumSettings
+from connectors.vendors.rossum.vendor import RossumVendor
 
 ANNOTATION_URL = "https://acme.rossum.app/api/v1/annotations/319668"
 
