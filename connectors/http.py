@@ -460,7 +460,7 @@ class HttpClient:
             if attempts <= 1:
                 raise first.error from None
             failed = first
-        self._pause(call, 1, failed)
+        self._pause(1, failed)
         retrying = Retrying(
             stop=stop_after_attempt(attempts - 1),
             wait=self._wait,
@@ -483,7 +483,7 @@ class HttpClient:
         retry_after = error.retry_after if isinstance(error, _Retry) else None
         return self.backoff.delay(state.attempt_number + 1, retry_after, jitter=self._jitter)
 
-    def _pause(self, call: _Call, attempt: int, failed: _Retry) -> None:
+    def _pause(self, attempt: int, failed: _Retry) -> None:
         delay = self.backoff.delay(attempt, failed.retry_after, jitter=self._jitter)
         log.debug("%s; retry in %.1fs", failed.error.message, delay)
         self.sleep(delay)
