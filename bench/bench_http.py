@@ -1,9 +1,11 @@
 """Micro-benchmark: the HTTP kit's cost per request over a bare ``httpx.Client``.
 
 Both send the same GET through the same ``httpx.MockTransport`` (no network, so only client
-code is measured) and parse the same JSON answer: a small annotation (~1 kB) and a content
+code is measured) and parse the same JSON answer: a small annotation (~0.4 kB) and a content
 tree (~60 kB, where the JSON depth guard works). The kit runs with a static token, a rate
-limiter that never waits, and everything else at its defaults.
+limiter that never waits, and everything else at its defaults. A last line measures the
+client process's CPU per request against a loopback HTTP/1.1 server in another process, where
+the kit's deadline machinery (trace callbacks, the watchdog) runs too.
 
     .venv/bin/python bench/bench_http.py [--calls 20000]
 """
@@ -106,6 +108,67 @@ def measure(body: bytes, calls: int) -> tuple[float, float]:
     return min(r[0] for r in results), min(r[1] for r in results)
 
 
+SERVER = """
+import http.server, sys
+BODY = sys.stdin.buffer.read()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def cpu_per_call(fn, calls: int) -> float:
+    for _ in range(200):
+        fn()
+    start = time.process_time()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - start) / calls * 1e6
+
+
+def measure_network(body: bytes, calls: int) -> tuple[float, float]:
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(body)
+    proc.stdin.close()
+    port = int(proc.stdout.readline())
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        bare = httpx.Client(follow_redirects=False)
+        kit = HttpClient(base, name="Bench", auth=StaticToken("t" * 40), rate_limit=1e9)
+        headers = {"Authorization": "Bearer " + "t" * 40}
+
+        def with_bare() -> object:
+            response = bare.get(f"{base}/annotations/12", headers=headers)
+            response.raise_for_status()
+            return response.json()
+
+        def with_kit() -> object:
+            return kit.json(kit.request("GET", "annotations/12"), "GET", "annotations/12")
+
+        results = [(cpu_per_call(with_bare, calls), cpu_per_call(with_kit, calls)) for _ in "abc"]
+        bare.close()
+        kit.close()
+        return min(r[0] for r in results), min(r[1] for r in results)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=20000)
@@ -116,6 +179,11 @@ def main() -> int:
             f"{name:12s} ({len(body) / 1024:5.1f} kB): bare httpx {bare:7.1f} µs, "
             f"kit {kit:7.1f} µs, overhead {kit - bare:+6.1f} µs ({(kit - bare) / bare:+.0%})"
         )
+    bare, kit = measure_network(small_body(), args.calls // 5)
+    print(
+        f"loopback CPU (  0.4 kB): bare httpx {bare:7.1f} µs, kit {kit:7.1f} µs, "
+        f"overhead {kit - bare:+6.1f} µs ({(kit - bare) / bare:+.0%})"
+    )
     return 0
 
 

@@ -7,8 +7,8 @@ same spacing from either. Half of each delay is fixed and half random, so a burs
 spreads out but never comes straight back.
 
 The in-call loop itself is tenacity's (``connectors.http``); this module only says how long to
-wait, because tenacity's own ``wait_exponential_jitter`` is "full" jitter added on top and knows
-nothing of Retry-After. ``wait_for`` adapts the policy to tenacity.
+wait, because tenacity's own ``wait_exponential_jitter`` adds its jitter on top of the full
+delay and knows nothing of Retry-After, which must set a floor under the delay.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tenacity import RetryCallState
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +67,3 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
-
-
-def wait_for(
-    policy: Backoff,
-    retry_after: Callable[[BaseException | None], float | None],
-    jitter: Callable[[], float] = random.random,
-) -> Callable[[RetryCallState], float]:
-    """A tenacity ``wait=``: the policy's delay for the attempt that just failed, never shorter
-    than the Retry-After that ``retry_after`` reads from its exception."""
-
-    def wait(state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        return policy.delay(state.attempt_number, retry_after(error), jitter=jitter)
-
-    return wait
