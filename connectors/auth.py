@@ -187,6 +187,11 @@ class TokenSession(Auth):
         return token
 
     def _set(self, token: str, lifetime: float | None) -> None:
+        if lifetime is not None and lifetime <= 0:
+            # Expired on arrival (clocks disagree, or a bogus expires_in): renewing at once
+            # would log in on every request; the server's 401 says when it really ends.
+            log.warning("a new token is already expired by our clock; renewing it on a 401 only")
+            lifetime = None
         now = self.clock()
         self._token = token
         self._held.append(token)
@@ -323,7 +328,7 @@ class JwtBearer(LoginSession):
         if exp is None:
             log.info("the login answered a token without exp; it is renewed on a 401 only")
             return token, None
-        return token, max(0.0, exp - self.wall())
+        return token, exp - self.wall()
 
 
 Grant = Literal["password", "client_credentials", "refresh_token"]
@@ -497,6 +502,7 @@ class OAuth2(TokenSession):
             if self._refresh is not None:
                 self._old_refresh.append(self._refresh)
             self._refresh = rotated
+            self._http.add_secrets(rotated)
             if grant == "refresh_token" and self.grant == "refresh_token":
                 self._save()
                 log.info("%s rotated the refresh token; saved the new one", self.name)

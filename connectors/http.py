@@ -622,6 +622,10 @@ class HttpClient:
 
     # ------------------------------------------------------------------ messages
 
+    def add_secrets(self, *values: str | None) -> None:
+        """Hide these too from now on (a secret learnt later, such as a rotated token)."""
+        self._secrets = _variants([*self._secrets, *values])
+
     def secrets(self) -> list[str]:
         """Every value to hide: the configured secrets and each token the auth strategy held."""
         if self.auth is None:

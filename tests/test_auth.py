@@ -266,6 +266,7 @@ class TokenEndpoint:
         self.forms: list[dict[str, str]] = []
         self.auth: list[str | None] = []
         self.failures: list[int] = []
+        self.echo = False
         self.n = 0
 
     def handler(self, request: httpx.Request) -> httpx.Response:
@@ -273,7 +274,10 @@ class TokenEndpoint:
         self.forms.append(form)
         self.auth.append(request.headers.get("Authorization"))
         if self.failures:
-            return httpx.Response(self.failures.pop(0), json={"error": "server_error"})
+            status = self.failures.pop(0)
+            if self.echo:  # a crash page showing what it was sent
+                return httpx.Response(status, text=f"crashed on {request.content.decode()}")
+            return httpx.Response(status, json={"error": "server_error"})
         grant = form.get("grant_type")
         if grant == "refresh_token" and form.get("refresh_token") not in self.refresh_tokens:
             described = f"unknown refresh token {form.get('refresh_token')}"
@@ -448,3 +452,34 @@ def test_oauth2_refresh_grant_against_a_real_identity_provider(tmp_path: Path) -
         assert auth.access_token() != token
         assert provider.refreshes == [first, saved]
         auth.close()
+
+
+def test_a_token_expired_on_arrival_is_not_renewed_on_every_request(clock: Clock) -> None:
+    """Clock skew must not turn into a login per request: such a token lasts until a 401."""
+    wall = [1_800_000_000.0]
+    logins: list[int] = []
+
+    def login() -> str:
+        logins.append(1)
+        return jwt({"exp": wall[0] - 120, "n": len(logins)})
+
+    auth = JwtBearer(login, clock=clock, wall=lambda: wall[0])
+    first = auth.token()
+    clock.now += 10
+    assert auth.token() == first and logins == [1]
+    auth.renew({"Authorization": f"Bearer {first}"})
+    assert auth.token() != first and len(logins) == 2
+
+
+def test_rotated_refresh_tokens_are_scrubbed_from_token_endpoint_errors(clock: Clock) -> None:
+    endpoint = TokenEndpoint(expires_in=100)
+    endpoint.refresh_tokens.add("rt-start")
+    auth = oauth(endpoint, clock, grant="refresh_token", refresh_token="rt-start", max_retries=0)
+    auth.token()
+    clock.now += 99
+    endpoint.failures = [500]
+    endpoint.echo = True
+    with pytest.raises(TransientError) as caught:
+        auth.token()
+    assert "rt-1" not in str(caught.value) and "rt-1" not in (caught.value.detail or "")
+    assert "***" in (caught.value.detail or "")
