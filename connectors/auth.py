@@ -164,7 +164,6 @@ class TokenSession(Auth):
         self._token: str | None = None
         self._headers: dict[str, str] = {}
         self._renew_at: float | None = None
-        self._expires_at: float | None = None
         self._held: deque[str] = deque(maxlen=HISTORY)
         self.obtained = 0
         """How many tokens this session obtained (logins, grants)."""
@@ -196,11 +195,9 @@ class TokenSession(Auth):
         self._token = token
         self._held.append(token)
         self._headers = {self.header: f"{self.scheme} {token}" if self.scheme else token}
-        if lifetime is None:
-            self._renew_at = self._expires_at = None
-        else:
-            self._expires_at = now + lifetime
-            self._renew_at = now + lifetime - min(self.margin, lifetime / 2)
+        self._renew_at = (
+            None if lifetime is None else now + lifetime - min(self.margin, lifetime / 2)
+        )
 
     def headers(self) -> Mapping[str, str]:
         with self._lock:
