@@ -26,7 +26,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "vendor": {
         "local": "connectors.vendors.local:LocalVendor",
-        "rossum": "connectors.vendors.rossum.client:RossumVendor",
+        "rossum": "connectors.vendors.rossum.vendor:RossumVendor",
     },
     "destination": {
         "folder": "connectors.destinations.folder:FolderDestination",

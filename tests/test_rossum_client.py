@@ -35,13 +35,10 @@ from connectors.errors import (
     TransientError,
     WebhookRejected,
 )
-from connectors.vendors.rossum.client import (
-    RateLimiter,
-    RossumSettings,
-    RossumVendor,
-    parse_retry_after,
-    reset_shared_limiters,
-)
+from connectors.ratelimit import RateLimiter, reset_shared_limiters
+from connectors.retry import parse_retry_after
+from connectors.vendors.rossum.settings import RossumSettings
+from connectors.vendors.rossum.vendor import RossumVendor
 
 BASE = "https://acme.rossum.app/api/v1"
 USER = "integration@acme.example"

@@ -24,8 +24,9 @@ from starlette.routing import Route
 
 from connectors.base import ConnectorContext, DocumentRef, PollStatus, WebhookRequest
 from connectors.errors import WebhookRejected
-from connectors.vendors.rossum.client import RossumSettings, RossumVendor
 from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
+from connectors.vendors.rossum.settings import RossumSettings
+from connectors.vendors.rossum.vendor import RossumVendor
 from tests.invoices import random_spec, render_pdf
 from tests.servers import serve
 

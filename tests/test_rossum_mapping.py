@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from connectors.base import DOCUMENT_FIELDS, BBox, CanonicalResult, ConnectorContext
-from connectors.vendors.rossum.client import RossumSettings, RossumVendor
 from connectors.vendors.rossum.mapping import normalize
 from connectors.vendors.rossum.schema import FIELD_MAP, LINE_ITEM_MAP
+from connectors.vendors.rossum.settings import RossumSettings
+from connectors.vendors.rossum.vendor import RossumVendor
 
 ANNOTATION_URL = "https://acme.rossum.app/api/v1/annotations/319668"
 
@@ -184,7 +185,14 @@ def test_document_fields() -> None:
     assert number.vendor_label == "document_id"
     assert number.confidence == pytest.approx(0.99234)
     assert number.page == 1
-    assert number.bbox == BBox(761.0, 48.0, 925.0, 84.0)
+    # Rossum's page-image pixels (144 dpi) as PDF points; no page size without page_sizes.
+    assert number.bbox == BBox(380.5, 24.0, 462.5, 42.0)
+    assert number.vendor_id == "27801932", "the datapoint id, for feedback"
+    sized = by_name(normalize({**fixture(), "page_sizes": [[612.0, 792.0]]}))
+    assert sized["invoice_number"].bbox == BBox(380.5, 24.0, 462.5, 42.0, 612.0, 792.0)
+    assert sized["invoice_number"].bbox.inside_page()
+    coarse = by_name(normalize(fixture(), dpi=72.0))["invoice_number"]
+    assert coarse.bbox == BBox(761.0, 48.0, 925.0, 84.0), "dpi is the profile's page_dpi"
 
     issued = fields["issue_date"]
     assert issued.value_date == date(2018, 8, 6)
@@ -241,6 +249,9 @@ def test_line_items() -> None:
     assert tulip.item_code == "SKU-9"
     assert tulip.quantity == Decimal("0.5")  # not read as a thousands separator
     assert tulip.total_amount == Decimal("500.00")  # falls back to the net line total
+    assert set(rose.provenance) >= {"description", "quantity", "extra.item_uom"}
+    quantity = rose.provenance["quantity"]
+    assert quantity.vendor_label == "item_quantity" and quantity.raw_text == "2"
 
 
 def test_overrides_from_settings(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from connectors.auth import OAuth2
 from connectors.base import (
     ConnectorContext,
     ConnectorSettings,
@@ -53,7 +54,7 @@ from connectors.sources.mailparts import (
     extract_parts,
     message_key,
 )
-from connectors.sources.oauth2 import PROVIDERS, OAuthError, OAuthRefused, TokenManager
+from connectors.sources.oauth2 import PROVIDERS, token_source
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ class FolderReport:
     rules: dict[str, int] = field(default_factory=dict)
 
 
-def connect(settings: MailboxSettings, tokens: TokenManager | None = None) -> Any:
+def connect(settings: MailboxSettings, tokens: OAuth2 | None = None) -> Any:
     """Open an authenticated IMAP connection (imapclient, UID commands only)."""
     from imapclient import IMAPClient
 
@@ -287,7 +288,7 @@ def connect(settings: MailboxSettings, tokens: TokenManager | None = None) -> An
     return client
 
 
-def _login(client: Any, settings: MailboxSettings, tokens: TokenManager | None) -> None:
+def _login(client: Any, settings: MailboxSettings, tokens: OAuth2 | None) -> None:
     from imapclient.exceptions import LoginError
 
     who = f"{settings.username} at {settings.host}"
@@ -302,10 +303,10 @@ def _login(client: Any, settings: MailboxSettings, tokens: TokenManager | None) 
         return
     for attempt in (1, 2):  # a cached token may have been revoked early: refresh once
         try:
-            token = tokens.token()
-        except OAuthRefused as exc:
+            token = tokens.access_token()
+        except AuthFailed as exc:
             raise MailboxAuthError(f"{who}: {exc}") from exc
-        except OAuthError as exc:
+        except TransientError as exc:
             raise MailboxError(f"{who}: {exc}") from exc
         try:
             client.oauth2_login(settings.username, token, mech="XOAUTH2")
@@ -332,19 +333,10 @@ class MailboxSource(Source):
         self.cfg = settings
         self.name = settings.name
         self.lease = f"mailbox:{settings.account}"
-        self.tokens: TokenManager | None = None
+        self.tokens: OAuth2 | None = None
         if settings.oauth2 is not None:
-            url, scope = settings.oauth2.endpoint()
-            secret = settings.oauth2.client_secret
-            self.tokens = TokenManager(
-                token_url=url,
-                scope=scope,
-                client_id=settings.oauth2.client_id,
-                client_secret=secret.get_secret_value() if secret else None,
-                refresh_token=settings.oauth2.refresh_token.get_secret_value(),
-                state_file=context.data_dir / "oauth2.json",
-                margin=settings.oauth2.refresh_margin,
-                timeout=settings.timeout,
+            self.tokens = token_source(
+                settings.oauth2, context.data_dir / "oauth2.json", timeout=settings.timeout
             )
         self._sink: IntakeSink | None = None
         self._stopping = threading.Event()
@@ -450,9 +442,7 @@ class MailboxSource(Source):
             _quietly(client.logout)
 
     def _token_expiring(self) -> bool:
-        if self.tokens is None or self.cfg.oauth2 is None:
-            return False
-        return time.time() >= self.tokens.expires_at - self.cfg.oauth2.refresh_margin
+        return self.tokens is not None and self.tokens.renew_in() <= 0
 
     def _idle(self, client: Any) -> None:
         """Wait on IDLE in the first folder until mail arrives, the poll is due or we stop."""
@@ -460,9 +450,8 @@ class MailboxSource(Source):
         client.idle()
         try:
             wait = self.cfg.poll_interval
-            if self.tokens is not None and self.cfg.oauth2 is not None:
-                left = self.tokens.expires_at - self.cfg.oauth2.refresh_margin - time.time()
-                wait = max(1.0, min(wait, left))
+            if self.tokens is not None:
+                wait = max(1.0, min(wait, self.tokens.renew_in()))
             deadline = time.monotonic() + wait
             while not self._stopping.is_set() and not self._poke.is_set():
                 left = deadline - time.monotonic()

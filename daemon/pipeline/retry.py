@@ -1,9 +1,13 @@
-"""Retry timing: exponential backoff with full jitter, and polling intervals."""
+"""Retry timing of the pipeline's persisted retries: the HTTP kit's backoff policy
+(``connectors.retry.Backoff``), so a vendor sees the same spacing whether a request is retried
+inside one call or the whole step is retried later; and the growth of polling intervals."""
 
 from __future__ import annotations
 
 import random
 from typing import TYPE_CHECKING
+
+from connectors.retry import Backoff
 
 if TYPE_CHECKING:
     from daemon.config import PipelineSettings
@@ -12,13 +16,8 @@ if TYPE_CHECKING:
 def backoff(
     attempt: int, *, initial: float, maximum: float, rng: random.Random | None = None
 ) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based).
-
-    "Equal jitter": half the exponential delay is fixed, half random, so retries of a burst of
-    failures spread out but never come back immediately.
-    """
-    ceiling = min(maximum, initial * 2 ** max(0, attempt - 1))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    """Seconds to wait before retry number ``attempt`` (1-based), with equal jitter."""
+    return Backoff(initial=initial, maximum=maximum).delay(attempt, jitter=(rng or random).random)
 
 
 def retry_delay(
@@ -31,15 +30,14 @@ def retry_delay(
     rng: random.Random | None = None,
 ) -> float:
     """Backoff, but never sooner than the vendor's Retry-After (itself capped)."""
-    delay = backoff(attempt, initial=initial, maximum=maximum, rng=rng)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, retry_after_max))
-    return delay
+    policy = Backoff(initial=initial, maximum=maximum, retry_after_max=retry_after_max)
+    return policy.delay(attempt, retry_after, jitter=(rng or random).random)
 
 
 def poll_delay(polls: int, *, first: float, maximum: float) -> float:
-    """Gap before status poll number ``polls + 1``: starts at ``first``, grows by half each time."""
-    return min(maximum, first * 1.5 ** max(0, polls))
+    """Gap before status poll number ``polls + 1``: starts at ``first``, grows by half each time
+    (no jitter: webhooks and the vendor's own pace spread polls enough)."""
+    return Backoff(initial=first, maximum=maximum, factor=1.5).ceiling(polls + 1)
 
 
 def delay_after(error: BaseException, attempts: int, settings: PipelineSettings) -> float:

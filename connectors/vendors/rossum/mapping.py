@@ -10,8 +10,11 @@ Rules (contract §12):
 * sections and unknown categories are only grouping: their children are walked;
 * a datapoint's text is ``normalized_value`` (ISO date, plain decimal) when present, else
   ``value``; ``raw_text`` keeps ``value`` as the UI shows it, ``vendor_label`` the schema id,
-  ``confidence`` ``rir_confidence``, ``page`` the 1-based page and ``bbox`` the ``position``
-  (Rossum's page-image pixels: the contract does not give the unit, see NOTES.md);
+  ``confidence`` ``rir_confidence``, ``page`` the 1-based page, ``vendor_id`` the datapoint id
+  and ``bbox`` the ``position`` turned from Rossum's page-image pixels (``PAGE_DPI``, the
+  contract gives no unit: NOTES.md) into PDF points, with the page's size from the
+  ``page_sizes`` that ``fetch`` adds from docrelay's copy of the document; line items keep the
+  same provenance per cell;
 * ``""``, ``null``, blank and missing values are no value and are skipped, as are buttons;
 * datapoints the map does not know become ``extra.<schema_id>``; a second datapoint mapping to
   a canonical name already taken (``var_sym`` after ``payment_reference``) becomes an extra too;
@@ -31,7 +34,14 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from connectors.base import LINE_ITEM_FIELDS, BBox, CanonicalResult, FieldValue, LineItem
+from connectors.base import (
+    LINE_ITEM_FIELDS,
+    BBox,
+    CanonicalResult,
+    FieldValue,
+    LineItem,
+    Provenance,
+)
 from connectors.normalize import normalize_currency, normalize_field, normalize_line_item
 from connectors.vendors.rossum.schema import FIELD_MAP, LINE_ITEM_MAP, LINE_ITEMS_ID
 
@@ -47,6 +57,9 @@ MAX_DEPTH: Final = 32
 """Content trees are four levels deep; anything much deeper is malformed, not recursed into."""
 
 EXTRA: Final = "extra."
+PAGE_DPI: Final = 144.0
+"""The resolution of Rossum's page images, which ``position`` is in pixels of (the reference
+gives no unit; NOTES.md): 2 pixels per PDF point."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +75,52 @@ class Point:
     confidence: float | None
     page: int | None
     bbox: BBox | None
+    """As Rossum gives it: pixels of the page image."""
+    node_id: str | None = None
+    """The datapoint's id (what feedback names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pages:
+    """Turns Rossum's page-image pixels into PDF points on the document's pages."""
+
+    dpi: float
+    sizes: Sequence[Any] = ()
+    """``[width, height]`` in points per page, from docrelay's copy of the document."""
+
+    def box(self, point: Point) -> BBox | None:
+        pixels = point.bbox
+        if pixels is None:
+            return None
+        size: Any = None
+        if point.page is not None and 0 < point.page <= len(self.sizes):
+            size = self.sizes[point.page - 1]
+        box = BBox.from_pixels(pixels.left, pixels.top, pixels.right, pixels.bottom, dpi=self.dpi)
+        if isinstance(size, Sequence) and len(size) == 2:
+            return BBox(box.left, box.top, box.right, box.bottom, float(size[0]), float(size[1]))
+        return box
+
+    def provenance(self, point: Point) -> Provenance:
+        return Provenance(
+            confidence=point.confidence,
+            page=point.page,
+            bbox=self.box(point),
+            vendor_label=point.schema_id,
+            raw_text=point.raw,
+        )
 
 
 def normalize(
     raw: Any,
     field_map: Mapping[str, str] = FIELD_MAP,
     line_item_map: Mapping[str, str] = LINE_ITEM_MAP,
+    *,
+    dpi: float = PAGE_DPI,
 ) -> CanonicalResult:
-    """The canonical result of one fetched annotation."""
+    """The canonical result of one fetched annotation; boxes in PDF points (``dpi`` is the
+    resolution of Rossum's page images, NOTES.md)."""
+    sizes = raw.get("page_sizes") if isinstance(raw, Mapping) else None
+    pages = Pages(dpi, sizes if isinstance(sizes, Sequence) else ())
     points: list[Point] = []
     tables: list[Mapping[str, Any]] = []
     _walk(_content(raw), points, tables, 0)
@@ -87,7 +138,7 @@ def normalize(
                 name = f"{EXTRA}{point.schema_id}"
             else:
                 taken.add(name)
-        fields.append(_field(name, point, currency))
+        fields.append(_field(name, point, currency, pages))
 
     items: list[LineItem] = []
     for table in tables:
@@ -95,11 +146,12 @@ def normalize(
         rows = [row for row in rows if row]
         if _is_line_table(table, rows, line_item_map):
             for row in rows:
-                items.append(_line_item(len(items) + 1, row, line_item_map))
+                items.append(_line_item(len(items) + 1, row, line_item_map, pages))
         else:
             for number, row in enumerate(rows, start=1):
                 for point in row:
-                    fields.append(_field(f"{EXTRA}{point.schema_id}.{number}", point, currency))
+                    name = f"{EXTRA}{point.schema_id}.{number}"
+                    fields.append(_field(name, point, currency, pages))
     return CanonicalResult(fields=fields, line_items=items)
 
 
@@ -203,6 +255,7 @@ def _point(node: Mapping[str, Any]) -> Point | None:
         confidence=_confidence(body.get("rir_confidence")),
         page=_page(body.get("page")),
         bbox=_bbox(body.get("position")),
+        node_id=str(node["id"]) if node.get("id") is not None else None,
     )
 
 
@@ -257,7 +310,7 @@ def _bbox(value: Any) -> BBox | None:
 # --------------------------------------------------------------------------- values
 
 
-def _field(name: str, point: Point, currency: str | None) -> FieldValue:
+def _field(name: str, point: Point, currency: str | None, pages: Pages) -> FieldValue:
     text = point.text
     if name == "document_type":
         text = DOCUMENT_TYPES.get(text.strip().lower(), text)
@@ -266,12 +319,13 @@ def _field(name: str, point: Point, currency: str | None) -> FieldValue:
         text,
         confidence=point.confidence,
         page=point.page,
-        bbox=point.bbox,
+        bbox=pages.box(point),
         vendor_label=point.schema_id,
         currency=currency,
         decimal="." if point.normalized else None,
     )
     value.raw_text = point.raw
+    value.vendor_id = point.node_id
     return value
 
 
@@ -283,15 +337,20 @@ def _is_line_table(
     return any(point.schema_id in line_item_map for row in rows for point in row)
 
 
-def _line_item(line_no: int, row: list[Point], line_item_map: Mapping[str, str]) -> LineItem:
+def _line_item(
+    line_no: int, row: list[Point], line_item_map: Mapping[str, str], pages: Pages
+) -> LineItem:
     """One row; each cell is parsed with its own decimal hint (normalised cells use ``.``)."""
     item = LineItem(line_no=line_no)
     for point in row:
         target = line_item_map.get(point.schema_id)
         if target is None or target.startswith(EXTRA):
             key = target[len(EXTRA) :] if target else point.schema_id
-            item.extra.setdefault(key, " ".join(point.raw.split()))
+            if key not in item.extra:
+                item.extra[key] = " ".join(point.raw.split())
+                item.provenance[f"{EXTRA}{key}"] = pages.provenance(point)
             continue
+        item.provenance.setdefault(target, pages.provenance(point))
         part = normalize_line_item(
             line_no, {target: point.text}, decimal="." if point.normalized else None
         )
