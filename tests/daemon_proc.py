@@ -110,8 +110,12 @@ RUNNING: list[DaemonProcess] = []
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, *, module: str = "daemon.cli"
+    ) -> None:
         self.config = config
+        self.module = module
+        """What ``python -m`` runs: the docrelay command, or a test wrapper around it."""
         self.env = {**os.environ, **(env or {})}
         self.log_path = config.parent / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -125,7 +129,7 @@ class DaemonProcess:
     def start(self, *, wait_ready: bool = True, timeout: float = 20) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "--config", str(self.config), "run"],
+            [sys.executable, "-m", self.module, "--config", str(self.config), "run"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

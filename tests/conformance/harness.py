@@ -149,9 +149,30 @@ def rossum_vendor(tmp_path: Path) -> Iterator[VendorRun]:
         )
 
 
+@contextmanager
+def testkit_vendor(tmp_path: Path) -> Iterator[VendorRun]:
+    from tests.conformance.testkit.emulator import Options, create_app
+
+    app = create_app(Options(delay=0.2))
+    state = app.state.emulator
+    with serve(app) as url:
+        yield VendorRun(
+            kind="testkit",
+            settings={"kind": "testkit", "base_url": f"{url}/api", "password": "kit-secret"},
+            tmp_path=tmp_path,
+            bad_credentials={"password": "wrong"},
+            fast={"max_retries": 1},
+            requests=app.state.requests,
+            faults=app.state.faults,
+            upload_path="/api/documents",
+            uploads=lambda: len(state.documents),
+        )
+
+
 VENDORS: dict[str, Callable[[Path], AbstractContextManager[VendorRun]]] = {
     "local": local_vendor,
     "rossum": rossum_vendor,
+    "testkit": testkit_vendor,
 }
 
 

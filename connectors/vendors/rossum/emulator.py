@@ -30,15 +30,14 @@ from starlette.routing import Route
 
 from connectors.emulation.app import emulator_app
 from connectors.emulation.clock import Clock
+from connectors.emulation.forms import disposition_filename, media_type
 from connectors.emulation.options import CommonOptions
 from connectors.emulation.requestlog import note
 from connectors.filecheck import sniff_mime_type
 from connectors.vendors.rossum import emulator_content as content
 from connectors.vendors.rossum.emulator_http import (
     authenticate,
-    disposition_filename,
     json_body,
-    media_type,
     page_params,
     paginate,
     parse_multipart,

@@ -1,6 +1,7 @@
-"""HTTP plumbing for the emulator: request bodies (JSON, forms, multipart), DRF-style
-pagination and authentication. Throttling and fault injection are the kit's
-(``connectors.emulation.faults``, with ``FAULTS`` in ``emulator``).
+"""HTTP plumbing for the emulator: request bodies (JSON and forms; multipart and size caps are
+the kit's ``connectors.emulation.forms``), DRF-style pagination and authentication. Throttling
+and fault injection are the kit's (``connectors.emulation.faults``, with ``FAULTS`` in
+``emulator``).
 """
 
 from __future__ import annotations
@@ -8,14 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import dataclass
-from email import policy
-from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from connectors.emulation import forms
+from connectors.emulation.forms import FormPart, media_type
 from connectors.vendors.rossum.emulator_model import ApiError
 
 if TYPE_CHECKING:
@@ -30,20 +30,20 @@ MAX_UPLOAD_BYTES = 40 * 1024 * 1024
 
 async def read_body(request: Request, limit: int = MAX_UPLOAD_BYTES) -> bytes:
     """The request body, or 413 when it is larger than ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "Request entity too large (at most 40 MB per upload).")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "Request entity too large (at most 40 MB per upload).")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await forms.read_body(
+            request, limit, too_large="Request entity too large (at most 40 MB per upload)."
+        )
+    except forms.BodyError as exc:
+        raise ApiError(exc.status, exc.message) from None
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def parse_multipart(request: Request, body: bytes) -> list[FormPart]:
+    """The parts of a ``multipart/form-data`` body (the kit's parser, Rossum's errors)."""
+    try:
+        return forms.parse_multipart(request, body)
+    except forms.BodyError as exc:
+        raise ApiError(exc.status, exc.message) from None
 
 
 async def json_body(request: Request, *, forms: bool = False) -> Any:
@@ -65,62 +65,6 @@ async def json_body(request: Request, *, forms: bool = False) -> Any:
         return {p.name: p.data.decode("utf-8", "replace") for p in parse_multipart(request, body)}
     shown = kind or "none"
     raise ApiError(400, f'Unsupported Content-Type "{shown}": send JSON (application/json).')
-
-
-@dataclass
-class FormPart:
-    name: str
-    filename: str | None
-    content_type: str | None
-    data: bytes
-
-
-def parse_multipart(request: Request, body: bytes) -> list[FormPart]:
-    """The parts of a ``multipart/form-data`` body (python-multipart is not a dependency)."""
-    header = request.headers.get("content-type", "")
-    boundary = next(
-        (
-            p.split("=", 1)[1].strip().strip('"')
-            for p in header.split(";")[1:]
-            if p.strip().lower().startswith("boundary=")
-        ),
-        None,
-    )
-    if not boundary:
-        raise ApiError(400, "Multipart body without a boundary.")
-    delimiter = b"--" + boundary.encode("latin-1")
-    parts = []
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        chunk = chunk.removeprefix(b"\r\n")
-        head, separator, data = chunk.partition(b"\r\n\r\n")
-        if not separator:
-            raise ApiError(400, "Malformed multipart body.")
-        headers = BytesHeaderParser(policy=policy.HTTP).parsebytes(head + b"\r\n\r\n")
-        name = headers.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            continue
-        filename = headers.get_filename() or None
-        parts.append(
-            FormPart(
-                name=name,
-                filename=filename,
-                content_type=headers.get("content-type"),
-                data=data.removesuffix(b"\r\n"),
-            )
-        )
-    return parts
-
-
-def disposition_filename(value: str) -> str | None:
-    """The file name in a ``Content-Disposition`` header (``filename*=utf-8''…`` too)."""
-    if not value:
-        return None
-    headers = BytesHeaderParser(policy=policy.HTTP).parsebytes(
-        b"Content-Disposition: " + value.encode("utf-8") + b"\r\n\r\n"
-    )
-    return headers.get_filename() or None
 
 
 # --------------------------------------------------------------------------- pagination
