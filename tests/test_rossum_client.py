@@ -832,6 +832,8 @@ def test_slow_task_leaves_the_rest_to_poll(
     polled = vendor.poll(result.vendor_ref, result.data)
     assert polled.status == PollStatus.READY
     assert polled.data is not None and polled.data["annotation_id"] in fake.annotations
+    # From now on the submission goes by its annotation: what webhooks name.
+    assert polled.vendor_ref == vendor.annotation_ref(polled.data["annotation_id"])
     raw = vendor.fetch(result.vendor_ref, polled.data, make_document(tmp_path))
     assert raw["annotation"]["id"] == polled.data["annotation_id"]
 
@@ -872,10 +874,10 @@ def test_foreign_urls_are_resolved_against_base_url(
         ("exporting", "to_review", PollStatus.READY),
         ("exported", "to_review", PollStatus.READY),
         ("failed_export", "to_review", PollStatus.READY),
-        ("to_review", "confirmed", PollStatus.PROCESSING),
-        ("reviewing", "confirmed", PollStatus.PROCESSING),
-        ("postponed", "confirmed", PollStatus.PROCESSING),
-        ("in_workflow", "confirmed", PollStatus.PROCESSING),
+        ("to_review", "confirmed", PollStatus.REVIEW),  # a person confirms it first
+        ("reviewing", "confirmed", PollStatus.REVIEW),  # a person confirms it first
+        ("postponed", "confirmed", PollStatus.REVIEW),  # a person confirms it first
+        ("in_workflow", "confirmed", PollStatus.REVIEW),  # a person confirms it first
         ("confirmed", "confirmed", PollStatus.READY),
         ("exporting", "confirmed", PollStatus.READY),
         ("exported", "confirmed", PollStatus.READY),
@@ -971,8 +973,22 @@ def test_webhook_accepted(vendor: RossumVendor) -> None:
     assert hint.vendor_ref == vendor.annotation_ref(314521)
     assert hint.event == "annotation_status.changed"
     assert hint.delivery_id == "ae7bc8dd-73bd-489b-a3d2-f5514b209591"
+    assert hint.sent_at == 1577836800.0, "the payload's timestamp, for replay protection"
+    assert hint.changed is False, "a status change is no change of the values"
     lower = {k.lower(): v for k, v in signed(body).items()}
     assert vendor.parse_webhook(WebhookRequest("POST", lower, body)) == [hint]
+
+
+@pytest.mark.parametrize(
+    ("action", "changed"), [("updated", True), ("confirm", True), ("started", False)]
+)
+def test_a_persons_edit_says_the_values_changed(
+    vendor: RossumVendor, action: str, changed: bool
+) -> None:
+    payload = json.loads(status_payload())
+    body = json.dumps({**payload, "event": "annotation_content", "action": action}).encode()
+    (hint,) = vendor.parse_webhook(WebhookRequest("POST", signed(body), body))
+    assert hint.changed is changed
 
 
 @pytest.mark.parametrize(

@@ -364,6 +364,8 @@ class RossumVendor(Vendor):
             )
         result = self.status_result(annotation)
         result.data = new_data
+        if new_data is not None:  # the task became an annotation: webhooks name that one
+            result.vendor_ref = self.annotation_ref(annotation_id)
         if result.status == PollStatus.READY:
             self.recent.remember(annotation_id, annotation)
         return result
@@ -380,6 +382,11 @@ class RossumVendor(Vendor):
         rank = READY_ORDER.get(status)
         if rank is not None and rank >= READY_RANK[self.settings.ready_status]:
             return PollResult(PollStatus.READY)
+        if rank is not None and rank < READY_RANK["confirmed"]:  # a person must confirm it
+            wanted = self.settings.ready_status
+            return PollResult(
+                PollStatus.REVIEW, reason=f"{status} in Rossum; taken once it is {wanted}"
+            )
         # importing/created, waiting for a person, or a status added after this was written
         # (the API asks clients to tolerate new enum values): ask again, backing off.
         return PollResult(PollStatus.PROCESSING)
@@ -490,6 +497,8 @@ class RossumVendor(Vendor):
                 vendor_ref=self.annotation_ref(annotation_id),
                 event=f"{event}.{action}",
                 delivery_id=str(request_id) if request_id else None,
+                changed=event == "annotation_content" and action in EDITED,
+                sent_at=_timestamp(payload.get("timestamp")),
             )
         ]
 
@@ -535,3 +544,19 @@ class RossumVendor(Vendor):
 
     def close(self) -> None:
         self.client.close()
+
+
+EDITED = frozenset({"updated", "user_update", "confirm"})
+"""``annotation_content`` actions that mean a person changed (or confirmed) the values: a
+finished document is fetched again and exported anew when its values differ (NOTES.md)."""
+
+
+def _timestamp(value: Any) -> float | None:
+    """A hook payload's ``timestamp`` as Unix seconds (None when absent or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
