@@ -264,3 +264,34 @@ def test_rossum_daemon_killed_and_restarted_mid_run(tmp_path):
             assert restarted.stop() == 0, restarted.log()
     finally:
         emulator.stop()
+
+
+def test_docrelay_check_logs_in_and_reads_the_queue(tmp_path):
+    import subprocess
+    import sys
+
+    emulator = Emulator(tmp_path)
+    try:
+        config = rossum_config(tmp_path, emulator, webhooks=True, port=free_port())
+
+        def check(path: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "daemon.cli", "--config", str(path), "check",
+                 "rossum_main"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+
+        ok = check(config)
+        assert ok.returncode == 0, ok.stderr
+        assert "rossum_main (vendor rossum): ok" in ok.stdout
+        assert "queue 1:" in ok.stdout and "verified with webhook_secret" in ok.stdout
+        assert "point a hook at http://127.0.0.1:" in ok.stdout
+        assert emulator.stats()["uploads"] == 0, "a check changes nothing"
+        config.write_text(config.read_text().replace('password = "secret"', 'password = "x"'))
+        refused = check(config)
+        assert refused.returncode == 4 and "credentials refused" in refused.stderr
+        assert "secret" not in refused.stderr
+    finally:
+        emulator.stop()
+    gone = check(config)
+    assert gone.returncode == 3 and "cannot be reached" in gone.stderr

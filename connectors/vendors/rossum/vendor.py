@@ -502,6 +502,31 @@ class RossumVendor(Vendor):
             )
         ]
 
+    # ------------------------------------------------------------------ check
+
+    def probe(self) -> list[str]:
+        """Log in and read the queue (GETs only): the account, the queue and its hooks."""
+        queue = self.client.get_object(f"queues/{self.settings.queue}")
+        who = self.settings.username or "an API token"
+        counts = queue.get("counts")
+        waiting = ""
+        if isinstance(counts, Mapping):
+            waiting = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
+        hooks = queue.get("hooks") if isinstance(queue.get("hooks"), list) else []
+        lines = [
+            f"logged in at {self.client.base_url} as {who}",
+            f"queue {self.settings.queue}: {queue.get('name')!s} ({waiting or 'empty'})",
+            f"{len(hooks)} hook(s) on the queue; "
+            + (
+                "webhooks are verified with webhook_secret"
+                if self.settings.webhook_secret is not None
+                else "webhooks are refused (no webhook_secret): polling only"
+            ),
+        ]
+        if self.context.webhook_url() is not None:
+            lines.append(f"point a hook at {self.context.webhook_url()}")
+        return lines
+
     # ------------------------------------------------------------------ changes (workflow)
 
     def send_feedback(
