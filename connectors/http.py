@@ -37,7 +37,6 @@ from __future__ import annotations
 import heapq
 import http.cookiejar
 import itertools
-import json as _json
 import logging
 import random
 import socket
@@ -51,6 +50,7 @@ import httpx
 from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from connectors import jsonio
 from connectors.errors import (
     AuthFailed,
     DocrelayError,
@@ -664,7 +664,7 @@ class HttpClient:
             )
         try:
             if json_depth_ok(content, self.max_json_depth):
-                return _json.loads(content)
+                return jsonio.loads(content)
         except RecursionError:
             pass
         except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from connectors import jsonio
 from connectors.base import (
     DOCUMENT_FIELDS,
     LINE_ITEM_FIELDS,
@@ -125,9 +125,9 @@ class FolderDestination(Destination):
         try:
             if self.settings.format in ("json", "both"):
                 body = export_document(payload, idempotency_key)
-                data = json.dumps(body, indent=self.settings.indent, ensure_ascii=False)
+                data = jsonio.dumps_bytes(body, indent=self.settings.indent)
                 target = root / f"{payload.document_id}.json"
-                atomic_write(target, (data + "\n").encode())
+                atomic_write(target, data + b"\n")
                 written.append(target.name)
             if self.settings.format in ("csv", "both"):
                 written.extend(self._write_csv(root, payload))

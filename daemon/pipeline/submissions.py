@@ -8,7 +8,6 @@ transactions, never inside one, so a slow vendor never holds a database lock.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
+from connectors import jsonio
 from connectors.base import (
     CanonicalResult,
     DocumentRef,
@@ -830,6 +830,6 @@ def _checked_json(raw: Any) -> RawJSON:
 
     A result that cannot be stored as JSON is the connector's bug: fail loudly."""
     try:
-        return RawJSON(json.dumps(raw))
+        return RawJSON(jsonio.dumps(raw))
     except (TypeError, ValueError) as exc:
         raise TerminalError(f"the vendor's result is not JSON-serialisable: {exc}") from exc

@@ -6,7 +6,6 @@ so concurrent writers queue on the busy timeout instead of failing on a lock upg
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+
+from connectors import jsonio
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def dump_json(value: Any) -> str:
     """The engines' JSON serialiser: ``RawJSON`` passes through, anything else is encoded."""
     if isinstance(value, RawJSON):
         return str(value)
-    return json.dumps(value)
+    return jsonio.dumps(value)
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 8) -> Engine:
@@ -53,11 +54,17 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 8) 
             pool_size=pool_size,
             max_overflow=4,
             json_serializer=dump_json,
+            json_deserializer=jsonio.loads,
         )
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
     return create_engine(
-        url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True, json_serializer=dump_json
+        url,
+        pool_size=pool_size,
+        max_overflow=4,
+        pool_pre_ping=True,
+        json_serializer=dump_json,
+        json_deserializer=jsonio.loads,
     )
 
 

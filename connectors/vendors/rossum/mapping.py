@@ -74,31 +74,45 @@ class Point:
     normalized: bool
     confidence: float | None
     page: int | None
-    bbox: BBox | None
-    """As Rossum gives it: pixels of the page image."""
+    position: tuple[float, float, float, float] | None
+    """As Rossum gives it: (left, top, right, bottom) in pixels of the page image."""
     node_id: str | None = None
     """The datapoint's id (what feedback names)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Pages:
     """Turns Rossum's page-image pixels into PDF points on the document's pages."""
 
-    dpi: float
-    sizes: Sequence[Any] = ()
-    """``[width, height]`` in points per page, from docrelay's copy of the document."""
+    __slots__ = ("scale", "sizes")
+
+    def __init__(self, dpi: float, sizes: Any) -> None:
+        self.scale = 72.0 / dpi
+        self.sizes: list[tuple[float | None, float | None]] = [
+            (float(size[0]), float(size[1]))
+            if isinstance(size, Sequence) and len(size) == 2
+            else (None, None)
+            for size in (sizes if isinstance(sizes, Sequence) else ())
+        ]
+        """(width, height) in points per page, from docrelay's copy of the document."""
 
     def box(self, point: Point) -> BBox | None:
-        pixels = point.bbox
+        pixels = point.position
         if pixels is None:
             return None
-        size: Any = None
-        if point.page is not None and 0 < point.page <= len(self.sizes):
-            size = self.sizes[point.page - 1]
-        box = BBox.from_pixels(pixels.left, pixels.top, pixels.right, pixels.bottom, dpi=self.dpi)
-        if isinstance(size, Sequence) and len(size) == 2:
-            return BBox(box.left, box.top, box.right, box.bottom, float(size[0]), float(size[1]))
-        return box
+        page = point.page
+        width, height = (None, None)
+        if page is not None and 0 < page <= len(self.sizes):
+            width, height = self.sizes[page - 1]
+        scale = self.scale
+        left, top, right, bottom = pixels
+        return BBox(
+            round(left * scale, 2),
+            round(top * scale, 2),
+            round(right * scale, 2),
+            round(bottom * scale, 2),
+            width,
+            height,
+        )
 
     def provenance(self, point: Point) -> Provenance:
         return Provenance(
@@ -119,8 +133,7 @@ def normalize(
 ) -> CanonicalResult:
     """The canonical result of one fetched annotation; boxes in PDF points (``dpi`` is the
     resolution of Rossum's page images, NOTES.md)."""
-    sizes = raw.get("page_sizes") if isinstance(raw, Mapping) else None
-    pages = Pages(dpi, sizes if isinstance(sizes, Sequence) else ())
+    pages = Pages(dpi, raw.get("page_sizes") if isinstance(raw, Mapping) else None)
     points: list[Point] = []
     tables: list[Mapping[str, Any]] = []
     _walk(_content(raw), points, tables, 0)
@@ -254,7 +267,7 @@ def _point(node: Mapping[str, Any]) -> Point | None:
         normalized=normalized is not None,
         confidence=_confidence(body.get("rir_confidence")),
         page=_page(body.get("page")),
-        bbox=_bbox(body.get("position")),
+        position=_position(body.get("position")),
         node_id=str(node["id"]) if node.get("id") is not None else None,
     )
 
@@ -293,7 +306,7 @@ def _page(value: Any) -> int | None:
     return page if page >= 1 else None
 
 
-def _bbox(value: Any) -> BBox | None:
+def _position(value: Any) -> tuple[float, float, float, float] | None:
     if value is None:
         return None
     box = _list(value, "position")
@@ -303,8 +316,8 @@ def _bbox(value: Any) -> BBox | None:
         raise ValueError(f"position must have four numbers, not {len(box)}")
     if any(isinstance(v, bool) or not isinstance(v, int | float) for v in box):
         raise TypeError(f"position must hold numbers, not {box!r}")
-    left, top, right, bottom = (float(v) for v in box)
-    return BBox(left=left, top=top, right=right, bottom=bottom)
+    left, top, right, bottom = box
+    return float(left), float(top), float(right), float(bottom)
 
 
 # --------------------------------------------------------------------------- values
