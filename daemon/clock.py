@@ -13,14 +13,15 @@ sooner, and a lease that looks run out while its step still runs is guarded in t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
+
+from daemon.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
 
-class ClockWatch:
+class ClockWatch(Periodic):
     """Looks every ``interval`` seconds (on the monotonic clock) whether the wall clock jumped."""
 
     def __init__(
@@ -38,8 +39,7 @@ class ClockWatch:
         self._wall = wall
         self._monotonic = monotonic
         self._last = (wall(), monotonic())
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="clock", daemon=True)
+        super().__init__("clock", interval)
 
     def jump(self) -> float:
         """Seconds the wall clock moved apart from the monotonic clock since the last look
@@ -60,17 +60,5 @@ class ClockWatch:
             log.info("the wall clock moved %.0f s ahead of the monotonic clock", drift)
         return drift
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stopping.wait(self.interval):
-            try:
-                self.check()
-            except Exception:
-                log.exception("clock watch: could not move waiting times back")
+    def tick(self) -> None:
+        self.check()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, select, update
 
 from daemon.pipeline import ledger
 from daemon.store.engine import reader
-from daemon.store.models import DeliveryState, FeedbackState, SubmissionState, utcnow
+from daemon.store.models import DeliveryState, SubmissionState, utcnow
 
 S = SubmissionState
 
@@ -48,38 +48,50 @@ def retry(
                 dl.c.submission_id.in_(select(sub.c.id).where(sub.c.profile == vendor))
             )
         if "dead" in states or "failed" in states:
-            for row in conn.execute(dquery).mappings().all():
-                conn.execute(
-                    update(dl)
-                    .where(dl.c.id == row["id"])
-                    .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
-                )
-                ledger.event(
-                    conn, actor=actor, kind="retry", document_id=row["document_id"],
-                    delivery_id=row["id"], from_state=row["state"],
-                    to_state=DeliveryState.PENDING, message="requeued by an operator",
-                )  # fmt: skip
-                counts["deliveries"] += 1
-        wanted = [s for s in ("dead", "refused") if s in states]
-        fquery = select(fb).where(fb.c.state.in_(wanted))
-        if documents:
-            fquery = fquery.where(fb.c.document_id.in_(documents))
-        if vendor:
-            fquery = fquery.where(fb.c.profile == vendor)
-        for row in conn.execute(fquery).mappings().all() if wanted else []:
-            conn.execute(
-                update(fb)
-                .where(fb.c.id == row["id"])
-                .values(state=FeedbackState.PENDING, attempts=0, next_attempt_at=utcnow())
+            counts["deliveries"] = _requeue(
+                conn, dl, dquery, actor, lambda row: "requeued by an operator"
             )
-            ledger.event(
-                conn, actor=actor, kind="retry", document_id=row["document_id"],
-                submission_id=row["submission_id"], from_state=row["state"],
-                to_state=FeedbackState.PENDING,
-                message=f"feedback on {row['field'] or row['new_value']} requeued by an operator",
-            )  # fmt: skip
-            counts["feedback"] += 1
+        if wanted := [s for s in ("dead", "refused") if s in states]:
+            fquery = select(fb).where(fb.c.state.in_(wanted))
+            if documents:
+                fquery = fquery.where(fb.c.document_id.in_(documents))
+            if vendor:
+                fquery = fquery.where(fb.c.profile == vendor)
+            counts["feedback"] = _requeue(
+                conn,
+                fb,
+                fquery,
+                actor,
+                lambda row: (
+                    f"feedback on {row['field'] or row['new_value']} requeued by an operator"
+                ),
+            )
     return counts
+
+
+def _requeue(
+    conn: ledger.Connection,
+    table: Any,
+    query: Any,
+    actor: str,
+    message: Callable[[Mapping[str, Any]], str],
+) -> int:
+    """Make the outbox rows (deliveries, feedback) ``query`` selects pending again, each with
+    its event; returns how many."""
+    rows = conn.execute(query).mappings().all()
+    for row in rows:
+        conn.execute(
+            update(table)
+            .where(table.c.id == row["id"])
+            .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
+        )
+        ledger.event(
+            conn, actor=actor, kind="retry", document_id=row["document_id"],
+            submission_id=row["submission_id"],
+            delivery_id=row["id"] if table is ledger.deliveries else None,
+            from_state=row["state"], to_state=DeliveryState.PENDING, message=message(row),
+        )  # fmt: skip
+    return len(rows)
 
 
 def history(engine: Engine, document_id: int) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import OperationalError
 
+from daemon.periodic import Periodic
 from daemon.pipeline import ledger
 from daemon.store.engine import reader
 from daemon.store.models import utcnow
@@ -71,7 +72,7 @@ class InHand:
             return [item_id for item_id, began in self._ids.items() if began <= since]
 
 
-class LeaseKeeper:
+class LeaseKeeper(Periodic):
     """Renews the leases of rows this process has been working on for a while.
 
     A lease stands for "this process is on it"; a vendor call may take minutes (a synchronous
@@ -91,28 +92,15 @@ class LeaseKeeper:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self._hands = hands
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
         self.renewed = 0
         """Leases renewed so far (for tests and health)."""
+        super().__init__("lease-keeper", lease_seconds / 3)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-
-    def _loop(self) -> None:
-        interval = self.lease_seconds / 3
-        while not self._stopping.wait(interval):
-            try:
-                self.renew(older_than=interval)
-            except OperationalError as exc:  # the next round tries again, well within the lease
-                log.warning("could not renew leases: %s", exc.orig)
-            except Exception:
-                log.exception("could not renew leases")
+    def tick(self) -> None:
+        try:
+            self.renew(older_than=self.interval)
+        except OperationalError as exc:  # the next round tries again, well within the lease
+            log.warning("could not renew leases: %s", exc.orig)
 
     def renew(self, older_than: float) -> int:
         """Give every row in hand for ``older_than`` seconds a full lease again."""
