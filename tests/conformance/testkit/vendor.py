@@ -210,7 +210,9 @@ class TestkitVendor(Vendor):
         if not hmac.compare_digest(request.tail.encode(), token.get_secret_value().encode()):
             raise WebhookRejected("unknown callback path", status_code=404)
         if self.settings.allow_from and request.client not in self.settings.allow_from:
-            raise WebhookRejected(f"callbacks from {request.client} are not allowed", 403)
+            raise WebhookRejected(
+                f"callbacks from {request.client} are not allowed", status_code=403
+            )
         try:
             body = json.loads(request.body)
         except ValueError:
