@@ -9,16 +9,16 @@ import pytest
 from connectors.base import WebhookRequest
 from connectors.errors import WebhookRejected
 from tests.conformance.harness import context
-from tests.conformance.testkit.vendor import TestkitSettings, TestkitVendor
+from tests.conformance.testkit import vendor as testkit
 
 TOKEN = "a-token-nobody-guesses-0123456789"
 
 
-def vendor(tmp_path, **keys) -> TestkitVendor:
-    settings = TestkitSettings(
+def vendor(tmp_path, **keys) -> testkit.TestkitVendor:
+    settings = testkit.TestkitSettings(
         base_url="http://127.0.0.1:9/api", password="x", callback_token=TOKEN, **keys
     )
-    return TestkitVendor(settings, context("kit", tmp_path))
+    return testkit.TestkitVendor(settings, context("kit", tmp_path))
 
 
 def call(tail: str, client: str = "127.0.0.1", **body) -> WebhookRequest:
