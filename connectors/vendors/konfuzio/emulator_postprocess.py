@@ -80,16 +80,18 @@ class Postprocess:
                         self._next_id("document_set"), doc.id, len(doc.page_ids), [doc.id]
                     )
                     self.document_sets[document_set.id] = document_set
-            for index, (item, pages) in enumerate(plan):
-                if trivial:
-                    target, data, extraction = doc, doc.data, doc.extraction
-                else:
-                    numbers = [p.number for p, _ in pages]
-                    data = content.select_pages(doc.data, numbers, [a for _, a in pages])
-                    extraction = content.extract(data, "application/pdf", ocr=self.options.ocr)
-                    target = doc if index == 0 else self._copy_document(doc)
+            files = [(doc.data, doc.extraction)] if trivial else []
+            for _, pages in [] if trivial else plan:  # every part from the file as it was
+                numbers = [p.number for p, _ in pages]
+                data = content.select_pages(doc.data, numbers, [a for _, a in pages])
+                files.append((data, content.extract(data, doc.mime_type, ocr=self.options.ocr)))
+            name = doc.file_name
+            for index, ((item, pages), (data, extraction)) in enumerate(
+                zip(plan, files, strict=True)
+            ):
+                target = doc if index == 0 else self._copy_document(doc)
                 target.data, target.extraction = data, extraction
-                target.file_name = str(item.get("name") or doc.file_name)
+                target.file_name = str(item.get("name") or name)
                 category = item.get("category")
                 if category not in (None, ""):
                     target.category_id = int(category)
