@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from importlib.metadata import version
 
 
 def main() -> int:
@@ -43,7 +44,7 @@ def main() -> int:
     )
     from konfuzio_sdk.data import Project
 
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"sdk_version": version("konfuzio-sdk")}
     # `konfuzio_sdk init` does this: ask for a token, keep it in .env.
     init_env(user, password, host=host, working_directory=os.getcwd())
     token = dotenv_values(".env")["KONFUZIO_TOKEN"]
