@@ -176,14 +176,8 @@ async def obtain_token(request: Request, state: KonfuzioState, user: str) -> Res
 
 
 async def delete_token(request: Request, state: KonfuzioState, user: str) -> Response:
-    """``DELETE auth/``: the token used is deleted (a later ``POST auth/`` makes a new one)."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "token":
-        state.delete_token(key.strip())
-    else:
-        for token, owner in list(state.tokens.items()):
-            if owner == user:
-                state.delete_token(token)
+    """``DELETE auth/``: the user's token is deleted (a later ``POST auth/`` makes a new one)."""
+    state.delete_token(user)
     return Response(status_code=204)
 
 

@@ -148,9 +148,11 @@ class KonfuzioState(Views, Review, Postprocess):
             self.tokens[key] = username
             return key
 
-    def delete_token(self, key: str) -> None:
+    def delete_token(self, user: str) -> None:
+        """``DELETE auth/``: the user's one token goes."""
         with self.lock:
-            self.tokens.pop(key, None)
+            for key in [k for k, owner in self.tokens.items() if owner == user]:
+                del self.tokens[key]
 
     def user_for_token(self, key: str) -> str | None:
         with self.lock:
