@@ -33,6 +33,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",
+        "konfuzio": "connectors.vendors.konfuzio.emulator_cli:KonfuzioEmulator",
     },
 }
 
