@@ -1,0 +1,1 @@
+"""Konfuzio: the vendor connector and its emulator."""
