@@ -234,9 +234,7 @@ def invoice_detail(document_id: int = DOC_ID, **overrides: Any) -> dict[str, Any
                         105,
                         "Lieferant",
                         [
-                            annotation(
-                                "Widget", confidence=0.99, revised=True, is_correct=False
-                            ),
+                            annotation("Widget", confidence=0.99, revised=True, is_correct=False),
                             annotation("ACME GmbH", confidence=0.7, annotation_id=850),
                         ],
                     ),
