@@ -290,6 +290,15 @@ class KonfuzioVendor(Vendor):
             "ordering": "-created_at",
             "fields": LOOKUP_FIELDS,
         }
+        try:
+            return self._scan(document, name, since, params)
+        except TerminalError as exc:  # a server that refuses a filter: the project alone
+            log.info("Konfuzio refused the look-up's filters (%s); listing the project", exc)
+            return self._scan(document, name, since, {"project": self.settings.project})
+
+    def _scan(
+        self, document: DocumentRef, name: str, since: datetime, params: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
         marker = tag(document)
         callback = self.callback_url(document)
         best: dict[str, Any] | None = None
@@ -443,7 +452,9 @@ class KonfuzioVendor(Vendor):
             raise WebhookRejected("unknown callback path", status_code=404)
         networks = self.settings.networks()
         if networks and not _allowed(request.client, networks):
-            raise WebhookRejected(f"callbacks from {request.client} are not allowed", 403)
+            raise WebhookRejected(
+                f"callbacks from {request.client} are not allowed", status_code=403
+            )
         document_id = int(rest) if rest else None
         vendor_ref = None
         try:
