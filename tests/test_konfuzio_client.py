@@ -870,6 +870,8 @@ def test_fetch_is_read_only_and_maps(vendor, fake, tmp_path) -> None:
     assert fake.mutations() == before
     assert raw["page_sizes"] == [[595.28, 841.89]]
     assert raw["document"]["annotation_sets"], "the whole detail, verbatim"
+    assert CALLBACK not in json.dumps(raw), "the callback secret is not stored"
+    assert raw["document"]["callback_url"] == f"{PUBLIC}/webhooks/konfuzio/***/7"
     canonical = vendor.normalize(json.loads(json.dumps(raw)))
     assert canonical.get("invoice_number").value_text == "RE-2024-0042"
     assert canonical.get("total_amount").value_number is not None

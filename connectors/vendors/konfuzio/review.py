@@ -271,7 +271,7 @@ class KonfuzioReview:
 
     def _create(self, state: _State, slot: Slot, value: str, span: list[dict[str, Any]]) -> None:
         """A human annotation: in the label's annotation set, else (a potential set) by its
-        label set, which makes the set (the seed's decision graph, 001:329-331)."""
+        label set, which makes the set (the seed's decision graph, 001:331)."""
         if slot.label_id is None:
             raise Refused(f"Konfuzio gave no id for the label {slot.name}")
         body: dict[str, Any] = {
@@ -394,7 +394,7 @@ class KonfuzioReview:
     # ------------------------------------------------------------------ reviewed
 
     def _finish(self, state: _State) -> None:
-        """Mark the document reviewed when nothing is left: Konfuzio's rule (001:381, 417)."""
+        """Mark the document reviewed when nothing is left: Konfuzio's rule (001:368, 417)."""
         document = self.client.document(state.doc_id)
         if document is None or document.get("is_reviewed") is True:
             return
