@@ -301,3 +301,13 @@ def test_confidence_is_kept_between_zero_and_one() -> None:
     got = by_name(normalize(fetched(detail)))
     assert got["invoice_number"].confidence == pytest.approx(0.96)
     assert got["issue_date"].confidence is None
+
+
+def test_canonical_and_line_prefixed_label_names_are_known() -> None:
+    """What a project named after docrelay's own fields has (``invoice_number``,
+    ``line_quantity``): recognised without any mapping."""
+    fields, items = LabelMap.fields(), LabelMap.line_items()
+    assert fields.get("total_amount") == "total_amount"
+    assert items.get("line_quantity") == "quantity"
+    assert items.get("Line Item Unit Price") == "unit_price"
+    assert items.get("line_description", "line_description") == "description"

@@ -191,8 +191,13 @@ class LabelMap:
 
     @classmethod
     def line_items(cls, overrides: Mapping[str, str] | None = None) -> LabelMap:
-        """The line-item map with a profile's ``line_item_mapping``."""
-        return cls(LINE_ITEM_LABELS, overrides)
+        """The line-item map with a profile's ``line_item_mapping`` (``line_<field>`` and
+        ``line item <field>`` are recognised too)."""
+        named = {
+            target: (*labels, f"line_{target}", f"line item {target}")
+            for target, labels in LINE_ITEM_LABELS.items()
+        }
+        return cls(named, overrides)
 
     def get(self, *names: str | None) -> str | None:
         """The target of the first name that is known (the exact spelling first)."""

@@ -67,12 +67,20 @@ PROCESSING_CODES = frozenset({0, 10, 1, 20, 3, 30, 4, 40})
 
 POLL_FIELDS = (
     "id,status_data,labeling_available,is_reviewed,proposed_split,document_set,"
-    "data_file_name,number_of_pages,status_data_message,error_message,processing_error"
+    "data_file_name,number_of_pages,status_reason,status_data_message,error_message,"
+    "processing_error"
 )
 """What a poll asks for (``?fields=``, as Konfuzio's own UI polls): not the annotations or the
 text, which only ``fetch`` needs. A server that ignores ``fields`` answers the whole detail."""
 LOOKUP_FIELDS = "id,data_file_name,created_at,status_data,callback_url,document_set"
-FAILURE_FIELDS = ("status_data_message", "error_message", "processing_error", "error", "detail")
+FAILURE_FIELDS = (
+    "status_reason",
+    "status_data_message",
+    "error_message",
+    "processing_error",
+    "error",
+    "detail",
+)
 """Where a reason for status 111 may be found; the API documents none (NOTES-connector.md)."""
 MAX_SPLIT_KEPT = 50
 """At most this many parts of a proposed split are kept in the vendor data."""
