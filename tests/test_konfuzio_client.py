@@ -1114,6 +1114,28 @@ def test_one_refusal_does_not_stop_the_others(vendor, fake, tmp_path) -> None:
     assert fake.annotation(830)["revised"] is True, "found by label and value"
 
 
+def test_the_label_the_correction_names_wins_over_other_labels_of_the_field(
+    vendor, fake, tmp_path
+) -> None:
+    ref, data = ready_document(vendor, fake, tmp_path)
+    labels = fake.documents[int(ref)]["annotation_sets"][0]["labels"]
+    labels.append(
+        {
+            "id": 108,
+            "name": "Total",
+            "api_name": "Total",
+            "annotations": [
+                {"id": 880, "offset_string": "25,50", "revised": False, "is_correct": False}
+            ],
+        }
+    )
+    (outcome,) = vendor.send_feedback(
+        ref, data, [Correction("total_amount", "25.50", "confirm", vendor_label="Total")], None
+    )
+    assert outcome.accepted
+    assert fake.annotation(880)["revised"] is True and fake.annotation(830)["revised"] is False
+
+
 def test_the_document_is_marked_reviewed_when_nothing_is_left(vendor, fake, tmp_path) -> None:
     ref, data = ready_document(vendor, fake, tmp_path)
     doc = fake.documents[int(ref)]

@@ -145,21 +145,24 @@ class KonfuzioReview:
         if correction.field.startswith(EXTRA):
             names.append(correction.field[len(EXTRA) :])
         names.append(correction.field)
-        exact = [n for n in names if n]
-        keys = {label_key(n) for n in exact}
-        candidates = [
-            s
-            for s in state.slots
-            if s.name in exact
-            or (s.api_name or "") in exact
-            or label_key(s.name) in keys
-            or (s.api_name is not None and label_key(s.api_name) in keys)
-        ]
-        if not candidates:
+        ranked = [key for key in (label_key(n) for n in names if n) if key]
+
+        def rank(slot: Slot) -> int | None:
+            found = [
+                ranked.index(k)
+                for k in (label_key(slot.name), label_key(slot.api_name or ""))
+                if k and k in ranked
+            ]
+            return min(found) if found else None
+
+        candidates = [(rank(s), s) for s in state.slots]
+        matches = [(r, s) for r, s in candidates if r is not None]
+        if not matches:
             return None, None
-        # a document-level set that exists first, then a potential one, tables last
-        candidates.sort(key=lambda s: (s.repeating, s.set_id is None))
-        return candidates[0], None
+        # a document-level set that exists first, then a potential one, tables last; within
+        # those the label named by the correction before other labels of the field
+        matches.sort(key=lambda m: (m[1].repeating, m[1].set_id is None, m[0]))
+        return matches[0][1], None
 
     # ------------------------------------------------------------------ the kinds
 

@@ -72,7 +72,7 @@ POLL_FIELDS = (
 )
 """What a poll asks for (``?fields=``, as Konfuzio's own UI polls): not the annotations or the
 text, which only ``fetch`` needs. A server that ignores ``fields`` answers the whole detail."""
-LOOKUP_FIELDS = "id,data_file_name,created_at,status_data,callback_url,document_set"
+LOOKUP_FIELDS = "id,project,data_file_name,created_at,status_data,callback_url,document_set"
 FAILURE_FIELDS = (
     "status_reason",
     "status_data_message",
