@@ -26,6 +26,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "vendor": {
         "local": "connectors.vendors.local:LocalVendor",
+        "konfuzio": "connectors.vendors.konfuzio.vendor:KonfuzioVendor",
         "rossum": "connectors.vendors.rossum.vendor:RossumVendor",
     },
     "destination": {

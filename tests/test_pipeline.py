@@ -54,7 +54,9 @@ def make_daemon(tmp_path, monkeypatch):
     available.cache_clear()
 
 
-def offer(daemon: Daemon, name: str, data: bytes = b"%PDF-1.4 fake %%EOF") -> int:
+def offer(
+    daemon: Daemon, name: str, data: bytes = b"%PDF-1.4 fake %%EOF", mime: str = "text/plain"
+) -> int:
     import io
     from contextlib import nullcontext
 
@@ -64,7 +66,7 @@ def offer(daemon: Daemon, name: str, data: bytes = b"%PDF-1.4 fake %%EOF") -> in
             source_ref=name,
             filename=name,
             open=lambda: nullcontext(io.BytesIO(data)),
-            mime_type="text/plain",
+            mime_type=mime,
         )
     )
     assert outcome.status in (IngestStatus.INGESTED, IngestStatus.DUPLICATE), outcome

@@ -169,7 +169,35 @@ def testkit_vendor(tmp_path: Path) -> Iterator[VendorRun]:
         )
 
 
+@contextmanager
+def konfuzio_vendor(tmp_path: Path) -> Iterator[VendorRun]:
+    from connectors.vendors.konfuzio.emulator import EmulatorOptions, create_app
+
+    app = create_app(EmulatorOptions(delay=0.2))
+    state = app.state.emulator
+    with serve(app) as url:
+        yield VendorRun(
+            kind="konfuzio",
+            settings={
+                "kind": "konfuzio",
+                "base_url": url,
+                "username": "user@example.com",
+                "password": "secret",
+                "project": 1,
+                "poll_interval": 0.2,
+            },
+            tmp_path=tmp_path,
+            bad_credentials={"password": "wrong"},
+            fast={"max_retries": 1, "retry_after_max": 0.1},
+            requests=app.state.requests,
+            faults=app.state.faults,
+            upload_path="/api/v3/documents/",
+            uploads=lambda: len(state.documents),
+        )
+
+
 VENDORS: dict[str, Callable[[Path], AbstractContextManager[VendorRun]]] = {
+    "konfuzio": konfuzio_vendor,
     "local": local_vendor,
     "rossum": rossum_vendor,
     "testkit": testkit_vendor,

@@ -23,7 +23,7 @@ from daemon import config as config_mod
 from daemon.runtime import Daemon
 from tests.conformance.harness import VENDORS, VendorRun, document, ready
 from tests.daemon_proc import wait_until
-from tests.invoices import expected_fields, random_spec
+from tests.invoices import expected_fields, random_spec, render_pdf
 
 OFFLINE = {"local"}
 """Vendors with no server to talk to: the HTTP checks do not apply."""
@@ -126,7 +126,8 @@ def test_refused_credentials_pause_that_profile_and_the_others_go_on(run):
     daemon.open()
     daemon.start()
     try:
-        held = offer(daemon, "bad-1.pdf", b"held back")
+        invoice = render_pdf(random_spec(31))
+        held = offer(daemon, "bad-1.pdf", invoice, "application/pdf")  # a vendor takes PDFs
         fine = [
             offer(daemon, f"ok-{n}.txt", f"Invoice {n}\nTotal 1.00 EUR".encode()) for n in (1, 2)
         ]
