@@ -22,7 +22,14 @@ log = logging.getLogger("docrelay")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes a ``nargs="*"`` positional once, before any option that follows it
+    # (``correct 7 --confirm a b=1``): commands that say so get the words left over.
+    late = getattr(args, "late_positionals", None)
+    if extra and late and not any(word.startswith("-") for word in extra):
+        getattr(args, late).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_CONFIG
@@ -103,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD",
         help="the extracted value of FIELD is right (repeatable)",
     )
+    p.set_defaults(late_positionals="values")
     p = command("emulate", cmd_emulate, "run a vendor's API emulator to try a config offline")
     p.add_argument("vendor", help="vendor kind, e.g. rossum")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of the emulator (--help)")

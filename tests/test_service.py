@@ -217,6 +217,10 @@ def test_correct_refuses_unknown_fields_and_values_of_the_wrong_type(tmp_path):
     assert invoice() == before, "a refused correction changes nothing, not even its valid part"
     confirmed = cli(config, "correct", "1", "--confirm", "invoice_number")
     assert "confirmed" in confirmed.stdout
+    mixed = cli(config, "correct", "1", "--confirm", "invoice_number", "total_amount=12.50")
+    assert "confirmed" in mixed.stdout and "→ 12.50" in mixed.stdout, "values after an option"
+    stray = cli(config, "correct", "1", "--confirm", "invoice_number", "--bogus", check=False)
+    assert stray.returncode == 2 and "unrecognized arguments: --bogus" in stray.stderr
     gone = cli(config, "correct", "1", "--confirm", "extra.never_read", check=False)
     assert gone.returncode == 2 and "no value to confirm" in gone.stderr
     engine.dispose()
