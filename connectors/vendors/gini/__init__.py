@@ -1,0 +1,1 @@
+"""Gini: the vendor connector (and, on its own branch, the emulator)."""
