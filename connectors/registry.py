@@ -35,6 +35,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",
         "konfuzio": "connectors.vendors.konfuzio.emulator_cli:KonfuzioEmulator",
+        "gini": "connectors.vendors.gini.emulator_cli:GiniEmulator",
     },
 }
 
