@@ -34,7 +34,11 @@ def test_the_seeds_amount_to_pay_gives_amount_due_and_currency_with_its_box():
     assert due.bbox.inside_page()
     currency = result.get("currency")
     assert currency is not None and currency.value_text == "EUR"
-    assert [f.name for f in result.fields] == ["amount_due", "currency"]  # candidates: raw only
+    assert [f.name for f in result.fields] == ["amount_due", "currency", "total_amount"]
+    total = result.get("total_amount")
+    assert total is not None and total.vendor_label == "amountToPay"  # no total label: derived
+    alone = mapping.normalize(stored(SEED_EXTRACTIONS), amount_to_pay_is_total=False)
+    assert alone.get("total_amount") is None
 
 
 def test_the_feedback_chapters_result_maps_iban_and_reference():

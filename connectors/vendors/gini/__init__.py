@@ -1,1 +1,1 @@
-"""Gini: the vendor connector (and, on its own branch, the emulator)."""
+"""Gini: the documents API of api.gini.net and its User Center (connector and emulator)."""

@@ -22,6 +22,7 @@ The input is what ``GiniVendor.fetch`` stores::
   overrides; several labels may feed one field in order of precedence: the first present gives
   the field, the others are kept as ``extra.<label>``; unknown labels become ``extra.<label>``;
 * ``amountToPay`` gives ``amount_due`` and, unless a ``currency`` label is there, ``currency``;
+  unless a total label is there (and ``amount_to_pay_is_total`` is on), ``total_amount`` too;
 * boxes: ``left top width height`` in DTP points from the page's upper-left corner (the layout
   chapter's coordinate system, 004:309-310; that boxes use it too is the contract's inference),
   ``page`` 1-based. They are kept in points, scaled where Gini's page size (layout) and ours
@@ -304,6 +305,8 @@ def normalize(
     raw: Any,
     field_map: LabelMap = DEFAULT_FIELDS,
     line_item_map: LabelMap = DEFAULT_LINE_ITEMS,
+    *,
+    amount_to_pay_is_total: bool = True,
 ) -> CanonicalResult:
     """The canonical result of a stored Gini result (see the module docstring)."""
     if not isinstance(raw, Mapping):
@@ -358,6 +361,8 @@ def normalize(
                     vendor_label=due[1].label,
                 )
             )
+    if amount_to_pay_is_total and "total_amount" not in chosen and due is not None:
+        fields.append(field_value("total_amount", due[1]))
     fields.extend(extras)
 
     compounds = outer.get("compoundExtractions") if isinstance(outer, Mapping) else None

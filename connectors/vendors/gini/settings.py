@@ -72,6 +72,10 @@ class GiniSettings(VendorSettings):
     name, so a lost upload answer is found again by it instead of being uploaded twice (the
     list documents no metadata). Off: the look-up matches the metadata only, where Gini shows
     it."""
+    amount_to_pay_is_total: bool = True
+    """Take ``amountToPay`` as the invoice's ``total_amount`` too when Gini's answer has no
+    total label of its own (Gini's documents are payment-centric: usually only the amount to
+    pay is read). Off: ``amountToPay`` gives ``amount_due`` only."""
     max_upload_bytes: int = Field(10 * MiB, ge=1)
     """Documents of this size or more are refused before upload ("must be less than 10 MiB")."""
     max_text_bytes: int = Field(512 * KiB, ge=1)

@@ -363,7 +363,12 @@ class GiniVendor(Vendor):
 
     def normalize(self, raw: Any) -> CanonicalResult:
         """Pure mapping with this profile's label tables (see ``mapping``)."""
-        return mapping.normalize(raw, self.field_map, self.line_item_map)
+        return mapping.normalize(
+            raw,
+            self.field_map,
+            self.line_item_map,
+            amount_to_pay_is_total=self.settings.amount_to_pay_is_total,
+        )
 
     # ------------------------------------------------------------------ no webhooks
 
