@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,72 @@ def test_layout_processed_probe_and_purge(emu, made, tmp_path):
     vendor.purge(submitted.vendor_ref, data)
     vendor.purge(submitted.vendor_ref, data)
     assert emu.documents() == []
+
+
+def test_the_daemon_takes_a_document_through_gini_and_sends_a_correction_back(emu, tmp_path):
+    from sqlalchemy import select, text
+
+    from daemon import config as config_mod
+    from daemon.pipeline import ledger
+    from daemon.pipeline.feedback import correct
+    from daemon.runtime import Daemon
+    from tests.daemon_proc import wait_until
+    from tests.test_pipeline import offer
+
+    raw = {
+        "store": {"url": f"sqlite:///{tmp_path}/d.db", "blob_dir": str(tmp_path / "b")},
+        "web": {"enabled": False},
+        "pipeline": {"backoff_initial": 0.05, "backoff_max": 0.2},
+        "vendors": {
+            "gini": {
+                "kind": "gini",
+                "base_url": emu.url,
+                "auth_url": emu.url,
+                "client_id": "client",
+                "client_secret": "secret",
+                "username": "user@example.com",
+                "password": "secret",
+                "poll_interval": 0.1,
+            }
+        },
+        "destinations": {"out": {"kind": "folder", "path": str(tmp_path / "out")}},
+        "routes": [{"vendor": "gini", "destinations": ["out"]}],
+    }
+    daemon = Daemon(config_mod.validate(raw, Path("gini.toml")))
+    daemon.open()
+    daemon.start()
+    try:
+        doc = offer(daemon, "invoice.pdf", render_pdf(random_spec(11)), "application/pdf")
+        export = tmp_path / "out" / f"{doc}.json"
+        wait_until(export.exists, 20, what="exported")
+        expected = expected_fields(random_spec(11))
+        with daemon.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT invoice_number, total_amount, vendor FROM docrelay_invoices "
+                    "WHERE document_id = :d"
+                ),
+                {"d": doc},
+            ).one()
+        assert row.invoice_number == expected["invoice_number"] and row.vendor == "gini"
+        assert Decimal(str(row.total_amount)) == expected["total_amount"]  # SQLite: a REAL
+        correct(daemon.engine, doc, {"invoice_number": "RE-NEW-1", "supplier_iban": ""},
+                vendors=daemon.vendors)  # fmt: skip
+        daemon.wake_all()
+
+        def states() -> dict[str, str]:
+            fb = ledger.feedback
+            with daemon.engine.connect() as conn:
+                rows = conn.execute(
+                    select(fb.c.field, fb.c.state).where(fb.c.kind == "correction")
+                ).all()
+            return {r.field: r.state for r in rows}
+
+        wait_until(lambda: set(states().values()) == {"sent"}, 20, what="feedback sent")
+        (shown,) = emu.documents()
+        batch = next(f for f in shown["feedback"] if f["kind"] == "batch")
+        assert batch["feedback"]["invoiceId"] == {"value": "RE-NEW-1"}
+        assert "iban" not in batch["feedback"]
+        assert len(shown["feedback"]) == 2  # the batch and the DELETE of iban
+    finally:
+        daemon.stop()
