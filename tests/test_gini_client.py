@@ -450,6 +450,32 @@ def test_a_lost_upload_answer_is_found_in_the_document_list_not_uploaded_again(
     assert fake.count("GET", "/documents") == 2  # 4 documents, two per page
 
 
+def test_upload_names_are_plain_and_carry_the_type(vendor, tmp_path):
+    doc = make_document(tmp_path, 9, filename="../in\tbox/scan.JPG", mime="image/jpeg")
+    assert vendor.upload_name(doc, "image/jpeg") == f"scan.{tag(doc)}.JPG"
+    pdf = make_document(tmp_path, 10, filename="Rechnung.jpg")
+    assert vendor.upload_name(pdf, "application/pdf") == f"Rechnung.{tag(pdf)}.pdf"
+    blank = make_document(tmp_path, 11, filename="...")
+    assert vendor.upload_name(blank, "application/pdf") == f"document.{tag(blank)}.pdf"
+
+
+def test_without_tag_or_metadata_there_is_no_reconcile_and_the_engine_knows(fake, clock, tmp_path):
+    made = make_vendor(fake, clock, tmp_path, tag_file_name=False, document_id_metadata=None)
+    assert made.capabilities.reconcile_uploads is False
+    made.submit(make_document(tmp_path), first_attempt=False)
+    assert fake.count("GET", "/documents") == 0 and len(fake.uploads) == 1
+    assert fake.uploads[0]["query"] == {"filename": "Rechnung 4711.pdf"}
+    by_metadata = make_vendor(fake, clock, tmp_path, tag_file_name=False)
+    assert by_metadata.capabilities.reconcile_uploads is True
+
+
+def test_the_look_up_finds_an_upload_by_the_metadata_gini_shows(fake, clock, tmp_path):
+    made = make_vendor(fake, clock, tmp_path, tag_file_name=False)
+    doc_id = fake.add_document("Rechnung 4711.pdf", metadata={"docrelayid": "7"})
+    found = made.submit(make_document(tmp_path), first_attempt=False)
+    assert found.vendor_ref == doc_id and fake.uploads == []
+
+
 def test_a_retry_with_nothing_found_uploads(vendor, fake, tmp_path):
     fake.add_document("Rechnung 4711.docrelay-7-00000000.pdf")  # another life of id 7
     fake.documents[next(iter(fake.documents))]["creationDate"] = 0  # long before

@@ -37,6 +37,7 @@ from connectors.base import (
     WebhookRequest,
 )
 from connectors.errors import TerminalError, TransientError, WebhookRejected
+from connectors.filenames import safe_filename
 from connectors.vendors.gini import mapping
 from connectors.vendors.gini.client import GiniClient
 from connectors.vendors.gini.feedback import GiniFeedback
@@ -99,7 +100,8 @@ class GiniVendor(Vendor):
         self.capabilities = VendorCapabilities(  # type: ignore[misc]
             webhooks=False,
             feedback=True,
-            reconcile_uploads=True,
+            # the look-up needs our id on the upload: in its name, or in metadata Gini shows
+            reconcile_uploads=settings.tag_file_name or settings.document_id_metadata is not None,
             poll_interval=self.poll_interval,
         )
         self.wall = wall
@@ -162,7 +164,7 @@ class GiniVendor(Vendor):
         """The file name Gini gets (``?filename=`` or the multipart part's): ours with its
         type's extension, tagged with our document id and the start of its hash unless
         ``tag_file_name`` is off."""
-        base = os.path.basename(document.filename.replace("\\", "/")) or "document"
+        base = safe_filename(document.filename, fallback="document")
         stem, suffix = os.path.splitext(base)
         ext = EXTENSIONS.get(mime, "")
         if ext and suffix.lower() not in _ALIASES.get(ext, (ext,)):
@@ -195,7 +197,7 @@ class GiniVendor(Vendor):
                     pages,
                     self.settings.max_pages,
                 )
-        if not first_attempt:
+        if not first_attempt and self.capabilities.reconcile_uploads:
             existing = self._find_existing(document, name, since)
             if existing is not None:
                 log.info(
