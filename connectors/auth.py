@@ -349,6 +349,9 @@ class OAuth2(TokenSession):
     the old one stops working after a while. With ``state_file`` the newest is kept there
     (mode 0600, written atomically) and preferred over the configured one, unless the
     configured one changed since (an operator re-authorised the account: theirs wins).
+
+    ``grant_in_query`` repeats ``grant_type`` in the query string (``/oauth/token?grant_type=
+    password``), as Gini's user centre documents it; the form keeps it too (RFC 6749).
     """
 
     refused_again: ClassVar[str] = "refused a refreshed token"
@@ -366,6 +369,7 @@ class OAuth2(TokenSession):
         scope: str | None = None,
         extra: Mapping[str, str] | None = None,
         client_auth: Literal["basic", "body"] = "basic",
+        grant_in_query: bool = False,
         state_file: Path | None = None,
         refresh_margin: float = 300.0,
         name: str = "the token endpoint",
@@ -388,6 +392,7 @@ class OAuth2(TokenSession):
         self.scope = scope
         self.extra = dict(extra or {})
         self.client_auth = client_auth
+        self.grant_in_query = grant_in_query
         self.state_file = state_file
         self.name = name
         configured = _plain(refresh_token)
@@ -480,8 +485,15 @@ class OAuth2(TokenSession):
             if self.client_secret:
                 form["client_secret"] = self.client_secret
         refusals = [s for s in range(400, 500) if s not in (408, 429)]
+        params = {"grant_type": grant} if self.grant_in_query else None
         response = self._http.request(
-            "POST", self.token_url, data=form, headers=headers, allow=refusals, auth=False
+            "POST",
+            self.token_url,
+            params=params,
+            data=form,
+            headers=headers,
+            allow=refusals,
+            auth=False,
         )
         if response.status_code >= 400:
             self._refused(grant, response)

@@ -26,6 +26,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "vendor": {
         "local": "connectors.vendors.local:LocalVendor",
+        "gini": "connectors.vendors.gini.vendor:GiniVendor",
         "konfuzio": "connectors.vendors.konfuzio.vendor:KonfuzioVendor",
         "rossum": "connectors.vendors.rossum.vendor:RossumVendor",
     },
@@ -35,6 +36,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",
         "konfuzio": "connectors.vendors.konfuzio.emulator_cli:KonfuzioEmulator",
+        "gini": "connectors.vendors.gini.emulator_cli:GiniEmulator",
     },
 }
 

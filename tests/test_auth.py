@@ -483,3 +483,33 @@ def test_rotated_refresh_tokens_are_scrubbed_from_token_endpoint_errors(clock: C
         auth.token()
     assert "rt-1" not in str(caught.value) and "rt-1" not in (caught.value.detail or "")
     assert "***" in (caught.value.detail or "")
+
+
+def test_grant_in_query_repeats_the_grant_type_in_the_query(clock: Clock) -> None:
+    endpoint = TokenEndpoint(expires_in=100)
+    queries: list[str] = []
+    inner = endpoint.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        queries.append(request.url.query.decode())
+        return inner(request)
+
+    auth = OAuth2(
+        TOKEN_URL,
+        grant="password",
+        client_id="cid",
+        client_secret="csecret",
+        username="u",
+        password="pw",
+        grant_in_query=True,
+        refresh_margin=10,
+        transport=httpx.MockTransport(handler),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert auth.token() == "at-1"
+    clock.now += 95
+    assert auth.token() == "at-2"
+    assert queries == ["grant_type=password", "grant_type=refresh_token"]
+    assert [f["grant_type"] for f in endpoint.forms] == ["password", "refresh_token"]
+    assert oauth(endpoint, clock).grant_in_query is False

@@ -8,6 +8,11 @@ page's size in points and text. Each emulator renders that in its vendor's forma
 (Rossum: pixels at 144 dpi; Gini: points with width/height; DeepOpinion: fractions of the
 page). A test that generates an invoice (``tests/invoices.py``) therefore knows what every
 emulator must return.
+
+``extract(..., read_pages=N)`` reads only a PDF's first N pages, as vendors that process part of
+a long document do (Gini: the first 10). ``pdf_facts`` says how many pages a PDF has and whether
+it is protected; ``pdf_words`` gives every word on a PDF's pages with its box and font, for
+vendors that return a document's layout.
 """
 
 from __future__ import annotations
@@ -109,13 +114,16 @@ def extract(
     ocr: bool = False,
     max_pages: int = DEFAULT_MAX_PAGES,
     ocr_timeout: float = 60.0,
+    read_pages: int | None = None,
 ) -> Extraction:
     """Read a document (PDF, PNG, JPEG, TIFF or plain text). OCR (tesseract) only when ``ocr``
     is set: without it scans and images fail with a reason, as they do at a vendor that
-    rejects them."""
+    rejects them. ``read_pages`` (PDFs only): read the first pages only, ignore the rest."""
     kind = text_layer.base_mime_type(mime_type)
     if kind not in text_layer.SUPPORTED_TYPES:
         return Extraction(error=f"unsupported file type {mime_type or 'unknown'}")
+    if kind == "application/pdf" and read_pages is not None:
+        data = first_pages(data, read_pages)
     suffix = {"application/pdf": ".pdf", "text/plain": ".txt"}.get(kind, ".img")
     with tempfile.TemporaryDirectory(prefix="docrelay-emulator-") as tmp:
         path = Path(tmp) / f"document{suffix}"
@@ -254,3 +262,170 @@ def _box(textpage: Any, text: str, page_height: float) -> BBox | None:
     right = max(b[2] for b in boxes)
     top = max(b[3] for b in boxes)
     return BBox(left=left, top=page_height - top, right=right, bottom=page_height - bottom)
+
+
+# --------------------------------------------------------------------------- PDF facts and words
+
+
+@dataclass(frozen=True, slots=True)
+class PdfFacts:
+    """What a vendor checks of a PDF at upload."""
+
+    pages: int | None
+    """Its page count; None when it cannot be opened."""
+    protection: str | None
+    """``password`` (it needs one to open), ``restrictions`` (a security handler without a
+    user password: owner restrictions such as no printing or copying), else None."""
+    error: str | None = None
+    """Why it could not be opened, when not for a password."""
+
+
+def pdf_facts(data: bytes) -> PdfFacts:
+    """Page count and protection of a PDF (``error`` set when PDFium cannot open it)."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    with pdfium_lock.LOCK:
+        try:
+            document = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            if getattr(exc, "err_code", None) == 4:  # FPDF_ERR_PASSWORD
+                return PdfFacts(None, "password")
+            return PdfFacts(None, None, f"PDF is unreadable or corrupt ({exc})")
+        try:
+            restricted = pdfium_c.FPDF_GetSecurityHandlerRevision(document.raw) != -1
+            return PdfFacts(len(document), "restrictions" if restricted else None)
+        finally:
+            document.close()
+
+
+def first_pages(data: bytes, count: int) -> bytes:
+    """A PDF of the first ``count`` pages of ``data`` (``data`` itself when it has no more, or
+    when PDFium cannot open it: the reader then reports why)."""
+    import io
+
+    import pypdfium2 as pdfium
+
+    with pdfium_lock.LOCK:
+        try:
+            source = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError:
+            return data
+        try:
+            if len(source) <= count:
+                return data
+            target = pdfium.PdfDocument.new()
+            try:
+                target.import_pages(source, list(range(count)))
+                buffer = io.BytesIO()
+                target.save(buffer)
+                return buffer.getvalue()
+            finally:
+                target.close()
+        finally:
+            source.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One word as printed: its text, box (points from the top-left) and font."""
+
+    text: str
+    box: BBox
+    font_size: float
+    font_name: str
+    bold: bool
+
+
+@dataclass(slots=True)
+class PageWords:
+    """A page's size in points and its words, line by line in reading order."""
+
+    number: int
+    width: float
+    height: float
+    lines: list[list[Word]] = field(default_factory=list)
+
+
+def pdf_words(data: bytes, *, max_pages: int | None = None) -> list[PageWords]:
+    """Every word of the text layer of a PDF's first ``max_pages`` pages (all when None);
+    ``[]`` when PDFium cannot open it. Lines break where the text layer breaks them; words at
+    whitespace."""
+    import pypdfium2 as pdfium
+
+    pages: list[PageWords] = []
+    with pdfium_lock.LOCK:
+        try:
+            document = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError:
+            return []
+        try:
+            count = len(document) if max_pages is None else min(len(document), max_pages)
+            for index in range(count):
+                page = document[index]
+                try:
+                    width, height = page.get_size()
+                    textpage = page.get_textpage()
+                    try:
+                        lines = _page_lines(textpage, height)
+                    finally:
+                        textpage.close()
+                finally:
+                    page.close()
+                pages.append(PageWords(index + 1, width, height, lines))
+        finally:
+            document.close()
+    return pages
+
+
+def _page_lines(textpage: Any, page_height: float) -> list[list[Word]]:
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    lines: list[list[Word]] = []
+    line: list[Word] = []
+    chars: list[int] = []
+    name = ctypes.create_string_buffer(256)
+
+    def end_word() -> None:
+        if not chars:
+            return
+        boxes = [textpage.get_charbox(i) for i in chars]
+        first = chars[0]
+        size = float(pdfium_c.FPDFText_GetFontSize(textpage.raw, first))
+        flags = ctypes.c_int()
+        pdfium_c.FPDFText_GetFontInfo(textpage.raw, first, name, len(name), ctypes.byref(flags))
+        font = name.value.decode("utf-8", "replace")
+        weight = pdfium_c.FPDFText_GetFontWeight(textpage.raw, first)
+        line.append(
+            Word(
+                text="".join(chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, i)) for i in chars),
+                box=BBox(
+                    left=min(b[0] for b in boxes),
+                    top=page_height - max(b[3] for b in boxes),
+                    right=max(b[2] for b in boxes),
+                    bottom=page_height - min(b[1] for b in boxes),
+                ),
+                font_size=size,
+                font_name=font,
+                bold=weight >= 600 or "bold" in font.lower(),
+            )
+        )
+        chars.clear()
+
+    for index in range(textpage.count_chars()):
+        char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, index))
+        if char in "\r\n":
+            end_word()
+            if line:
+                lines.append(line)
+                line = []
+        elif char.isspace() or char == "\x00":
+            end_word()
+        else:
+            chars.append(index)
+    end_word()
+    if line:
+        lines.append(line)
+    return lines

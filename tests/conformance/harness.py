@@ -196,7 +196,37 @@ def konfuzio_vendor(tmp_path: Path) -> Iterator[VendorRun]:
         )
 
 
+@contextmanager
+def gini_vendor(tmp_path: Path) -> Iterator[VendorRun]:
+    from connectors.vendors.gini.emulator import EmulatorOptions, create_app
+
+    app = create_app(EmulatorOptions(delay=0.2))
+    state = app.state.emulator
+    with serve(app) as url:
+        yield VendorRun(
+            kind="gini",
+            settings={
+                "kind": "gini",
+                "base_url": url,
+                "auth_url": url,  # the emulator's User Center shares its port
+                "client_id": "client",
+                "client_secret": "secret",
+                "username": "user@example.com",
+                "password": "secret",
+                "poll_interval": 0.2,
+            },
+            tmp_path=tmp_path,
+            bad_credentials={"password": "wrong"},
+            fast={"max_retries": 1, "retry_after_max": 0.1},
+            requests=app.state.requests,
+            faults=app.state.faults,
+            upload_path="/documents",
+            uploads=lambda: len(state.documents),
+        )
+
+
 VENDORS: dict[str, Callable[[Path], AbstractContextManager[VendorRun]]] = {
+    "gini": gini_vendor,
     "konfuzio": konfuzio_vendor,
     "local": local_vendor,
     "rossum": rossum_vendor,
