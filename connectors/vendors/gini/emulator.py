@@ -602,5 +602,6 @@ def create_app(options: EmulatorOptions | None = None, *, clock: Clock | None = 
         requests=state.requests,
         faults=state.faults,
         error_body=error_body,
+        error_media_type=MEDIA_TYPE,
         exception_handlers={HTTPException: _http_error},
     )
