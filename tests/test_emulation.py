@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fpdf import FPDF
+from fpdf.enums import AccessPermission
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,7 +37,7 @@ from connectors.emulation.callbacks import (
     unsigned,
 )
 from connectors.emulation.clock import ManualClock, SystemClock
-from connectors.emulation.extraction import extract
+from connectors.emulation.extraction import PdfFacts, extract, pdf_facts, pdf_words
 from connectors.emulation.faults import (
     KINDS,
     PROCESSED,
@@ -680,6 +682,46 @@ def test_engine_reads_plain_text_without_page_sizes():
     result = extract(text.encode(), "text/plain; charset=utf-8")
     assert result.fields["invoice_number"].value == "T-77"
     assert result.pages[0].width is None and result.fields["invoice_number"].box is None
+
+
+def test_engine_reads_only_the_first_pages_when_asked():
+    spec = random_spec(9, "en", long=True)
+    pdf = render_pdf(spec, "en")
+    whole = extract(pdf, "application/pdf")
+    assert len(whole.pages) > 1
+    first = extract(pdf, "application/pdf", read_pages=1, max_pages=1)
+    assert first.ok and [p.number for p in first.pages] == [1]
+    assert first.pages[0].text == whole.pages[0].text
+    assert extract(pdf, "application/pdf", read_pages=99).pages == whole.pages
+
+
+def test_pdf_facts_pages_and_protection():
+    spec = random_spec(1)
+    assert pdf_facts(render_pdf(spec)) == PdfFacts(1, None)
+    assert pdf_facts(encrypted_pdf_bytes(spec)) == PdfFacts(None, "password")
+    pdf = FPDF()
+    pdf.set_encryption(owner_password="owner", permissions=AccessPermission.PRINT_LOW_RES)
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=10)
+    pdf.text(20, 20, "Restricted but readable")
+    assert pdf_facts(bytes(pdf.output())) == PdfFacts(1, "restrictions")
+    broken = pdf_facts(b"%PDF-1.4 nothing else")
+    assert broken.pages is None and broken.protection is None and broken.error
+
+
+def test_pdf_words_lie_where_the_engine_boxes_its_values():
+    spec = random_spec(3, "de")
+    pdf = render_pdf(spec, "de")
+    (page,) = pdf_words(pdf)
+    assert (round(page.width, 1), round(page.height, 1)) == (595.3, 841.9)
+    words = [w for line in page.lines for w in line]
+    assert "".join(w.text for w in page.lines[0]) == "Rechnung"
+    iban = extract(pdf, "application/pdf").fields["supplier_iban"]
+    assert iban.box is not None
+    first = next(w for w in words if w.text == iban.text.split()[0])
+    assert abs(first.box.left - iban.box.left) < 0.01 and abs(first.box.top - iban.box.top) < 1
+    assert all(w.font_name == "Helvetica" and w.font_size == 10.0 and not w.bold for w in words)
+    assert pdf_words(b"not a pdf") == []
 
 
 def test_engine_and_kit_import_no_vendor_code():

@@ -344,11 +344,16 @@ async def drop_connection(
 
 
 async def send_json(
-    send: Send, status: int, body: Any, headers: Mapping[str, str] | None = None
+    send: Send,
+    status: int,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+    *,
+    media_type: str = "application/json",
 ) -> None:
-    """A complete JSON answer."""
+    """A complete JSON answer (``media_type``: a vendor's JSON type, e.g. Gini's vnd one)."""
     raw = json.dumps(body).encode()
-    await send_bytes(send, status, raw, "application/json", headers)
+    await send_bytes(send, status, raw, media_type, headers)
 
 
 async def send_bytes(
@@ -394,7 +399,8 @@ def _with_length(headers: Iterable[tuple[bytes, bytes]], length: int) -> list[tu
 class FaultMiddleware:
     """Throttling and fault injection for API requests under ``api_prefix`` (every path but
     ``/_emulator`` when empty). ``error_body`` shapes the answers it makes up (vendors have
-    their own error JSON); ``client_key`` says whom the rate limit counts."""
+    their own error JSON) and ``error_media_type`` their Content-Type; ``client_key`` says whom
+    the rate limit counts."""
 
     def __init__(
         self,
@@ -403,12 +409,14 @@ class FaultMiddleware:
         *,
         api_prefix: str = "",
         error_body: ErrorBody = default_error_body,
+        error_media_type: str = "application/json",
         client_key: ClientKey = client_key,
     ) -> None:
         self.app = app
         self.injector = injector
         self.api_prefix = api_prefix
         self.error_body = error_body
+        self.error_media_type = error_media_type
         self.client_key = client_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -421,7 +429,9 @@ class FaultMiddleware:
             note_fault(scope, THROTTLED)
             message = f"Request was throttled. Expected available in {seconds} seconds."
             body = self.error_body(429, message)
-            await send_json(send, 429, body, {"Retry-After": str(seconds)})
+            await send_json(
+                send, 429, body, {"Retry-After": str(seconds)}, media_type=self.error_media_type
+            )
             return
         kind = self.injector.pick(scope["method"], scope["path"])
         if kind is None:
@@ -433,10 +443,12 @@ class FaultMiddleware:
     async def _inject(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         if kind in ("500", "502", "503", "504"):
             headers = {"Retry-After": "1"} if kind == "503" else None
-            await send_json(send, int(kind), self.error_body(int(kind), FAULT_DETAIL), headers)
+            body = self.error_body(int(kind), FAULT_DETAIL)
+            await send_json(send, int(kind), body, headers, media_type=self.error_media_type)
         elif kind == "500_after":
             await self.app(scope, receive, _discard)
-            await send_json(send, 500, self.error_body(500, AFTER_DETAIL))
+            body = self.error_body(500, AFTER_DETAIL)
+            await send_json(send, 500, body, media_type=self.error_media_type)
         elif kind == "slow":
             await self.injector.clock.async_sleep(self.injector.settings.slow_seconds)
             await self.app(scope, receive, send)

@@ -217,7 +217,7 @@ def _api(handler: Handler, *, negotiate: bool = True) -> Any:
 async def _json_body(request: Request) -> Any:
     """A strict JSON body (``application/vnd.gini.v1+json`` or ``application/json``)."""
     kind = forms.media_type(request)
-    if kind not in (MEDIA_TYPE, "application/json", "application/vnd.gini.v1.json"):
+    if kind not in (MEDIA_TYPE, "application/json"):
         raise ApiError(415, f"Send {MEDIA_TYPE}, not {kind or 'no Content-Type'}")
     try:
         raw = await forms.read_body(request, 1024 * 1024)
@@ -602,5 +602,6 @@ def create_app(options: EmulatorOptions | None = None, *, clock: Clock | None = 
         requests=state.requests,
         faults=state.faults,
         error_body=error_body,
+        error_media_type=MEDIA_TYPE,
         exception_handlers={HTTPException: _http_error},
     )
