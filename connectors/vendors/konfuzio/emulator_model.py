@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from connectors.base import DOCUMENT_FIELDS
 from connectors.emulation import extraction as engine
@@ -260,6 +260,38 @@ class MissingAnnotation:
     label_set_id: int
     annotation_set_id: int | None
     created_at: float
+
+
+class _OfDocument(Protocol):
+    id: int
+    document_id: int
+
+
+Item = TypeVar("Item", bound=_OfDocument)
+
+
+class PerDocument(dict[int, Item]):
+    """Objects by id that also know which belong to each document: the views ask for one
+    document's annotations on every fetch and callback, and scanning them all made the
+    emulator slow down with every document it held. Items are added with ``[id] = item`` and
+    removed with ``del``; an item's ``document_id`` never changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_document: dict[int, dict[int, Item]] = {}
+
+    def __setitem__(self, key: int, item: Item) -> None:
+        super().__setitem__(key, item)
+        self._by_document.setdefault(item.document_id, {})[key] = item
+
+    def __delitem__(self, key: int) -> None:
+        item = self[key]
+        super().__delitem__(key)
+        self._by_document.get(item.document_id, {}).pop(key, None)
+
+    def of(self, document_id: int) -> list[Item]:
+        """The document's items, in the order they were added."""
+        return list(self._by_document.get(document_id, {}).values())
 
 
 @dataclass

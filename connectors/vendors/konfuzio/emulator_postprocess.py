@@ -21,6 +21,7 @@ from connectors.vendors.konfuzio.emulator_model import (
     DocumentSet,
     MissingAnnotation,
     Page,
+    PerDocument,
     pk_field,
 )
 
@@ -37,8 +38,8 @@ class Postprocess:
     documents: dict[int, Document]
     pages: dict[int, Page]
     annotation_sets: dict[int, AnnotationSet]
-    annotations: dict[int, Annotation]
-    missing: dict[int, MissingAnnotation]
+    annotations: PerDocument[Annotation]
+    missing: PerDocument[MissingAnnotation]
     document_sets: dict[int, DocumentSet]
 
     # the methods these call (tick, document, _next_id, _settle …) are KonfuzioState's

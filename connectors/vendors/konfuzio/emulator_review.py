@@ -23,6 +23,7 @@ from connectors.vendors.konfuzio.emulator_model import (
     DocumentSet,
     MissingAnnotation,
     Page,
+    PerDocument,
     bool_field,
     pk_field,
 )
@@ -40,8 +41,8 @@ class Review:
     documents: dict[int, Document]
     pages: dict[int, Page]
     annotation_sets: dict[int, AnnotationSet]
-    annotations: dict[int, Annotation]
-    missing: dict[int, MissingAnnotation]
+    annotations: PerDocument[Annotation]
+    missing: PerDocument[MissingAnnotation]
     document_sets: dict[int, DocumentSet]
 
     # the methods these call (tick, document, _next_id, _settle …) are KonfuzioState's
@@ -52,8 +53,8 @@ class Review:
         annotation sets and in the potential ones of the category."""
         if doc.status != DONE or not doc.extracted:
             return [f"The document is not processed yet (status {doc.status})."]
-        anns = [a for a in self.annotations.values() if a.document_id == doc.id]
-        missing = [m for m in self.missing.values() if m.document_id == doc.id]
+        anns = self.annotations.of(doc.id)
+        missing = self.missing.of(doc.id)
         problems = []
         pending = [a for a in anns if not a.revised]
         if pending:
@@ -363,7 +364,7 @@ class Review:
             key = (doc.id, label_id, label_set, set_id)
             if any(
                 (m.document_id, m.label_id, m.label_set_id, m.annotation_set_id) == key
-                for m in self.missing.values()
+                for m in self.missing.of(doc.id)
             ):
                 raise ApiError(
                     400,

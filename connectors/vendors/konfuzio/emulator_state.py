@@ -47,6 +47,7 @@ from connectors.vendors.konfuzio.emulator_model import (
     DocumentSet,
     MissingAnnotation,
     Page,
+    PerDocument,
     own_label_set,
 )
 from connectors.vendors.konfuzio.emulator_postprocess import Postprocess
@@ -57,6 +58,11 @@ if TYPE_CHECKING:
     from connectors.vendors.konfuzio.emulator import EmulatorOptions
 
 DATASET_STATUSES = {0: "None", 1: "Preparation", 2: "Training", 3: "Test", 4: "Excluded"}
+
+
+CALLBACK_SENDERS = 4
+"""Callbacks sent at once: they are hints (the client fetches the document), so their order
+does not matter and one slow receiver answer need not delay the callbacks behind it."""
 
 
 class KonfuzioState(Views, Review, Postprocess):
@@ -73,10 +79,13 @@ class KonfuzioState(Views, Review, Postprocess):
         self.tokens: dict[str, str] = {}
         """Token → user: one token per user, created on first login, kept until deleted."""
         self.documents: dict[int, Document] = {}
+        self._moving: dict[int, Document] = {}
+        """Documents started through the pipeline and perhaps not settled yet: the clock looks
+        only at these, not at every document the emulator holds."""
         self.pages: dict[int, Page] = {}
         self.annotation_sets: dict[int, AnnotationSet] = {}
-        self.annotations: dict[int, Annotation] = {}
-        self.missing: dict[int, MissingAnnotation] = {}
+        self.annotations: PerDocument[Annotation] = PerDocument()
+        self.missing: PerDocument[MissingAnnotation] = PerDocument()
         self.document_sets: dict[int, DocumentSet] = {}
         self.requests = RequestLog(self.clock)
         self.faults = FaultInjector(options, self.clock)
@@ -85,6 +94,7 @@ class KonfuzioState(Views, Review, Postprocess):
             on_result=self._callback_result,
             user_agent="konfuzio-emulator",
             name="konfuzio-emulator-callbacks",
+            senders=CALLBACK_SENDERS,
         )
         self.callbacks_sent: Counter[str] = Counter()
         """Callbacks queued, by ``done``/``failed``."""
@@ -123,7 +133,7 @@ class KonfuzioState(Views, Review, Postprocess):
                 self.clock.wait(self._wake, min(timeout, 60.0))
 
     def _next_due(self) -> float | None:
-        times = [d.due_at for d in self.documents.values() if d.due_at is not None]
+        times = [d.due_at for d in self._moving.values() if d.due_at is not None]
         return min(times) if times else None
 
     def _next_id(self, kind: str) -> int:
@@ -227,6 +237,7 @@ class KonfuzioState(Views, Review, Postprocess):
         doc.done_at = None
         doc.due_at = now + self.step_seconds
         doc.updated_at = now
+        self._moving[doc.id] = doc
         self._wake.notify_all()
 
     # ------------------------------------------------------------------ the clock
@@ -235,9 +246,12 @@ class KonfuzioState(Views, Review, Postprocess):
         """Make every status change that is due (cheap when nothing is)."""
         with self.lock:
             now = self.clock.now()
-            for doc in list(self.documents.values()):
-                while doc.due_at is not None and doc.due_at <= now:
-                    self._advance(doc)
+            for doc in list(self._moving.values()):
+                if doc.id in self.documents:
+                    while doc.due_at is not None and doc.due_at <= now:
+                        self._advance(doc)
+                if doc.due_at is None or doc.id not in self.documents:
+                    del self._moving[doc.id]
 
     def _advance(self, doc: Document) -> None:
         assert doc.due_at is not None
@@ -352,10 +366,10 @@ class KonfuzioState(Views, Review, Postprocess):
             self.annotations[ann.id] = ann
 
     def _clear_annotations(self, doc: Document) -> None:
-        for ann_id in [a.id for a in self.annotations.values() if a.document_id == doc.id]:
-            del self.annotations[ann_id]
-        for miss_id in [m.id for m in self.missing.values() if m.document_id == doc.id]:
-            del self.missing[miss_id]
+        for ann in self.annotations.of(doc.id):
+            del self.annotations[ann.id]
+        for miss in self.missing.of(doc.id):
+            del self.missing[miss.id]
         for set_id in doc.annotation_set_ids:
             self.annotation_sets.pop(set_id, None)
         doc.annotation_set_ids = []

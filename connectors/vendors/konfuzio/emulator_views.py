@@ -27,6 +27,7 @@ from connectors.vendors.konfuzio.emulator_model import (
     LabelSetDef,
     MissingAnnotation,
     Page,
+    PerDocument,
     iso,
 )
 
@@ -63,8 +64,8 @@ class Views:
     documents: dict[int, Document]
     pages: dict[int, Page]
     annotation_sets: dict[int, AnnotationSet]
-    annotations: dict[int, Annotation]
-    missing: dict[int, MissingAnnotation]
+    annotations: PerDocument[Annotation]
+    missing: PerDocument[MissingAnnotation]
 
     # ------------------------------------------------------------------ the seeded objects
 
@@ -201,9 +202,8 @@ class Views:
         if not doc.extracted or doc.category_id is None:
             return []
         by_set: dict[int, list[Annotation]] = {}
-        for ann in self.annotations.values():
-            if ann.document_id == doc.id:
-                by_set.setdefault(ann.annotation_set_id, []).append(ann)
+        for ann in self.annotations.of(doc.id):
+            by_set.setdefault(ann.annotation_set_id, []).append(ann)
         shown = []
         used: set[int] = set()
         for set_id in doc.annotation_set_ids:
@@ -301,5 +301,5 @@ class Views:
             "proposed_split": doc.proposed_split,
             "document_set": doc.document_set_id,
             "is_reviewed": doc.is_reviewed,
-            "annotations": sum(1 for a in self.annotations.values() if a.document_id == doc.id),
+            "annotations": len(self.annotations.of(doc.id)),
         }
