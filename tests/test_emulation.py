@@ -510,6 +510,34 @@ def test_callbacks_keep_their_order_and_a_retry_does_not_block():
     assert [n for n, _, _ in results] == [2, 3, 4, 1]
 
 
+def test_several_senders_deliver_at_once():
+    """With ``senders=3`` a slow receiver answer does not hold up the callbacks behind it:
+    three requests are in flight together (the barrier breaks only then)."""
+    together = threading.Barrier(3, timeout=10)
+    results: list[Any] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        together.wait()
+        return httpx.Response(204)
+
+    sender = CallbackDispatcher(
+        transport=httpx.MockTransport(receive),
+        on_result=lambda cb, ok, result: results.append((cb.tags["n"], ok)),
+        senders=3,
+    )
+    sender.start()
+    try:
+        for n in range(6):
+            sender.submit(Callback(f"http://hook/{n}", b"{}", tags={"n": n}))
+        assert sender.wait_for_attempts(6, timeout=15)
+    finally:
+        sender.stop()
+    assert sorted(results) == [(n, True) for n in range(6)]
+    assert not together.broken
+    with pytest.raises(ValueError):
+        CallbackDispatcher(senders=0)
+
+
 def test_a_judge_can_poll_within_one_attempt():
     """A vendor rule like Rossum's 202 + Location: poll until 201, as one attempt."""
     clock, results = ManualClock(), []

@@ -1,5 +1,5 @@
-"""Callbacks and webhooks from an emulator to its client: one background thread, deliveries in
-the order they were queued, retries with backoff, and the vendor's signing scheme.
+"""Callbacks and webhooks from an emulator to its client: background sender threads, deliveries
+in the order they were queued, retries with backoff, and the vendor's signing scheme.
 
 A ``Callback`` is one event for one receiver. The dispatcher sends it, judges the answer —
 2xx delivered, a status in ``retry_statuses`` (or a connection error) retried after the next of
@@ -9,10 +9,14 @@ nothing), the retry rules, and a ``judge`` for answers with vendor meaning (Ross
 ``202 + Location`` polling, say) that may ask to send again ``later`` without that counting as
 a new attempt.
 
-Deliveries go out one at a time, first attempts in queue order, so a receiver sees one
-document's events in the order they happened; a retry waits in a schedule without blocking the
-deliveries behind it. Time is the emulator's ``Clock``: on a ``ManualClock`` a test advances
-through a backoff schedule instantly, with the thread or with ``run_due()`` in its own thread.
+With one sender (the default) deliveries go out one at a time, first attempts in queue order, so
+a receiver sees one document's events in the order they happened; a retry waits in a schedule
+without blocking the deliveries behind it. A vendor whose callbacks are only hints (Konfuzio's:
+the receiver fetches the document anyway) may use several ``senders``, so one slow answer does
+not hold up every document behind it, at the price of that ordering.
+
+Time is the emulator's ``Clock``: on a ``ManualClock`` a test advances through a backoff
+schedule instantly, with the thread or with ``run_due()`` in its own thread.
 Every attempt is recorded (``attempts()``) for tests and ``GET /_emulator/callbacks``.
 """
 
@@ -199,8 +203,8 @@ def default_verdict(
 
 
 class CallbackDispatcher:
-    """Sends callbacks from one background thread (``start``/``stop``), or in the caller's
-    thread with ``run_due()`` for tests — not both at once."""
+    """Sends callbacks from ``senders`` background threads (``start``/``stop``), or in the
+    caller's thread with ``run_due()`` for tests — not both at once."""
 
     def __init__(
         self,
@@ -211,8 +215,12 @@ class CallbackDispatcher:
         user_agent: str = "docrelay-emulator",
         name: str = "emulator-callbacks",
         keep: int = 100_000,
+        senders: int = 1,
     ) -> None:
-        """``transport`` replaces the network (``httpx.MockTransport`` in unit tests)."""
+        """``transport`` replaces the network (``httpx.MockTransport`` in unit tests);
+        ``senders`` > 1 sends that many callbacks at once (see the module docstring)."""
+        if senders < 1:
+            raise ValueError("senders must be at least 1")
         self.clock = clock or SYSTEM_CLOCK
         self.on_result = on_result
         self.user_agent = user_agent
@@ -225,28 +233,38 @@ class CallbackDispatcher:
         self._outcomes: Counter[str] = Counter()
         self._made = 0
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._senders = senders
+        self._threads: list[threading.Thread] = []
         self._client: httpx.Client | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start the delivery thread (idempotent)."""
+        """Start the sender threads (idempotent)."""
         with self._cond:
-            if self._thread is not None:
+            if self._threads:
                 return
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._thread.start()
+            self._http()  # one client, made before the threads share it
+            self._threads = [
+                threading.Thread(
+                    target=self._run,
+                    name=self.name if self._senders == 1 else f"{self.name}-{n}",
+                    daemon=True,
+                )
+                for n in range(self._senders)
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self) -> None:
-        """Stop sending (pending callbacks and retries are dropped) and join the thread."""
+        """Stop sending (pending callbacks and retries are dropped) and join the threads."""
         with self._cond:
-            thread, self._thread = self._thread, None
+            threads, self._threads = self._threads, []
             self._stopping = True
             self._heap.clear()
             self._cond.notify_all()
-        if thread is not None:
+        for thread in threads:
             thread.join(timeout=60)
         if self._client is not None:
             self._client.close()
