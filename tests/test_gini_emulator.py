@@ -27,6 +27,7 @@ import httpx
 import pytest
 from fpdf import FPDF
 
+from connectors.emulation import runner
 from connectors.emulation.clock import ManualClock
 from connectors.vendors.gini import emulator_cli
 from connectors.vendors.gini.emulator import MEDIA_TYPE, EmulatorOptions, create_app
@@ -895,7 +896,7 @@ def test_stats_count_by_route():
 
 
 def test_cli_options():
-    parser = emulator_cli.build_parser()
+    parser = runner.build_parser(emulator_cli.GiniEmulator())
     args = parser.parse_args(
         ["--delay", "0.5", "--token-lifetime", "20", "--error-rate", "0.25", "--fail-rate", "0.1"]
     )

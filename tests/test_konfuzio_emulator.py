@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connectors.emulation import runner
 from connectors.emulation.clock import ManualClock
 from connectors.vendors.konfuzio import emulator_cli
 from connectors.vendors.konfuzio.emulator import EmulatorOptions, create_app
@@ -582,7 +583,7 @@ def test_fault_settings_over_http():
 
 
 def test_cli_options():
-    parser = emulator_cli.build_parser()
+    parser = runner.build_parser(emulator_cli.KonfuzioEmulator())
     args = parser.parse_args(["--delay", "0.5", "--split-rate", "0.3", "--fail-rate", "0.1"])
     options = emulator_cli.options_from(args)
     assert (args.host, args.port) == ("127.0.0.1", 8765)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.emulation import runner
 from connectors.emulation.clock import ManualClock
 from connectors.vendors.rossum import emulator_cli
 from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
@@ -893,7 +894,7 @@ def test_official_sdk_async_client(tmp_path: Path):
 
 
 def test_cli_options():
-    parser = emulator_cli.build_parser()
+    parser = runner.build_parser(emulator_cli.RossumEmulator())
     args = parser.parse_args(
         ["--delay", "0.5", "--fail-rate", "0.1", "--webhook-url", "http://x/h"]
     )

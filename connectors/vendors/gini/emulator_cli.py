@@ -82,16 +82,6 @@ class GiniEmulator(runner.EmulatorCommand):
         ]
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The emulator's options (the common ones and Gini's; pass a parser to add them to)."""
-    command = GiniEmulator()
-    if parser is None:
-        return runner.build_parser(command)
-    runner.add_common_arguments(parser, command.defaults(), default_port=command.default_port)
-    command.add_arguments(parser)
-    return parser
-
-
 def options_from(args: argparse.Namespace, common: dict[str, Any] | None = None) -> EmulatorOptions:
     """EmulatorOptions from parsed arguments, or a usage error for impossible values."""
     common = runner.common_options(args) if common is None else common
