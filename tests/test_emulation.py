@@ -360,6 +360,10 @@ def test_faults_are_controlled_over_http():
         assert shown["injected"] == {"502": 1, "503": 1, "drop_after": 1}
         assert shown["scheduled"] == []
         assert http.post("/_emulator/faults", json={"next": "503"}).status_code == 400
+        for junk in (b"[1]", b"{not json"):
+            answer = http.post("/_emulator/faults", content=junk)
+            assert answer.status_code == 400 and answer.json() == {"detail": "send a JSON object"}
+        assert http.post("/_emulator/faults", content=b"").json()["scheduled"] == []
 
 
 def test_request_log_in_process_and_over_http():

@@ -146,10 +146,7 @@ def admin_routes(
     async def fault_settings(request: Request) -> Response:
         if request.method == "POST":
             try:
-                body = json.loads(await request.body() or b"{}")
-                if not isinstance(body, dict):
-                    raise ValueError("send a JSON object")
-                _configure(faults, body)
+                _configure(faults, await admin_body(request))
             except (ValueError, TypeError) as exc:
                 return JSONResponse({"detail": str(exc)}, status_code=400)
         return JSONResponse(faults.snapshot())
@@ -166,6 +163,22 @@ def admin_routes(
 
         routes.append(Route(f"{ADMIN_PREFIX}/callbacks", callback_attempts, methods=["GET"]))
     return routes
+
+
+async def admin_body(request: Request) -> dict[str, Any]:
+    """An admin request's body: a JSON object, ``{}`` when empty or not a POST; ValueError
+    (with a message for a 400) for anything else. Admin routes take JSON whatever the vendor's
+    own API takes, so scripts can drive every emulator the same way."""
+    if request.method != "POST":
+        return {}
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise ValueError("send a JSON object") from None
+    if not isinstance(body, dict):
+        raise ValueError("send a JSON object")
+    return body
 
 
 def _configure(faults: FaultInjector, body: dict[str, Any]) -> None:

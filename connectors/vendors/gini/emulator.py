@@ -44,7 +44,7 @@ from starlette.routing import Route
 
 from connectors.emulation import extraction as engine
 from connectors.emulation import forms
-from connectors.emulation.app import emulator_app
+from connectors.emulation.app import admin_body, emulator_app
 from connectors.emulation.clock import Clock
 from connectors.emulation.options import CommonOptions
 from connectors.emulation.requestlog import note
@@ -508,15 +508,10 @@ def _admin(handler: Callable[[Request, GiniState, dict[str, Any]], Any]) -> Any:
     async def endpoint(request: Request) -> Response:
         state: GiniState = request.app.state.emulator
         try:
-            body: Any = {}
-            if request.method == "POST":
-                raw = await request.body()
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError:
-                    raise ApiError(400, "Send a JSON object") from None
-                if not isinstance(body, dict):
-                    raise ApiError(400, "Send a JSON object")
+            try:
+                body = await admin_body(request)
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
             return JSONResponse(handler(request, state, body))
         except ApiError as error:
             return JSONResponse({"detail": error.message}, error.status)

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.emulation.app import emulator_app
+from connectors.emulation.app import admin_body, emulator_app
 from connectors.emulation.clock import Clock
 from connectors.emulation.forms import media_type
 from connectors.emulation.options import CommonOptions
@@ -516,7 +516,10 @@ def _admin(handler: Callable[[Request, KonfuzioState, dict[str, Any]], Any]) -> 
     async def endpoint(request: Request) -> Response:
         state: KonfuzioState = request.app.state.emulator
         try:
-            body = json_object(await body_data(request)) if request.method == "POST" else {}
+            try:
+                body = await admin_body(request)
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
             return JSONResponse(await run_in_threadpool(handler, request, state, body))
         except ApiError as error:
             return JSONResponse(error.body, error.status)
