@@ -215,11 +215,13 @@ def test_gini_with_a_fifth_of_responses_failing(tmp_path):
 def test_gini_daemon_killed_and_restarted_mid_run(tmp_path):
     emulator = Emulator(tmp_path, "--delay", "1.5")
     try:
-        config = gini_config(tmp_path, emulator, port=free_port())
+        # a slow courtesy rate spreads the uploads out: the kill lands with some still to go
+        config = gini_config(tmp_path, emulator, port=free_port(), rate_limit=2)
         daemon = DaemonProcess(config).start()
         specs = drop_invoices(tmp_path / "inbox", DOCS)
         wait_until(lambda: uploads(emulator) >= DOCS // 2, 60, what="half uploaded")
         daemon.kill()
+        assert uploads(emulator) < DOCS and exported(tmp_path) < DOCS, "killed mid-run"
         restarted = DaemonProcess(config).start()
         try:
             wait_until(lambda: exported(tmp_path) == DOCS, 90, interval=0.3, what="all exported")
