@@ -201,6 +201,9 @@ def test_gini_multipart_uploads_with_tokens_expiring_mid_run(tmp_path):
     assert seen["upload_queries"] == [""] * DOCS, "multipart: no ?filename="
     submissions = query(tmp_path, "SELECT state, error, attempts FROM submissions")
     assert [(s["state"], s["error"]) for s in submissions] == [("done", None)] * DOCS
+    assert {s["attempts"] for s in submissions} == {0}, (
+        "no retry: no call failed for want of a token"
+    )
     messages = [
         r["message"] or "" for r in query(tmp_path, "SELECT message FROM events")
     ]  # no 401 reached the pipeline: the client renewed the token by itself
