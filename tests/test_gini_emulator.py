@@ -237,7 +237,7 @@ def _jpeg(pdf: bytes) -> bytes:
 
 def test_seed_document_information_of_a_scan():
     """004:86-100 is ``scanned.jpg``: ``SCANNED``, one page; COMPLETED with OCR (tesseract),
-    ERROR without (the emulator cannot read it, see NOTES-emulator.md)."""
+    ERROR without (the emulator cannot read it, see NOTES.md, "Emulator")."""
     spec = random_spec(14, "de")
     scan = _jpeg(render_pdf(spec, "de"))
     with emulator() as emu:
@@ -802,7 +802,7 @@ def test_vendor_media_type_on_answers_and_accept():
 
 def test_metadata_headers_are_stored_and_shown_for_a_lookup():
     """The connector puts our document id into ``x-document-metadata-*`` to find an upload
-    again after a lost answer: the list and the document show them (see NOTES-emulator.md)."""
+    again after a lost answer: the list and the document show them (see NOTES.md, "Emulator")."""
     with emulator() as emu:
         uri = emu.upload(
             text_pdf(SEED_FEEDBACK_PDF),

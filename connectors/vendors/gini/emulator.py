@@ -20,7 +20,7 @@ offline and for tests.
 
 Gini's limits are enforced at upload (files under 10 MiB, text under 512 KiB and UTF-8, no
 protected PDFs, the supported formats); only the first 10 pages are read. What the contract
-leaves open is decided in ``NOTES-emulator.md``. Throttling, fault injection, the request log
+leaves open is decided in ``NOTES.md, "Emulator"``. Throttling, fault injection, the request log
 and the clock are the emulator kit's (``connectors.emulation``).
 """
 
@@ -112,7 +112,7 @@ class EmulatorOptions(CommonOptions):
     """OCR scans and images with tesseract; without it they end in ERROR."""
     show_metadata: bool = True
     """Document info shows the upload's ``x-document-metadata-*`` headers as ``metadata``
-    (an emulator extension, so a client can find an upload again; see NOTES-emulator.md)."""
+    (an emulator extension, so a client can find an upload again; see NOTES.md, "Emulator")."""
 
     def check(self) -> None:
         super().check()

@@ -7,7 +7,7 @@ Gini's coordinates are DTP points with the origin at the upper-left corner of th
 ``{"height", "left", "page", "top", "width"}``, rounded to 0.1 pt. Values are strings in Gini's
 formats: amounts ``"24.99:EUR"``, IBANs without spaces, dates ``yyyy-mm-dd``. The label
 catalogue (``LABELS``) is the emulator's: the full list is in a chapter the seed does not have
-(see NOTES-emulator.md).
+(see NOTES.md, "Emulator").
 """
 
 from __future__ import annotations
