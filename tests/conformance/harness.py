@@ -123,30 +123,49 @@ def local_vendor(tmp_path: Path) -> Iterator[VendorRun]:
 
 
 @contextmanager
-def rossum_vendor(tmp_path: Path) -> Iterator[VendorRun]:
-    from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
-
-    app = create_app(EmulatorOptions(delay=0.2))
+def emulated(
+    tmp_path: Path,
+    kind: str,
+    app: Any,
+    settings: Callable[[str], dict[str, Any]],
+    *,
+    upload_path: str,
+    uploads: Callable[[Any], int],
+) -> Iterator[VendorRun]:
+    """A vendor emulator built on the kit, served on loopback for one test: ``settings`` maps
+    its URL to a working profile, ``uploads`` its state to the documents it holds."""
     state = app.state.emulator
     with serve(app) as url:
         yield VendorRun(
-            kind="rossum",
-            settings={
-                "kind": "rossum",
-                "base_url": f"{url}/api/v1",
-                "username": "user@example.com",
-                "password": "secret",
-                "queue": 1,
-                "poll_interval": 0.2,
-            },
+            kind=kind,
+            settings={"kind": kind, **settings(url)},
             tmp_path=tmp_path,
             bad_credentials={"password": "wrong"},
             fast={"max_retries": 1, "retry_after_max": 0.1},
             requests=app.state.requests,
             faults=app.state.faults,
-            upload_path="/api/v1/uploads",
-            uploads=lambda: len(state.uploads),
+            upload_path=upload_path,
+            uploads=lambda: uploads(state),
         )
+
+
+def rossum_vendor(tmp_path: Path) -> AbstractContextManager[VendorRun]:
+    from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
+
+    return emulated(
+        tmp_path,
+        "rossum",
+        create_app(EmulatorOptions(delay=0.2)),
+        lambda url: {
+            "base_url": f"{url}/api/v1",
+            "username": "user@example.com",
+            "password": "secret",
+            "queue": 1,
+            "poll_interval": 0.2,
+        },
+        upload_path="/api/v1/uploads",
+        uploads=lambda state: len(state.uploads),
+    )
 
 
 @contextmanager
@@ -169,60 +188,44 @@ def testkit_vendor(tmp_path: Path) -> Iterator[VendorRun]:
         )
 
 
-@contextmanager
-def konfuzio_vendor(tmp_path: Path) -> Iterator[VendorRun]:
+def konfuzio_vendor(tmp_path: Path) -> AbstractContextManager[VendorRun]:
     from connectors.vendors.konfuzio.emulator import EmulatorOptions, create_app
 
-    app = create_app(EmulatorOptions(delay=0.2))
-    state = app.state.emulator
-    with serve(app) as url:
-        yield VendorRun(
-            kind="konfuzio",
-            settings={
-                "kind": "konfuzio",
-                "base_url": url,
-                "username": "user@example.com",
-                "password": "secret",
-                "project": 1,
-                "poll_interval": 0.2,
-            },
-            tmp_path=tmp_path,
-            bad_credentials={"password": "wrong"},
-            fast={"max_retries": 1, "retry_after_max": 0.1},
-            requests=app.state.requests,
-            faults=app.state.faults,
-            upload_path="/api/v3/documents/",
-            uploads=lambda: len(state.documents),
-        )
+    return emulated(
+        tmp_path,
+        "konfuzio",
+        create_app(EmulatorOptions(delay=0.2)),
+        lambda url: {
+            "base_url": url,
+            "username": "user@example.com",
+            "password": "secret",
+            "project": 1,
+            "poll_interval": 0.2,
+        },
+        upload_path="/api/v3/documents/",
+        uploads=lambda state: len(state.documents),
+    )
 
 
-@contextmanager
-def gini_vendor(tmp_path: Path) -> Iterator[VendorRun]:
+def gini_vendor(tmp_path: Path) -> AbstractContextManager[VendorRun]:
     from connectors.vendors.gini.emulator import EmulatorOptions, create_app
 
-    app = create_app(EmulatorOptions(delay=0.2))
-    state = app.state.emulator
-    with serve(app) as url:
-        yield VendorRun(
-            kind="gini",
-            settings={
-                "kind": "gini",
-                "base_url": url,
-                "auth_url": url,  # the emulator's User Center shares its port
-                "client_id": "client",
-                "client_secret": "secret",
-                "username": "user@example.com",
-                "password": "secret",
-                "poll_interval": 0.2,
-            },
-            tmp_path=tmp_path,
-            bad_credentials={"password": "wrong"},
-            fast={"max_retries": 1, "retry_after_max": 0.1},
-            requests=app.state.requests,
-            faults=app.state.faults,
-            upload_path="/documents",
-            uploads=lambda: len(state.documents),
-        )
+    return emulated(
+        tmp_path,
+        "gini",
+        create_app(EmulatorOptions(delay=0.2)),
+        lambda url: {
+            "base_url": url,
+            "auth_url": url,  # the emulator's User Center shares its port
+            "client_id": "client",
+            "client_secret": "secret",
+            "username": "user@example.com",
+            "password": "secret",
+            "poll_interval": 0.2,
+        },
+        upload_path="/documents",
+        uploads=lambda state: len(state.documents),
+    )
 
 
 VENDORS: dict[str, Callable[[Path], AbstractContextManager[VendorRun]]] = {
