@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Collection
 
 MAX_NAME_CHARS = 200
 """Longest name ``safe_filename`` returns, in characters."""
@@ -105,3 +106,33 @@ def _shortened(name: str) -> str:
     stem = stem[: MAX_NAME_CHARS - len(ext)]
     stem = stem.encode()[: MAX_NAME_BYTES - len(ext.encode())].decode("utf-8", "ignore")
     return stem.rstrip(". ") + ext
+
+
+UPLOAD_TAG = re.compile(r"\.docrelay-(\d+)-([0-9a-f]{8})")
+"""The tag ``upload_name`` puts before the extension: our document id and its hash's start."""
+
+
+def upload_tag(document_id: int, sha256: str) -> str:
+    """``docrelay-<id>-<sha8>``: the id finds our document, the hash tells a store started
+    afresh (which reuses ids, never hashes) from the one that uploaded it."""
+    return f"docrelay-{document_id}-{sha256[:8]}"
+
+
+def upload_name(
+    filename: str,
+    extensions: tuple[str, ...],
+    *,
+    known: Collection[str] = (),
+    tag: str | None = None,
+) -> str:
+    """The name a vendor gets for an upload: ours made plain (``safe_filename``), ending in one
+    of its type's ``extensions`` (the first is added when it has none of them; a suffix that
+    names another ``known`` type, a PDF called ``scan.jpg``, is dropped, any other such as
+    ``scan.2024`` kept), with ``tag`` (``upload_tag``) before the extension, so that a look-up
+    by name finds an earlier upload after a lost answer."""
+    base = safe_filename(filename, fallback="document")
+    stem, suffix = os.path.splitext(base)
+    if extensions and suffix.lower() not in extensions:
+        stem, suffix = (stem if suffix.lower() in known else base), extensions[0]
+    stem = stem or "document"
+    return f"{stem}.{tag}{suffix}" if tag else f"{stem}{suffix}"

@@ -14,9 +14,12 @@ from connectors.filenames import (
     INVISIBLE,
     MAX_NAME_BYTES,
     MAX_NAME_CHARS,
+    UPLOAD_TAG,
     display,
     fix_8bit,
     safe_filename,
+    upload_name,
+    upload_tag,
 )
 
 
@@ -213,3 +216,20 @@ def test_hostile_names_always_come_out_safe() -> None:
             if not keep:  # no drive letter left
                 assert not re.match("[A-Za-z]:", safe), repr(name)
             assert safe_filename(safe, keep_separators=keep) == safe, repr(name)
+
+
+def test_upload_names_carry_the_type_and_our_tag():
+    tag = upload_tag(17, "ab12cd34" + "0" * 56)
+    assert tag == "docrelay-17-ab12cd34"
+    pdf = (".pdf",)
+    known = {".pdf", ".jpg", ".jpeg"}
+    assert upload_name("Rechnung.pdf", pdf, known=known, tag=tag) == f"Rechnung.{tag}.pdf"
+    assert upload_name("Rechnung.PDF", pdf, known=known) == "Rechnung.PDF"
+    assert upload_name("scan.jpg", pdf, known=known, tag=tag) == f"scan.{tag}.pdf"  # not a JPEG
+    assert upload_name("bill.2024", pdf, known=known) == "bill.2024.pdf"  # kept: not a type
+    assert upload_name("photo.jpeg", (".jpg", ".jpeg"), known=known) == "photo.jpeg"
+    assert upload_name("../../etc/x\u202e.pdf", pdf, tag=tag) == f"x.{tag}.pdf"
+    assert upload_name("", pdf, tag=tag) == f"document.{tag}.pdf"
+    assert upload_name("notes", ()) == "notes"
+    found = UPLOAD_TAG.search(upload_name("a.b.pdf", pdf, known=known, tag=tag))
+    assert found is not None and found.groups() == ("17", "ab12cd34")

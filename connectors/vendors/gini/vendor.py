@@ -11,7 +11,6 @@ Every choice the seed and the contract leave open is listed in NOTES.md.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +36,7 @@ from connectors.base import (
     WebhookRequest,
 )
 from connectors.errors import TerminalError, TransientError, WebhookRejected
-from connectors.filenames import safe_filename
+from connectors.filenames import upload_name, upload_tag
 from connectors.vendors.gini import mapping
 from connectors.vendors.gini.client import GiniClient
 from connectors.vendors.gini.feedback import GiniFeedback
@@ -164,15 +163,13 @@ class GiniVendor(Vendor):
         """The file name Gini gets (``?filename=`` or the multipart part's): ours with its
         type's extension, tagged with our document id and the start of its hash unless
         ``tag_file_name`` is off."""
-        base = safe_filename(document.filename, fallback="document")
-        stem, suffix = os.path.splitext(base)
         ext = EXTENSIONS.get(mime, "")
-        if ext and suffix.lower() not in _ALIASES.get(ext, (ext,)):
-            stem, suffix = (stem if suffix.lower() in _KNOWN else base), ext
-        stem = stem or "document"
-        if self.settings.tag_file_name:
-            return f"{stem}.{tag(document)}{suffix}"
-        return f"{stem}{suffix}"
+        return upload_name(
+            document.filename,
+            _ALIASES.get(ext, (ext,)) if ext else (),
+            known=_KNOWN,
+            tag=tag(document) if self.settings.tag_file_name else None,
+        )
 
     # ------------------------------------------------------------------ submit
 
@@ -437,7 +434,7 @@ def base_mime(mime: str | None) -> str:
 
 def tag(document: DocumentRef) -> str:
     """What the uploaded file name carries: our document id and the start of its hash."""
-    return f"docrelay-{document.id}-{document.sha256[:8]}"
+    return upload_tag(document.id, document.sha256)
 
 
 def metadata_value(doc: Mapping[str, Any], key: str) -> str | None:

@@ -39,6 +39,7 @@ from connectors.base import (
     WebhookRequest,
 )
 from connectors.errors import NotReady, TerminalError, TransientError, WebhookRejected
+from connectors.filenames import upload_name, upload_tag
 from connectors.vendors.konfuzio import mapping
 from connectors.vendors.konfuzio.client import KonfuzioClient
 from connectors.vendors.konfuzio.review import KonfuzioReview
@@ -198,17 +199,12 @@ class KonfuzioVendor(Vendor):
     def upload_name(self, document: DocumentRef, ext: str) -> str:
         """The file name Konfuzio gets: ours, with the extension of its type, tagged with our
         document id and the start of its hash unless ``tag_file_name`` is off."""
-        base = os.path.basename(document.filename) or "document"
-        stem, suffix = os.path.splitext(base)
-        if suffix.lower() not in _aliases(ext):
-            # Konfuzio goes by the extension: give the type's, dropping one that names
-            # another type (a PDF called ``scan.jpg``) and keeping any other (``scan.2024``).
-            stem = stem if suffix.lower() in _KNOWN else base
-            suffix = ext
-        stem = stem or "document"
-        if self.settings.tag_file_name:
-            return f"{stem}.{tag(document)}{suffix}"
-        return f"{stem}{suffix}"
+        return upload_name(
+            document.filename,
+            (ext, *_aliases(ext)) if ext else (),
+            known=_KNOWN,
+            tag=tag(document) if self.settings.tag_file_name else None,
+        )
 
     def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
         """Check Konfuzio's limits, look up an earlier upload (unless this is the first
@@ -587,7 +583,7 @@ def file_extension(document: DocumentRef) -> str:
 def tag(document: DocumentRef) -> str:
     """What the uploaded file name carries: our document id and the start of its hash (a
     store started afresh reuses ids, never hashes)."""
-    return f"docrelay-{document.id}-{document.sha256[:8]}"
+    return upload_tag(document.id, document.sha256)
 
 
 def split_reason(parts: list[Any]) -> str:
