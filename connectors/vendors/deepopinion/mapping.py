@@ -238,7 +238,9 @@ def values_from_bboxes(bboxes: Any, sizes: list[tuple[float, float] | None]) -> 
             texts = [b["text"] for b in boxes if isinstance(b.get("text"), str) and b["text"]]
             if not texts:
                 continue
-            confidences = [c for c in (_confidence(b.get("confidence")) for b in boxes) if c is not None]
+            confidences = [
+                c for c in (_confidence(b.get("confidence")) for b in boxes) if c is not None
+            ]
             values.append(
                 Value(
                     label=labelled[0]["label"],
