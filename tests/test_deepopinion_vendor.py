@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from connectors.base import PollStatus, WebhookRequest
 from connectors.errors import TerminalError, TransientError, WebhookRejected
+from connectors.vendors.deepopinion.vendor import DeepOpinionVendor
 from tests.test_deepopinion_client import (
     EXTRACT,
     MODEL,
@@ -328,6 +329,64 @@ def test_probe_logs_in_and_finds_the_model_without_writing(fake, clock, tmp_path
     assert fake.logins == 1 and fake.writes() == []
     assert "model 5: Invoice Extraction v1 (PUBLISHED)" in lines
     assert "HITL docrelay-do-main does not exist yet; the first submit creates it" in lines
-    assert "DeepOpinion takes no feedback outside its HITL: correct values there" in lines
+    assert DeepOpinionVendor.feedback_elsewhere in lines
     with pytest.raises(TerminalError, match="has no model 6"):
         make_vendor(fake, clock, tmp_path, model_id=6).probe()
+
+
+# --------------------------------------------------------------------------- docrelay correct
+
+
+def test_docrelay_correct_says_deepopinion_takes_no_feedback_outside_its_hitl(
+    tmp_path, monkeypatch
+) -> None:
+    """The engine's own message for a vendor without feedback, with DeepOpinion's pointer to
+    its HITL (the document went through a scripted vendor; the profile's class decides)."""
+    import io
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    from connectors.base import IntakeItem
+    from connectors.registry import available
+    from daemon import config as config_mod
+    from daemon.pipeline.feedback import correct
+    from daemon.runtime import Daemon
+    from tests import fakes
+    from tests.daemon_proc import wait_until
+
+    fakes.install(monkeypatch)
+    raw = {
+        "store": {"url": f"sqlite:///{tmp_path}/d.db", "blob_dir": str(tmp_path / "blobs")},
+        "web": {"enabled": False},
+        "vendors": {"do": {"kind": "scripted"}},
+        "destinations": {"out": {"kind": "folder", "path": str(tmp_path / "out")}},
+        "routes": [{"match": {"filename": "*.pdf"}, "vendor": "do", "destinations": ["out"]}],
+    }
+    daemon = Daemon(config_mod.validate(raw, Path("test.toml")))
+    daemon.open()
+    daemon.start()
+    try:
+        outcome = daemon.intake.ingest(
+            IntakeItem(source="cli", source_ref="x.pdf", filename="x.pdf",
+                       open=lambda: nullcontext(io.BytesIO(b"%PDF-1.4 fake %%EOF")),
+                       mime_type="text/plain")
+        )  # fmt: skip
+        doc = outcome.document_id
+        assert doc is not None
+        wait_until(lambda: (tmp_path / "out" / f"{doc}.json").exists(), 10, what="exported")
+        lines = correct(
+            daemon.engine, doc, {"invoice_number": "INV-9"}, vendors={"do": DeepOpinionVendor}
+        )
+        assert lines[-1] == (
+            "do takes no feedback: the correction is kept here only; DeepOpinion takes no "
+            "feedback outside its human-in-the-loop review: correct the value there (a profile "
+            "with hitl = true takes the reviewed values as a new version)"
+        )
+        with daemon.engine.connect() as conn:
+            kinds = [r[0] for r in conn.execute(text("SELECT kind FROM feedback"))]
+        assert "correction" not in kinds, "nothing queued for the vendor"
+    finally:
+        daemon.stop()
+        available.cache_clear()

@@ -75,6 +75,11 @@ class DeepOpinionVendor(Vendor):
         webhooks=False, feedback=False, reconcile_uploads=False, poll_interval=60.0
     )
 
+    feedback_elsewhere: ClassVar[str | None] = (
+        "DeepOpinion takes no feedback outside its human-in-the-loop review: correct the "
+        "value there (a profile with hitl = true takes the reviewed values as a new version)"
+    )
+
     settings: DeepOpinionSettings
 
     def __init__(
@@ -352,7 +357,7 @@ class DeepOpinionVendor(Vendor):
                 lines.append("the web app is off: reviews are polled only")
             else:
                 lines.append(f"the HITL calls back below {url}/<webhook_token> (polling stays on)")
-        lines.append("DeepOpinion takes no feedback outside its HITL: correct values there")
+        lines.append(self.feedback_elsewhere or "")
         return lines
 
     def close(self) -> None:
