@@ -212,6 +212,24 @@ def test_a_configured_hitl_id_is_used_and_a_missing_one_is_said(fake, clock, tmp
         missing.submit(make_document(tmp_path))
 
 
+def test_a_configured_hitl_of_another_model_is_not_moved(fake, clock, tmp_path) -> None:
+    fake.hitls[4] = {"id": 4, "name": "AP review", "description": "", "assigned_user_id": 2,
+                     "model_id": 77, "is_live": False, "webhook_url": ""}  # fmt: skip
+    vendor = make_vendor(fake, clock, tmp_path, hitl=True, hitl_id=4, webhook_token=WEBHOOK_TOKEN)
+    vendor.submit(make_document(tmp_path))
+    assert fake.hitls[4]["model_id"] == 77, "someone's HITL: left on its model"
+    assert fake.hitls[4]["is_live"] is True
+    assert fake.hitls[4]["webhook_url"] == f"{PUBLIC}/webhooks/do-main/{WEBHOOK_TOKEN}"
+
+
+def test_a_webhook_url_longer_than_deepopinion_takes_is_not_given(fake, clock, tmp_path) -> None:
+    long_public = "https://relay.acme.example/" + "p" * 240
+    vendor = hitl_vendor(fake, clock, tmp_path, public_url=long_public)
+    vendor.submit(make_document(tmp_path))
+    (hitl,) = fake.hitls.values()
+    assert hitl["webhook_url"] == "", "polled only, rather than a URL DeepOpinion refuses"
+
+
 # --------------------------------------------------------------------------- review
 
 
