@@ -534,6 +534,9 @@ class Vendor(Connector):
     """
 
     capabilities: ClassVar[VendorCapabilities] = VendorCapabilities()
+    feedback_elsewhere: ClassVar[str | None] = None
+    """For a vendor without ``capabilities.feedback``: where a person can correct its results
+    instead (its own review tool), for ``docrelay correct`` to say; None: nowhere."""
 
     @property
     def poll_interval(self) -> float:

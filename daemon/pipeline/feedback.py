@@ -180,7 +180,11 @@ def correct(
             if versions := export_again(conn, document_id, row.submission_id, actor=origin):
                 changed.append(f"exported again: {', '.join(versions)}")
     if not send:
-        changed.append(f"{row.profile} takes no feedback: the correction is kept here only")
+        elsewhere = getattr(vendor, "feedback_elsewhere", None)
+        changed.append(
+            f"{row.profile} takes no feedback: the correction is kept here only"
+            + (f"; {elsewhere}" if elsewhere else " (the vendor never learns of it)")
+        )
     return changed
 
 

@@ -1,0 +1,1 @@
+"""DeepOpinion Studio: synchronous document extraction, with its human-in-the-loop review."""
