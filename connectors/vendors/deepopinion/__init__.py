@@ -1,0 +1,1 @@
+"""DeepOpinion: the connector (settings, client, vendor, mapping) and the emulator."""
