@@ -12,15 +12,19 @@ import base64
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -576,3 +580,42 @@ def test_cli_options_and_the_fault_body():
         faulted = client.get("/models")
         assert faulted.status_code == 503
         assert faulted.json()["status"] == "FAIL" and "message" in faulted.json()
+
+
+def test_a_document_without_its_required_labels_gets_reviews_on_page_0():
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), "white").save(buffer, format="PNG")
+    with emulator() as client:
+        hitl = live_hitl(client)
+        body = client.post(EXTRACT, files={"file": ("scan.png", buffer.getvalue())}).json()
+        doc = body["documents"][0]
+        assert (doc["all_required_fields_found"], doc["matches"]) == (False, [])
+        assert doc["hitl"] == {"status": "pending", "result": [{"confidences": []}]}
+        full = client.get(
+            f"{PROJECT}/hitls/{hitl['id']}/reviews", params={"with_full_data": "true"}
+        ).json()
+        assert [(r["label"], r["page_num"]) for r in full] == [
+            (label, 0) for label in content.REQUIRED_LABELS
+        ]
+        assert all(r["data"] == dict.fromkeys(r["data"]) for r in full)
+        done = client.post("/_emulator/reviews/complete", json={"document_id": 1})
+        assert done.status_code == 200
+        assert done.json() == {
+            "completed": [{"document_id": 1, "review_ids": [r["review_id"] for r in full]}]
+        }
+        assert (
+            client.post("/_emulator/reviews/complete", json={"document_id": 9}).status_code == 404
+        )
+
+
+def test_docrelay_emulate_deepopinion_help():
+    docrelay = Path(sys.executable).with_name("docrelay")
+    shown = subprocess.run(
+        [str(docrelay), "emulate", "deepopinion", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for option in ("--token-lifetime", "--threshold", "--low-confidence-rate", "--delay"):
+        assert option in shown
