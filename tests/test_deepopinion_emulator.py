@@ -580,6 +580,12 @@ def test_cli_options_and_the_fault_body():
         faulted = client.get("/models")
         assert faulted.status_code == 503
         assert faulted.json()["status"] == "FAIL" and "message" in faulted.json()
+    app = create_app(EmulatorOptions(delay=0, rate_limit=1.0))
+    with serve(app) as root, httpx.Client(base_url=root) as client:
+        answers = [client.get("/models") for _ in range(3)]
+        throttled = answers[-1]
+        assert throttled.status_code == 429 and "retry-after" in throttled.headers
+        assert throttled.json()["status"] == "FAIL"
 
 
 def test_a_document_without_its_required_labels_gets_reviews_on_page_0():

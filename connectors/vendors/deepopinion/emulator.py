@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.emulation import extraction as engine
 from connectors.emulation import forms
 from connectors.emulation.app import admin_body, emulator_app
 from connectors.emulation.callbacks import DEFAULT_RETRY_DELAYS
@@ -314,7 +315,7 @@ async def extract(request: Request, state: DeepOpinionState, user: User) -> Resp
     if mime not in ACCEPTED_TYPES:
         raise ApiError(415, f"Unsupported file format {mime}; send pdf, jpeg, png, tiff or webp.")
     if mime == "application/pdf":
-        facts = await run_in_threadpool(content.engine.pdf_facts, data)
+        facts = await run_in_threadpool(engine.pdf_facts, data)
         if facts.protection == "password" or facts.error is not None:
             raise ApiError(400, f"The PDF cannot be read: {facts.error or 'it needs a password'}.")
     doc = state.start_document(name, hashlib.sha256(data).hexdigest())
