@@ -37,6 +37,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",
         "konfuzio": "connectors.vendors.konfuzio.emulator_cli:KonfuzioEmulator",
         "gini": "connectors.vendors.gini.emulator_cli:GiniEmulator",
+        "deepopinion": "connectors.vendors.deepopinion.emulator_cli:DeepOpinionEmulator",
     },
 }
 

@@ -849,7 +849,7 @@ def test_cli_emulate_and_connectors(monkeypatch, capsys):
     assert capsys.readouterr().out.startswith("Rossum API emulator at http://127.0.0.1:9002/api/v1")
     assert cli.main(["emulate", "nope"]) == cli.EXIT_CONFIG
     error = capsys.readouterr().err
-    assert "unknown emulator kind 'nope' (installed: gini, konfuzio, rossum)" in error
+    assert "unknown emulator kind 'nope' (installed: deepopinion, gini, konfuzio, rossum)" in error
     assert cli.main(["connectors"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert any(line.split()[:2] == ["emulator", "rossum"] for line in listed)

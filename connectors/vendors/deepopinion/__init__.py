@@ -1,1 +1,2 @@
-"""DeepOpinion Studio: synchronous document extraction, with its human-in-the-loop review."""
+"""DeepOpinion Studio: synchronous document extraction with its human-in-the-loop review
+(connector and emulator)."""
