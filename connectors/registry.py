@@ -26,6 +26,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "vendor": {
         "local": "connectors.vendors.local:LocalVendor",
+        "deepopinion": "connectors.vendors.deepopinion.vendor:DeepOpinionVendor",
         "gini": "connectors.vendors.gini.vendor:GiniVendor",
         "konfuzio": "connectors.vendors.konfuzio.vendor:KonfuzioVendor",
         "rossum": "connectors.vendors.rossum.vendor:RossumVendor",

@@ -228,7 +228,32 @@ def gini_vendor(tmp_path: Path) -> AbstractContextManager[VendorRun]:
     )
 
 
+def deepopinion_vendor(tmp_path: Path) -> AbstractContextManager[VendorRun]:
+    """Synchronous: the answer comes with the upload. Every document goes to human review
+    (``low_confidence_rate=1``, a HITL made by the connector), so there is something to poll."""
+    from connectors.vendors.deepopinion.emulator import EmulatorOptions, create_app
+
+    return emulated(
+        tmp_path,
+        "deepopinion",
+        create_app(EmulatorOptions(delay=0.2, low_confidence_rate=1.0)),
+        lambda url: {
+            "base_url": url,
+            "email": "user@example.com",
+            "password": "secret",
+            "organization_id": 1,
+            "project_id": 1,
+            "model_id": 1,
+            "hitl": True,
+            "poll_interval": 0.2,
+        },
+        upload_path="/organizations/1/projects/1/models/1/extract",
+        uploads=lambda state: len(state.documents),
+    )
+
+
 VENDORS: dict[str, Callable[[Path], AbstractContextManager[VendorRun]]] = {
+    "deepopinion": deepopinion_vendor,
     "gini": gini_vendor,
     "konfuzio": konfuzio_vendor,
     "local": local_vendor,
