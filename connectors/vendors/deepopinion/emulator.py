@@ -1,7 +1,8 @@
 """A local DeepOpinion API for trying a docrelay configuration offline and for tests.
 
-``create_app(EmulatorOptions(...))`` returns a Starlette app that speaks the API as
-``/work/do-spec.md`` fixes it (contract ``shared/vendor-contracts/deepopinion.md``, seed 002):
+``create_app(EmulatorOptions(...))`` returns a Starlette app that speaks the API as NOTES.md
+("The API as docrelay reads it") fixes it (contract ``shared/vendor-contracts/deepopinion.md``,
+seed 002):
 
 * Auth: ``POST /auth/register`` and ``/auth/login`` answer an HS256 JWT with ``exp``; every
   other route needs it (``Authorization: Bearer <jwt>`` or the bare token), else 401.
@@ -18,7 +19,7 @@
   ``callbacks``.
 
 Errors are ``{"message", "status": "FAIL"}``, the fault middleware's too. Every choice the
-spec leaves open is listed in ``NOTES-emulator.md``.
+spec leaves open is listed in NOTES.md under "Emulator".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ page images.
 
 Everything here is a pure function of the file's bytes, ``--seed``, ``--threshold`` and
 ``--low-confidence-rate``, so the same file always gets the same answer. The label catalogue
-and the box layout are ours (``/work/do-spec.md``; NOTES-emulator.md lists them).
+and the box layout are ours (NOTES.md: "The API as docrelay reads it", "Emulator").
 """
 
 from __future__ import annotations
