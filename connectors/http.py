@@ -9,7 +9,8 @@
 * **retries inside one call**: 408/429/5xx and network errors, with the shared backoff policy
   (``connectors.retry``) and never sooner than a capped Retry-After. A request that is not
   replayable (an upload) is sent again only when the server cannot have acted on it: the
-  connection was never made, a 429, or a 401 followed by re-authentication. tenacity runs the
+  connection was never made, a status in ``unprocessed_statuses`` (429 unless the connector
+  knows more, e.g. DeepOpinion's 503), or a 401 followed by re-authentication. tenacity runs the
   loop, but only after a first failure: the happy path does not pay its ~10 µs per call.
 * **what a status means**: ``STATUS_ERRORS`` maps statuses to the classes of
   ``connectors.errors``; a connector passes its own table, and ``allow=`` lets a caller handle
@@ -316,6 +317,7 @@ class HttpClient:
         max_retries: int = 4,
         backoff: Backoff | None = None,
         retry_statuses: Collection[int] = RETRY_STATUSES,
+        unprocessed_statuses: Collection[int] = (429,),
         status_errors: Mapping[int, type[DocrelayError]] = STATUS_ERRORS,
         foreign_urls: Foreign = "refuse",
         rebase_marker: str | None = None,
@@ -346,6 +348,9 @@ class HttpClient:
         self.max_retries = max_retries
         self.backoff = backoff or Backoff()
         self.retry_statuses = frozenset(retry_statuses)
+        self.unprocessed_statuses = frozenset(unprocessed_statuses)
+        """Retried statuses by which this vendor says it did not act on a request: only these
+        send a non-replayable request (an upload, a billed synchronous call) again."""
         self.status_errors = dict(status_errors)
         self.foreign_urls: Foreign = foreign_urls
         self.rebase_marker = rebase_marker
@@ -601,7 +606,7 @@ class HttpClient:
                 error: DocrelayError = RateLimited(message, retry_after=retry_after)
             else:
                 error = _make(cls, message, self.body_text(response))
-            if call.replayable or status == 429:
+            if call.replayable or status in self.unprocessed_statuses:
                 raise _Retry(error, retry_after)
             raise error
         if issubclass(cls, AuthFailed):

@@ -245,6 +245,20 @@ def test_an_upload_answered_5xx_is_not_resent(server: Server, clock: Clock) -> N
     assert len(server.requests) == 1
 
 
+def test_a_vendor_can_name_more_statuses_that_mean_nothing_was_done(
+    server: Server, clock: Clock
+) -> None:
+    """A 503 from a vendor that answers it before doing any work (DeepOpinion) is resent;
+    a 502 still is not (it may come after the work was done)."""
+    server.then(503, 503)
+    made = client(server, clock, unprocessed_statuses=(429, 503))
+    assert upload(made).status_code == 200 and len(server.requests) == 3
+    server.then(502)
+    with pytest.raises(TransientError, match="502"):
+        upload(made)
+    assert len(server.requests) == 4
+
+
 def test_an_upload_is_resent_when_the_server_cannot_have_acted(
     server: Server, clock: Clock
 ) -> None:

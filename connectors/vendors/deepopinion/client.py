@@ -7,9 +7,8 @@ before the token's ``exp`` and once on a 401 (002:43). A refused login is ``Auth
 The extraction is one long synchronous call that may be billed once the file arrived: it is
 sent with ``replayable=False`` (the kit never resends it after the body went out: a read
 timeout or a dropped connection raises, and the engine records the doubt) and resent only on
-answers that prove nothing was processed: a connection never made and a 429 (the kit's own
-rule), and a 503 (here: the kit resends a non-replayable request on 429 only). Retries,
-deadlines, guards and scrubbing are the kit's.
+answers that prove nothing was processed: a connection never made, a 429 and a 503 (the kit's
+``unprocessed_statuses``). Retries, deadlines, guards and scrubbing are the kit's.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import httpx
 from connectors.auth import JwtBearer
 from connectors.errors import AuthFailed, TransientError
 from connectors.http import HttpClient
-from connectors.retry import Backoff, parse_retry_after
+from connectors.retry import Backoff
 from connectors.vendors.deepopinion.settings import DeepOpinionSettings
 
 log = logging.getLogger(__name__)
@@ -37,9 +36,9 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 LOGIN_REFUSALS = (400, 401, 403)
 """What a login answers to wrong or unknown credentials (401 [ours]; 400/403 for safety)."""
-NOTHING_PROCESSED = 503
-"""An extraction answered 503 was not processed (the service was not taking work): worth
-sending again, unlike 500/502/504, which may come after the work was done."""
+UNPROCESSED = (429, 503)
+"""An extraction answered 429 or 503 was not processed (the service was not taking work):
+worth sending again, unlike 500/502/504, which may come after the work was done."""
 
 
 class DeepOpinionClient(HttpClient):
@@ -65,6 +64,7 @@ class DeepOpinionClient(HttpClient):
             rate_limit=settings.rate_limit,
             timeout=settings.timeout,
             max_retries=settings.max_retries,
+            unprocessed_statuses=UNPROCESSED,
             backoff=Backoff(
                 initial=BACKOFF_BASE,
                 maximum=min(BACKOFF_MAX, settings.retry_after_max),
@@ -126,27 +126,15 @@ class DeepOpinionClient(HttpClient):
             "return_bboxes": "true",
             "return_annotated_pages": "true" if self.settings.return_annotated_pages else "false",
         }
-        attempt = 0
-        while True:
-            response = self.request(
-                "POST",
-                ref,
-                params=params,
-                files={"file": (filename, stream, mime_type)},  # httpx rewinds it per attempt
-                replayable=False,
-                allow=(NOTHING_PROCESSED,),
-                timeout=self.settings.extract_timeout,
-            )
-            if response.status_code != NOTHING_PROCESSED:
-                return self.json_object(response, "POST", ref)
-            attempt += 1
-            message = self.describe("POST", self.path(ref), response, "is unavailable")
-            if attempt > self.max_retries:
-                raise TransientError(message, detail=self.body_text(response) or None)
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            delay = self.backoff.delay(attempt, retry_after, jitter=self._jitter)
-            log.debug("%s; retry in %.1fs", message, delay)
-            self.sleep(delay)
+        response = self.request(
+            "POST",
+            ref,
+            params=params,
+            files={"file": (filename, stream, mime_type)},  # httpx rewinds it per attempt
+            replayable=False,
+            timeout=self.settings.extract_timeout,
+        )
+        return self.json_object(response, "POST", ref)
 
     # ------------------------------------------------------------------ HITL
 
