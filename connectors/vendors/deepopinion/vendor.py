@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -40,7 +39,7 @@ from connectors.base import (
     WebhookRequest,
 )
 from connectors.errors import TerminalError, TransientError, WebhookRejected
-from connectors.filenames import safe_filename
+from connectors.filenames import upload_name, upload_tag
 from connectors.vendors.deepopinion import mapping
 from connectors.vendors.deepopinion.client import DeepOpinionClient
 from connectors.vendors.deepopinion.settings import DeepOpinionSettings
@@ -132,12 +131,7 @@ class DeepOpinionVendor(Vendor):
     def upload_name(self, document: DocumentRef, mime: str) -> str:
         """``<stem>.docrelay-<id>-<sha8><ext>``: the name the reviews and the webhook give
         back, with the extension of the document's type."""
-        base = safe_filename(document.filename, fallback="document")
-        stem, suffix = os.path.splitext(base)
-        exts = EXTENSIONS[mime]
-        if suffix.lower() not in exts:
-            stem, suffix = (stem if suffix.lower() in _KNOWN else base), exts[0]
-        return f"{stem or 'document'}.{tag(document)}{suffix}"
+        return upload_name(document.filename, EXTENSIONS[mime], known=_KNOWN, tag=tag(document))
 
     # ------------------------------------------------------------------ submit
 
@@ -377,7 +371,7 @@ def base_mime(mime: str | None) -> str:
 
 def tag(document: DocumentRef) -> str:
     """What the uploaded file name carries: our document id and the start of its hash."""
-    return f"docrelay-{document.id}-{document.sha256[:8]}"
+    return upload_tag(document.id, document.sha256)
 
 
 def without_pages(answer: Mapping[str, Any]) -> dict[str, Any]:
