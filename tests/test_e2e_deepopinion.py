@@ -149,19 +149,20 @@ def extractions_by_name(emulator: EmulatorProcess) -> Counter[str]:
     return Counter(d["name"] for d in documents(emulator))
 
 
-def run_scenario(tmp_path: Path, *emulator_args: str, **keys: Any) -> dict[str, Any]:
+def run_scenario(
+    tmp_path: Path, *emulator_args: str, docs: int = DOCS, **keys: Any
+) -> dict[str, Any]:
     emulator = Emulator(tmp_path, *emulator_args)
     try:
         config = deepopinion_config(tmp_path, emulator, **keys)
         daemon = DaemonProcess(config).start()
         try:
-            specs = drop_invoices(tmp_path / "inbox", DOCS)
-            wait_until(lambda: exported(tmp_path) == DOCS, 60, interval=0.3, what="all exported")
-            docs = check_store(tmp_path, specs)
+            specs = drop_invoices(tmp_path / "inbox", docs)
+            wait_until(lambda: exported(tmp_path) == docs, 60, interval=0.3, what="all exported")
             return {
+                "docs": check_store(tmp_path, specs),
                 "stats": stats(emulator),
                 "by_name": extractions_by_name(emulator),
-                "docs": docs,
                 "extract": statuses(emulator, EXTRACT),
             }
         finally:
@@ -312,5 +313,56 @@ def test_low_confidence_waits_in_review_and_the_webhook_brings_the_reviewed_valu
                     assert shows(body, label, value), (name, label, value)
         finally:
             assert daemon.stop() == 0, daemon.log()
+    finally:
+        emulator.stop()
+
+
+def our_id(upload_name: str) -> int:
+    """Our document id in the tagged upload name (``<stem>.docrelay-<id>-<sha8><ext>``)."""
+    return int(upload_name.split(".docrelay-")[1].split("-")[0])
+
+
+def test_a_fifth_of_the_answers_failing(tmp_path):
+    docs = 10  # enough requests for seed 11's faults to hit extractions
+    seen = run_scenario(tmp_path, "--delay", "0.3", "--fail-rate", "0.2", "--seed", "11", docs=docs)
+    assert sum(seen["stats"]["faults"].values()) > 0, "faults were injected"
+    calls = sum(seen["extract"].values())
+    assert calls >= docs and seen["stats"]["extractions"] >= docs
+    twice = {our_id(name) for name, n in seen["by_name"].items() if n > 1}
+    assert twice <= doubted(tmp_path), "every second extraction had its doubt on record first"
+    history = query(tmp_path, "SELECT document_id, kind, message FROM events "
+                              "WHERE kind = 'in_doubt'")  # fmt: skip
+    assert all("may process (and bill) this document twice" in e["message"] for e in history)
+    print(f"\n{calls} extraction calls, {seen['stats']['extractions']} extracted, "
+          f"{len(twice)} document(s) twice, faults {seen['stats']['faults']}")  # fmt: skip
+
+
+def test_daemon_killed_during_the_synchronous_calls_and_restarted(tmp_path):
+    emulator = Emulator(tmp_path, "--delay", "3", "--low-confidence-rate", "0")
+    try:
+        config = deepopinion_config(tmp_path, emulator, concurrency=2)
+        daemon = DaemonProcess(config).start()
+        specs = drop_invoices(tmp_path / "inbox", DOCS)
+
+        def in_flight() -> list[str]:
+            return [d["name"] for d in documents(emulator) if d["finished_at"] is None]
+
+        cut_off = wait_until(lambda: len(in_flight()) >= 2 and in_flight(), 60,
+                             interval=0.05, what="two calls in flight")  # fmt: skip
+        daemon.kill()
+        assert exported(tmp_path) == 0, "killed before any answer came"
+        restarted = DaemonProcess(config).start()
+        try:
+            wait_until(lambda: exported(tmp_path) == DOCS, 60, interval=0.3, what="all exported")
+            check_store(tmp_path, specs)
+            by_name = extractions_by_name(emulator)
+            twice = {our_id(name) for name, n in by_name.items() if n > 1}
+            assert {our_id(name) for name in cut_off} <= twice, "the lost calls were sent again"
+            assert twice <= doubted(tmp_path), "each second send had its doubt on record first"
+            assert len(twice) < DOCS, "the others were sent once"
+            assert stats(emulator)["extractions"] == DOCS + len(twice)
+            print(f"\n{len(twice)} of {DOCS} document(s) extracted twice (no look-up exists)")
+        finally:
+            assert restarted.stop() == 0, restarted.log()
     finally:
         emulator.stop()
