@@ -270,8 +270,7 @@ def test_low_confidence_waits_in_review_and_the_webhook_brings_the_reviewed_valu
             reasons = [r["review_reason"] for r in query(tmp_path, "SELECT * FROM submissions")]
             assert all("human-in-the-loop" in (r or "") for r in reasons), reasons
             assert exported(tmp_path) == 0, "nothing exported before the review"
-            hitls = httpx.get(f"{emulator.url}/_emulator/documents", timeout=30).json()
-            assert {d["hitl_status"] for d in hitls["results"]} == {"pending"}
+            assert {d["hitl_status"] for d in documents(emulator)} == {"pending"}
 
             docs = {r["filename"]: r for r in query(tmp_path, "SELECT * FROM docrelay_documents")}
             labels_of = review_labels(emulator)
