@@ -404,3 +404,14 @@ def test_malformed_answers_raise_only_what_the_engine_rejects_on() -> None:
         with pytest.raises((KeyError, TypeError, ValueError)):
             normalize(copy.deepcopy(raw))
     assert mapping.label_key("Invoice-Number") == "invoicenumber"
+
+
+def test_a_box_without_area_is_no_box() -> None:
+    """The emulator's (and a careless vendor's) all-zero box for a value whose place is not
+    known: the value keeps its page but gets no box at the page's corner."""
+    zero = dict.fromkeys(("TLx", "TLy", "TRx", "TRy", "BRx", "BRy", "BLx", "BLy"), 0.0)
+    real = {"TLx": 0.1, "TLy": 0.2, "TRx": 0.3, "TRy": 0.2, "BRx": 0.3, "BRy": 0.25,
+            "BLx": 0.1, "BLy": 0.25}  # fmt: skip
+    size = (595.28, 841.89)
+    assert mapping.box_on_page([zero], size) is None
+    assert mapping.box_on_page([zero, real], size) == mapping.box_on_page([real], size)

@@ -194,7 +194,9 @@ def box_on_page(
     boxes: Sequence[Mapping[str, Any]], size: tuple[float, float] | None
 ) -> BBox | None:
     """The union of a value's boxes (fractions, top-left origin) in points on a page of
-    ``size``; None without a page size or without complete corners."""
+    ``size``; None without a page size, without complete corners or when no box has an
+    area (the all-zero box of a value whose place is not known must not become a box at
+    the page's corner)."""
     if size is None:
         return None
     xs: list[float] = []
@@ -204,8 +206,12 @@ def box_on_page(
         heights = [_number(box.get(k)) for k in ("TLy", "TRy", "BRy", "BLy")]
         if any(c is None for c in corners) or any(h is None for h in heights):
             continue
-        xs.extend(min(max(c, 0.0), 1.0) for c in corners)  # type: ignore[type-var]
-        ys.extend(min(max(h, 0.0), 1.0) for h in heights)  # type: ignore[type-var]
+        box_xs = [min(max(c, 0.0), 1.0) for c in corners]  # type: ignore[type-var]
+        box_ys = [min(max(h, 0.0), 1.0) for h in heights]  # type: ignore[type-var]
+        if max(box_xs) <= min(box_xs) or max(box_ys) <= min(box_ys):
+            continue  # no area (all corners 0: the place is not known) says nothing
+        xs.extend(box_xs)
+        ys.extend(box_ys)
     if not xs:
         return None
     width, height = size
