@@ -135,15 +135,15 @@ def run_daemon(
                 row[0]: _ts(row[1])
                 for row in conn.execute(text("SELECT document_id, normalized_at FROM extractions"))
             }
+            wait_until(
+                lambda: len(list((work / "outbox").glob("*.json"))) >= len(files),
+                300,
+                interval=0.5,
+                what="exported",
+            )
             delivered = conn.execute(
                 text("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
             ).scalar_one()
-        wait_until(
-            lambda: len(list((work / "outbox").glob("*.json"))) >= len(files),
-            300,
-            interval=0.5,
-            what="exported",
-        )
         assert daemon.stop() == 0
         engine.dispose()
         seen = stats(emulator)
