@@ -8,6 +8,7 @@ so a test can make the receiver fail the way real ones do. Served with ``tests.s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -41,13 +42,21 @@ class Receiver:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Idempotency-Key → {"id", "version", "body", "webhook_id", "pushes"}."""
     seen: list[Seen] = field(default_factory=list)
-    answers: deque[tuple[int, Any, dict[str, str]]] = field(default_factory=deque)
+    answers: deque[tuple[int, Any, dict[str, str], float]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        """Queue one answer for the next POST, given before the signature is even checked."""
+    def answer(
+        self,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        """Queue one answer for the next POST, given ``delay`` seconds after it arrived and
+        before the signature is even checked; a text body goes out as text/plain."""
         with self.lock:
-            self.answers.append((status, body, headers or {}))
+            self.answers.append((status, body, headers or {}, delay))
 
     def bodies(self) -> list[dict[str, Any]]:
         """Each record's latest body: what the downstream system holds."""
@@ -69,8 +78,9 @@ def create_app(receiver: Receiver | None = None) -> Starlette:
             state.seen.append(seen)
             scripted = state.answers.popleft() if state.answers else None
         if scripted is not None:
-            status, content, headers = scripted
+            status, content, headers, delay = scripted
             seen.answered = status
+            await asyncio.sleep(delay)
             if isinstance(content, str):
                 return Response(content, status, headers=headers, media_type="text/plain")
             return JSONResponse(content, status, headers=headers)

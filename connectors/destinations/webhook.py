@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 from standardwebhooks import Webhook
 
 from connectors import jsonio
@@ -34,6 +34,7 @@ from connectors.base import (
     Destination,
     DestinationSettings,
     ExportPayload,
+    SettingsConfig,
 )
 from connectors.destinations.document import export_document
 from connectors.errors import DocrelayError, TransientError
@@ -76,6 +77,9 @@ def _secret_bytes(value: str) -> bytes:
 
 
 class WebhookDestinationSettings(DestinationSettings):
+    # A validation error must not echo its input: it may be the secret.
+    model_config = ConfigDict(**SettingsConfig, hide_input_in_errors=True)
+
     kind: Literal["webhook"] = "webhook"
     """Selects the HTTP webhook destination: signed JSON POSTs to one URL."""
     url: str
