@@ -119,7 +119,13 @@ def test_a_429_waits_for_retry_after_and_a_409_is_tried_again(receiver, make):
     started = time.monotonic()
     make().deliver(payload(), KEY)
     assert time.monotonic() - started >= 1.0, "Retry-After honoured"
-    assert [p.answered for p in receiver.posts()] == [429, 409, 201]
+    throttled, conflict, delivered = receiver.posts()
+    assert [p.answered for p in (throttled, conflict, delivered)] == [429, 409, 201]
+    assert len({p.headers["webhook-id"] for p in receiver.posts()}) == 1
+    # Signed per attempt: the retry after the wait carries a later timestamp of its own.
+    assert int(conflict.headers["webhook-timestamp"]) > int(throttled.headers["webhook-timestamp"])
+    assert conflict.headers["webhook-signature"] != throttled.headers["webhook-signature"]
+    assert delivered.verified
 
 
 def test_a_timeout_is_retried(receiver, make):
@@ -191,6 +197,9 @@ def test_the_probe_creates_nothing_and_an_unreachable_receiver_is_transient(rece
     lines = make().probe()
     assert any("answered OPTIONS with 204" in line for line in lines)
     assert [s.method for s in receiver.seen] == ["OPTIONS"] and receiver.records == {}
+    with_login = receiver.url.replace("http://", "http://user:url-password-1@")
+    shown = " ".join(make(url=with_login + "?token=query-token-2").probe())
+    assert "url-password-1" not in shown and "query-token-2" not in shown
     closed = f"http://127.0.0.1:{free_port()}/hook"
     with pytest.raises(TransientError, match="ConnectError"):
         make(url=closed).probe()

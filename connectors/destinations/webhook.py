@@ -160,9 +160,10 @@ class _Signer(Auth):
     refused: ClassVar[str] = "refused the signed request"
     refused_again: ClassVar[str] = refused
 
-    def __init__(self, secret: SecretStr, extra_secrets: list[str]) -> None:
-        self._webhook = Webhook(secret.get_secret_value())
-        self._secrets = [secret.get_secret_value(), *extra_secrets]
+    def __init__(self, secret: SecretStr) -> None:
+        value = secret.get_secret_value()
+        self._webhook = Webhook(value)
+        self._secrets = [value, value.removeprefix(SECRET_PREFIX)]
         self._local = threading.local()
 
     @contextmanager
@@ -197,14 +198,14 @@ class WebhookDestination(Destination):
 
     def __init__(self, settings: WebhookDestinationSettings, context: ConnectorContext) -> None:
         super().__init__(settings, context)
-        secret = settings.secret.get_secret_value()
-        hidden = [secret, secret.removeprefix(SECRET_PREFIX)]
-        hidden += [v for v in settings.headers.values() if len(v) >= 8]
-        password = urlsplit(settings.url).password
-        if password:
-            hidden.append(password)
-        self._signer = _Signer(settings.secret, hidden)
-        self._where = urlsplit(settings.url)._replace(query="", fragment="").geturl()
+        parts = urlsplit(settings.url)
+        hidden = [v for v in settings.headers.values() if len(v) >= 8]
+        if parts.password:
+            hidden.append(parts.password)
+        self._signer = _Signer(settings.secret)  # its secrets are hidden by the kit too
+        port = f":{parts.port}" if parts.port else ""
+        self._where = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+        """The URL for messages: no user info, no query (either may hold a credential)."""
         self.http = HttpClient(
             settings.url,
             name=f"webhook {context.name}",
