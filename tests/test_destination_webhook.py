@@ -317,3 +317,28 @@ def test_the_daemon_delivers_each_document_to_the_webhook_exactly_once(tmp_path)
                 got = date.fromisoformat(got)
             assert got == want, (field, got, want)
     assert len(list((tmp_path / "outbox").glob("*.json"))) == len(specs), "the folder too"
+
+
+def test_the_destinations_concurrency_sizes_its_pool(tmp_path, receiver):
+    """A webhook with `concurrency` gets that many delivery threads; the others keep theirs."""
+    from daemon.runtime import Daemon
+
+    raw = {
+        "store": {"url": f"sqlite:///{tmp_path}/d.db", "blob_dir": str(tmp_path / "blobs")},
+        "web": {"enabled": False},
+        "pipeline": {"delivery_concurrency": 2},
+        "vendors": {"local": {"kind": "local"}},
+        "destinations": {
+            "out": {"kind": "folder", "path": str(tmp_path / "out")},
+            "hook": {"kind": "webhook", "url": receiver.url, "secret": SECRET, "concurrency": 5},
+        },
+        "routes": [{"match": {}, "vendor": "local", "destinations": ["out", "hook"]}],
+    }
+    daemon = Daemon(config_mod.validate(raw, Path("test.toml")))
+    daemon.open()
+    daemon.start()
+    try:
+        assert daemon.delivery_pools["hook"].size == 5
+        assert daemon.delivery_pools["out"].size == 2, "the others keep the pipeline's"
+    finally:
+        daemon.stop()
