@@ -33,6 +33,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "destination": {
         "folder": "connectors.destinations.folder:FolderDestination",
+        "webhook": "connectors.destinations.webhook:WebhookDestination",
     },
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",

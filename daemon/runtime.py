@@ -200,6 +200,8 @@ class Daemon:
             adopt_delivery=lambda name, item: self.delivery_pools[name].adopt(item),
         )
         for name, delivery_runner in runners.items():
+            # A destination may set its own number of threads (a webhook's ``concurrency``).
+            own = getattr(delivery_runner.destination.settings, "concurrency", None)
             self.delivery_pools[name] = self._outbox_pool(
                 f"dest-{name}",
                 ledger.deliveries.c.destination,
@@ -207,7 +209,7 @@ class Daemon:
                 DELIVERY_ACTIVE,
                 order_by=(ledger.deliveries.c.next_attempt_at, ledger.deliveries.c.id),
                 run=delivery_runner.run,
-                size=settings.delivery_concurrency,
+                size=own or settings.delivery_concurrency,
             )
         for name, vendor in self.vendors.items():
             runner = SubmissionRunner(

@@ -9,10 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -24,12 +22,10 @@ from connectors.base import (
     Destination,
     DestinationSettings,
     ExportPayload,
-    FieldValue,
 )
+from connectors.destinations.document import export_document, field_value, plain
 from connectors.errors import TransientError
 from connectors.fsutil import atomic_write
-
-FORMAT_VERSION = 1
 
 
 class FolderDestinationSettings(DestinationSettings):
@@ -42,75 +38,6 @@ class FolderDestinationSettings(DestinationSettings):
     plus ``<document_id>.lines.csv``; ``both``: all of them."""
     indent: int | None = Field(2, ge=0)
     """JSON indentation; none for one line per file."""
-
-
-def field_value(value: FieldValue) -> str | None:
-    """The canonical value of a field as text: ISO dates, plain decimals, validated ids."""
-    if value.value_date is not None:
-        return value.value_date.isoformat()
-    if value.value_number is not None:
-        return format(value.value_number.normalize(), "f")
-    return value.value_text
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
-def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, Any]:
-    """The JSON export: canonical fields first, then details and provenance."""
-    result = payload.result
-    fields: dict[str, Any] = {}
-    for value in result.fields:
-        fields.setdefault(value.name, field_value(value))
-    return {
-        "docrelay_export": FORMAT_VERSION,
-        "document_id": payload.document_id,
-        "version": payload.version,
-        "fields": fields,
-        "corrected": sorted(payload.corrected),
-        "quality": dict(result.quality),
-        "line_items": [
-            {name: _plain(getattr(item, name)) for name in ("line_no", *LINE_ITEM_FIELDS)}
-            for item in result.line_items
-        ],
-        "field_details": [
-            {
-                "field": v.name,
-                "value": field_value(v),
-                "raw_text": v.raw_text,
-                "currency": v.currency,
-                "confidence": v.confidence,
-                "page": v.page,
-                "bbox": [v.bbox.left, v.bbox.top, v.bbox.right, v.bbox.bottom] if v.bbox else None,
-                "page_size": [v.bbox.page_width, v.bbox.page_height] if v.bbox else None,
-                "vendor_label": v.vendor_label,
-            }
-            for v in result.fields
-        ],
-        "document": {
-            "sha256": payload.sha256,
-            "filename": payload.filename,
-            "mime_type": payload.mime_type,
-            "source": payload.source,
-            "source_ref": payload.source_ref,
-            "received_at": payload.received_at.isoformat(),
-            "metadata": dict(payload.metadata),
-        },
-        "provenance": {
-            "vendor": payload.vendor,
-            "vendor_kind": payload.vendor_kind,
-            "vendor_ref": payload.vendor_ref,
-            "submission_id": payload.submission_id,
-            "extraction_id": payload.extraction_id,
-            "idempotency_key": idempotency_key,
-            "exported_at": datetime.now(UTC).isoformat(),
-        },
-    }
 
 
 class FolderDestination(Destination):
@@ -162,7 +89,7 @@ class FolderDestination(Destination):
         for item in payload.result.line_items:
             writer.writerow(
                 [payload.document_id, item.line_no]
-                + [_plain(getattr(item, name)) for name in LINE_ITEM_FIELDS]
+                + [plain(getattr(item, name)) for name in LINE_ITEM_FIELDS]
             )
         names = [f"{payload.document_id}.csv", f"{payload.document_id}.lines.csv"]
         atomic_write(root / names[0], head.getvalue().encode())

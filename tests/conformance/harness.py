@@ -411,11 +411,19 @@ class DestinationRun:
     tmp_path: Path
     records: Callable[[], list[dict[str, Any]]]
     """What the downstream system holds, one entry per record it made (not per push)."""
+    made: list[Any] = dataclasses.field(default_factory=list)
 
     def destination(self) -> Any:
+        """A destination for this run (closed when the run ends)."""
         cls = registry.load("destination", self.kind)
         settings = cls.settings_model.model_validate(self.settings)
-        return cls(settings, context("out", self.tmp_path))
+        made = cls(settings, context("out", self.tmp_path))
+        self.made.append(made)
+        return made
+
+    def close(self) -> None:
+        for made in self.made:
+            made.close()
 
 
 @contextmanager
@@ -431,8 +439,24 @@ def folder_destination(tmp_path: Path) -> Iterator[DestinationRun]:
     )
 
 
+@contextmanager
+def webhook_destination(tmp_path: Path) -> Iterator[DestinationRun]:
+    """A real receiver under uvicorn that verifies the signature and upserts by the key."""
+    from tests.webhook_receiver import SECRET, create_app
+
+    app = create_app()
+    with serve(app) as url:
+        yield DestinationRun(
+            kind="webhook",
+            settings={"kind": "webhook", "url": f"{url}/hook", "secret": SECRET},
+            tmp_path=tmp_path,
+            records=app.state.receiver.bodies,
+        )
+
+
 DESTINATIONS: dict[str, Callable[[Path], AbstractContextManager[DestinationRun]]] = {
     "folder": folder_destination,
+    "webhook": webhook_destination,
 }
 
 HARNESSES: dict[str, dict[str, Any]] = {

@@ -26,7 +26,10 @@ def source_run(request: pytest.FixtureRequest, tmp_path: Path):
 @pytest.fixture
 def destination_run(request: pytest.FixtureRequest, tmp_path: Path):
     with DESTINATIONS[request.param](tmp_path) as started:
-        yield started
+        try:
+            yield started
+        finally:
+            started.close()
 
 
 # --------------------------------------------------------------------------- sources
