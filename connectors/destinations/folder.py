@@ -9,8 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,8 +23,8 @@ from connectors.base import (
     Destination,
     DestinationSettings,
     ExportPayload,
-    FieldValue,
 )
+from connectors.destinations.records import as_text, field_value, flat_record
 from connectors.errors import TransientError
 from connectors.fsutil import atomic_write
 
@@ -44,23 +43,6 @@ class FolderDestinationSettings(DestinationSettings):
     """JSON indentation; none for one line per file."""
 
 
-def field_value(value: FieldValue) -> str | None:
-    """The canonical value of a field as text: ISO dates, plain decimals, validated ids."""
-    if value.value_date is not None:
-        return value.value_date.isoformat()
-    if value.value_number is not None:
-        return format(value.value_number.normalize(), "f")
-    return value.value_text
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
 def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, Any]:
     """The JSON export: canonical fields first, then details and provenance."""
     result = payload.result
@@ -75,7 +57,7 @@ def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, A
         "corrected": sorted(payload.corrected),
         "quality": dict(result.quality),
         "line_items": [
-            {name: _plain(getattr(item, name)) for name in ("line_no", *LINE_ITEM_FIELDS)}
+            {name: as_text(getattr(item, name)) for name in ("line_no", *LINE_ITEM_FIELDS)}
             for item in result.line_items
         ],
         "field_details": [
@@ -151,18 +133,18 @@ class FolderDestination(Destination):
         return [f"{root} is writable; {count} export file(s) in it"]
 
     def _write_csv(self, root: Path, payload: ExportPayload) -> list[str]:
-        values = {v.name: field_value(v) for v in reversed(payload.result.fields)}
+        record = flat_record(payload)
         head = io.StringIO()
         writer = csv.writer(head)
         writer.writerow(["document_id", *DOCUMENT_FIELDS])
-        writer.writerow([payload.document_id, *(values.get(name) for name in DOCUMENT_FIELDS)])
+        writer.writerow([payload.document_id, *(as_text(record[name]) for name in DOCUMENT_FIELDS)])
         lines = io.StringIO()
         writer = csv.writer(lines)
         writer.writerow(["document_id", "line_no", *LINE_ITEM_FIELDS])
         for item in payload.result.line_items:
             writer.writerow(
                 [payload.document_id, item.line_no]
-                + [_plain(getattr(item, name)) for name in LINE_ITEM_FIELDS]
+                + [as_text(getattr(item, name)) for name in LINE_ITEM_FIELDS]
             )
         names = [f"{payload.document_id}.csv", f"{payload.document_id}.lines.csv"]
         atomic_write(root / names[0], head.getvalue().encode())
