@@ -33,6 +33,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "destination": {
         "folder": "connectors.destinations.folder:FolderDestination",
+        "sql": "connectors.destinations.sql:SqlDestination",
     },
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",
