@@ -276,7 +276,8 @@ def classify(exc: sa_exc.DBAPIError, backend: str, scrub: list[str], where: str)
         code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
         if code in AUTH_MYSQL:
             return AuthFailed(message)
-        if exc.connection_invalidated or code in TRANSIENT_MYSQL or (code or 0) >= 2000:
+        client_side = 2000 <= (code or 0) < 3000  # the driver lost or never got a connection
+        if exc.connection_invalidated or code in TRANSIENT_MYSQL or client_side:
             return TransientError(message)
         return TerminalError(message)
     if backend == "postgresql":
@@ -351,7 +352,7 @@ class SqlDestination(Destination):
             # so every column is compared with the row's old version.
             return stmt.on_duplicate_key_update(
                 [
-                    (table.c[c], case((newer, stmt.inserted[c]), else_=table.c[c]))
+                    (c, case((newer, stmt.inserted[c]), else_=table.c[c]))
                     for c in [*updated, version]
                 ]
             )
