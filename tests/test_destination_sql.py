@@ -5,18 +5,27 @@ stay exact; and end to end, the real daemon filling a PostgreSQL table from the 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg.errors as pg_errors
+import pymysql.err as mysql_errors
 import pytest
 from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import Date, Numeric
 
 from connectors.base import CanonicalResult, ExportPayload, FieldValue, LineItem
-from connectors.destinations.sql import SqlDestination, SqlDestinationSettings
+from connectors.destinations.sql import (
+    SqlDestination,
+    SqlDestinationSettings,
+    build_table,
+    classify,
+)
 from connectors.errors import AuthFailed, TerminalError, TransientError
 from daemon import config as config_mod
 from tests.conformance.harness import context
@@ -278,8 +287,6 @@ def test_a_locked_sqlite_database_is_retried(tmp_path):
     url = f"sqlite:///{tmp_path}/erp.db"
     dest = destination(url, tmp_path, connect_timeout=0.1)
     dest.deliver(payload(), "k")
-    import sqlite3
-
     holder = sqlite3.connect(tmp_path / "erp.db")
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -291,6 +298,36 @@ def test_a_locked_sqlite_database_is_retried(tmp_path):
     dest.deliver(payload(2), "k")
     assert rows(url)[0]["version"] == 2
     dest.close()
+
+
+DRIVER_ERRORS = [
+    ("postgresql", pg_errors.DeadlockDetected("deadlock detected"), TransientError),
+    ("postgresql", pg_errors.SerializationFailure("could not serialize"), TransientError),
+    ("postgresql", pg_errors.AdminShutdown("terminating connection"), TransientError),
+    ("postgresql", pg_errors.InvalidPassword("password authentication failed"), AuthFailed),
+    ("postgresql", pg_errors.InsufficientPrivilege("permission denied"), AuthFailed),
+    ("postgresql", pg_errors.CheckViolation("violates check constraint"), TerminalError),
+    ("mariadb", mysql_errors.OperationalError(1213, "Deadlock found"), TransientError),
+    ("mariadb", mysql_errors.OperationalError(1205, "Lock wait timeout"), TransientError),
+    ("mariadb", mysql_errors.OperationalError(2013, "Lost connection"), TransientError),
+    ("mariadb", mysql_errors.OperationalError(1045, "Access denied for user"), AuthFailed),
+    ("mariadb", mysql_errors.OperationalError(1054, "Unknown column 'x'"), TerminalError),
+    ("mariadb", mysql_errors.DataError(1406, "Data too long for column"), TerminalError),
+    ("sqlite", sqlite3.OperationalError("database is locked"), TransientError),
+    ("sqlite", sqlite3.OperationalError("no such column: x"), TerminalError),
+]
+
+
+@pytest.mark.parametrize(
+    ("backend", "orig", "expected"), DRIVER_ERRORS, ids=[str(e[1]) for e in DRIVER_ERRORS]
+)
+def test_database_errors_get_the_engines_classes(backend, orig, expected):
+    """Deadlocks and lost connections are retried, refusals pause, the rest is final; the
+    message is the database's, without the password."""
+    wrapped = DBAPIError.instance("INSERT …", {}, orig, Exception)
+    error = classify(wrapped, backend, ["pw-123"], "cannot write to t")
+    assert type(error) is expected, (backend, orig, type(wrapped))
+    assert str(error).startswith("cannot write to t: ") and "pw-123" not in str(error)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -378,8 +415,6 @@ def test_the_daemon_fills_a_postgresql_table_once_per_document(tmp_path, pg_url)
     settings = SqlDestinationSettings.model_validate(
         {"kind": "sql", "url": pg_url, "table": "ap_invoices", "schema": "erp"}
     )
-    from connectors.destinations.sql import build_table
-
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("CREATE SCHEMA erp"))
