@@ -384,6 +384,19 @@ def test_url_file_holds_the_url_with_its_password_and_it_is_redacted(tmp_path):
     assert "hunter2" not in dest.where and "db.example" in dest.where
 
 
+def test_the_commented_example_in_config_example_toml_is_valid(tmp_path):
+    example = (Path(__file__).resolve().parent.parent / "config.example.toml").read_text()
+    block = example.split("# [destinations.erp_table]\n", 1)[1].split("\n\n", 1)[0]
+    lines = ["[destinations.erp_table]"] + [line.removeprefix("# ") for line in block.splitlines()]
+    (tmp_path / "erp-db-url").write_text("postgresql+psycopg://docrelay:pw@db/erp\n")
+    text_ = "\n".join(lines).replace('"erp-db-url"', f'"{tmp_path / "erp-db-url"}"')
+    path = tmp_path / "config.toml"
+    path.write_text(example + "\n" + text_ + "\n")
+    loaded = config_mod.load(path).destinations["erp_table"]
+    assert loaded.kind == "sql" and loaded.columns["gross"] == "total_amount"
+    assert loaded.db_schema == "docrelay" and loaded.key == "document_id"
+
+
 # --------------------------------------------------------------------------- shared flattening
 
 
