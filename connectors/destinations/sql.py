@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -338,15 +339,17 @@ class SqlDestination(Destination):
         with self._classified(f"cannot write to {self.where}"):
             engine = self._prepared()
             with engine.begin() as conn:
-                conn.execute(self.upsert(row))
+                conn.execute(self.upsert, row)
         return DeliveryReceipt(ref=str(row[self.settings.key]))
 
-    def upsert(self, row: dict[str, Any]) -> Insert:
-        """The insert that updates the keyed row only for a higher version."""
+    @cached_property
+    def upsert(self) -> Insert:
+        """The insert of one row (its values are the parameters) that updates the keyed row
+        only for a higher version; built once, as building it costs more than running it."""
         table, key, version = self.table, self.settings.key, self.version_column
-        updated = [c for c in row if c not in (key, version)]
+        updated = [c for c in self.settings.columns if c not in (key, version)]
         if self.backend in ("mysql", "mariadb"):
-            stmt = mysql.insert(table).values(row)
+            stmt = mysql.insert(table)
             newer = stmt.inserted[version] > table.c[version]
             # Assignments apply in order, each seeing the ones before it: version goes last,
             # so every column is compared with the row's old version.
@@ -357,7 +360,7 @@ class SqlDestination(Destination):
                 ]
             )
         dialect_insert = postgresql.insert if self.backend == "postgresql" else sqlite.insert
-        stmt = dialect_insert(table).values(row)
+        stmt = dialect_insert(table)
         return stmt.on_conflict_do_update(
             index_elements=[table.c[key]],
             set_={c: stmt.excluded[c] for c in [*updated, version]},
