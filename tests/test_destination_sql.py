@@ -150,6 +150,33 @@ def test_one_row_per_document_and_only_a_newer_version_overwrites(db_url, tmp_pa
     dest.close()
 
 
+def test_two_processes_making_the_table_at_once_both_deliver(db_url, tmp_path):
+    """Two daemons sharing the database: both find no table, both create it; the loser of
+    that race sees the winner's table and goes on."""
+    import threading
+
+    dests = [destination(db_url, tmp_path) for _ in range(4)]
+    start = threading.Barrier(len(dests))
+    errors: list[BaseException] = []
+
+    def push(n: int) -> None:
+        start.wait()
+        try:
+            dests[n].deliver(payload(document_id=100 + n), f"k{n}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(n,)) for n in range(len(dests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for dest in dests:
+        dest.close()
+    assert errors == []
+    assert sorted(r["document_id"] for r in rows(db_url)) == [100, 101, 102, 103]
+
+
 @pytest.mark.parametrize("amount", ["0.01", "1234567.8912", "99999999.99", "0.10"])
 def test_amounts_stay_exact(db_url, tmp_path, amount):
     dest = destination(db_url, tmp_path)
