@@ -67,7 +67,7 @@ def payload(
         mime_type="application/pdf",
         source="scans",
         source_ref=f"invoice-{document_id}.pdf",
-        received_at=datetime(2026, 12, 1, 8, 30, tzinfo=UTC),
+        received_at=datetime(2026, 12, 1, 8, 30, 0, 123456, tzinfo=UTC),
         vendor="local",
         vendor_kind="local",
         vendor_ref="local:ab",
@@ -119,7 +119,9 @@ def test_the_table_is_made_with_exact_types_and_the_document_as_key(db_url, tmp_
     assert row["issue_date"] == date(2026, 12, 1)
     assert row["supplier_name"] == "Müller & Söhne GmbH"
     assert row["sha256"] == f"{42:064x}" and row["filename"] == "invoice-42.pdf"
-    assert row["received_at"].replace(tzinfo=None) == datetime(2026, 12, 1, 8, 30)
+    received = row["received_at"]  # reflected: aware on PostgreSQL, naive UTC elsewhere
+    received = received.astimezone(UTC) if received.tzinfo else received.replace(tzinfo=UTC)
+    assert received == datetime(2026, 12, 1, 8, 30, 0, 123456, tzinfo=UTC)
     assert row["corrected"] == ""
 
 
