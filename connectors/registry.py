@@ -34,6 +34,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     "destination": {
         "folder": "connectors.destinations.folder:FolderDestination",
         "webhook": "connectors.destinations.webhook:WebhookDestination",
+        "sql": "connectors.destinations.sql:SqlDestination",
     },
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",

@@ -6,32 +6,14 @@ sends this same form, so a consumer written against one reads the other unchange
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
-from connectors.base import LINE_ITEM_FIELDS, ExportPayload, FieldValue
+from connectors.base import LINE_ITEM_FIELDS, ExportPayload
+from connectors.destinations.records import as_text, field_value
 
 FORMAT_VERSION = 1
 """``docrelay_export`` in every document: raised only when a field changes meaning."""
-
-
-def field_value(value: FieldValue) -> str | None:
-    """The canonical value of a field as text: ISO dates, plain decimals, validated ids."""
-    if value.value_date is not None:
-        return value.value_date.isoformat()
-    if value.value_number is not None:
-        return format(value.value_number.normalize(), "f")
-    return value.value_text
-
-
-def plain(value: Any) -> Any:
-    """A line item's value as JSON holds it: decimals and dates as text, exact."""
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
 
 
 def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, Any]:
@@ -48,7 +30,7 @@ def export_document(payload: ExportPayload, idempotency_key: str) -> dict[str, A
         "corrected": sorted(payload.corrected),
         "quality": dict(result.quality),
         "line_items": [
-            {name: plain(getattr(item, name)) for name in ("line_no", *LINE_ITEM_FIELDS)}
+            {name: as_text(getattr(item, name)) for name in ("line_no", *LINE_ITEM_FIELDS)}
             for item in result.line_items
         ],
         "field_details": [

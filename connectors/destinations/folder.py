@@ -23,7 +23,8 @@ from connectors.base import (
     DestinationSettings,
     ExportPayload,
 )
-from connectors.destinations.document import export_document, field_value, plain
+from connectors.destinations.document import export_document
+from connectors.destinations.records import as_text, flat_record
 from connectors.errors import TransientError
 from connectors.fsutil import atomic_write
 
@@ -78,18 +79,18 @@ class FolderDestination(Destination):
         return [f"{root} is writable; {count} export file(s) in it"]
 
     def _write_csv(self, root: Path, payload: ExportPayload) -> list[str]:
-        values = {v.name: field_value(v) for v in reversed(payload.result.fields)}
+        record = flat_record(payload)
         head = io.StringIO()
         writer = csv.writer(head)
         writer.writerow(["document_id", *DOCUMENT_FIELDS])
-        writer.writerow([payload.document_id, *(values.get(name) for name in DOCUMENT_FIELDS)])
+        writer.writerow([payload.document_id, *(as_text(record[name]) for name in DOCUMENT_FIELDS)])
         lines = io.StringIO()
         writer = csv.writer(lines)
         writer.writerow(["document_id", "line_no", *LINE_ITEM_FIELDS])
         for item in payload.result.line_items:
             writer.writerow(
                 [payload.document_id, item.line_no]
-                + [plain(getattr(item, name)) for name in LINE_ITEM_FIELDS]
+                + [as_text(getattr(item, name)) for name in LINE_ITEM_FIELDS]
             )
         names = [f"{payload.document_id}.csv", f"{payload.document_id}.lines.csv"]
         atomic_write(root / names[0], head.getvalue().encode())

@@ -454,9 +454,48 @@ def webhook_destination(tmp_path: Path) -> Iterator[DestinationRun]:
         )
 
 
+@contextmanager
+def sql_destination(tmp_path: Path) -> Iterator[DestinationRun]:
+    """The SQL table destination on SQLite (tests/test_destination_sql.py covers the servers);
+    a record is a row, read back as the folder's JSON shape: version and fields as text."""
+    from sqlalchemy import MetaData, Table, create_engine, inspect, select
+
+    from connectors.base import DOCUMENT_FIELDS
+    from connectors.destinations.records import as_text
+
+    url = f"sqlite:///{tmp_path}/out.db"
+
+    def records() -> list[dict[str, Any]]:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                if not inspect(conn).has_table("invoices"):
+                    return []
+                table = Table("invoices", MetaData(), autoload_with=conn)  # typed columns
+                rows = conn.execute(select(table).order_by(table.c.document_id))
+                return [
+                    {
+                        "document_id": row["document_id"],
+                        "version": row["version"],
+                        "fields": {name: as_text(row[name]) for name in DOCUMENT_FIELDS},
+                    }
+                    for row in rows.mappings()
+                ]
+        finally:
+            engine.dispose()
+
+    yield DestinationRun(
+        kind="sql",
+        settings={"kind": "sql", "url": url, "table": "invoices"},
+        tmp_path=tmp_path,
+        records=records,
+    )
+
+
 DESTINATIONS: dict[str, Callable[[Path], AbstractContextManager[DestinationRun]]] = {
     "folder": folder_destination,
     "webhook": webhook_destination,
+    "sql": sql_destination,
 }
 
 HARNESSES: dict[str, dict[str, Any]] = {
