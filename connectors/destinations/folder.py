@@ -18,6 +18,7 @@ from connectors import jsonio
 from connectors.base import (
     DOCUMENT_FIELDS,
     LINE_ITEM_FIELDS,
+    ConnectorContext,
     DeliveryReceipt,
     Destination,
     DestinationSettings,
@@ -26,7 +27,19 @@ from connectors.base import (
 from connectors.destinations.document import export_document
 from connectors.destinations.records import as_text, flat_record
 from connectors.errors import TransientError
-from connectors.fsutil import atomic_write
+from connectors.fsutil import atomic_write, default_file_mode
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a CSV cell that a spreadsheet would run as a formula begins (OWASP's list)."""
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(…)`` in a
+    supplier name) gets a leading ``'``; numbers and dates, which we write, stay as they are
+    (``-12.50`` is a credit, not a formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return as_text(value)
 
 
 class FolderDestinationSettings(DestinationSettings):
@@ -39,6 +52,9 @@ class FolderDestinationSettings(DestinationSettings):
     plus ``<document_id>.lines.csv``; ``both``: all of them."""
     indent: int | None = Field(2, ge=0)
     """JSON indentation; none for one line per file."""
+    file_mode: int | None = Field(None, ge=0, le=0o777)
+    """Permissions of the files written (TOML takes ``0o640``); unset: 0666 less the
+    process's umask, as any program's new files get (0644 under umask 022)."""
 
 
 class FolderDestination(Destination):
@@ -46,6 +62,10 @@ class FolderDestination(Destination):
     settings_model = FolderDestinationSettings
     inline = True
     settings: FolderDestinationSettings
+
+    def __init__(self, settings: FolderDestinationSettings, context: ConnectorContext) -> None:
+        super().__init__(settings, context)
+        self.file_mode = default_file_mode() if settings.file_mode is None else settings.file_mode
 
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
         root = self.settings.path
@@ -55,7 +75,7 @@ class FolderDestination(Destination):
                 body = export_document(payload, idempotency_key)
                 data = jsonio.dumps_bytes(body, indent=self.settings.indent)
                 target = root / f"{payload.document_id}.json"
-                atomic_write(target, data + b"\n")
+                atomic_write(target, data + b"\n", mode=self.file_mode)
                 written.append(target.name)
             if self.settings.format in ("csv", "both"):
                 written.extend(self._write_csv(root, payload))
@@ -83,16 +103,18 @@ class FolderDestination(Destination):
         head = io.StringIO()
         writer = csv.writer(head)
         writer.writerow(["document_id", *DOCUMENT_FIELDS])
-        writer.writerow([payload.document_id, *(as_text(record[name]) for name in DOCUMENT_FIELDS)])
+        writer.writerow(
+            [payload.document_id, *(csv_cell(record[name]) for name in DOCUMENT_FIELDS)]
+        )
         lines = io.StringIO()
         writer = csv.writer(lines)
         writer.writerow(["document_id", "line_no", *LINE_ITEM_FIELDS])
         for item in payload.result.line_items:
             writer.writerow(
                 [payload.document_id, item.line_no]
-                + [as_text(getattr(item, name)) for name in LINE_ITEM_FIELDS]
+                + [csv_cell(getattr(item, name)) for name in LINE_ITEM_FIELDS]
             )
         names = [f"{payload.document_id}.csv", f"{payload.document_id}.lines.csv"]
-        atomic_write(root / names[0], head.getvalue().encode())
-        atomic_write(root / names[1], lines.getvalue().encode())
+        atomic_write(root / names[0], head.getvalue().encode(), mode=self.file_mode)
+        atomic_write(root / names[1], lines.getvalue().encode(), mode=self.file_mode)
         return names
