@@ -262,6 +262,11 @@ class ConnectorSettings(BaseModel):
     kind: str
     """Which connector implements this entry (see `docrelay connectors`)."""
 
+    def plain_secrets(self) -> list[str]:
+        """Secret values kept in plain ``str`` settings (an API key among extra headers):
+        the logs hide them like every ``SecretStr`` field's."""
+        return []
+
 
 def check_mapping_targets(
     value: dict[str, str], known: tuple[str, ...], key: str

@@ -368,6 +368,8 @@ def _model_type(annotation: Any) -> type[BaseModel] | None:
 
 
 def _collect_secrets(model: BaseModel, secrets: list[str]) -> None:
+    if isinstance(model, ConnectorSettings):
+        secrets.extend(v for v in model.plain_secrets() if v)
     for value in model.__dict__.values():
         if isinstance(value, SecretStr) and value.get_secret_value():
             secrets.append(value.get_secret_value())

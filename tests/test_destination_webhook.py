@@ -234,10 +234,13 @@ def test_config_errors_name_the_key(tmp_path):
     ok.write_text(
         f'[destinations.hook]\nkind = "webhook"\nurl = "https://erp.example/in"\n'
         f'secret_file = "{secret}"\nconcurrency = 4\n'
+        'headers = { "X-Api-Key" = "erp-key-0123456789", "X-Team" = "ap" }\n'
     )
     loaded = config_mod.load(ok).destinations["hook"]
     assert loaded.secret.get_secret_value() == SECRET and loaded.concurrency == 4
-    assert SECRET in config_mod.load(ok).secrets, "kept out of the logs"
+    hidden = config_mod.load(ok).secrets
+    assert SECRET in hidden, "kept out of the logs"
+    assert "erp-key-0123456789" in hidden and "ap" not in hidden, "an API key in headers too"
 
 
 # --------------------------------------------------------------------------- end to end

@@ -40,6 +40,8 @@ from connectors.destinations.document import export_document
 from connectors.errors import DocrelayError, TransientError
 from connectors.http import STATUS_ERRORS, HttpClient
 
+HIDDEN_HEADER_CHARS = 8
+"""Extra header values at least this long are treated as secrets (hidden in messages, logs)."""
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 MIN_SECRET_BYTES = 24
 """The Standard Webhooks specification asks for secrets of 24 to 64 bytes."""
@@ -100,6 +102,10 @@ class WebhookDestinationSettings(DestinationSettings):
     """Requests per second to this receiver at most; unset: no limit."""
     concurrency: int | None = Field(None, ge=1)
     """Pushes to this receiver at the same time; unset: ``pipeline.delivery_concurrency``."""
+
+    def plain_secrets(self) -> list[str]:
+        """Header values of 8 or more characters: what an API key looks like."""
+        return [value for value in self.headers.values() if len(value) >= HIDDEN_HEADER_CHARS]
 
     @field_validator("url")
     @classmethod
@@ -199,7 +205,7 @@ class WebhookDestination(Destination):
     def __init__(self, settings: WebhookDestinationSettings, context: ConnectorContext) -> None:
         super().__init__(settings, context)
         parts = urlsplit(settings.url)
-        hidden = [v for v in settings.headers.values() if len(v) >= 8]
+        hidden = settings.plain_secrets()
         if parts.password:
             hidden.append(parts.password)
         self._signer = _Signer(settings.secret)  # its secrets are hidden by the kit too
