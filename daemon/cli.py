@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--vendor", help="only this vendor profile")
     p.add_argument("--all", action="store_true", help="every dead and failed item")
+    p = command("replay", cmd_replay, "send documents to a destination again, on purpose")
+    p.add_argument("documents", nargs="+", type=int, help="document ids")
+    p.add_argument("--destination", required=True, help="the destination's name in the config")
     p = command("history", cmd_history, "the event trail of one document")
     p.add_argument("document", type=int)
     p.add_argument("--json", action="store_true")
@@ -417,6 +420,21 @@ def cmd_retry(args: argparse.Namespace) -> int:
         f"{counts['feedback']} feedback item(s)"
     )
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from daemon.pipeline.admin import replay
+
+    config = load_config(args)
+    if args.destination not in config.destinations:
+        known = ", ".join(sorted(config.destinations)) or "none"
+        print(f"no destination {args.destination!r} in {config.path} (configured: {known})",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    outcome = replay(open_store(config), args.documents, args.destination)
+    for document_id, what in outcome.items():
+        print(f"document {document_id}: {what}")
+    return 0 if all(w.startswith("queued") for w in outcome.values()) else 1
 
 
 def cmd_history(args: argparse.Namespace) -> int:

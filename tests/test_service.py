@@ -191,6 +191,38 @@ def test_correct_updates_the_store_for_a_vendor_without_feedback(tmp_path):
     assert "local takes no feedback" in result.stdout
 
 
+def test_replay_sends_a_document_again_as_a_new_version_with_its_reason(tmp_path):
+    config = write_config(tmp_path)
+    files = tmp_path / "one"
+    files.mkdir()
+    (files / "a.pdf").write_bytes(render_pdf(random_spec(6)))
+    cli(config, "submit", str(files), "--wait")
+    queued = cli(config, "replay", "1", "--destination", "outbox")
+    assert "document 1: queued for outbox as version 2" in queued.stdout
+    unknown = cli(config, "replay", "1", "--destination", "erp", check=False)
+    assert unknown.returncode == 2 and "no destination 'erp'" in unknown.stderr
+    missing = cli(config, "replay", "1", "77", "--destination", "outbox", check=False)
+    assert missing.returncode == 1 and "document 77: not replayed" in missing.stdout
+    engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
+
+    def versions() -> list[tuple[int, str]]:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version, state FROM deliveries ORDER BY version"))
+            return [tuple(row) for row in rows]
+
+    daemon = DaemonProcess(config).start()
+    try:
+        wait_until(lambda: versions()[-1] == (3, "delivered"), 30, what="the replays delivered")
+    finally:
+        daemon.stop()
+    engine.dispose()
+    assert versions() == [(1, "delivered"), (2, "superseded"), (3, "delivered")]
+    exported = json.loads((tmp_path / "outbox" / "1.json").read_text())
+    assert exported["version"] == 3, "the destination holds the newest version, under one key"
+    history = cli(config, "history", "1").stdout
+    assert history.count("sent to outbox again on purpose (docrelay replay)") == 2
+
+
 def test_correct_refuses_unknown_fields_and_values_of_the_wrong_type(tmp_path):
     config = write_config(tmp_path)
     files = tmp_path / "one"

@@ -149,3 +149,61 @@ def purge_expired(engine: Engine, profile: str, vendor: Any, *, limit: int = 100
             )
         purged += 1
     return purged
+
+
+def replay(
+    engine: Engine, documents: Sequence[int], destination: str, *, actor: str = "cli"
+) -> dict[int, str]:
+    """Send documents to ``destination`` again, on purpose: the next version of each one's
+    export there (the same idempotency key, so the destination updates what it made), with a
+    ``replay`` event saying who asked. Returns, per document, what was queued or why not."""
+    from daemon.pipeline.feedback import INSERT_DELIVERY, LATEST_OF_SUBMISSION
+    from daemon.pipeline.submissions import delivery_key, next_delivery_versions
+
+    sub = ledger.submissions
+    outcome: dict[int, str] = {}
+    with engine.begin() as conn:
+        for document_id in documents:
+            done = conn.execute(
+                select(sub.c.id)
+                .where(
+                    sub.c.document_id == document_id,
+                    sub.c.state == S.DONE,
+                    sub.c.role != "shadow",
+                )
+                .order_by(sub.c.completed_at.desc(), sub.c.id.desc())
+                .limit(1)
+            ).scalar()
+            extraction_id = (
+                conn.execute(LATEST_OF_SUBMISSION, {"submission_id": done}).scalar()
+                if done is not None
+                else None
+            )
+            if done is None or extraction_id is None:
+                outcome[document_id] = "not replayed: it has no finished extraction"
+                continue
+            key = delivery_key(document_id, destination)
+            version = next_delivery_versions(conn, [key])[key]
+            delivery_id = conn.execute(
+                INSERT_DELIVERY,
+                {
+                    "document_id": document_id,
+                    "submission_id": done,
+                    "extraction_id": extraction_id,
+                    "destination": destination,
+                    "idempotency_key": key,
+                    "version": version,
+                    "state": DeliveryState.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": utcnow(),
+                    "created_at": utcnow(),
+                },
+            ).scalar_one()
+            ledger.event(
+                conn, actor=actor, kind="replay", document_id=document_id, submission_id=done,
+                delivery_id=delivery_id, to_state=DeliveryState.PENDING,
+                message=f"sent to {destination} again on purpose (docrelay replay) as version "
+                f"{version}",
+            )  # fmt: skip
+            outcome[document_id] = f"queued for {destination} as version {version}"
+    return outcome
