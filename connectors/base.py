@@ -649,6 +649,9 @@ class ExportPayload:
     idempotency key."""
     corrected: frozenset[str] = frozenset()
     """The fields a person corrected."""
+    original: Path | None = None
+    """The stored original file (read-only: the store's blob), for destinations that attach
+    it (ERPs want the PDF); None where the engine has none to give."""
 
 
 @dataclass(frozen=True, slots=True)

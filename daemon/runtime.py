@@ -187,6 +187,7 @@ class Daemon:
                 destination=destination,
                 name=name,
                 settings=settings,
+                blobs=self.blobs,
                 on_final=self._delivery_ended,
             )
             for name, destination in self.destinations.items()

@@ -182,6 +182,31 @@ class LockingDestination(Destination):
         return DeliveryReceipt(ref=idempotency_key)
 
 
+class RecordingSettings(ConnectorSettings):
+    kind: Literal["recording"] = "recording"
+    inline: bool = False
+
+
+RECEIVED: dict[str, list[ExportPayload]] = defaultdict(list)
+"""Every payload a recording destination was given, by destination name."""
+
+
+class RecordingDestination(Destination):
+    """Keeps every payload it is given (inline or from its own pool, as configured)."""
+
+    kind: ClassVar[str] = "recording"
+    settings_model: ClassVar[type[ConnectorSettings]] = RecordingSettings
+
+    def __init__(self, settings: ConnectorSettings, context: Any) -> None:
+        super().__init__(settings, context)
+        assert isinstance(settings, RecordingSettings)
+        self.inline = settings.inline
+
+    def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
+        RECEIVED[self.context.name].append(payload)
+        return DeliveryReceipt(ref=idempotency_key)
+
+
 def install(monkeypatch: Any) -> None:
     """Register the fake kind with the connector registry for one test."""
     from connectors import registry
@@ -190,8 +215,12 @@ def install(monkeypatch: Any) -> None:
     monkeypatch.setitem(
         registry.BUILTIN["destination"], "locking", "tests.fakes:LockingDestination"
     )
+    monkeypatch.setitem(
+        registry.BUILTIN["destination"], "recording", "tests.fakes:RecordingDestination"
+    )
     registry.available.cache_clear()
     monkeypatch.setattr(registry, "available", registry.available)
     SCRIPTS.clear()
     CALLS.clear()
     GATES.clear()
+    RECEIVED.clear()

@@ -523,6 +523,27 @@ def test_a_clock_set_back_does_not_hold_back_waiting_work(make_daemon):
     wait_until(lambda: daemon.job_counters.runs.get("sweep", 0) > sweeps, 5, what="a sweep")
 
 
+def test_an_export_gives_the_destination_the_original_file(make_daemon):
+    """ERPs attach the PDF: a pushed payload points at the stored original, on the inline
+    path (the vendor's worker pushes) and from the destination's own pool."""
+    daemon = make_daemon(
+        {
+            "destinations": {
+                "erp": {"kind": "recording", "inline": True},
+                "dms": {"kind": "recording"},
+            }
+        },
+        routes=[{"match": {"filename": "*.pdf"}, "vendor": "a", "destinations": ["erp", "dms"]}],
+    )
+    data = b"%PDF-1.4 the original bytes %%EOF"
+    doc = offer(daemon, "attach.pdf", data)
+    wait_until(lambda: fakes.RECEIVED["erp"] and fakes.RECEIVED["dms"], 10, what="both pushes")
+    for name in ("erp", "dms"):
+        (payload,) = fakes.RECEIVED[name]
+        assert payload.document_id == doc
+        assert payload.original is not None and payload.original.read_bytes() == data, name
+
+
 def test_an_inline_push_the_store_could_not_record_is_finished_by_the_pool(make_daemon, tmp_path):
     """RELIABILITY 24: another process locks the store right after an inline push. The row is
     still leased to this process, so its destination pool records the push once the store is

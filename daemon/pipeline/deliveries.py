@@ -29,6 +29,7 @@ from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.workers import InHand
+from daemon.store.blobs import BlobStore
 from daemon.store.engine import reader
 from daemon.store.models import (
     DeliveryState,
@@ -120,8 +121,10 @@ def export_payload(
     *,
     version: int = 1,
     corrected: frozenset[str] = frozenset(),
+    blobs: BlobStore | None = None,
 ) -> ExportPayload:
-    """An export from the rows of a document and its submission plus a canonical result."""
+    """An export from the rows of a document and its submission plus a canonical result;
+    with ``blobs``, the payload points at the stored original."""
     return ExportPayload(
         document_id=doc["id"],
         sha256=doc["sha256"],
@@ -139,10 +142,13 @@ def export_payload(
         metadata=doc["metadata"] or {},
         version=version,
         corrected=corrected,
+        original=blobs.path(doc["sha256"]) if blobs is not None else None,
     )
 
 
-def build_payload(conn: ledger.Connection, delivery: Mapping[str, Any]) -> ExportPayload:
+def build_payload(
+    conn: ledger.Connection, delivery: Mapping[str, Any], blobs: BlobStore | None = None
+) -> ExportPayload:
     """The export of one outbox row, as stored (with corrections applied)."""
     doc = conn.execute(select(documents).where(documents.c.id == delivery["document_id"]))
     sub = conn.execute(
@@ -161,6 +167,7 @@ def build_payload(conn: ledger.Connection, delivery: Mapping[str, Any]) -> Expor
         result,
         version=delivery["version"],
         corrected=frozenset(corrected),
+        blobs=blobs,
     )
 
 
@@ -174,6 +181,7 @@ class DeliveryRunner:
         destination: Destination,
         name: str,
         settings: PipelineSettings,
+        blobs: BlobStore | None = None,
         on_final: Callable[
             [ledger.Connection, Mapping[str, Any], bool, str | None, Mapping[str, Any] | None],
             Callable[[], None] | None,
@@ -184,6 +192,7 @@ class DeliveryRunner:
         self.destination = destination
         self.name = name
         self.settings = settings
+        self.blobs = blobs
         self.on_final = on_final
         """Called in the transaction that ends a delivery (delivered, or dead), so the export
         status for the vendor is queued atomically with it; what it returns runs after the
@@ -203,7 +212,7 @@ class DeliveryRunner:
             )
             if delivery["lease_owner"] != owner:
                 return
-            payload = build_payload(conn, delivery)
+            payload = build_payload(conn, delivery, self.blobs)
         self.push(delivery, payload, owner)
 
     def push(

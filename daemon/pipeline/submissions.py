@@ -593,7 +593,9 @@ class SubmissionRunner:
         """After `done` is committed: push to inline destinations here, wake the other pools."""
         rows, work.outbox = work.outbox, []
         if rows and work.canonical is not None and work.extraction_id is not None:
-            payload = export_payload(work.doc, work.sub, work.extraction_id, work.canonical)
+            payload = export_payload(
+                work.doc, work.sub, work.extraction_id, work.canonical, blobs=self.blobs
+            )
             for row in rows:
                 runner = self.hooks.inline[row["destination"]]
                 if row["version"] != payload.version:
