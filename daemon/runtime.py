@@ -120,6 +120,9 @@ class Daemon:
         self._hinter = threading.Thread(target=self._apply_hints, name="hints", daemon=True)
         self.replay_guard = ReplayGuard()
         self.paused: dict[str, str] = {}
+        self.paused_destinations: dict[str, str] = {}
+        """Destinations whose credentials were refused: their deliveries wait (until a
+        restart with fixed credentials), the other destinations go on."""
         """Profiles whose credentials were refused, with the reason."""
         self.intake: Intake | None = None
         self.scheduler: Any = None
@@ -188,6 +191,7 @@ class Daemon:
                 name=name,
                 settings=settings,
                 blobs=self.blobs,
+                on_auth_failed=self.pause_destination,
                 on_final=self._delivery_ended,
             )
             for name, destination in self.destinations.items()
@@ -211,6 +215,7 @@ class Daemon:
                 order_by=(ledger.deliveries.c.next_attempt_at, ledger.deliveries.c.id),
                 run=delivery_runner.run,
                 size=own or settings.delivery_concurrency,
+                paused=lambda name=name: name in self.paused_destinations,
             )
         for name, vendor in self.vendors.items():
             runner = SubmissionRunner(
@@ -469,6 +474,15 @@ class Daemon:
         log.error("vendor profile %s needs re-authentication: %s", profile, reason)
         with self.engine.begin() as conn:
             ledger.set_health(conn, profile, "auth_failed", reason)
+
+    def pause_destination(self, name: str, reason: str) -> None:
+        """A destination refused our credentials: hold its deliveries, keep the others."""
+        if name in self.paused_destinations:
+            return
+        self.paused_destinations[name] = reason
+        log.error("destination %s needs re-authentication: %s", name, reason)
+        with self.engine.begin() as conn:
+            ledger.set_health(conn, name, "auth_failed", reason)
 
     def resume_profile(self, profile: str) -> None:
         """Credentials fixed: the held submissions are due again at once."""

@@ -185,6 +185,9 @@ class LockingDestination(Destination):
 class RecordingSettings(ConnectorSettings):
     kind: Literal["recording"] = "recording"
     inline: bool = False
+    refuse: bool = False
+    """Every push refused as bad credentials (AuthFailed)."""
+    concurrency: int | None = None
 
 
 RECEIVED: dict[str, list[ExportPayload]] = defaultdict(list)
@@ -204,6 +207,9 @@ class RecordingDestination(Destination):
 
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
         RECEIVED[self.context.name].append(payload)
+        assert isinstance(self.settings, RecordingSettings)
+        if self.settings.refuse:
+            raise AuthFailed("the ERP refused the API key")
         return DeliveryReceipt(ref=idempotency_key)
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from connectors.base import IngestStatus, IntakeItem
 from connectors.registry import available
@@ -542,6 +542,38 @@ def test_an_export_gives_the_destination_the_original_file(make_daemon):
         (payload,) = fakes.RECEIVED[name]
         assert payload.document_id == doc
         assert payload.original is not None and payload.original.read_bytes() == data, name
+
+
+def test_a_destination_that_refuses_the_credentials_is_held_and_the_others_go_on(make_daemon):
+    """Its deliveries wait (not dead, no attempt spent), its health says so, and no further
+    push is tried until a restart; the other destination gets every document."""
+    daemon = make_daemon(
+        {
+            "destinations": {
+                "erp": {"kind": "recording", "refuse": True, "concurrency": 1},
+                "dms": {"kind": "recording"},
+            }
+        },
+        routes=[{"match": {"filename": "*.pdf"}, "vendor": "a", "destinations": ["erp", "dms"]}],
+    )
+    docs = [offer(daemon, f"held-{n}.pdf", f"%PDF-1.4 {n} %%EOF".encode()) for n in range(3)]
+    wait_until(lambda: len(fakes.RECEIVED["dms"]) == 3, 10, what="the other destination")
+    wait_until(lambda: fakes.RECEIVED["erp"], 10, what="a refused push")
+    time.sleep(1.0)  # the other rows' first pushes would have come by now
+    assert len(fakes.RECEIVED["erp"]) == 1, "held after the first refusal"
+    assert daemon.paused_destinations.keys() == {"erp"}
+    deliveries, health = ledger.deliveries, ledger.health
+    with daemon.reader.connect() as conn:
+        states_ = dict(
+            conn.execute(
+                select(deliveries.c.destination, func.count())
+                .where(deliveries.c.state.in_(("pending", "failed")))
+                .group_by(deliveries.c.destination)
+            ).all()
+        )
+        shown = conn.execute(select(health.c.name, health.c.state, health.c.reason)).all()
+    assert states_ == {"erp": len(docs)}, "every erp delivery waits; none is dead"
+    assert [tuple(row) for row in shown] == [("erp", "auth_failed", "the ERP refused the API key")]
 
 
 def test_an_inline_push_the_store_could_not_record_is_finished_by_the_pool(make_daemon, tmp_path):

@@ -182,6 +182,7 @@ class DeliveryRunner:
         name: str,
         settings: PipelineSettings,
         blobs: BlobStore | None = None,
+        on_auth_failed: Callable[[str, str], None] = lambda name, reason: None,
         on_final: Callable[
             [ledger.Connection, Mapping[str, Any], bool, str | None, Mapping[str, Any] | None],
             Callable[[], None] | None,
@@ -193,6 +194,9 @@ class DeliveryRunner:
         self.name = name
         self.settings = settings
         self.blobs = blobs
+        self.on_auth_failed = on_auth_failed
+        """(destination, reason): credentials refused; the runtime holds this destination's
+        deliveries (they wait, none is lost) and shows it as needing re-authentication."""
         self.on_final = on_final
         """Called in the transaction that ends a delivery (delivered, or dead), so the export
         status for the vendor is queued atomically with it; what it returns runs after the
@@ -267,6 +271,8 @@ class DeliveryRunner:
 
     def _failed(self, delivery: dict[str, Any], error: Exception, owner: str, actor: str) -> None:
         verdict = states.verdict(error, delivery["attempts"], self.settings, states.DELIVERY_LANE)
+        if states.classify(error) is states.Outcome.PAUSE:
+            self.on_auth_failed(self.name, str(error))
         if not states.is_expected(error):
             log.error("unexpected error delivering %s", delivery["id"], exc_info=error)
         else:
