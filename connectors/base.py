@@ -659,6 +659,9 @@ class DeliveryReceipt:
     """What the downstream system answered: its reference for the export (file name, id, …)."""
 
     ref: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    """Anything else worth keeping about the record it made (stored as the delivery's
+    ``downstream_data``, JSON)."""
 
 
 class Destination(Connector):
@@ -669,6 +672,18 @@ class Destination(Connector):
     that finished a document pushes its first attempt right away instead of handing it to the
     destination's own pool. Remote systems keep False, so their slowness never holds back a
     vendor queue."""
+
+    can_look_up: ClassVar[bool] = False
+    """True when ``lookup`` can tell whether an export already arrived. The engine then marks
+    each push in doubt before it is made, and after a crash or an ambiguous failure asks the
+    destination first instead of pushing again (for systems that create a record per push
+    and cannot de-duplicate by the key themselves)."""
+
+    def lookup(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt | None:
+        """The receipt of this export if the destination already holds it — the record made
+        under ``idempotency_key`` at ``payload.version`` or newer — else None. MUST NOT
+        change anything downstream. Called only when ``can_look_up``."""
+        return None
 
     @abc.abstractmethod
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:

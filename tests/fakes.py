@@ -188,10 +188,17 @@ class RecordingSettings(ConnectorSettings):
     refuse: bool = False
     """Every push refused as bad credentials (AuthFailed)."""
     concurrency: int | None = None
+    lookup: bool = False
+    """Answer ``lookup`` from what it holds (``HELD``)."""
+    lose_first_answer: bool = False
+    """The first push arrives, but its answer is lost (an ambiguous timeout)."""
 
 
 RECEIVED: dict[str, list[ExportPayload]] = defaultdict(list)
 """Every payload a recording destination was given, by destination name."""
+HELD: dict[str, dict[str, int]] = defaultdict(dict)
+"""What each recording destination holds: idempotency key → newest version."""
+LOOKUPS: dict[str, list[str]] = defaultdict(list)
 
 
 class RecordingDestination(Destination):
@@ -204,13 +211,25 @@ class RecordingDestination(Destination):
         super().__init__(settings, context)
         assert isinstance(settings, RecordingSettings)
         self.inline = settings.inline
+        self.can_look_up = settings.lookup
+
+    def lookup(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt | None:
+        LOOKUPS[self.context.name].append(idempotency_key)
+        held = HELD[self.context.name].get(idempotency_key)
+        if held is None or held < payload.version:
+            return None
+        return DeliveryReceipt(ref=f"record-{idempotency_key}", data={"found": True})
 
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
-        RECEIVED[self.context.name].append(payload)
+        name = self.context.name
+        RECEIVED[name].append(payload)
         assert isinstance(self.settings, RecordingSettings)
         if self.settings.refuse:
             raise AuthFailed("the ERP refused the API key")
-        return DeliveryReceipt(ref=idempotency_key)
+        HELD[name][idempotency_key] = payload.version
+        if self.settings.lose_first_answer and len(RECEIVED[name]) == 1:
+            raise TransientError("no answer within 30s after the request was sent")
+        return DeliveryReceipt(ref=f"record-{idempotency_key}", data={"pushed": True})
 
 
 def install(monkeypatch: Any) -> None:
@@ -230,3 +249,5 @@ def install(monkeypatch: Any) -> None:
     CALLS.clear()
     GATES.clear()
     RECEIVED.clear()
+    HELD.clear()
+    LOOKUPS.clear()

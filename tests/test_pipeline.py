@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -574,6 +575,37 @@ def test_a_destination_that_refuses_the_credentials_is_held_and_the_others_go_on
         shown = conn.execute(select(health.c.name, health.c.state, health.c.reason)).all()
     assert states_ == {"erp": len(docs)}, "every erp delivery waits; none is dead"
     assert [tuple(row) for row in shown] == [("erp", "auth_failed", "the ERP refused the API key")]
+
+
+def test_a_push_whose_answer_was_lost_is_looked_up_not_made_twice(make_daemon):
+    """Delivery v2: before a push to a destination that can look a key up, the delivery is
+    marked in doubt; the answer is lost (an ambiguous timeout), so the retry asks first,
+    finds the record and records it, with no second push."""
+    daemon = make_daemon(
+        {
+            "destinations": {
+                "erp": {"kind": "recording", "lookup": True, "lose_first_answer": True},
+            }
+        },
+        routes=[{"match": {"filename": "*.pdf"}, "vendor": "a", "destinations": ["erp"]}],
+    )
+    doc = offer(daemon, "once.pdf")
+    deliveries = ledger.deliveries
+
+    def row() -> Any:
+        with daemon.reader.connect() as conn:
+            return conn.execute(
+                select(deliveries).where(deliveries.c.document_id == doc)
+            ).one_or_none()
+
+    wait_until(lambda: (r := row()) is not None and r.state == "delivered", 20, what="delivered")
+    done = row()
+    assert len(fakes.RECEIVED["erp"]) == 1, "pushed once"
+    assert fakes.LOOKUPS["erp"] == [f"docrelay-{doc}-erp"], "asked once, on the retry only"
+    assert done.downstream_ref == f"record-docrelay-{doc}-erp"
+    assert done.downstream_data == {"found": True} and done.in_doubt_at is None
+    events = [e["message"] for e in admin.history(daemon.engine, doc) if e["delivery_id"]]
+    assert any("by its key: an earlier push had arrived" in (m or "") for m in events)
 
 
 def test_an_inline_push_the_store_could_not_record_is_finished_by_the_pool(make_daemon, tmp_path):

@@ -244,23 +244,38 @@ class DeliveryRunner:
     ) -> bool:
         actor = f"worker:{owner}"
         receipt = self._unrecorded.pop(delivery["id"], None)
+        found = False
         if receipt is None:
-            crash_point("before_delivery")
+            key = delivery["idempotency_key"]
             try:
-                receipt = self.destination.deliver(payload, delivery["idempotency_key"])
+                if self.destination.can_look_up:
+                    if delivery.get("in_doubt_at") is not None:
+                        receipt = self.destination.lookup(payload, key)
+                        found = receipt is not None
+                    if receipt is None:
+                        self._mark_in_doubt(delivery, owner)
+                if receipt is None:
+                    crash_point("before_delivery")
+                    receipt = self.destination.deliver(payload, key)
+                    crash_point("after_delivery_push")
+            except ledger.LeaseLost:
+                return False
             except Exception as error:
                 self._failed(delivery, error, owner, actor)
                 return False
-            crash_point("after_delivery_push")
+        what = "found at" if found else "delivered to"
+        why = " by its key: an earlier push had arrived" if found else ""
         try:
             self._set(
                 delivery,
                 DeliveryState.DELIVERED,
                 owner,
                 actor,
-                f"delivered to {self.name}: {receipt.ref}",
+                f"{what} {self.name}{why}: {receipt.ref}",
                 final=(True, None, inline),
                 downstream_ref=receipt.ref,
+                downstream_data=dict(receipt.data) or None,
+                in_doubt_at=None,
                 delivered_at=utcnow(),
                 error=None,
             )
@@ -268,6 +283,15 @@ class DeliveryRunner:
             self._unrecorded[delivery["id"]] = receipt  # the next run only records it
             raise
         return True
+
+    def _mark_in_doubt(self, delivery: dict[str, Any], owner: str) -> None:
+        """On record before the push: should its outcome be lost, the next run asks the
+        destination before pushing again."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if not ledger.mark_in_doubt(conn, delivery["id"], owner, now):
+                raise ledger.LeaseLost(f"delivery {delivery['id']} is no longer ours")
+        delivery["in_doubt_at"] = now
 
     def _failed(self, delivery: dict[str, Any], error: Exception, owner: str, actor: str) -> None:
         verdict = states.verdict(error, delivery["attempts"], self.settings, states.DELIVERY_LANE)

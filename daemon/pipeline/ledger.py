@@ -88,6 +88,20 @@ def end_lease(
     return result.rowcount == 1
 
 
+MARK_IN_DOUBT = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("w_id"), deliveries.c.lease_owner == bindparam("w_owner"))
+    .values(in_doubt_at=bindparam("at"))
+)
+
+
+def mark_in_doubt(conn: Connection, delivery_id: int, owner: str, at: datetime) -> bool:
+    """Record that a push of this leased delivery is about to be made; False when the row is
+    no longer this owner's."""
+    done = conn.execute(MARK_IN_DOUBT, {"w_id": delivery_id, "w_owner": owner, "at": at})
+    return done.rowcount == 1
+
+
 class LeaseLost(RuntimeError):
     """The row is no longer ours (lease expired and taken over, or state changed meanwhile)."""
 

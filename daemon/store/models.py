@@ -268,6 +268,11 @@ class Delivery(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None]
     downstream_ref: Mapped[str | None] = mapped_column(String(2048))
+    downstream_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What the destination said of the record beyond its reference (``DeliveryReceipt.data``)."""
+    in_doubt_at: Mapped[datetime | None]
+    """Set before a push to a destination that can look a key up, cleared with its outcome:
+    a push interrupted by a crash or an ambiguous timeout is looked up before it is repeated."""
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
