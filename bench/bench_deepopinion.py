@@ -40,11 +40,11 @@ from tests.daemon_proc import (  # noqa: E402
     DaemonProcess,
     EmulatorProcess,
     free_port,
+    generate_invoices,
     toml_table,
     wait_until,
     write_config,
 )
-from tests.invoices import random_spec, render_pdf  # noqa: E402
 
 CONCURRENCY = 8
 IN_FLIGHT = 50
@@ -55,21 +55,6 @@ PARAMS = {"return_bboxes": "true", "return_annotated_pages": "false"}
 
 def Emulator(*args: str) -> EmulatorProcess:
     return EmulatorProcess("deepopinion", "--rate-limit", "0", "--low-confidence-rate", "0", *args)
-
-
-def stats(emulator: EmulatorProcess) -> dict[str, Any]:
-    return httpx.get(f"{emulator.url}/_emulator/stats", timeout=60).json()
-
-
-def generate(folder: Path, count: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in range(count):
-        lang = "de" if seed % 2 else "en"
-        path = folder / f"invoice-{seed:05d}.pdf"
-        path.write_bytes(render_pdf(random_spec(seed, lang), lang))
-        paths.append(path)
-    return paths
 
 
 class OpenCalls:
@@ -85,7 +70,7 @@ class OpenCalls:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                seen = stats(self.emulator)
+                seen = self.emulator.stats()
             except httpx.HTTPError:
                 continue
             self.most = max(self.most, seen["documents"] - seen["extractions"])
@@ -153,7 +138,7 @@ def run_daemon(staging: Path, emulator: EmulatorProcess, *, concurrency: int) ->
             ).scalar_one()
         engine.dispose()
         assert daemon.stop() == 0, daemon.log()
-        seen = stats(emulator)
+        seen = emulator.stats()
         return {
             "elapsed_s": elapsed,
             "docs_per_s": len(files) / elapsed,
@@ -196,7 +181,7 @@ def run_script(staging: Path, emulator: EmulatorProcess) -> dict[str, Any]:
     return {
         "elapsed_s": elapsed,
         "docs_per_s": len(files) / elapsed,
-        "requests": stats(emulator)["requests"]["by_path"],
+        "requests": emulator.stats()["requests"]["by_path"],
     }
 
 
@@ -208,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     staging = Path(tempfile.mkdtemp(prefix="docrelay-bench-docs-"))
     try:
-        generate(staging, args.docs)
+        generate_invoices(staging, args.docs)
         if "throughput" not in args.skip:
             emulator = Emulator("--delay", "0")
             try:

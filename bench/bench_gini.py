@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,12 @@ from tests.daemon_proc import (  # noqa: E402
     DaemonProcess,
     EmulatorProcess,
     free_port,
+    generate_invoices,
+    sqlite_time,
     toml_table,
     wait_until,
     write_config,
 )
-from tests.invoices import random_spec, render_pdf  # noqa: E402
 
 CONCURRENCY = 8
 STATUS_ROUTE = "GET /documents/{id}"
@@ -56,25 +56,6 @@ ID_METADATA = "docrelayid"
 
 def Emulator(*args: str) -> EmulatorProcess:
     return EmulatorProcess("gini", "--rate-limit", "0", *args)
-
-
-def stats(emulator: EmulatorProcess) -> dict[str, Any]:
-    return httpx.get(f"{emulator.url}/_emulator/stats", timeout=60).json()
-
-
-def emulator_documents(emulator: EmulatorProcess) -> list[dict[str, Any]]:
-    return httpx.get(f"{emulator.url}/_emulator/documents", timeout=120).json()["results"]
-
-
-def generate(folder: Path, count: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in range(count):
-        lang = "de" if seed % 2 else "en"
-        path = folder / f"invoice-{seed:05d}.pdf"
-        path.write_bytes(render_pdf(random_spec(seed, lang), lang))
-        paths.append(path)
-    return paths
 
 
 def status_requests(seen: dict[str, Any]) -> int:
@@ -125,7 +106,7 @@ def run_daemon(
             wait_until(finished, 1800, interval=0.2, what="all done")
             elapsed = time.time() - began
             fields_at = {
-                row[0]: _ts(row[1])
+                row[0]: sqlite_time(row[1])
                 for row in conn.execute(text("SELECT document_id, normalized_at FROM extractions"))
             }
         wait_until(
@@ -140,9 +121,9 @@ def run_daemon(
                 text("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
             ).scalar_one()
         engine.dispose()
-        seen = stats(emulator)
+        seen = emulator.stats()
         latencies = []
-        for doc in emulator_documents(emulator):
+        for doc in emulator.documents():
             ours = (doc.get("metadata") or {}).get(ID_METADATA)
             if ours and ours.isdigit() and doc["completed_at"] and int(ours) in fields_at:
                 latencies.append(fields_at[int(ours)] - doc["completed_at"])
@@ -158,11 +139,6 @@ def run_daemon(
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _ts(value: object) -> float:
-    """A UTC timestamp as SQLite stores it (naive text) → epoch seconds."""
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp()
 
 
 def run_script(staging: Path, emulator: EmulatorProcess) -> dict[str, Any]:
@@ -215,7 +191,7 @@ def run_script(staging: Path, emulator: EmulatorProcess) -> dict[str, Any]:
     return {
         "elapsed_s": elapsed,
         "docs_per_s": len(files) / elapsed,
-        "requests": stats(emulator)["requests"]["by_path"],
+        "requests": emulator.stats()["requests"]["by_path"],
     }
 
 
@@ -230,7 +206,7 @@ def main() -> None:
     args = parser.parse_args()
     staging = Path(tempfile.mkdtemp(prefix="docrelay-bench-docs-"))
     try:
-        generate(staging, args.docs)
+        generate_invoices(staging, args.docs)
         if "throughput" not in args.skip:
             emulator = Emulator("--delay", "0")
             try:

@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,27 +38,17 @@ from tests.daemon_proc import (  # noqa: E402
     DaemonProcess,
     EmulatorProcess,
     free_port,
+    generate_invoices,
+    sqlite_time,
     wait_until,
     write_config,
 )
-from tests.invoices import random_spec, render_pdf  # noqa: E402
 
 CONCURRENCY = 8
 
 
 def Emulator(*args: str) -> EmulatorProcess:
     return EmulatorProcess("rossum", "--rate-limit", "0", *args)
-
-
-def generate(folder: Path, count: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in range(count):
-        lang = "de" if seed % 2 else "en"
-        path = folder / f"invoice-{seed:05d}.pdf"
-        path.write_bytes(render_pdf(random_spec(seed, lang), lang))
-        paths.append(path)
-    return paths
 
 
 def status_requests(stats: dict) -> int:
@@ -110,7 +99,7 @@ def run_daemon(
             wait_until(finished, 1800, interval=0.2, what="all done")
             elapsed = time.time() - began
             fields_at = {
-                row[0]: _ts(row[1])
+                row[0]: sqlite_time(row[1])
                 for row in conn.execute(text("SELECT document_id, normalized_at FROM extractions"))
             }
         wait_until(
@@ -139,11 +128,6 @@ def run_daemon(
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _ts(value: object) -> float:
-    """A UTC timestamp as SQLite stores it (naive text) → epoch seconds."""
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp()
 
 
 def run_script(staging: Path, emulator: EmulatorProcess) -> dict:
@@ -208,7 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     staging = Path(tempfile.mkdtemp(prefix="docrelay-bench-docs-"))
     try:
-        generate(staging, args.docs)
+        generate_invoices(staging, args.docs)
         if "throughput" not in args.skip:
             emulator = Emulator("--delay", "0")
             try:

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import create_engine, text
+
+from tests.invoices import random_spec, render_pdf
 
 
 def free_port() -> int:
@@ -212,7 +215,12 @@ class EmulatorProcess:
         return toml_table(f"[vendors.{name}]", values)
 
     def stats(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/_emulator/stats", timeout=30).json()
+        return httpx.get(f"{self.url}/_emulator/stats", timeout=60).json()
+
+    def documents(self) -> list[dict[str, Any]]:
+        """The emulator's own record of every document (``GET /_emulator/documents``): an
+        upload whose answer was lost on the way counts too."""
+        return httpx.get(f"{self.url}/_emulator/documents", timeout=120).json()["results"]
 
     def annotations(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.url}/_emulator/annotations", timeout=30).json()["results"]
@@ -226,3 +234,51 @@ class EmulatorProcess:
             self.proc.wait()
         if self._log is not None:
             self._log.close()
+
+
+def drop_invoices(inbox: Path, count: int, *, prefix: str, first_seed: int) -> dict[str, Any]:
+    """``count`` generated invoices put into a watched folder whole (written as ``.part``,
+    then renamed), named ``<prefix>-<n>.pdf``; returns name → the invoice's spec."""
+    inbox.mkdir(exist_ok=True)
+    specs = {}
+    for seed in range(count):
+        spec = random_spec(first_seed + seed)
+        name = f"{prefix}-{seed}.pdf"
+        (inbox / f"{name}.part").write_bytes(render_pdf(spec))
+        (inbox / f"{name}.part").rename(inbox / name)
+        specs[name] = spec
+    return specs
+
+
+def query(root: Path, sql: str) -> list[Any]:
+    """Rows of ``sql`` in the SQLite store a ``write_config(root)`` daemon uses."""
+    engine = create_engine(f"sqlite:///{root}/var/docrelay.db")
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql)).mappings())
+    finally:
+        engine.dispose()
+
+
+def exported(root: Path) -> int:
+    """JSON exports in that daemon's outbox."""
+    return len(list((root / "outbox").glob("*.json")))
+
+
+def generate_invoices(folder: Path, count: int) -> list[Path]:
+    """The benchmarks' invoices: ``invoice-<n>.pdf``, alternately English and German."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(count):
+        lang = "de" if seed % 2 else "en"
+        path = folder / f"invoice-{seed:05d}.pdf"
+        path.write_bytes(render_pdf(random_spec(seed, lang), lang))
+        paths.append(path)
+    return paths
+
+
+def sqlite_time(value: object) -> float:
+    """A UTC timestamp as the SQLite store keeps it (naive text) → epoch seconds."""
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp()

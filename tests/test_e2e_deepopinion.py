@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from connectors import normalize
 from connectors.vendors.deepopinion import emulator_content as content
@@ -26,12 +25,15 @@ from connectors.vendors.deepopinion.mapping import DEFAULT_FIELDS
 from tests.daemon_proc import (
     DaemonProcess,
     EmulatorProcess,
+    drop_invoices,
+    exported,
     free_port,
+    query,
     toml_table,
     wait_until,
     write_config,
 )
-from tests.invoices import expected_fields, random_spec, render_pdf
+from tests.invoices import expected_fields
 
 pytestmark = pytest.mark.e2e
 
@@ -45,15 +47,6 @@ REVIEWS = "/organizations/1/projects/1/hitls/{}/reviews"
 
 def Emulator(root: Path, *args: str) -> EmulatorProcess:
     return EmulatorProcess("deepopinion", "--rate-limit", "0", *args, log=root / "emulator.log")
-
-
-def stats(emulator: EmulatorProcess) -> dict[str, Any]:
-    return httpx.get(f"{emulator.url}/_emulator/stats", timeout=30).json()
-
-
-def documents(emulator: EmulatorProcess) -> list[dict[str, Any]]:
-    """Every extraction call the emulator acted on (an answer lost on the way still counts)."""
-    return httpx.get(f"{emulator.url}/_emulator/documents", timeout=30).json()["results"]
 
 
 def deepopinion_config(root: Path, emulator: EmulatorProcess, **keys: Any) -> Path:
@@ -72,31 +65,6 @@ def deepopinion_config(root: Path, emulator: EmulatorProcess, **keys: Any) -> Pa
     return write_config(
         root, port=free_port(), vendor=PROFILE, extra=toml_table(f"[vendors.{PROFILE}]", values)
     )
-
-
-def drop_invoices(inbox: Path, count: int) -> dict[str, Any]:
-    inbox.mkdir(exist_ok=True)
-    specs = {}
-    for seed in range(count):
-        spec = random_spec(900 + seed)
-        name = f"deepopinion-{seed}.pdf"
-        (inbox / f"{name}.part").write_bytes(render_pdf(spec))
-        (inbox / f"{name}.part").rename(inbox / name)
-        specs[name] = spec
-    return specs
-
-
-def query(root: Path, sql: str) -> list[Any]:
-    engine = create_engine(f"sqlite:///{root}/var/docrelay.db")
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(text(sql)).mappings())
-    finally:
-        engine.dispose()
-
-
-def exported(root: Path) -> int:
-    return len(list((root / "outbox").glob("*.json")))
 
 
 def doubted(root: Path) -> set[int]:
@@ -146,7 +114,7 @@ def statuses(emulator: EmulatorProcess, path: str) -> Counter[int]:
 
 
 def extractions_by_name(emulator: EmulatorProcess) -> Counter[str]:
-    return Counter(d["name"] for d in documents(emulator))
+    return Counter(d["name"] for d in emulator.documents())
 
 
 def run_scenario(
@@ -157,11 +125,11 @@ def run_scenario(
         config = deepopinion_config(tmp_path, emulator, **keys)
         daemon = DaemonProcess(config).start()
         try:
-            specs = drop_invoices(tmp_path / "inbox", docs)
+            specs = drop_invoices(tmp_path / "inbox", docs, prefix="deepopinion", first_seed=900)
             wait_until(lambda: exported(tmp_path) == docs, 60, interval=0.3, what="all exported")
             return {
                 "docs": check_store(tmp_path, specs),
-                "stats": stats(emulator),
+                "stats": emulator.stats(),
                 "by_name": extractions_by_name(emulator),
                 "extract": statuses(emulator, EXTRACT),
             }
@@ -257,7 +225,7 @@ def test_low_confidence_waits_in_review_and_the_webhook_brings_the_reviewed_valu
         )  # fmt: skip
         daemon = DaemonProcess(config).start()
         try:
-            specs = drop_invoices(tmp_path / "inbox", DOCS)
+            specs = drop_invoices(tmp_path / "inbox", DOCS, prefix="deepopinion", first_seed=900)
             wait_until(
                 lambda: (
                     [r["state"] for r in query(tmp_path, "SELECT state FROM submissions")]
@@ -270,7 +238,7 @@ def test_low_confidence_waits_in_review_and_the_webhook_brings_the_reviewed_valu
             reasons = [r["review_reason"] for r in query(tmp_path, "SELECT * FROM submissions")]
             assert all("human-in-the-loop" in (r or "") for r in reasons), reasons
             assert exported(tmp_path) == 0, "nothing exported before the review"
-            assert {d["hitl_status"] for d in documents(emulator)} == {"pending"}
+            assert {d["hitl_status"] for d in emulator.documents()} == {"pending"}
 
             docs = {r["filename"]: r for r in query(tmp_path, "SELECT * FROM docrelay_documents")}
             labels_of = review_labels(emulator)
@@ -289,10 +257,10 @@ def test_low_confidence_waits_in_review_and_the_webhook_brings_the_reviewed_valu
                 reviewed[name] = values
             wait_until(lambda: exported(tmp_path) == DOCS, 60, interval=0.3, what="exported")
             check_store(tmp_path, specs, overrides)
-            seen = stats(emulator)
+            seen = emulator.stats()
             assert seen["extractions"] == DOCS and not doubted(tmp_path)
             assert seen["webhooks"]["delivered"] == DOCS and seen["webhooks"]["failed"] == 0
-            (hitl_id,) = {d["hitl_id"] for d in documents(emulator)}
+            (hitl_id,) = {d["hitl_id"] for d in emulator.documents()}
             reads = sum(statuses(emulator, REVIEWS.format(hitl_id)).values()) - 1  # our listing
             assert DOCS <= reads <= 2 * DOCS, "a read after the webhook, not polling"
             latest = query(
@@ -341,10 +309,10 @@ def test_daemon_killed_during_the_synchronous_calls_and_restarted(tmp_path):
     try:
         config = deepopinion_config(tmp_path, emulator, concurrency=2)
         daemon = DaemonProcess(config).start()
-        specs = drop_invoices(tmp_path / "inbox", DOCS)
+        specs = drop_invoices(tmp_path / "inbox", DOCS, prefix="deepopinion", first_seed=900)
 
         def in_flight() -> list[str]:
-            return [d["name"] for d in documents(emulator) if d["finished_at"] is None]
+            return [d["name"] for d in emulator.documents() if d["finished_at"] is None]
 
         cut_off = wait_until(lambda: len(in_flight()) >= 2 and in_flight(), 60,
                              interval=0.05, what="two calls in flight")  # fmt: skip
@@ -359,7 +327,7 @@ def test_daemon_killed_during_the_synchronous_calls_and_restarted(tmp_path):
             assert {our_id(name) for name in cut_off} <= twice, "the lost calls were sent again"
             assert twice <= doubted(tmp_path), "each second send had its doubt on record first"
             assert len(twice) < DOCS, "the others were sent once"
-            assert stats(emulator)["extractions"] == DOCS + len(twice)
+            assert emulator.stats()["extractions"] == DOCS + len(twice)
             print(f"\n{len(twice)} of {DOCS} document(s) extracted twice (no look-up exists)")
         finally:
             assert restarted.stop() == 0, restarted.log()

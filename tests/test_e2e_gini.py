@@ -17,17 +17,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.daemon_proc import (
     DaemonProcess,
     EmulatorProcess,
+    drop_invoices,
+    exported,
     free_port,
+    query,
     toml_table,
     wait_until,
     write_config,
 )
-from tests.invoices import expected_fields, random_spec, render_pdf
+from tests.invoices import expected_fields
 
 pytestmark = pytest.mark.e2e
 
@@ -44,17 +46,9 @@ def Emulator(root: Path, *args: str) -> EmulatorProcess:
     return EmulatorProcess("gini", "--rate-limit", "0", *args, log=root / "emulator.log")
 
 
-def stats(emulator: EmulatorProcess) -> dict[str, Any]:
-    return httpx.get(f"{emulator.url}/_emulator/stats", timeout=30).json()
-
-
-def documents(emulator: EmulatorProcess) -> list[dict[str, Any]]:
-    return httpx.get(f"{emulator.url}/_emulator/documents", timeout=30).json()["results"]
-
-
 def uploads(emulator: EmulatorProcess) -> int:
     """Documents the emulator made (an upload whose answer was lost made one too)."""
-    return stats(emulator)["documents"]["total"]
+    return emulator.stats()["documents"]["total"]
 
 
 def gini_config(
@@ -82,31 +76,6 @@ def gini_config(
     return config
 
 
-def drop_invoices(inbox: Path, count: int) -> dict[str, object]:
-    inbox.mkdir(exist_ok=True)
-    specs = {}
-    for seed in range(count):
-        spec = random_spec(700 + seed)
-        name = f"gini-{seed}.pdf"
-        (inbox / f"{name}.part").write_bytes(render_pdf(spec))
-        (inbox / f"{name}.part").rename(inbox / name)
-        specs[name] = spec
-    return specs
-
-
-def query(root: Path, sql: str) -> list[Any]:
-    engine = create_engine(f"sqlite:///{root}/var/docrelay.db")
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(text(sql)).mappings())
-    finally:
-        engine.dispose()
-
-
-def exported(root: Path) -> int:
-    return len(list((root / "outbox").glob("*.json")))
-
-
 def expected(spec: Any) -> dict[str, object]:
     values = expected_fields(spec)
     return {**values, "amount_due": values["total_amount"]}  # nothing prepaid: due = total
@@ -125,7 +94,7 @@ def check_store(root: Path, specs: dict[str, object], emulator: EmulatorProcess)
     assert set(docs) == set(specs)
     assert sorted(r["n"] for r in delivered) == [1] * len(specs), "each exported exactly once"
     assert exported(root) == len(specs)
-    at_gini = {d["id"]: d for d in documents(emulator)}
+    at_gini = {d["id"]: d for d in emulator.documents()}
     assert len(at_gini) == len(specs), "each uploaded exactly once"
     assert uploads(emulator) == len(specs)
     for name, spec in specs.items():
@@ -156,12 +125,12 @@ def run_scenario(
         config = gini_config(tmp_path, emulator, port=free_port(), **keys)
         daemon = DaemonProcess(config).start()
         try:
-            specs = drop_invoices(tmp_path / "inbox", DOCS)
+            specs = drop_invoices(tmp_path / "inbox", DOCS, prefix="gini", first_seed=700)
             wait_until(lambda: exported(tmp_path) == DOCS, 90, interval=0.3, what="all exported")
             check_store(tmp_path, specs, emulator)
             return {
-                "stats": stats(emulator),
-                "documents": documents(emulator),
+                "stats": emulator.stats(),
+                "documents": emulator.documents(),
                 "upload_queries": upload_queries(emulator),
             }
         finally:
@@ -221,7 +190,7 @@ def test_gini_daemon_killed_and_restarted_mid_run(tmp_path):
         # a slow courtesy rate spreads the uploads out: the kill lands with some still to go
         config = gini_config(tmp_path, emulator, port=free_port(), rate_limit=2)
         daemon = DaemonProcess(config).start()
-        specs = drop_invoices(tmp_path / "inbox", DOCS)
+        specs = drop_invoices(tmp_path / "inbox", DOCS, prefix="gini", first_seed=700)
         wait_until(lambda: uploads(emulator) >= DOCS // 2, 60, what="half uploaded")
         daemon.kill()
         assert uploads(emulator) < DOCS and exported(tmp_path) < DOCS, "killed mid-run"
@@ -229,7 +198,7 @@ def test_gini_daemon_killed_and_restarted_mid_run(tmp_path):
         try:
             wait_until(lambda: exported(tmp_path) == DOCS, 90, interval=0.3, what="all exported")
             check_store(tmp_path, specs, emulator)
-            posted = stats(emulator)["requests"]["by_path"][UPLOAD_ROUTE]
+            posted = emulator.stats()["requests"]["by_path"][UPLOAD_ROUTE]
             assert posted == {"201": DOCS}, "nothing uploaded twice across the crash"
         finally:
             assert restarted.stop() == 0, restarted.log()
@@ -243,7 +212,7 @@ def test_gini_feedback_reaches_the_emulator_and_version_2_is_delivered(tmp_path)
         config = gini_config(tmp_path, emulator, port=free_port(), sweep=1)
         daemon = DaemonProcess(config).start()
         try:
-            specs = drop_invoices(tmp_path / "inbox", 1)
+            specs = drop_invoices(tmp_path / "inbox", 1, prefix="gini", first_seed=700)
             wait_until(lambda: exported(tmp_path) == 1, 60, what="exported")
             check_store(tmp_path, specs, emulator)
             correct = subprocess.run(
@@ -258,14 +227,14 @@ def test_gini_feedback_reaches_the_emulator_and_version_2_is_delivered(tmp_path)
                 60,
                 what="the corrections sent",
             )  # fmt: skip
-            (doc,) = documents(emulator)
+            (doc,) = emulator.documents()
             assert doc["feedback"], "Gini got feedback"
             batches = [f for f in doc["feedback"] if f["kind"] == "batch"]
             assert batches, doc["feedback"]
             sent = batches[-1]["feedback"]
             assert sent["invoiceId"]["value"] == "GINI-FIXED-1", sent
             assert sent["amountToPay"]["value"].endswith(":" + specs["gini-0.pdf"].currency), sent
-            assert stats(emulator)["feedback"] >= 1
+            assert emulator.stats()["feedback"] >= 1
             wait_until(
                 lambda: query(
                     tmp_path,

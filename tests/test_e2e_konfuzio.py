@@ -17,17 +17,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.daemon_proc import (
     DaemonProcess,
     EmulatorProcess,
+    drop_invoices,
+    exported,
     free_port,
+    query,
     toml_table,
     wait_until,
     write_config,
 )
-from tests.invoices import expected_fields, random_spec, render_pdf
+from tests.invoices import expected_fields
 
 pytestmark = pytest.mark.e2e
 
@@ -40,17 +42,9 @@ def Emulator(root: Path, *args: str) -> EmulatorProcess:
     return EmulatorProcess("konfuzio", "--rate-limit", "0", *args, log=root / "emulator.log")
 
 
-def stats(emulator: EmulatorProcess) -> dict[str, Any]:
-    return httpx.get(f"{emulator.url}/_emulator/stats", timeout=30).json()
-
-
-def documents(emulator: EmulatorProcess) -> list[dict[str, Any]]:
-    return httpx.get(f"{emulator.url}/_emulator/documents", timeout=30).json()["results"]
-
-
 def uploads(emulator: EmulatorProcess) -> int:
     """Upload requests the emulator acted on (a dropped answer still made the document)."""
-    return stats(emulator)["documents"]["total"]
+    return emulator.stats()["documents"]["total"]
 
 
 def konfuzio_config(
@@ -71,31 +65,6 @@ def konfuzio_config(
     return write_config(
         root, port=port, vendor="konfuzio_main", extra=toml_table("[vendors.konfuzio_main]", values)
     )
-
-
-def drop_invoices(inbox: Path, count: int) -> dict[str, object]:
-    inbox.mkdir(exist_ok=True)
-    specs = {}
-    for seed in range(count):
-        spec = random_spec(500 + seed)
-        name = f"konfuzio-{seed}.pdf"
-        (inbox / f"{name}.part").write_bytes(render_pdf(spec))
-        (inbox / f"{name}.part").rename(inbox / name)
-        specs[name] = spec
-    return specs
-
-
-def query(root: Path, sql: str) -> list[Any]:
-    engine = create_engine(f"sqlite:///{root}/var/docrelay.db")
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(text(sql)).mappings())
-    finally:
-        engine.dispose()
-
-
-def exported(root: Path) -> int:
-    return len(list((root / "outbox").glob("*.json")))
 
 
 def check_store(root: Path, specs: dict[str, object]) -> None:
@@ -131,13 +100,13 @@ def run_scenario(
         config = konfuzio_config(tmp_path, emulator, callbacks=callbacks, port=port)
         daemon = DaemonProcess(config).start()
         try:
-            specs = drop_invoices(tmp_path / "inbox", DOCS)
+            specs = drop_invoices(tmp_path / "inbox", DOCS, prefix="konfuzio", first_seed=500)
             wait_until(lambda: exported(tmp_path) == DOCS, 90, interval=0.3, what="all exported")
             check_store(tmp_path, specs)
             assert uploads(emulator) == DOCS, "no document uploaded twice"
             exports = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.json")]
             assert {e["provenance"]["vendor_kind"] for e in exports} == {"konfuzio"}
-            return {"stats": stats(emulator), "documents": documents(emulator)}
+            return {"stats": emulator.stats(), "documents": emulator.documents()}
         finally:
             assert daemon.stop() == 0, daemon.log()
     finally:
@@ -176,7 +145,7 @@ def test_konfuzio_through_splitting_confirmation_and_out_of_review(tmp_path):
         config = konfuzio_config(tmp_path, emulator, callbacks=True, port=port)
         daemon = DaemonProcess(config).start()
         try:
-            specs = drop_invoices(tmp_path / "inbox", 3)
+            specs = drop_invoices(tmp_path / "inbox", 3, prefix="konfuzio", first_seed=500)
             wait_until(
                 lambda: (
                     [r["state"] for r in query(tmp_path, "SELECT state FROM submissions")]
@@ -193,13 +162,13 @@ def test_konfuzio_through_splitting_confirmation_and_out_of_review(tmp_path):
                 capture_output=True, text=True, timeout=60,
             ).stdout  # fmt: skip
             assert "waiting for review at the vendor" in status
-            for doc in documents(emulator):
+            for doc in emulator.documents():
                 httpx.post(
                     f"{emulator.url}/_emulator/documents/{doc['id']}/finish-split", json={}
                 ).raise_for_status()
             wait_until(lambda: exported(tmp_path) == 3, 60, what="exported after the split")
             check_store(tmp_path, specs)
-            posted = stats(emulator)["requests"]["by_path"]["POST /api/v3/documents/"]
+            posted = emulator.stats()["requests"]["by_path"]["POST /api/v3/documents/"]
             assert posted == {"201": 3}, "each uploaded once"
         finally:
             assert daemon.stop() == 0, daemon.log()
@@ -213,7 +182,7 @@ def test_konfuzio_daemon_killed_and_restarted_mid_run(tmp_path):
     try:
         config = konfuzio_config(tmp_path, emulator, callbacks=True, port=port)
         daemon = DaemonProcess(config).start()
-        specs = drop_invoices(tmp_path / "inbox", DOCS)
+        specs = drop_invoices(tmp_path / "inbox", DOCS, prefix="konfuzio", first_seed=500)
         wait_until(lambda: uploads(emulator) >= DOCS // 2, 60, what="half uploaded")
         daemon.kill()
         restarted = DaemonProcess(config).start()
@@ -234,7 +203,7 @@ def test_konfuzio_feedback_reaches_the_emulator(tmp_path):
         config = konfuzio_config(tmp_path, emulator, callbacks=False, port=port)
         daemon = DaemonProcess(config).start()
         try:
-            drop_invoices(tmp_path / "inbox", 1)
+            drop_invoices(tmp_path / "inbox", 1, prefix="konfuzio", first_seed=500)
             wait_until(lambda: exported(tmp_path) == 1, 60, what="exported")
             correct = subprocess.run(
                 [sys.executable, "-m", "daemon.cli", "--config", str(config), "correct", "1",
@@ -248,12 +217,12 @@ def test_konfuzio_feedback_reaches_the_emulator(tmp_path):
                 60,
                 what="the corrections sent",
             )  # fmt: skip
-            assert stats(emulator)["missing_annotations"] == 1, "absent: a missing-annotation"
+            assert emulator.stats()["missing_annotations"] == 1, "absent: a missing-annotation"
             token = httpx.post(
                 f"{emulator.url}/api/v3/auth/",
                 json={"username": "user@example.com", "password": "secret"},
             ).json()["token"]
-            (doc,) = documents(emulator)
+            (doc,) = emulator.documents()
             detail = httpx.get(
                 f"{emulator.url}/api/v3/documents/{doc['id']}/",
                 headers={"Authorization": f"Token {token}"},
