@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -84,7 +85,10 @@ def upload(
     )
 
 
+@functools.cache
 def first_pdf() -> bytes:
+    """Rendered once: a PDF carries its creation time, so two renderings a second apart are
+    different files, which the emulator answers with different confidences."""
     return render_pdf(random_spec(21, "en"), "en")
 
 
