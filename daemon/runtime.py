@@ -384,6 +384,7 @@ class Daemon:
                 max_in_flight=max_in_flight,
                 fresh=runner.fresh,
                 only=only,
+                rows=runner.claimed,
             ),
             run=runner.run,
             next_due=lambda conn: ledger.next_due(

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from daemon.pipeline.states import ACTIVE, check
 from daemon.store.models import (
     Delivery,
+    Document,
     Event,
     Feedback,
     ProfileHealth,
@@ -46,6 +47,14 @@ LEASED = (submissions, deliveries, feedback)
 source_leases = SourceLease.__table__
 health = ProfileHealth.__table__
 submission_keys = SubmissionKey.__table__
+documents = Document.__table__
+
+WORK_COLUMNS = (
+    *(c.label(f"s_{c.name}") for c in submissions.c),
+    *(c.label(f"d_{c.name}") for c in documents.c),
+)
+"""A submission and its document in one row (``s_`` and ``d_`` columns): what a worker
+needs to run a step."""
 
 
 # Hot statements are built once: constructing SQLAlchemy expressions per call costs more than
@@ -239,33 +248,42 @@ def claim_submissions(
     max_in_flight: int | None = None,
     fresh: set[int] | None = None,
     only: frozenset[str] = ACTIVE,
+    rows: dict[int, dict[str, Any]] | None = None,
 ) -> list[int]:
     """Lease up to ``limit`` due submissions of one profile (SKIP LOCKED on PostgreSQL).
 
     A claimed ``queued`` submission moves to ``uploading`` in the same transaction: that move
     is what a worker does first anyway, and it must be committed before the upload starts.
     With ``max_in_flight``, no new upload starts while that many documents are at the vendor
-    (a soft limit across processes: two may each start one at the edge).
+    (a soft limit across processes: two may each start one at the edge). With ``rows``, each
+    claimed submission's row as it is after the claim (``WORK_COLUMNS``) is put there by id,
+    so the worker's first step needs no read of its own.
     """
     now = utcnow()
+    expires = now + timedelta(seconds=lease_seconds)
     states, room = _claimable(conn, profile, max_in_flight, only)
-    rows = conn.execute(
-        _due_submissions(limit), {"profile": profile, "states": sorted(states), "now": now}
+    due = conn.execute(
+        _due_submissions(limit, rows is not None),
+        {"profile": profile, "states": sorted(states), "now": now},
     ).all()
     if room is not None:
-        rows = _within(rows, room)
-    if not rows:
+        due = _within(due, room)
+    if not due:
         return []
-    ids = [row.id for row in rows]
-    conn.execute(
-        LEASE_SUBMISSIONS,
-        {"ids": ids, "owner": owner, "expires": now + timedelta(seconds=lease_seconds)},
-    )
-    queued = [row for row in rows if row.state == SubmissionState.QUEUED]
+    ids = [row.s_id for row in due]
+    conn.execute(LEASE_SUBMISSIONS, {"ids": ids, "owner": owner, "expires": expires})
+    queued = [row for row in due if row.s_state == SubmissionState.QUEUED]
+    if rows is not None:
+        for row in due:
+            work = row._asdict()
+            work.update(s_lease_owner=owner, s_lease_expires_at=expires)
+            if row.s_state == SubmissionState.QUEUED:
+                work.update(s_state=SubmissionState.UPLOADING, s_updated_at=now)
+            rows[row.s_id] = work
     if fresh is not None:  # no upload of these can exist yet: tell the vendor it may skip
-        fresh.update(row.id for row in queued)  # its look-up
+        fresh.update(row.s_id for row in queued)  # its look-up
     if queued:
-        conn.execute(START_UPLOADS, {"ids": [row.id for row in queued], "now": now})
+        conn.execute(START_UPLOADS, {"ids": [row.s_id for row in queued], "now": now})
         conn.execute(
             INSERT_EVENT,
             [
@@ -273,8 +291,8 @@ def claim_submissions(
                     "at": now,
                     "actor": f"worker:{owner}",
                     "kind": "transition",
-                    "document_id": row.document_id,
-                    "submission_id": row.id,
+                    "document_id": row.s_document_id,
+                    "submission_id": row.s_id,
                     "from_state": SubmissionState.QUEUED,
                     "to_state": SubmissionState.UPLOADING,
                     "message": None,
@@ -289,7 +307,7 @@ def _within(rows: Sequence[Any], room: int) -> list[Any]:
     """The claimed rows, with no more new uploads than there is room for at the vendor."""
     kept, starting = [], 0
     for row in rows:
-        if row.state == SubmissionState.QUEUED:
+        if row.s_state == SubmissionState.QUEUED:
             if starting >= room:
                 continue
             starting += 1
@@ -298,14 +316,25 @@ def _within(rows: Sequence[Any], room: int) -> list[Any]:
 
 
 @functools.cache
-def _due_submissions(limit: int) -> Any:
-    """The claim query, built once per limit (building it costs more than running it)."""
+def _due_submissions(limit: int, whole: bool) -> Any:
+    """The claim query, built once per limit (building it costs more than running it):
+    ``s_id``, ``s_state``, ``s_document_id``, or with ``whole`` every ``WORK_COLUMNS``."""
     now = bindparam("now")
     # Finish what the vendor has before starting new uploads: a poked or due poll goes first,
     # which keeps webhook latency low and frees in-flight slots sooner.
     starting = case((submissions.c.state == SubmissionState.QUEUED, 1), else_=0)
+    columns = (
+        WORK_COLUMNS
+        if whole
+        else (
+            submissions.c.id.label("s_id"),
+            submissions.c.state.label("s_state"),
+            submissions.c.document_id.label("s_document_id"),
+        )
+    )
     return (
-        select(submissions.c.id, submissions.c.state, submissions.c.document_id)
+        select(*columns)
+        .join_from(submissions, documents, documents.c.id == submissions.c.document_id)
         .where(
             submissions.c.profile == bindparam("profile"),
             submissions.c.state.in_(bindparam("states", expanding=True)),
@@ -314,7 +343,7 @@ def _due_submissions(limit: int) -> Any:
         )
         .order_by(starting, submissions.c.next_attempt_at.nulls_first(), submissions.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=submissions)
     )
 
 

@@ -90,10 +90,7 @@ SUPERSEDE = (
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
 SELECT_WORK = (
-    select(
-        *(c.label(f"s_{c.name}") for c in ledger.submissions.c),
-        *(c.label(f"d_{c.name}") for c in documents.c),
-    )
+    select(*ledger.WORK_COLUMNS)
     .join_from(ledger.submissions, documents, documents.c.id == ledger.submissions.c.document_id)
     .where(ledger.submissions.c.id == bindparam("id"))
 )
@@ -188,6 +185,9 @@ class SubmissionRunner:
         self.hooks = hooks
         self.fresh: set[int] = set()
         """Submissions this process just moved from `queued` to `uploading` (first attempts)."""
+        self.claimed: dict[int, dict[str, Any]] = {}
+        """Rows of submissions just claimed, as the claim left them (``WORK_COLUMNS``): the
+        first step of each starts from its row instead of reading it again."""
         self.in_hand = InHand("submission", ledger.submissions)
 
     # ------------------------------------------------------------------ entry point
@@ -199,8 +199,10 @@ class SubmissionRunner:
                 self._run(submission_id, owner)
 
     def _run(self, submission_id: int, owner: str) -> None:
-        with self.reader.connect() as conn:
-            row = conn.execute(SELECT_WORK, {"id": submission_id}).mappings().one()
+        row = self.claimed.pop(submission_id, None)
+        if row is None:  # adopted, or claimed by a caller that kept no rows
+            with self.reader.connect() as conn:
+                row = dict(conn.execute(SELECT_WORK, {"id": submission_id}).mappings().one())
         sub = {key[2:]: value for key, value in row.items() if key.startswith("s_")}
         doc = {key[2:]: value for key, value in row.items() if key.startswith("d_")}
         first_attempt = submission_id in self.fresh
