@@ -183,7 +183,7 @@ class Intake:
         reason: str | None,
     ) -> tuple[IngestOutcome, str | None]:
         actor = f"intake:{item.source}"
-        with self.engine.begin() as conn:
+        with ledger.begin(self.engine) as conn:  # its events in one statement
             self.flush_releases(conn)
             earlier = self._earlier(conn, item, sha)
             if earlier is not None:

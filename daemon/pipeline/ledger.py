@@ -7,12 +7,15 @@ out (and whose item someone else took over) changes nothing: the UPDATE matches 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     and_,
     bindparam,
     case,
@@ -115,6 +118,43 @@ class LeaseLost(RuntimeError):
     """The row is no longer ours (lease expired and taken over, or state changed meanwhile)."""
 
 
+WRITES = "docrelay_writes"
+"""``Connection.info`` key of the writes a ``begin`` block holds back until its end."""
+
+
+@dataclass
+class _Writes:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    moves: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    """Submission id → (statement, parameters): its moves so far, as one UPDATE."""
+
+
+@contextmanager
+def begin(engine: Engine) -> Iterator[Connection]:
+    """A write transaction whose submission moves and events are written at its end: the
+    moves of one submission as one UPDATE, guarded by what the first expected (state, lease
+    owner), and all events in one executemany.
+
+    On SQLite every statement of a write transaction is made under the store's one write lock,
+    while the holder also waits for the GIL each time the driver lets it go: a step that
+    moves a submission three times (fetched, normalized, done) holds the lock for four
+    statements fewer this way. Only for blocks that change the rows they move through
+    ``move_submission`` alone (a plain UPDATE of the row would be overwritten by the held-back
+    move); a lost lease then shows at the end, and the whole block is rolled back.
+    """
+    with engine.begin() as conn:
+        writes = conn.info[WRITES] = _Writes()
+        try:
+            yield conn
+            for sub_id, (statement, params) in writes.moves.items():
+                if conn.execute(statement, params).rowcount != 1:
+                    raise LeaseLost(f"submission {sub_id} moved or lease lost")
+            if writes.events:
+                conn.execute(INSERT_EVENT, writes.events)
+        finally:
+            del conn.info[WRITES]
+
+
 def event(
     conn: Connection,
     *,
@@ -128,20 +168,23 @@ def event(
     message: str | None = None,
     at: datetime | None = None,
 ) -> None:
-    conn.execute(
-        INSERT_EVENT,
-        {
-            "at": at or utcnow(),
-            "actor": actor,
-            "kind": kind,
-            "document_id": document_id,
-            "submission_id": submission_id,
-            "delivery_id": delivery_id,
-            "from_state": from_state,
-            "to_state": to_state,
-            "message": message[:4000] if message else None,
-        },
-    )
+    """Write one audit event (at the end of the transaction inside a ``begin`` block)."""
+    row = {
+        "at": at or utcnow(),
+        "actor": actor,
+        "kind": kind,
+        "document_id": document_id,
+        "submission_id": submission_id,
+        "delivery_id": delivery_id,
+        "from_state": from_state,
+        "to_state": to_state,
+        "message": message[:4000] if message else None,
+    }
+    writes: _Writes | None = conn.info.get(WRITES)
+    if writes is not None:
+        writes.events.append(row)
+    else:
+        conn.execute(INSERT_EVENT, row)
 
 
 def move_submission(
@@ -172,9 +215,14 @@ def move_submission(
     if owner is not None:
         guard["w_owner"] = owner
     statement = MOVE_BY_OWNER if owner is not None else MOVE_ANY_OWNER
-    result = conn.execute(statement, {**values, **guard})
-    if result.rowcount != 1:
-        raise LeaseLost(f"submission {sub['id']} moved or lease lost")
+    writes: _Writes | None = conn.info.get(WRITES)
+    if writes is None:
+        if conn.execute(statement, {**values, **guard}).rowcount != 1:
+            raise LeaseLost(f"submission {sub['id']} moved or lease lost")
+    elif (held := writes.moves.get(sub["id"])) is not None:
+        held[1].update(values)  # the first move's guard stays: it is what the row holds now
+    else:
+        writes.moves[sub["id"]] = (statement, {**values, **guard})
     event(
         conn,
         actor=actor,
@@ -271,7 +319,7 @@ def claim_submissions(
     if not due:
         return []
     ids = [row.s_id for row in due]
-    conn.execute(LEASE_SUBMISSIONS, {"ids": ids, "owner": owner, "expires": expires})
+    conn.execute(LEASE_SUBMISSIONS, {"ids": ids, "owner": owner, "expires": expires, "now": now})
     queued = [row for row in due if row.s_state == SubmissionState.QUEUED]
     if rows is not None:
         for row in due:
@@ -283,7 +331,6 @@ def claim_submissions(
     if fresh is not None:  # no upload of these can exist yet: tell the vendor it may skip
         fresh.update(row.s_id for row in queued)  # its look-up
     if queued:
-        conn.execute(START_UPLOADS, {"ids": [row.s_id for row in queued], "now": now})
         conn.execute(
             INSERT_EVENT,
             [
@@ -447,16 +494,21 @@ def add_keys(conn: Connection, profile: str, submission_id: int, keys: Mapping[s
         conn.execute(insert(submission_keys), new)
 
 
+_starting = submissions.c.state == SubmissionState.QUEUED
 LEASE_SUBMISSIONS = (
     update(submissions)
     .where(submissions.c.id.in_(bindparam("ids", expanding=True)))
-    .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("expires"))
+    .values(
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("expires"),
+        state=case((_starting, SubmissionState.UPLOADING), else_=submissions.c.state),
+        updated_at=case(
+            (_starting, bindparam("now", type_=submissions.c.updated_at.type)),
+            else_=submissions.c.updated_at,
+        ),
+    )
 )
-START_UPLOADS = (
-    update(submissions)
-    .where(submissions.c.id.in_(bindparam("ids", expanding=True)))
-    .values(state=SubmissionState.UPLOADING, updated_at=bindparam("now"))
-)
+"""The claim's one write: leased to the claimer, and a ``queued`` one moved to ``uploading``."""
 
 
 def claim_due(

@@ -445,7 +445,7 @@ class SubmissionRunner:
         if sub["reopened_at"] is not None and canonical is not None:
             if self._close_unchanged(work, canonical, changes or {}):
                 return
-        with self.engine.begin() as conn:
+        with ledger.begin(self.engine) as conn:  # its moves as one UPDATE
             if upload is not None:
                 self._move(conn, work, S.FETCHED, **upload)
                 self._write_keys(conn, work)
