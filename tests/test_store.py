@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -168,3 +169,37 @@ def test_sqlite_commits_are_synced_before_they_return(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     engine.dispose()
+
+
+def test_the_writer_lock_serves_a_first_in_line_waiter_before_the_others():
+    """Intake's transactions go before the vendor workers' waiting at the same time."""
+    import threading
+    import time
+
+    from daemon.store.engine import WriterLock
+
+    lock = WriterLock()
+    order: list[str] = []
+    lock.acquire()
+    lock.acquire()  # re-entrant for its holder
+    waiting = []
+    for name, first in (("worker-1", False), ("worker-2", False), ("intake", True)):
+
+        def take(name: str = name, first: bool = first) -> None:
+            lock.acquire(first=first)
+            order.append(name)
+            lock.release()
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        waiting.append(thread)
+        time.sleep(0.05)  # each is waiting before the next comes
+    lock.release()
+    assert order == [], "still held once"
+    lock.release()
+    for thread in waiting:
+        thread.join(5)
+    assert order[0] == "intake"
+    assert sorted(order[1:]) == ["worker-1", "worker-2"]
+    with pytest.raises(RuntimeError):
+        lock.release()

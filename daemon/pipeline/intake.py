@@ -29,7 +29,7 @@ from daemon.pipeline.crash import crash_point
 from daemon.pipeline.preflight import Inspection, inspect
 from daemon.pipeline.routing import Router, route_name
 from daemon.store.blobs import BlobStore
-from daemon.store.engine import reader
+from daemon.store.engine import first_in_line, reader
 from daemon.store.models import (
     Document,
     SourceLease,
@@ -111,7 +111,7 @@ class Intake:
         max_bytes: int = 200 * 1024 * 1024,
         owner: str = "intake",
     ) -> None:
-        self.engine = engine
+        self.engine = first_in_line(engine)  # the head of the pipeline: see WriterLock
         self.reader = reader(engine)
         self.owner = owner
         self.blobs = blobs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -15,6 +16,7 @@ from typing import IO
 from connectors.fsutil import fsync_dir
 
 CHUNK = 1 << 16
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class BlobStore:
@@ -28,7 +30,7 @@ class BlobStore:
             stale.unlink(missing_ok=True)
 
     def path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        if not SHA256_HEX.fullmatch(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
