@@ -323,3 +323,27 @@ def test_intake_keeps_page_sizes_for_mappings(make_daemon):
         )
     assert stored["page_sizes"] == [[595.28, 841.89]]  # A4 in points
     assert document_ref(stored, daemon.blobs).page_sizes == ((595.28, 841.89),)
+
+
+def test_a_short_wait_for_the_vendor_keeps_the_lease_and_needs_no_second_claim(make_daemon):
+    """poll_interval 0.3 s: after the upload the submission stays leased here and this
+    process polls it itself; a wait longer than that (processing:3) gives it back."""
+    fakes.SCRIPTS["a"].extend(["ok", "processing:0.3", "ok"])
+    vendors = {"a": {"kind": "scripted", "poll_interval": 0.3}, "b": {"kind": "scripted"}}
+    daemon = make_daemon({"vendors": vendors})
+    doc = offer(daemon, "kept.pdf")
+    wait_until(lambda: calls("a", "submit"), 5, what="uploaded")
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "processing", 5, what="processing")
+    row = sub_state(daemon, doc)
+    assert row["lease_owner"] == daemon.owner, "kept through the 0.3 s wait"
+    assert row["lease_expires_at"] > utcnow()
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done")
+    assert len(calls("a", "poll")) == 2 and len(calls("a", "submit")) == 1
+    assert sub_state(daemon, doc)["lease_owner"] is None
+
+    fakes.SCRIPTS["a"].extend(["ok", "processing:3"])
+    later = offer(daemon, "given-back.pdf", b"%PDF-1.4 other %%EOF")
+    wait_until(lambda: sub_state(daemon, later).get("polls") == 1, 5, what="first poll")
+    row = sub_state(daemon, later)
+    assert row["state"] == "processing" and row["lease_owner"] is None, "3 s: given back"
+    wait_until(lambda: sub_state(daemon, later).get("state") == "done", 10, what="done")

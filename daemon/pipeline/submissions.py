@@ -50,6 +50,9 @@ from daemon.store.models import (
 log = logging.getLogger(__name__)
 S = SubmissionState
 
+KEEP_SECONDS = 2.0
+"""Longest wait for the vendor through which a submission stays leased here (see keeps)."""
+
 documents = Document.__table__
 extractions = Extraction.__table__
 INSERT_DELIVERY = insert(ledger.deliveries).returning(ledger.deliveries.c.id)
@@ -149,6 +152,8 @@ class _Work:
     extraction_id: int | None = None
     first_attempt: bool = False
     """No earlier upload can exist (queued until this claim): the vendor may skip reconciling."""
+    again_in: float | None = None
+    """Seconds after which this process runs the submission again, its lease kept."""
 
 
 def vendor_settings(vendor: Vendor) -> VendorSettings:
@@ -192,13 +197,30 @@ class SubmissionRunner:
 
     # ------------------------------------------------------------------ entry point
 
-    def run(self, submission_id: int, owner: str) -> None:
-        """Advance one claimed submission as far as it can go now."""
+    def run(self, submission_id: int, owner: str) -> float | None:
+        """Advance one claimed submission as far as it can go now; returns the seconds after
+        which the pool is to run it again, still leased (see ``keeps``), or None."""
         with self.in_hand.hold(submission_id) as mine:
             if mine:
-                self._run(submission_id, owner)
+                return self._run(submission_id, owner)
+        return None
 
-    def _run(self, submission_id: int, owner: str) -> None:
+    def keeps(self, delay: float) -> bool:
+        """Whether a submission that waits ``delay`` seconds for the vendor stays leased to
+        this process meanwhile: a short wait (the first status poll right after an upload)
+        costs no write to give it back and none to claim it again. A wait well inside the
+        lease only, so no renewal is needed; a longer one gives it back."""
+        return 0 < delay <= min(KEEP_SECONDS, self.settings.lease_seconds / 10)
+
+    def _keep(self, work: _Work, delay: float) -> None:
+        """Run this submission again in ``delay`` seconds from the row as it is now."""
+        work.again_in = delay
+        self.claimed[work.sub["id"]] = {
+            **{f"s_{key}": value for key, value in work.sub.items()},
+            **{f"d_{key}": value for key, value in work.doc.items()},
+        }
+
+    def _run(self, submission_id: int, owner: str) -> float | None:
         row = self.claimed.pop(submission_id, None)
         if row is None:  # adopted, or claimed by a caller that kept no rows
             with self.reader.connect() as conn:
@@ -208,7 +230,7 @@ class SubmissionRunner:
         first_attempt = submission_id in self.fresh
         self.fresh.discard(submission_id)
         if sub["lease_owner"] != owner:
-            return
+            return None
         work = _Work(sub, doc, document_ref(doc, self.blobs), owner, f"worker:{owner}")
         work.first_attempt = first_attempt
         step = sub["state"]
@@ -216,13 +238,14 @@ class SubmissionRunner:
             while sub["state"] in states.ACTIVE:
                 step = sub["state"]
                 if not self._step(work):
-                    return
+                    return work.again_in
         except ledger.LeaseLost:
             log.warning("lost the lease on submission %s; another worker has it", submission_id)
         except OperationalError:
             raise  # the store failed, not the step: the pool runs it again once it is back
         except Exception as error:
             self._failed(sub, step, error, owner, work.actor)
+        return None
 
     # ------------------------------------------------------------------ the steps
 
@@ -298,12 +321,18 @@ class SubmissionRunner:
             self._store_result(work, result.raw, upload=processing)
             return False
         if first_poll > 0:  # the vendor needs time: give the submission back until then
+            keep = self.keeps(first_poll)  # or keep it, for a moment
             with self.engine.begin() as conn:
-                ledger.move_submission(
-                    conn, sub, S.PROCESSING, owner=work.owner, actor=work.actor,
-                    lease_owner=None, lease_expires_at=None, **processing,
-                )  # fmt: skip
+                if keep:
+                    self._move(conn, work, S.PROCESSING, **processing)
+                else:
+                    ledger.move_submission(
+                        conn, sub, S.PROCESSING, owner=work.owner, actor=work.actor,
+                        lease_owner=None, lease_expires_at=None, **processing,
+                    )  # fmt: skip
                 self._write_keys(conn, work)
+            if keep:
+                self._keep(work, first_poll)
             return False
         # Worth asking at once: the move to `processing` is written with the poll's outcome
         # (a crash before that repeats the upload, which `submit` makes safe).
@@ -393,14 +422,23 @@ class SubmissionRunner:
             else:
                 if review and result.reason and result.reason != sub["review_reason"]:
                     values["review_reason"] = result.reason
-                conn.execute(
+                keep = not review and self.keeps(delay)
+                if keep:  # still processing, back in a moment: the lease stays
+                    values.update(
+                        lease_owner=work.owner,
+                        lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
+                    )
+                written = conn.execute(
                     update(ledger.submissions)
                     .where(
                         ledger.submissions.c.id == sub["id"],
                         ledger.submissions.c.lease_owner == work.owner,
                     )
                     .values(**values, updated_at=now)
-                )
+                ).rowcount
+                if keep and written == 1:
+                    sub.update(values, updated_at=now)
+                    self._keep(work, delay)
 
     def _move_to_review(
         self, conn: ledger.Connection, work: _Work, reason: str | None, values: dict[str, Any]

@@ -7,6 +7,7 @@ earliest waiting item falls due; it never spins.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -122,7 +123,13 @@ class LeaseKeeper(Periodic):
 
 
 class WorkerPool:
-    """``size`` threads running ``claim`` → ``run(item_id, owner)`` until stopped."""
+    """``size`` threads running ``claim`` → ``run(item_id, owner)`` until stopped.
+
+    ``run`` may return seconds: the item is to run again that much later, and it kept its
+    lease for that. The pool then runs it itself when the time comes, with no claim (a
+    vendor's first status poll a moment after the upload: no write to give the row back,
+    none to claim it again).
+    """
 
     def __init__(
         self,
@@ -132,7 +139,7 @@ class WorkerPool:
         engine: Engine,
         owner: str,
         claim: Callable[[ledger.Connection, str, int], list[int]],
-        run: Callable[[int, str], None],
+        run: Callable[[int, str], float | None],
         next_due: Callable[[ledger.Connection], datetime | None],
         paused: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -154,6 +161,9 @@ class WorkerPool:
         """The last claim found work: the next one skips the look at the queue first."""
         self._claimed: deque[int] = deque()
         """Items leased by one claim for the pool's other threads (one claim, many items)."""
+        self._later: list[tuple[float, int]] = []
+        """(monotonic due time, item) of items still leased here that run again then."""
+        self._later_lock = threading.Lock()
         self.busy = 0
         """Threads running an item now."""
         self._busy_lock = threading.Lock()
@@ -222,26 +232,32 @@ class WorkerPool:
         # for the others, so a burst of due items costs one claim, not one each, and nothing
         # waits here behind busy threads (newer, more urgent work would queue behind it).
         with self._claiming:
-            if self._claimed:
+            if (kept := self._kept_due()) is not None:
+                item_id = kept
+            elif self._claimed:
                 item_id = self._claimed.popleft()
             else:
                 if not self._found_work:  # under load the look is skipped: work is there
                     with self.reader.connect() as conn:
                         due = self._next_due(conn)
                     if due is None or due > utcnow():
-                        return False, due
+                        return False, self._sooner(due)
                 with self.engine.begin() as conn:
                     ids = self._claim(conn, self.owner, max(1, self.size - self.busy))
                 self._found_work = bool(ids)
                 if not ids:  # another process was quicker, or the work ran out: look again
-                    return False, utcnow() + timedelta(milliseconds=50)
+                    return False, self._sooner(utcnow() + timedelta(milliseconds=50))
                 item_id, *rest = ids
                 self._claimed.extend(rest)
                 if rest:
                     self.wake(everyone=True)
             self._count(+1)  # before the claim lock is let go: the next claim sees it
         try:
-            self._run(item_id, self.owner)
+            again = self._run(item_id, self.owner)
+            if again is not None:
+                with self._later_lock:
+                    heapq.heappush(self._later, (time.monotonic() + again, item_id))
+                self.wake()  # a sleeping thread may have to wake sooner for it
         except OperationalError:
             # The store is locked or unreachable. The item is still leased to this process:
             # run it again after the pause (_loop), not only when its lease runs out.
@@ -250,6 +266,21 @@ class WorkerPool:
         finally:
             self._count(-1)
         return True, None
+
+    def _kept_due(self) -> int | None:
+        """The kept item whose time has come, if any (taken off the list)."""
+        with self._later_lock:
+            if self._later and self._later[0][0] <= time.monotonic():
+                return heapq.heappop(self._later)[1]
+        return None
+
+    def _sooner(self, due: datetime | None) -> datetime | None:
+        """``due``, or when the first kept item runs again if that is sooner."""
+        with self._later_lock:
+            if not self._later:
+                return due
+            kept = utcnow() + timedelta(seconds=max(0.0, self._later[0][0] - time.monotonic()))
+        return kept if due is None or kept < due else due
 
     def _count(self, change: int) -> None:
         with self._busy_lock:
