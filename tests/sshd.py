@@ -98,7 +98,9 @@ class Sshd:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        """The SFTP server refuses every write (``internal-sftp -R``): permission denied."""
         self._own_workdir = workdir is None
         self.root = Path(workdir or tempfile.mkdtemp(prefix="docrelay-sshd-"))
         self.port = 0
@@ -299,7 +301,7 @@ UseDNS no
 LogLevel VERBOSE
 MaxStartups 50
 MaxAuthTries 6
-Subsystem sftp internal-sftp
+Subsystem sftp internal-sftp{" -R" if self.read_only else ""}
 """
 
     def _wait_ready(self) -> None:
@@ -330,14 +332,14 @@ Subsystem sftp internal-sftp
 
 
 @contextmanager
-def sshd_servers(tmp_path: Path) -> Iterator[Callable[[], Sshd]]:
+def sshd_servers(tmp_path: Path) -> Iterator[Callable[..., Sshd]]:
     """Start servers on demand; stop all of them (and keep their logs) however the test ends."""
     ok, reason = sshd_available()
     require_service(ok, reason)
     started: list[Sshd] = []
 
-    def make() -> Sshd:
-        server = Sshd()
+    def make(*, read_only: bool = False) -> Sshd:
+        server = Sshd(read_only=read_only)
         started.append(server)
         return server.start()
 
@@ -359,7 +361,7 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
 
 
 @pytest.fixture
-def sshd_factory(tmp_path: Path) -> Iterator[Callable[[], Sshd]]:
-    """``make() -> Sshd``, started; all stopped at the end of the test."""
+def sshd_factory(tmp_path: Path) -> Iterator[Callable[..., Sshd]]:
+    """``make(*, read_only=False) -> Sshd``, started; all stopped at the end of the test."""
     with sshd_servers(tmp_path) as make:
         yield make

@@ -102,7 +102,8 @@ def load_private_key(text: str, passphrase: str | None) -> paramiko.PKey:
             ) from None
         raise ValueError(f"passphrase given but {exc}") from None
     except ValueError as exc:
-        if "password" in str(exc).lower() or "decrypt" in str(exc).lower():
+        reason = str(exc).lower()
+        if secret is not None and any(w in reason for w in ("password", "decrypt", "checksum")):
             raise ValueError("the passphrase does not decrypt the private key") from None
         raise ValueError(
             "not a private key (OpenSSH `-----BEGIN OPENSSH PRIVATE KEY-----` or PEM text of an "
