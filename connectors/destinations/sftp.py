@@ -617,7 +617,7 @@ class SftpDestination(Destination):
             except BaseException as exc:
                 if isinstance(exc, FileNotFoundError):
                     conn.dir_ready = False  # the directory went away: look again next time
-                if conn.alive():
+                if not isinstance(exc, DROPPED) and conn.alive():
                     with suppress(OSError, EOFError, paramiko.SSHException):
                         conn.sftp.remove(temp)
                 raise
