@@ -237,6 +237,20 @@ def test_a_pinned_host_key_or_fingerprint_is_enough(sshd, make, tmp_path):
     assert fingerprint in str(info.value)
 
 
+@pytest.mark.parametrize("hashed", [False, True], ids=["plain", "hashed"])
+def test_known_hosts_made_as_the_message_says_is_taken(sshd, make, tmp_path, hashed):
+    """The advice in the messages works: ``ssh-keyscan -p PORT HOST >> known_hosts`` (also
+    with ``-H``, hashed host names)."""
+    import subprocess
+
+    known = tmp_path / "known_hosts"
+    scan = ["ssh-keyscan", *(["-H"] if hashed else []), "-p", str(sshd.port), sshd.host]
+    known.write_text(subprocess.run(scan, capture_output=True, text=True, check=True).stdout)
+    assert known.read_text().strip()
+    make(sshd, create_dirs=True, known_hosts=str(known)).deliver(payload(), "k")
+    assert listing(tmp_path / "out") == ["7.json"]
+
+
 def test_a_missing_known_hosts_file_says_how_to_make_it(sshd, make, tmp_path):
     with pytest.raises(AuthFailed, match=r"cannot read known_hosts .*ssh-keyscan"):
         make(sshd, known_hosts=str(tmp_path / "missing")).probe()
