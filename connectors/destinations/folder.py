@@ -6,40 +6,30 @@ outbox update) rewrites the same file instead of adding a second one.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from connectors import jsonio
 from connectors.base import (
-    DOCUMENT_FIELDS,
-    LINE_ITEM_FIELDS,
     ConnectorContext,
     DeliveryReceipt,
     Destination,
     DestinationSettings,
     ExportPayload,
 )
-from connectors.destinations.document import export_document
-from connectors.destinations.records import as_text, flat_record
+from connectors.destinations.files import (
+    EXPORT_SUFFIXES,
+    FORMULA_STARTS,
+    ExportFormat,
+    csv_cell,
+    export_files,
+)
 from connectors.errors import TransientError
 from connectors.fsutil import atomic_write, default_file_mode
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""How a CSV cell that a spreadsheet would run as a formula begins (OWASP's list)."""
-
-
-def csv_cell(value: object) -> object:
-    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(…)`` in a
-    supplier name) gets a leading ``'``; numbers and dates, which we write, stay as they are
-    (``-12.50`` is a credit, not a formula)."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return as_text(value)
+__all__ = ["FORMULA_STARTS", "FolderDestination", "FolderDestinationSettings", "csv_cell"]
 
 
 class FolderDestinationSettings(DestinationSettings):
@@ -47,7 +37,7 @@ class FolderDestinationSettings(DestinationSettings):
     """Selects the folder destination: export files written atomically."""
     path: Path
     """Directory the export files are written to (created if missing)."""
-    format: Literal["json", "csv", "both"] = "json"
+    format: ExportFormat = "json"
     """``json``: one ``<document_id>.json``; ``csv``: ``<document_id>.csv`` (one row of fields)
     plus ``<document_id>.lines.csv``; ``both``: all of them."""
     indent: int | None = Field(2, ge=0)
@@ -69,19 +59,15 @@ class FolderDestination(Destination):
 
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
         root = self.settings.path
-        written: list[str] = []
+        files = export_files(
+            payload, idempotency_key, self.settings.format, indent=self.settings.indent
+        )
         try:
-            if self.settings.format in ("json", "both"):
-                body = export_document(payload, idempotency_key)
-                data = jsonio.dumps_bytes(body, indent=self.settings.indent)
-                target = root / f"{payload.document_id}.json"
-                atomic_write(target, data + b"\n", mode=self.file_mode)
-                written.append(target.name)
-            if self.settings.format in ("csv", "both"):
-                written.extend(self._write_csv(root, payload))
+            for name, data in files:
+                atomic_write(root / name, data, mode=self.file_mode)
         except OSError as exc:  # disk full, permissions, NFS away: worth retrying
             raise TransientError(f"cannot write to {root}: {exc.strerror or exc}") from exc
-        return DeliveryReceipt(ref=",".join(written))
+        return DeliveryReceipt(ref=",".join(name for name, _ in files))
 
     def probe(self) -> list[str]:
         """The folder exists (or can be made) and takes files; writes nothing that stays."""
@@ -95,26 +81,5 @@ class FolderDestination(Destination):
             raise TransientError(f"no permission to write in {existing}")
         if not root.exists():
             return [f"{root} does not exist yet; it will be made in {existing} at the first export"]
-        count = sum(1 for p in root.iterdir() if p.suffix in (".json", ".csv"))
+        count = sum(1 for p in root.iterdir() if p.suffix in EXPORT_SUFFIXES)
         return [f"{root} is writable; {count} export file(s) in it"]
-
-    def _write_csv(self, root: Path, payload: ExportPayload) -> list[str]:
-        record = flat_record(payload)
-        head = io.StringIO()
-        writer = csv.writer(head)
-        writer.writerow(["document_id", *DOCUMENT_FIELDS])
-        writer.writerow(
-            [payload.document_id, *(csv_cell(record[name]) for name in DOCUMENT_FIELDS)]
-        )
-        lines = io.StringIO()
-        writer = csv.writer(lines)
-        writer.writerow(["document_id", "line_no", *LINE_ITEM_FIELDS])
-        for item in payload.result.line_items:
-            writer.writerow(
-                [payload.document_id, item.line_no]
-                + [csv_cell(getattr(item, name)) for name in LINE_ITEM_FIELDS]
-            )
-        names = [f"{payload.document_id}.csv", f"{payload.document_id}.lines.csv"]
-        atomic_write(root / names[0], head.getvalue().encode(), mode=self.file_mode)
-        atomic_write(root / names[1], lines.getvalue().encode(), mode=self.file_mode)
-        return names

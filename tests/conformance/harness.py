@@ -492,8 +492,28 @@ def sql_destination(tmp_path: Path) -> Iterator[DestinationRun]:
     )
 
 
+@contextmanager
+def sftp_destination(tmp_path: Path) -> Iterator[DestinationRun]:
+    """A throw-away OpenSSH server on loopback (tests/sshd.py) writing into the test's own
+    directory; a record is a JSON file there."""
+    import json
+
+    from tests.sshd import sshd_servers
+
+    out = tmp_path / "sftp-out"
+    with sshd_servers(tmp_path) as make:
+        server = make()
+        yield DestinationRun(
+            kind="sftp",
+            settings=server.settings(out, create_dirs=True),
+            tmp_path=tmp_path,
+            records=lambda: [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))],
+        )
+
+
 DESTINATIONS: dict[str, Callable[[Path], AbstractContextManager[DestinationRun]]] = {
     "folder": folder_destination,
+    "sftp": sftp_destination,
     "webhook": webhook_destination,
     "sql": sql_destination,
 }

@@ -1,0 +1,93 @@
+"""The export files of one document, as bytes: what every file-writing destination writes.
+
+The folder and the SFTP destinations hand this same list to their own way of writing, so a
+consumer reading the files sees the same names and the same content whichever carried them.
+Names depend on the document only (``<document_id>.json`` …): a repeated export after a crash
+rewrites the same files, a later version replaces them.
+
+A new format (UBL XML is planned) is one renderer in ``RENDERERS`` and a name in
+``ExportFormat``/``FORMATS``; the destinations need no change beyond their docstrings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from typing import Literal
+
+from connectors import jsonio
+from connectors.base import DOCUMENT_FIELDS, LINE_ITEM_FIELDS, ExportPayload
+from connectors.destinations.document import export_document
+from connectors.destinations.records import as_text, flat_record
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a CSV cell that a spreadsheet would run as a formula begins (OWASP's list)."""
+
+ExportFormat = Literal["json", "csv", "both"]
+"""What a file destination's ``format`` setting takes."""
+
+ExportFile = tuple[str, bytes]
+"""One file to write: its name (no directory) and its whole content."""
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(…)`` in a
+    supplier name) gets a leading ``'``; numbers and dates, which we write, stay as they are
+    (``-12.50`` is a credit, not a formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return as_text(value)
+
+
+def json_files(
+    payload: ExportPayload, idempotency_key: str, indent: int | None
+) -> list[ExportFile]:
+    """``<document_id>.json``: the canonical export document (``export_document``)."""
+    body = export_document(payload, idempotency_key)
+    return [(f"{payload.document_id}.json", jsonio.dumps_bytes(body, indent=indent) + b"\n")]
+
+
+def csv_files(payload: ExportPayload, idempotency_key: str, indent: int | None) -> list[ExportFile]:
+    """``<document_id>.csv`` (one row of canonical fields) and ``<document_id>.lines.csv``
+    (one row per line item), formula-looking cells neutralised."""
+    record = flat_record(payload)
+    head = io.StringIO()
+    writer = csv.writer(head)
+    writer.writerow(["document_id", *DOCUMENT_FIELDS])
+    writer.writerow([payload.document_id, *(csv_cell(record[name]) for name in DOCUMENT_FIELDS)])
+    lines = io.StringIO()
+    writer = csv.writer(lines)
+    writer.writerow(["document_id", "line_no", *LINE_ITEM_FIELDS])
+    for item in payload.result.line_items:
+        writer.writerow(
+            [payload.document_id, item.line_no]
+            + [csv_cell(getattr(item, name)) for name in LINE_ITEM_FIELDS]
+        )
+    return [
+        (f"{payload.document_id}.csv", head.getvalue().encode()),
+        (f"{payload.document_id}.lines.csv", lines.getvalue().encode()),
+    ]
+
+
+Renderer = Callable[[ExportPayload, str, "int | None"], list[ExportFile]]
+
+RENDERERS: dict[str, Renderer] = {"json": json_files, "csv": csv_files}
+"""One renderer per file type; ``ubl`` goes here when it comes."""
+
+FORMATS: dict[str, tuple[str, ...]] = {"json": ("json",), "csv": ("csv",), "both": ("json", "csv")}
+"""Which renderers each ``format`` setting runs, in order."""
+
+EXPORT_SUFFIXES = (".json", ".csv")
+"""What the export files end in (a probe counts them)."""
+
+
+def export_files(
+    payload: ExportPayload, idempotency_key: str, format: ExportFormat, *, indent: int | None = 2
+) -> list[ExportFile]:
+    """Every file one export consists of, in the order they are written; built whole before
+    anything is written, so a bad value fails the export before a first file lands."""
+    files: list[ExportFile] = []
+    for renderer in FORMATS[format]:
+        files.extend(RENDERERS[renderer](payload, idempotency_key, indent))
+    return files
