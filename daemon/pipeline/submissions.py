@@ -213,11 +213,14 @@ class SubmissionRunner:
         return 0 < delay <= min(KEEP_SECONDS, self.settings.lease_seconds / 10)
 
     def _keep(self, work: _Work, delay: float) -> None:
-        """Run this submission again in ``delay`` seconds from the row as it is now."""
+        """Run this submission again in ``delay`` seconds from the row as it is now, with
+        what is still to be written (the move to `processing`, the vendor's keys)."""
         work.again_in = delay
         self.claimed[work.sub["id"]] = {
             **{f"s_{key}": value for key, value in work.sub.items()},
             **{f"d_{key}": value for key, value in work.doc.items()},
+            "w_processing": work.processing,
+            "w_keys": work.keys,
         }
 
     def _run(self, submission_id: int, owner: str) -> float | None:
@@ -233,6 +236,8 @@ class SubmissionRunner:
             return None
         work = _Work(sub, doc, document_ref(doc, self.blobs), owner, f"worker:{owner}")
         work.first_attempt = first_attempt
+        work.processing = row.get("w_processing")
+        work.keys = row.get("w_keys") or {}
         step = sub["state"]
         try:
             while sub["state"] in states.ACTIVE:
@@ -276,6 +281,8 @@ class SubmissionRunner:
                 self._move(conn, work, S.UPLOADING)
             return True
         if state == S.UPLOADING:
+            if work.processing is not None:  # uploaded; its record waits for the poll's
+                return self._poll(work)
             return self._upload(work)
         if state in (S.PROCESSING, S.REVIEW):
             return self._poll(work)
@@ -322,6 +329,13 @@ class SubmissionRunner:
             return False
         if first_poll > 0:  # the vendor needs time: give the submission back until then
             keep = self.keeps(first_poll)  # or keep it, for a moment
+            if keep and self.vendor.capabilities.reconcile_uploads:
+                # As when asking at once (below): the move to `processing` is written with the
+                # poll's outcome. A crash before that repeats the upload, and the look-up
+                # finds the first one.
+                work.processing = processing
+                self._keep(work, first_poll)
+                return False
             with self.engine.begin() as conn:
                 if keep:
                     self._move(conn, work, S.PROCESSING, **processing)
