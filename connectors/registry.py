@@ -35,6 +35,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "folder": "connectors.destinations.folder:FolderDestination",
         "webhook": "connectors.destinations.webhook:WebhookDestination",
         "sql": "connectors.destinations.sql:SqlDestination",
+        "tryton": "connectors.destinations.tryton:TrytonDestination",
     },
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",
