@@ -358,9 +358,8 @@ class TrytonDestination(Destination):
             state = found.state
         attachment = self._attachment(session, invoice_id, payload, create=True)
         receipt = self._receipt(_Found(invoice_id, state, payload.version, None), attachment)
-        return DeliveryReceipt(
-            ref=receipt.ref, data={**receipt.data, "party_id": party["id"], "party_created": created}
-        )
+        data = {**receipt.data, "party_id": party["id"], "party_created": created}
+        return DeliveryReceipt(ref=receipt.ref, data=data)
 
     def _receipt(self, found: _Found, attachment: int | None) -> DeliveryReceipt:
         data: dict[str, Any] = {"invoice_id": found.id, "state": found.state}
