@@ -30,6 +30,8 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 PASSWORD = "tryton-admin-secret"
 LINE_ACCOUNT = "2.2.1"
 """The English chart's first account of an expense type (what the module test tools use)."""
@@ -131,31 +133,36 @@ def start(backend: str) -> TrytonServer:
         conf = write_config(workdir, backend, server.port)
         env = {**os.environ, "TRYTONPASSFILE": str(workdir / "password")}
         (workdir / "password").write_text(PASSWORD)
-        log = (workdir / "admin.log").open("wb")
-        admin = [str(BIN / "trytond-admin"), "-c", str(conf), "-d", database]
-        for args in (
-            ["--all", "--email", "admin@example.com"],
-            ["-u", "account_invoice", "--activate-dependencies"],
-        ):
-            done = subprocess.run([*admin, *args], env=env, stdout=log, stderr=log, check=False)
+        with (workdir / "admin.log").open("wb") as log:
+            admin = [str(BIN / "trytond-admin"), "-c", str(conf), "-d", database]
+            for args in (
+                ["--all", "--email", "admin@example.com"],
+                ["-u", "account_invoice", "--activate-dependencies"],
+            ):
+                done = subprocess.run([*admin, *args], env=env, stdout=log, stderr=log, check=False)
+                if done.returncode:
+                    raise RuntimeError(f"trytond-admin failed: {_read(workdir / 'admin.log')}")
+            setup = [sys.executable, "-m", "tests.tryton_server", "--setup", str(conf), database]
+            root = Path(__file__).resolve().parent.parent
+            done = subprocess.run(setup, cwd=root, env=env, stdout=log, stderr=log, check=False)
             if done.returncode:
-                raise RuntimeError(f"trytond-admin failed: {(workdir / 'admin.log').read_text()}")
-        setup = [sys.executable, "-m", "tests.tryton_server", "--setup", str(conf), database]
-        root = Path(__file__).resolve().parent.parent
-        done = subprocess.run(setup, cwd=root, env=env, stdout=log, stderr=log, check=False)
-        if done.returncode:
-            raise RuntimeError(f"Tryton setup failed: {(workdir / 'admin.log').read_text()}")
-        server.process = subprocess.Popen(
-            [str(BIN / "trytond"), "-c", str(conf), "-d", database],
-            env=env,
-            stdout=(workdir / "server.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+                raise RuntimeError(f"Tryton setup failed: {_read(workdir / 'admin.log')}")
+        with (workdir / "server.log").open("wb") as log:
+            server.process = subprocess.Popen(
+                [str(BIN / "trytond"), "-c", str(conf), "-d", database],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         _wait_until_serving(server)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:]
 
 
 def _create_pg_database(name: str) -> Any:
@@ -225,6 +232,24 @@ def close_all() -> None:
 
 
 atexit.register(close_all)
+
+
+def server_or_skip(backend: str) -> TrytonServer:
+    """``shared``, but a missing PostgreSQL skips (or fails under
+    ``DOCRELAY_REQUIRE_SERVICES=1``) like every other test that needs a server."""
+    from tests.conftest import require_service
+
+    try:
+        return shared(backend)
+    except Unavailable as exc:
+        require_service(False, str(exc))
+        raise
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def tryton(request: pytest.FixtureRequest) -> TrytonServer:
+    """A Tryton server on each backend, initialised once per session and shared."""
+    return server_or_skip(request.param)
 
 
 # --------------------------------------------------------------------------- database setup

@@ -436,10 +436,15 @@ class TrytonDestination(Destination):
         code = _text(payload, "currency") or _currency_of_amounts(payload)
         if code:
             values["currency"] = self._currency(session, code.upper())
+        journal = self._journal(session)
+        if journal is not None:
+            values["journal"] = journal
         account = self._account(session)
         lines = [self._line(session, item, account) for item in result.line_items]
         if not lines:
             lines = [self._fallback_line(session, payload, account)]
+        if "currency" in values:  # a line's currency must be its invoice's (Tryton's domain)
+            lines = [{**line, "currency": values["currency"]} for line in lines]
         values["lines"] = [("create", lines)]
         return values
 
@@ -521,7 +526,7 @@ class TrytonDestination(Destination):
                 candidates = session.call(
                     "party.party",
                     "search_read",
-                    [("name", "ilike", name)],
+                    [("name", "ilike", like_pattern(name))],
                     0,
                     None,
                     [("id", "ASC")],
@@ -571,6 +576,18 @@ class TrytonDestination(Destination):
             return row["default_account_payable"]
 
         return self._cached("config", "payable", read)
+
+    def _journal(self, session: _Session) -> int | None:
+        """The expense journal, as Tryton's client picks it for a supplier invoice (a draft
+        may have none, but posting needs one)."""
+
+        def read() -> int | None:
+            ids = session.call(
+                "account.journal", "search", [("type", "=", "expense")], 0, 1, [("id", "ASC")]
+            )
+            return ids[0] if ids else None
+
+        return self._cached("journal", "expense", read)
 
     def _account(self, session: _Session) -> int:
         code = self.settings.line_account
@@ -756,6 +773,13 @@ def parse_comment(text: str) -> dict[str, str]:
     return found
 
 
+def like_pattern(text: str) -> str:
+    """An ``ilike`` pattern that finds ``text`` whatever its case on every backend: SQLite
+    folds only ASCII, so every other character (and ``\\``) matches any one character; the
+    caller compares the candidates exactly."""
+    return "".join(c if c.isascii() and c != "\\" else "_" for c in text)
+
+
 _VAT_JUNK = re.compile(r"[\s.\-/]")
 
 
@@ -779,7 +803,7 @@ def line_price(item: LineItem, quantity: Decimal) -> Decimal | None:
         price = item.total_amount / (1 + rate / 100) / quantity
     else:
         return None
-    return price.quantize(PRICE_DIGITS, ROUND_HALF_EVEN)
+    return Decimal(price).quantize(PRICE_DIGITS, ROUND_HALF_EVEN)
 
 
 def _typed(payload: ExportPayload, name: str) -> Any:
