@@ -120,8 +120,11 @@ def write_config(workdir: Path, backend: str, port: int) -> Path:
     return conf
 
 
-def start(backend: str) -> TrytonServer:
-    """Initialise a fresh database on ``backend`` and serve it on a free loopback port."""
+def start(backend: str, workers: int = 1) -> TrytonServer:
+    """Initialise a fresh database on ``backend`` and serve it on a free loopback port: with
+    ``trytond`` itself (one process, a thread per request), or with ``workers`` processes
+    serving trytond's WSGI app on one socket (as uWSGI or gunicorn would in production; one
+    Python process uses one core)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"docrelay-tryton-{backend}-"))
     database = f"docrelay_tryton_{secrets.token_hex(4)}"
     server = TrytonServer(backend, database, free_port(), workdir)
@@ -148,8 +151,13 @@ def start(backend: str) -> TrytonServer:
             if done.returncode:
                 raise RuntimeError(f"Tryton setup failed: {_read(workdir / 'admin.log')}")
         with (workdir / "server.log").open("wb") as log:
+            command = [str(BIN / "trytond"), "-c", str(conf), "-d", database]
+            if workers > 1:
+                command = [sys.executable, "-m", "tests.tryton_server", "--serve", str(conf)]
+                command += [database, str(server.port), str(workers)]
             server.process = subprocess.Popen(
-                [str(BIN / "trytond"), "-c", str(conf), "-d", database],
+                command,
+                cwd=Path(__file__).resolve().parent.parent,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -297,9 +305,48 @@ def _setup(conf: str, database: str) -> None:
     del cfg
 
 
+def _serve(conf: str, database: str, port: int, workers: int) -> None:
+    """Pre-forked workers serving trytond's WSGI app on one listening socket (``--serve``)."""
+    import signal
+
+    os.environ["TRYTOND_CONFIG"] = conf
+    os.environ["TRYTOND_DATABASE_NAMES"] = database
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            from trytond.application import app
+            from werkzeug.serving import make_server
+
+            make_server("127.0.0.1", port, app, threaded=True, fd=listener.fileno()).serve_forever()
+            os._exit(0)
+        children.append(pid)
+
+    def stop(*_: Any) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    os.wait()  # a worker that dies takes the others down: the test sees the server go
+    stop()
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--setup"]:
         _setup(sys.argv[2], sys.argv[3])
+        return
+    if sys.argv[1:2] == ["--serve"]:
+        _serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
         return
     server = shared(sys.argv[1] if len(sys.argv) > 1 else "sqlite")
     print(server.settings(), flush=True)
