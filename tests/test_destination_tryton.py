@@ -358,6 +358,10 @@ def test_lookup_finds_the_invoice_by_key_and_only_by_the_whole_key(tryton, tmp_p
     assert dest.lookup(doc, key[:-1]) is None  # a prefix of the key is another key
     assert dest.lookup(doc, f"{key}0") is None
     assert dest.lookup(doc, f"unknown-{token()}") is None
+    odd = f"docrelay-9-{token()}-ä_%\\"  # LIKE's wildcards and escape, a non-ASCII letter
+    assert dest.lookup(doc, odd) is None
+    made = dest.deliver(doc, odd)
+    assert made.ref != receipt.ref and dest.lookup(doc, odd).ref == made.ref
     dest.close()
 
 

@@ -348,6 +348,9 @@ def main() -> None:
     if sys.argv[1:2] == ["--serve"]:
         _serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
         return
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # atexit stops the server
     server = shared(sys.argv[1] if len(sys.argv) > 1 else "sqlite")
     print(server.settings(), flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -383,7 +383,7 @@ class TrytonDestination(Destination):
         rows = session.call(
             "account.invoice",
             "search_read",
-            [("type", "=", "in"), ("comment", "ilike", f"%{KEY_MARK}{key}%")],
+            [("type", "=", "in"), ("comment", "ilike", f"%{like_pattern(KEY_MARK + key)}%")],
             0,
             None,
             [("id", "ASC")],
