@@ -12,7 +12,8 @@ What one export makes in Tryton:
   again (``PARTY_CACHE_SECONDS``).
 - **Invoice**: reference = the invoice number, invoice date = the issue date, currency by ISO
   code (the company's when the document has none), the party's payable account (or the
-  accounting configuration's default).
+  accounting configuration's default), the first expense journal (what Tryton's client sets;
+  posting needs one).
 - **Lines**: one per line item on ``line_account``: quantity (1 when missing), unit price (the
   item's, else its net amount, else its total without its tax rate, divided by the quantity);
   an item without any amount becomes a comment line. Without line items: one line carrying the
@@ -35,7 +36,13 @@ that is a prefix of another never matches it. The receipt's reference is the inv
 attachment if a crash came between the invoice and it). A higher version rewrites the draft
 invoice: party, reference, dates, currency, comment and every line. A posted (validated, paid,
 cancelled: anything but draft) invoice is never changed: a higher version raises
-``TerminalError`` saying so, for a person to correct the invoice in Tryton.
+``TerminalError`` saying so, for a person to correct the invoice in Tryton. ``lookup`` answers
+None for an invoice whose attachment is missing, so the engine pushes again and completes it.
+
+**Errors**: Tryton's ``UserError``/``UserWarning`` (validation, domains, a wrong VAT id) are
+``TerminalError`` with Tryton's message; a refused login (HTTP 401/403) is ``AuthFailed``;
+refused connections, timeouts (``timeout``), 5xx, 404 (a database not loaded yet), 429 (too
+many logins) and Tryton's concurrency errors are ``TransientError``.
 
 **Threads**: proteus' configuration and ``xmlrpc.client``'s connection are not safe to share
 between threads, so each delivery thread gets its own connection and Tryton session
