@@ -9,6 +9,9 @@ as the destination's delivery pool would push them; every export is a new record
   ≥ 200/s.
 * **sql**: upserts into a table on SQLite (a file), PostgreSQL and MariaDB (the servers the
   tests use; ``DOCRELAY_TEST_PG_URL`` / ``DOCRELAY_TEST_MARIADB_URL``). Target ≥ 500/s.
+* **tryton**: draft supplier invoices (the three lines with 19 % tax, the party found by VAT
+  id, the original PDF attached) in a real trytond on SQLite and on PostgreSQL, started and
+  initialised by ``tests/tryton_server.py`` (about 20 s each, not timed). Target ≥ 10/s.
 
     .venv/bin/python bench/bench_destinations.py --docs 2000 --threads 1 --threads 4
 """
@@ -16,6 +19,7 @@ as the destination's delivery pool would push them; every export is a new record
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -23,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -100,9 +105,15 @@ def build(kind: str, settings: dict[str, Any], work: Path) -> Destination:
     return made
 
 
-def push_all(destination: Destination, docs: int, threads: int, first_id: int) -> float:
+def push_all(
+    destination: Destination,
+    docs: int,
+    threads: int,
+    first_id: int,
+    make: Callable[[int], ExportPayload] = payload,
+) -> float:
     """Deliveries per second for ``docs`` new exports from ``threads`` threads."""
-    exports = [payload(first_id + n) for n in range(docs)]
+    exports = [make(first_id + n) for n in range(docs)]
     began = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda p: destination.deliver(p, f"docrelay-{p.document_id}-bench"), exports))
@@ -171,21 +182,78 @@ def sql(url: str, docs: int, threads: int, runs: int, work: Path) -> list[float]
     return rates
 
 
+def tryton_payload(document_id: int, original: Path) -> ExportPayload:
+    """The benchmark's export as an ERP takes it: a VAT id Tryton accepts, taxed lines and
+    the original PDF."""
+    base = payload(document_id)
+    fields = [
+        FieldValue("supplier_vat_id", "DE136695976") if f.name == "supplier_vat_id" else f
+        for f in base.result.fields
+    ]
+    lines = [dataclasses.replace(line, tax_rate=Decimal(19)) for line in base.result.line_items]
+    result = dataclasses.replace(base.result, fields=fields, line_items=lines)
+    return dataclasses.replace(base, result=result, original=original)
+
+
+TRYTON_SERVERS: dict[str, Any] = {}
+TRYTON_WORKERS = 2
+
+
+def tryton(backend: str, docs: int, threads: int, runs: int, work: Path) -> list[float]:
+    from tests import tryton_server
+
+    if backend not in TRYTON_SERVERS:
+        TRYTON_SERVERS[backend] = tryton_server.start(backend, workers=TRYTON_WORKERS)
+    server = TRYTON_SERVERS[backend]
+    original = work / "original.pdf"
+    if not original.exists():
+        from tests.invoices import random_spec, render_pdf
+
+        original.write_bytes(render_pdf(random_spec(7)))
+    first = int(time.time()) * 10
+    rates = []
+    for run in range(runs):
+        destination = build("tryton", server.settings(concurrency=threads), work)
+        try:
+            rates.append(
+                push_all(
+                    destination,
+                    docs,
+                    threads,
+                    first_id=first + run * docs,
+                    make=lambda n: tryton_payload(n, original),
+                )
+            )
+        finally:
+            destination.close()
+    return rates
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--threads", type=int, action="append", help="repeatable; default 1 and 4")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
-        "--skip", action="append", default=[], help="webhook|sqlite|postgresql|mariadb"
+        "--tryton-workers", type=int, default=2, help="trytond processes (1: trytond itself)"
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        help="webhook|sqlite|postgresql|mariadb|tryton-sqlite|tryton-postgresql",
     )
     args = parser.parse_args()
+    global TRYTON_WORKERS
+    TRYTON_WORKERS = args.tryton_workers
     work = Path(tempfile.mkdtemp(prefix="docrelay-bench-destinations-"))
     cases = {
         "webhook": (200, lambda d, t: webhook(d, t, args.runs, work)),
         "sqlite": (500, lambda d, t: sql(f"sqlite:///{work}/out-{t}.db", d, t, args.runs, work)),
         "postgresql": (500, lambda d, t: sql(PG_URL, d, t, args.runs, work)),
         "mariadb": (500, lambda d, t: sql(MARIADB_URL, d, t, args.runs, work)),
+        "tryton-sqlite": (10, lambda d, t: tryton("sqlite", d, t, args.runs, work)),
+        "tryton-postgresql": (10, lambda d, t: tryton("postgresql", d, t, args.runs, work)),
     }
     for name, (target, run) in cases.items():
         if name in args.skip:
@@ -198,6 +266,8 @@ def main() -> int:
                 f"(runs {shown}; {args.docs} each; target >= {target})",
                 flush=True,
             )
+    for server in TRYTON_SERVERS.values():
+        server.stop()
     return 0
 
 

@@ -36,6 +36,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "webhook": "connectors.destinations.webhook:WebhookDestination",
         "sql": "connectors.destinations.sql:SqlDestination",
         "sftp": "connectors.destinations.sftp:SftpDestination",
+        "tryton": "connectors.destinations.tryton:TrytonDestination",
     },
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -97,3 +98,12 @@ def _no_daemon_left_behind() -> Iterator[None]:
     yield
     while RUNNING:
         RUNNING.pop().kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tryton_servers_stopped() -> Iterator[None]:
+    """The Tryton servers a test started (``tests.tryton_server``) live for the session."""
+    yield
+    started = sys.modules.get("tests.tryton_server")
+    if started is not None:
+        started.close_all()

@@ -511,11 +511,58 @@ def sftp_destination(tmp_path: Path) -> Iterator[DestinationRun]:
         )
 
 
+@contextmanager
+def tryton_destination(tmp_path: Path) -> Iterator[DestinationRun]:
+    """The Tryton destination on the session's SQLite-backed trytond (tests/tryton_server.py;
+    tests/test_destination_tryton.py covers PostgreSQL too). A record is a supplier invoice
+    made during this run, read back as the folder's JSON shape."""
+    from connectors.destinations.records import as_text
+    from connectors.destinations.tryton import parse_comment
+    from tests.tryton_server import server_or_skip
+
+    server = server_or_skip("sqlite")
+    rpc = server.rpc()
+    invoices = rpc.get_proxy("account.invoice")
+    before = invoices.search([], 0, 1, [("id", "DESC")], rpc.context)
+    baseline = before[0] if before else 0
+
+    def records() -> list[dict[str, Any]]:
+        rows = invoices.search_read(
+            [("id", ">", baseline), ("type", "=", "in")], 0, None, [("id", "ASC")],
+            ["comment", "reference", "total_amount", "untaxed_amount"], rpc.context,
+        )  # fmt: skip
+        out = []
+        for row in rows:
+            marks = parse_comment(row["comment"] or "")
+            if "key" not in marks:
+                continue
+            out.append(
+                {
+                    "key": marks["key"],
+                    "version": int(marks["version"]),
+                    "fields": {
+                        "invoice_number": row["reference"],
+                        "total_amount": as_text(row["total_amount"]),
+                        "net_amount": as_text(row["untaxed_amount"]),
+                    },
+                }
+            )
+        return out
+
+    yield DestinationRun(
+        kind="tryton",
+        settings=server.settings(fallback_party="Unknown supplier"),
+        tmp_path=tmp_path,
+        records=records,
+    )
+
+
 DESTINATIONS: dict[str, Callable[[Path], AbstractContextManager[DestinationRun]]] = {
     "folder": folder_destination,
     "sftp": sftp_destination,
     "webhook": webhook_destination,
     "sql": sql_destination,
+    "tryton": tryton_destination,
 }
 
 HARNESSES: dict[str, dict[str, Any]] = {
