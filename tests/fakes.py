@@ -6,6 +6,7 @@ times, then accept" and the pipeline's reaction is observed on the store.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import defaultdict, deque
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ class ScriptedSettings(VendorSettings):
     poll_interval: float | None = 0.0
     sync: bool = False
     """The upload answers with the result (a synchronous vendor)."""
+    reconcile: bool = False
+    """The vendor can find an earlier upload (``reconcile_uploads``)."""
 
 
 def _next(profile: str) -> str:
@@ -69,6 +72,11 @@ class ScriptedVendor(Vendor):
     capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(
         poll_interval=0, feedback=True, export_status=True
     )
+
+    def __init__(self, settings: ConnectorSettings, context: Any) -> None:
+        super().__init__(settings, context)
+        if isinstance(settings, ScriptedSettings) and settings.reconcile:
+            self.capabilities = dataclasses.replace(self.capabilities, reconcile_uploads=True)
 
     def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
         CALLS[self.context.name].append(("submit", document.id))

@@ -347,3 +347,28 @@ def test_a_short_wait_for_the_vendor_keeps_the_lease_and_needs_no_second_claim(m
     row = sub_state(daemon, later)
     assert row["state"] == "processing" and row["lease_owner"] is None, "3 s: given back"
     wait_until(lambda: sub_state(daemon, later).get("state") == "done", 10, what="done")
+
+
+def test_a_kept_upload_of_a_reconciling_vendor_is_recorded_with_its_first_poll(make_daemon):
+    """The vendor can find an earlier upload: the move to `processing` waits for the poll's
+    outcome and is written in the same transaction as it (uploading … done in one UPDATE)."""
+    fakes.SCRIPTS["a"].extend(["ok", "ok"])
+    vendors = {
+        "a": {"kind": "scripted", "poll_interval": 0.5, "reconcile": True},
+        "b": {"kind": "scripted"},
+    }
+    daemon = make_daemon({"vendors": vendors})
+    doc = offer(daemon, "deferred.pdf")
+    wait_until(lambda: calls("a", "submit"), 5, what="uploaded")
+    row = sub_state(daemon, doc)
+    waiting = (row["state"], row["vendor_ref"], row["lease_owner"])
+    assert waiting == ("uploading", None, daemon.owner)
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 10, what="done")
+    row = sub_state(daemon, doc)
+    assert row["vendor_ref"] == f"a-{doc}" and row["vendor_data"] == {"n": 1}
+    moves = [(a, b) for kind, a, b in events(daemon, doc) if kind == "transition"]
+    assert moves == [
+        ("queued", "uploading"), ("uploading", "processing"), ("processing", "fetched"),
+        ("fetched", "normalized"), ("normalized", "done"),
+    ]  # fmt: skip
+    assert len(calls("a", "submit")) == 1 and len(calls("a", "poll")) == 1
