@@ -217,6 +217,7 @@ class Daemon:
                 size=own or settings.delivery_concurrency,
                 paused=lambda name=name: name in self.paused_destinations,
             )
+            delivery_runner.adopt = self.delivery_pools[name].adopt
         for name, vendor in self.vendors.items():
             runner = SubmissionRunner(
                 engine=self.engine,

@@ -8,7 +8,9 @@ answered: a crash anywhere in between repeats the push with the same key, never 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -204,6 +206,13 @@ class DeliveryRunner:
         submission row when the push was made inline by the vendor's own worker (None
         otherwise): that worker holds the row, so nothing needs reading back."""
         self.in_hand = InHand("delivery", ledger.deliveries)
+        self.adopt: Callable[[int], None] = lambda delivery_id: None
+        """Hand a leased row to this destination's pool to run again (set by the runtime)."""
+        self._recording: list[_Outcome] = []
+        """Inline pushes made, their outcome not yet written (see _record_inline)."""
+        self._recording_lock = threading.Lock()
+        self._writer = threading.Lock()
+        """Held by the one thread writing the recorded outcomes now."""
         self._unrecorded: dict[int, DeliveryReceipt] = {}
         """Pushes the destination took but the store could not record (it was locked or
         full): the next run of the row records the receipt instead of pushing again."""
@@ -265,24 +274,63 @@ class DeliveryRunner:
                 return False
         what = "found at" if found else "delivered to"
         why = " by its key: an earlier push had arrived" if found else ""
+        outcome = _Outcome(
+            delivery,
+            DeliveryState.DELIVERED,
+            owner,
+            actor,
+            f"{what} {self.name}{why}: {receipt.ref}",
+            (True, None, inline),
+            {
+                "downstream_ref": receipt.ref,
+                "downstream_data": dict(receipt.data) or None,
+                "in_doubt_at": None,
+                "delivered_at": utcnow(),
+                "error": None,
+            },
+            receipt,
+        )
+        if inline is not None:
+            self._record_inline(outcome)
+            return True
         try:
-            self._set(
-                delivery,
-                DeliveryState.DELIVERED,
-                owner,
-                actor,
-                f"{what} {self.name}{why}: {receipt.ref}",
-                final=(True, None, inline),
-                downstream_ref=receipt.ref,
-                downstream_data=dict(receipt.data) or None,
-                in_doubt_at=None,
-                delivered_at=utcnow(),
-                error=None,
-            )
+            self._write([outcome])
         except OperationalError:
             self._unrecorded[delivery["id"]] = receipt  # the next run only records it
             raise
         return True
+
+    def _record_inline(self, mine: _Outcome) -> None:
+        """Write the outcome of an inline push, together with those other vendor workers
+        made meanwhile: one transaction for all that waited for the store's write lock at the
+        same time, instead of one each behind the others (group commit). The thread that
+        finds no other writing writes them all, as long as more keep coming; the others go on
+        with their next document at once. Until written, a row stays leased here: a crash
+        before means it is pushed again, under its key, as after any crash after a push.
+
+        Raises OperationalError when ``mine`` could not be written (the caller adopts it);
+        the others of a failed batch go to this destination's pool, which records them."""
+        with self._recording_lock:
+            self._recording.append(mine)
+        while self._writer.acquire(blocking=False):
+            try:
+                with self._recording_lock:
+                    batch, self._recording = self._recording, []
+                if batch:
+                    try:
+                        self._write(batch)
+                    except OperationalError:
+                        for outcome in batch:
+                            self._unrecorded[outcome.delivery["id"]] = outcome.receipt
+                            if outcome is not mine:
+                                self.adopt(outcome.delivery["id"])
+                        if any(outcome is mine for outcome in batch):
+                            raise
+            finally:
+                self._writer.release()
+            with self._recording_lock:
+                if not self._recording:  # else one came while this thread wrote: go on
+                    return
 
     def _mark_in_doubt(self, delivery: dict[str, Any], owner: str) -> None:
         """On record before the push: should its outcome be lost, the next run asks the
@@ -337,25 +385,46 @@ class DeliveryRunner:
         final: tuple[bool, str | None, Mapping[str, Any] | None] | None = None,
         **values: Any,
     ) -> None:
-        after: Callable[[], None] | None = None
+        self._write([_Outcome(delivery, state, owner, actor, message, final, values)])
+
+    def _write(self, outcomes: list[_Outcome]) -> None:
+        """Record outcomes of pushes in one transaction; what ``on_final`` returns runs
+        after the commit."""
+        afters: list[Callable[[], None]] = []
         with self.engine.begin() as conn:
-            if not ledger.end_lease(
-                conn, ledger.deliveries, delivery["id"], owner, state, **values
-            ):
-                log.warning("lost the lease on delivery %s", delivery["id"])
-                return
-            ledger.event(
-                conn,
-                actor=actor,
-                kind="delivery",
-                document_id=delivery["document_id"],
-                submission_id=delivery["submission_id"],
-                delivery_id=delivery["id"],
-                from_state=delivery["state"],
-                to_state=state,
-                message=message,
-            )
-            if final is not None:
-                after = self.on_final(conn, delivery, *final)
-        if after is not None:
+            for o in outcomes:
+                delivery = o.delivery
+                if not ledger.end_lease(
+                    conn, ledger.deliveries, delivery["id"], o.owner, o.state, **o.values
+                ):
+                    log.warning("lost the lease on delivery %s", delivery["id"])
+                    continue
+                ledger.event(
+                    conn,
+                    actor=o.actor,
+                    kind="delivery",
+                    document_id=delivery["document_id"],
+                    submission_id=delivery["submission_id"],
+                    delivery_id=delivery["id"],
+                    from_state=delivery["state"],
+                    to_state=o.state,
+                    message=o.message,
+                )
+                if o.final is not None and (after := self.on_final(conn, delivery, *o.final)):
+                    afters.append(after)
+        for after in afters:
             after()
+
+
+@dataclass
+class _Outcome:
+    """What a push came to, to be written: the row's new state, its event, its values."""
+
+    delivery: dict[str, Any]
+    state: str
+    owner: str
+    actor: str
+    message: str
+    final: tuple[bool, str | None, Mapping[str, Any] | None] | None
+    values: dict[str, Any]
+    receipt: DeliveryReceipt | None = None
