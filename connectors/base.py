@@ -664,6 +664,30 @@ class DeliveryReceipt:
     ``downstream_data``, JSON)."""
 
 
+class DownstreamState(enum.StrEnum):
+    """What became of a record a destination made, as far as it can tell."""
+
+    PENDING = "pending"
+    """Still open downstream (a draft invoice): asked again later."""
+    POSTED = "posted"
+    """Accepted for good (an invoice validated and posted): its final values are the truth."""
+    REJECTED = "rejected"
+    """Thrown out downstream (cancelled, deleted): the vendor hears of it as a failed export."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownstreamOutcome:
+    """A destination's later word on an export, read back by ``Destination.follow``."""
+
+    state: DownstreamState
+    reason: str | None = None
+    """Why it was rejected, in the downstream system's words."""
+    values: Mapping[str, str] = field(default_factory=dict)
+    """For ``POSTED``: the record's final values by canonical field name, as text. Each that
+    differs from the extraction becomes a correction (what the accountant fixed is what the
+    vendor learns from)."""
+
+
 class Destination(Connector):
     """A downstream system that receives exports."""
 
@@ -684,6 +708,21 @@ class Destination(Connector):
         under ``idempotency_key`` at ``payload.version`` or newer — else None. MUST NOT
         change anything downstream. Called only when ``can_look_up``."""
         return None
+
+    can_follow: ClassVar[bool] = False
+    """True when ``follow`` can tell what became of a record after it was delivered (an ERP
+    posts or cancels the draft invoice docrelay made). The engine then asks every
+    ``follow_interval()`` seconds until the answer is final."""
+
+    def follow_interval(self) -> float | None:
+        """Seconds between two looks at a delivered record; None (or 0) does not follow."""
+        return getattr(self.settings, "follow_interval", None) if self.can_follow else None
+
+    def follow(self, receipt: DeliveryReceipt) -> DownstreamOutcome:
+        """What became of the record ``receipt`` (as ``deliver`` returned it) names. MUST NOT
+        change anything downstream. Called only when ``can_follow``; raises as ``deliver``
+        does (transient, auth)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot follow its records")
 
     @abc.abstractmethod
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:

@@ -28,6 +28,7 @@ from daemon.pipeline.deliveries import DeliveryRunner
 from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import FeedbackRunner, feedback_t, queue_export_status
 from daemon.pipeline.intake import Intake
+from daemon.pipeline.outcomes import OutcomeFollower
 from daemon.pipeline.states import DELIVERY_ACTIVE
 from daemon.pipeline.submissions import Hooks, SubmissionRunner, vendor_settings
 from daemon.pipeline.workers import InHand, LeaseKeeper, WorkerPool
@@ -113,6 +114,7 @@ class Daemon:
         self.follow_pools: dict[str, WorkerPool] = {}
         self.submission_runners: dict[str, SubmissionRunner] = {}
         self.delivery_runners: dict[str, DeliveryRunner] = {}
+        self.outcome_followers: dict[str, OutcomeFollower] = {}
         self.lease_keeper = LeaseKeeper(
             self.engine, self.owner, config.core.pipeline.lease_seconds, self._hands
         )
@@ -195,6 +197,19 @@ class Daemon:
                 on_final=self._delivery_ended,
             )
             for name, destination in self.destinations.items()
+        }
+        self.outcome_followers = {
+            name: OutcomeFollower(
+                engine=self.engine,
+                destination=destination,
+                name=name,
+                interval=interval,
+                vendors=self.vendors,
+                reports_export_status=self._reports_export_status,
+                changed=self._outcomes_changed,
+            )
+            for name, destination in self.destinations.items()
+            if (interval := destination.follow_interval())
         }
         hooks = Hooks(
             inline={n: r for n, r in runners.items() if r.destination.inline},
@@ -467,6 +482,20 @@ class Daemon:
                 self.feedback_pools[profile].adopt(row["id"])
 
         return send_now
+
+    def _reports_export_status(self, profile: str) -> bool:
+        vendor = self.vendors.get(profile)
+        return bool(
+            vendor is not None
+            and vendor.capabilities.export_status
+            and vendor_settings(vendor).export_status
+        )
+
+    def _outcomes_changed(self, profile: str) -> None:
+        """An ERP's word queued vendor feedback and perhaps new versions for the others."""
+        self.wake_feedback(profile)
+        for name in self.destinations:
+            self.wake_destination(name)
 
     def pause_profile(self, profile: str, reason: str) -> None:
         """Credentials refused: hold this profile's queue, keep the others running."""

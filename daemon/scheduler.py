@@ -7,6 +7,7 @@ missed interval (a run is only counted as missed when it is more than an hour la
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -99,6 +100,18 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
         scheduler.add_job(
             purge, "interval", hours=1, id=f"retention:{profile}", name=f"retention {profile}"
         )
+    for name, follower in daemon.outcome_followers.items():
+
+        def follow(name: str = name, run: Callable[[], int] = follower.run_once) -> None:
+            if name in daemon.paused_destinations:
+                return  # needs re-auth: asking would only fail again
+            if count := run():
+                log.info("%s: %d record(s) came to a final outcome", name, count)
+
+        scheduler.add_job(
+            follow, "interval", seconds=follower.interval, id=f"follow:{name}",
+            name=f"follow {name}",
+        )  # fmt: skip
     if (interval := notify.watchdog_interval()) is not None:
 
         def ping() -> None:

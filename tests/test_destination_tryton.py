@@ -17,11 +17,18 @@ from typing import Any
 import pytest
 
 from connectors import registry
-from connectors.base import CanonicalResult, ExportPayload, FieldValue, LineItem
+from connectors.base import (
+    CanonicalResult,
+    DownstreamState,
+    ExportPayload,
+    FieldValue,
+    LineItem,
+)
 from connectors.destinations.tryton import (
     TrytonDestination,
     TrytonDestinationSettings,
     compact_vat,
+    implied_rate,
     line_price,
     parse_comment,
 )
@@ -301,6 +308,58 @@ def test_without_line_items_one_line_carries_the_net_amount(tryton, tmp_path):
     dest.close()
 
 
+def test_lines_read_without_a_rate_get_the_one_the_documents_total_implies(tryton, tmp_path):
+    reader = Reader(tryton)
+    dest = destination(tryton, tmp_path)
+    lines = [
+        LineItem(1, description="Paper", quantity=Decimal(3), unit_price=Decimal("20.00")),
+        LineItem(2, description="Toner", quantity=Decimal(1), net_amount=Decimal("40.00")),
+    ]
+    doc = payload(
+        tmp_path, supplier_name=f"Untaxed {token()}", lines=lines, net_amount=None,
+        total_amount=Decimal("119.00"),
+    )  # fmt: skip
+    inv = reader.invoice(int(dest.deliver(doc, f"k-{token()}").ref))
+    assert [line["tax_names"] for line in inv["lines"]] == [["VAT 19%"], ["VAT 19%"]]
+    assert (inv["untaxed_amount"], inv["total_amount"]) == (Decimal(100), Decimal(119))
+    odd = payload(
+        tmp_path, supplier_name=f"Odd {token()}", lines=lines, net_amount=None,
+        total_amount=Decimal("113.37"),
+    )  # fmt: skip
+    inv = reader.invoice(int(dest.deliver(odd, f"k-{token()}").ref))
+    assert [line["tax_names"] for line in inv["lines"]] == [[], []], "no rate fits: no tax"
+    dest.close()
+
+
+def test_follow_tells_draft_posted_cancelled_and_deleted_apart(tryton, tmp_path):
+    reader = Reader(tryton)
+    dest = destination(tryton, tmp_path)
+    receipts = [
+        dest.deliver(payload(tmp_path, supplier_name=f"Follow {token()}", lines=two_lines()),
+                     f"k-{token()}")
+        for _ in range(3)
+    ]  # fmt: skip
+    draft = dest.follow(receipts[0])
+    assert (draft.state, draft.values) == (DownstreamState.PENDING, {})
+    posted_id = int(receipts[0].ref)
+    reader.call("account.invoice", "write", [posted_id], {"reference": "FIXED-IN-TRYTON"})
+    reader.call("account.invoice", "post", [posted_id])
+    posted = dest.follow(receipts[0])
+    assert posted.state == DownstreamState.POSTED
+    assert posted.values == {
+        "invoice_number": "FIXED-IN-TRYTON", "issue_date": date.today().isoformat(),
+        "currency": "EUR", "net_amount": "70.00", "tax_amount": "10.90",
+        "total_amount": "80.90",
+    }  # fmt: skip
+    reader.call("account.invoice", "cancel", [int(receipts[1].ref)])
+    cancelled = dest.follow(receipts[1])
+    assert (cancelled.state, cancelled.reason) == (DownstreamState.REJECTED, "cancelled in Tryton")
+    reader.call("account.invoice", "delete", [int(receipts[2].ref)])
+    deleted = dest.follow(receipts[2])
+    assert (deleted.state, deleted.reason) == (DownstreamState.REJECTED, "deleted in Tryton")
+    dest.close()
+
+
 def test_a_mapped_rate_uses_the_named_tax_and_an_unknown_rate_is_refused(tryton, tmp_path):
     reader = Reader(tryton)
     line = LineItem(
@@ -518,6 +577,16 @@ def test_values_for_tryton():
     assert parse_comment("x\ndocrelay-key: a-1\ndocrelay-version: 3\n") == {
         "key": "a-1", "version": "3",
     }  # fmt: skip
+
+
+def test_the_rate_a_documents_amounts_imply():
+    assert implied_rate(Decimal(100), None, Decimal(119)) == Decimal(19)
+    assert implied_rate(Decimal(100), Decimal(7), None) == Decimal(7)
+    assert implied_rate(Decimal("76476.93"), None, Decimal("91007.55")) == Decimal(19)
+    assert implied_rate(Decimal(100), Decimal(0), None) == Decimal(0)
+    assert implied_rate(Decimal(100), None, Decimal("113.37")) is None  # 13.37 %: no one rate
+    assert implied_rate(Decimal(0), None, Decimal(10)) is None
+    assert implied_rate(Decimal(100), None, None) is None
 
 
 def test_tryton_is_registered():

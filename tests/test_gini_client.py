@@ -70,6 +70,8 @@ class FakeGini:
         self.feedback: list[Any] = []
         self.deleted: list[str] = []
         self.feedback_status = 204
+        self.unknown_labels: set[str] = set()
+        """Labels a feedback PUT is refused for (404), as Gini does for labels it lacks."""
         self.extractions: dict[str, Any] = copy.deepcopy(SEED_EXTRACTIONS)
         self.refuse_password = False
 
@@ -159,7 +161,10 @@ class FakeGini:
             return httpx.Response(200, headers=vnd, json=self.extractions)
         if tail == ["extractions"] and method == "PUT":
             assert request.headers["Content-Type"] == MEDIA_TYPE
-            self.feedback.append(json.loads(request.content))
+            sent = json.loads(request.content)
+            self.feedback.append(sent)
+            if unknown := sorted(set(sent["feedback"]) & self.unknown_labels):
+                return httpx.Response(404, json={"message": f"Unknown label {unknown[0]}"})
             return httpx.Response(self.feedback_status, json={"message": "invalid amount"})
         if len(tail) == 2 and tail[0] == "extractions" and method == "DELETE":
             if tail[1] not in self.extractions["extractions"]:

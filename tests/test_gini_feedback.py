@@ -125,6 +125,22 @@ def test_a_422_is_a_readable_refusal_on_the_corrections_in_the_batch(ready, fake
     assert "422" in (outcome.reason or "") and "invalid" in (outcome.reason or "")
 
 
+def test_an_added_label_gini_does_not_know_is_refused_alone(ready, fake):
+    vendor, ref, data, result = ready
+    fake.unknown_labels = {"netAmount"}
+    result = applied(applied(result, "net_amount", "70.00 EUR"), "payment_reference", "ReNr 9")
+    corrections = [
+        Correction("net_amount", "70.00 EUR", CorrectionKind.ADD),
+        Correction("payment_reference", "ReNr 9", CorrectionKind.CORRECT, "ReNr 123"),
+    ]
+    added, corrected = vendor.send_feedback(ref, data, corrections, result)
+    assert not added.accepted and "Unknown label netAmount" in (added.reason or "")
+    assert corrected.accepted, corrected.reason
+    first, second = fake.feedback[-2:]
+    assert "netAmount" in first["feedback"] and "netAmount" not in second["feedback"]
+    assert second["feedback"]["paymentReference"] == {"value": "ReNr 9"}
+
+
 def test_what_cannot_be_sent_is_refused_before_any_request():
     result = CanonicalResult(
         fields=[FieldValue("amount_due", "12.00", "12", value_number=Decimal("12"),

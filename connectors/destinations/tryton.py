@@ -76,6 +76,8 @@ from connectors.base import (
     DeliveryReceipt,
     Destination,
     DestinationSettings,
+    DownstreamOutcome,
+    DownstreamState,
     ExportPayload,
     LineItem,
     SettingsConfig,
@@ -83,6 +85,18 @@ from connectors.base import (
 from connectors.destinations.records import typed_value
 from connectors.errors import AuthFailed, DocrelayError, TerminalError, TransientError
 
+FOLLOWED: dict[str, str | None] = {
+    "state": None,
+    "reference": "invoice_number",
+    "invoice_date": "issue_date",
+    "currency.code": "currency",
+    "untaxed_amount": "net_amount",
+    "tax_amount": "tax_amount",
+    "total_amount": "total_amount",
+}
+"""What ``follow`` reads of a posted invoice (Tryton's dotted names) → the canonical field.
+The party's name is not among them: a party matched by VAT id keeps its master-data name,
+which is no correction of what the document says."""
 KEY_MARK = "docrelay-key: "
 VERSION_MARK = "docrelay-version: "
 PRICE_DIGITS = Decimal("0.0001")
@@ -138,6 +152,10 @@ class TrytonDestinationSettings(DestinationSettings):
     concurrency: int | None = Field(None, ge=1)
     """Deliveries to Tryton at the same time (each thread has its own session); unset:
     ``pipeline.delivery_concurrency``."""
+    follow_interval: float = Field(300.0, ge=0)
+    """Seconds between two looks at the invoices docrelay made until each is posted (its
+    final values become corrections for the vendor) or cancelled/deleted (a failed export
+    for the vendor); 0 does not look."""
 
     @field_validator("url")
     @classmethod
@@ -275,6 +293,7 @@ class TrytonDestination(Destination):
     settings_model = TrytonDestinationSettings
     settings: TrytonDestinationSettings
     can_look_up = True
+    can_follow = True
 
     def __init__(self, settings: TrytonDestinationSettings, context: ConnectorContext) -> None:
         super().__init__(settings, context)
@@ -316,6 +335,33 @@ class TrytonDestination(Destination):
 
         return self._with_session(f"cannot look up in {self._where}", look)
 
+    def follow(self, receipt: DeliveryReceipt) -> DownstreamOutcome:
+        """Posted or paid: the invoice's final values; cancelled or deleted: rejected; draft
+        or validated: still pending. Reads only."""
+        invoice_id = int(receipt.data.get("invoice_id") or receipt.ref)
+
+        def look(session: _Session) -> DownstreamOutcome:
+            rows = session.call(
+                "account.invoice", "search_read", [("id", "=", invoice_id)], 0, 1, None,
+                list(FOLLOWED),
+            )  # fmt: skip
+            if not rows:
+                return DownstreamOutcome(DownstreamState.REJECTED, "deleted in Tryton")
+            (row,) = rows
+            state = row["state"]
+            if state == "cancelled":
+                return DownstreamOutcome(DownstreamState.REJECTED, "cancelled in Tryton")
+            if state not in ("posted", "paid"):
+                return DownstreamOutcome(DownstreamState.PENDING)
+            values = {}
+            for tryton_name, name in FOLLOWED.items():
+                value = _dotted(row, tryton_name)
+                if name and value not in (None, ""):
+                    values[name] = str(value)
+            return DownstreamOutcome(DownstreamState.POSTED, values=values)
+
+        return self._with_session(f"cannot look at {self._where}", look)
+
     def probe(self) -> list[str]:
         """Log in and look at the company, the line account and the mapped taxes; writes
         nothing but the session Tryton keeps for a login."""
@@ -330,7 +376,7 @@ class TrytonDestination(Destination):
             lines.append(f"line account {self.settings.line_account} (id {account})")
             for rate in self.settings.taxes:
                 tax = self._tax(session, _rate_key(rate))
-                lines.append(f"tax for {rate} %: id {tax}")
+                lines.append(f"tax for {rate:f} %: id {tax}")
             return lines
 
         return self._with_session(f"cannot look at {self._where}", look)
@@ -467,6 +513,8 @@ class TrytonDestination(Destination):
             values["journal"] = journal
         account = self._account(session)
         lines = [self._line(session, item, account) for item in result.line_items]
+        if lines and not any("taxes" in line for line in lines):
+            self._tax_untaxed_lines(session, payload, lines)
         if not lines:
             lines = [self._fallback_line(session, payload, account)]
         if "currency" in values:  # a line's currency must be its invoice's (Tryton's domain)
@@ -492,6 +540,28 @@ class TrytonDestination(Destination):
             if tax is not None:
                 line["taxes"] = [("add", [tax])]
         return line
+
+    def _tax_untaxed_lines(
+        self, session: _Session, payload: ExportPayload, lines: list[dict[str, Any]]
+    ) -> None:
+        """Lines read without a rate, on a document whose amounts imply one rate (the total
+        is the lines' net plus 19 % of it): that rate's tax on each, so Tryton's total is the
+        document's, not its net."""
+        net = sum(
+            (Decimal(str(line["quantity"])) * line["unit_price"] for line in lines
+             if line["type"] == "line"),
+            Decimal(0),
+        )  # fmt: skip
+        tax_amount, total = _number(payload, "tax_amount"), _number(payload, "total_amount")
+        rate = implied_rate(net, tax_amount, total, len(lines))
+        if not rate:
+            return
+        tax = self._tax(session, rate)
+        if tax is None:
+            return
+        for line in lines:
+            if line["type"] == "line":
+                line["taxes"] = [("add", [tax])]
 
     def _fallback_line(
         self, session: _Session, payload: ExportPayload, account: int
@@ -671,15 +741,15 @@ class TrytonDestination(Destination):
             if len(fits) > 1:
                 names = ", ".join(sorted(t["name"] for t in fits))
                 raise TerminalError(
-                    f"{self._where} has several supplier taxes of {rate} % ({names}); name the "
+                    f"{self._where} has several supplier taxes of {rate:f} % ({names}); name the "
                     f'one to use in the destination\'s taxes ("{rate}" = "<tax name>")'
                 )
         if mapped is not None:
-            raise TerminalError(f"{self._where} has no supplier tax named {mapped!r} ({rate} %)")
+            raise TerminalError(f"{self._where} has no supplier tax named {mapped!r} ({rate:f} %)")
         if rate == 0:
             return None
         raise TerminalError(
-            f"{self._where} has no percentage supplier tax of {rate} %; create one or map the "
+            f"{self._where} has no percentage supplier tax of {rate:f} %; create one or map the "
             "rate in the destination's taxes"
         )
 
@@ -804,6 +874,34 @@ def parse_comment(text: str) -> dict[str, str]:
     if not found.get("version", "1").isdigit():
         found["version"] = "1"
     return found
+
+
+def _dotted(row: dict[str, Any], name: str) -> Any:
+    """A value read with Tryton's dotted notation: ``party.name`` comes back as
+    ``row["party."]["name"]``."""
+    head, dot, rest = name.partition(".")
+    if not dot:
+        return row.get(name)
+    related = row.get(f"{head}.")
+    return related.get(rest) if isinstance(related, dict) else None
+
+
+def implied_rate(
+    net: Decimal, tax: Decimal | None, total: Decimal | None, lines: int = 1
+) -> Decimal | None:
+    """The VAT rate in percent (one decimal at most) that turns ``net`` into the document's
+    tax (or total), when one does to within a cent per line (each may have been rounded);
+    None when the amounts imply none."""
+    if not net:
+        return None
+    if tax is None:
+        if total is None:
+            return None
+        tax = total - net
+    rate = (tax / net * 100).quantize(Decimal("0.1"), ROUND_HALF_EVEN)
+    if rate < 0 or abs(net * rate / 100 - tax) > Decimal("0.01") * max(2, lines):
+        return None
+    return rate.normalize()
 
 
 def like_pattern(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -90,6 +91,8 @@ def correct(
     confirm: Sequence[str] = (),
     vendors: Mapping[str, Any] | None = None,
     origin: str = "cli",
+    conn: Connection | None = None,
+    skip_destination: str | None = None,
 ) -> list[str]:
     """Apply a person's word on fields of the latest extraction and queue it for the vendor.
 
@@ -98,7 +101,9 @@ def correct(
     field is ``absent`` from the document. ``confirm`` names fields whose extracted value is
     right. Every value is checked against its field's type before anything changes
     (``InvalidCorrection``). A changed document is exported again, as the next version of each
-    of its deliveries. Returns one line per field saying what happened.
+    of its deliveries (but ``skip_destination``, where the correction came from). ``conn``
+    makes it part of the caller's transaction. Returns one line per field saying what
+    happened.
     """
     parsed = {}
     for name, text in values.items():
@@ -110,7 +115,7 @@ def correct(
         if name in parsed:
             raise InvalidCorrection(f"{name}: give a value or confirm it, not both")
     changed: list[str] = []
-    with engine.begin() as conn:
+    with nullcontext(conn) if conn is not None else engine.begin() as conn:
         row = conn.execute(LATEST_RESULT, {"document_id": document_id}).first()
         if row is None:
             raise CorrectionError(f"document {document_id} has no extraction to correct yet")
@@ -177,7 +182,9 @@ def correct(
                 f"{item['new_value']!r}" + ("" if send else f" ({row.profile} takes no feedback)"),
             )
         if any(item["correction"] != CorrectionKind.CONFIRM for item in queued):
-            if versions := export_again(conn, document_id, row.submission_id, actor=origin):
+            if versions := export_again(
+                conn, document_id, row.submission_id, actor=origin, skip=skip_destination
+            ):
                 changed.append(f"exported again: {', '.join(versions)}")
     if not send:
         elsewhere = getattr(vendor, "feedback_elsewhere", None)
@@ -216,7 +223,12 @@ def _feedback_row(
 
 
 def export_again(
-    conn: Connection, document_id: int, submission_id: int, *, actor: str
+    conn: Connection,
+    document_id: int,
+    submission_id: int,
+    *,
+    actor: str,
+    skip: str | None = None,
 ) -> list[str]:
     """Queue the next version of every delivery the submission has had (a corrected result
     must reach the ERP too): the same idempotency key, so the destination updates what it
@@ -230,7 +242,8 @@ def export_again(
     ).all()
     latest: dict[str, Any] = {}
     for row in earlier:
-        latest.setdefault(row.idempotency_key, row)
+        if row.destination != skip:
+            latest.setdefault(row.idempotency_key, row)
     if not latest:
         return []  # not exported yet: the first export will carry the correction
     versions = next_delivery_versions(conn, list(latest))

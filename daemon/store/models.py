@@ -276,6 +276,15 @@ class Delivery(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    """What became of the record downstream once final (``DownstreamState``: posted or
+    rejected), for destinations that can tell; null while unknown or still open."""
+    outcome_reason: Mapped[str | None] = mapped_column(Text)
+    outcome_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The record's final values as the destination read them back (posted invoices)."""
+    outcome_at: Mapped[datetime | None]
+    followed_at: Mapped[datetime | None]
+    """When the destination was last asked about the record (the follow job's clock)."""
 
     __table_args__ = (
         Index(None, "destination", "state", "next_attempt_at"),

@@ -67,6 +67,13 @@ FROM ({_LATEST_EXTRACTION}) lx
 JOIN extractions x ON x.id = lx.id
 JOIN line_items li ON li.extraction_id = x.id
 """,
+    "docrelay_deliveries": """
+SELECT dl.id AS delivery_id, dl.document_id, dl.destination, dl.version, dl.state,
+       dl.attempts, dl.error, dl.downstream_ref, dl.created_at, dl.delivered_at,
+       dl.outcome, dl.outcome_reason, dl.outcome_at, dl.submission_id, dl.extraction_id,
+       dl.idempotency_key
+FROM deliveries dl
+""",
 }
 """View name → SELECT, in creation order (later views build on earlier ones)."""
 

@@ -48,6 +48,9 @@ class Plan:
     label_of: dict[str, str] = field(default_factory=dict)
     """Correction field → the label it was sent as."""
     refused: dict[str, str] = field(default_factory=dict)
+    added: set[str] = field(default_factory=set)
+    """Labels the document's extractions lacked (complementary feedback): Gini may not know
+    them at all, and one unknown label makes it refuse the whole batch."""
 
 
 def label_for(name: str, vendor_label: str | None, field_map: LabelMap) -> str | None:
@@ -153,6 +156,8 @@ def plan(result: CanonicalResult, corrections: list[Correction], field_map: Labe
         text = _corrected(correction, label, result, field_map, out)
         if text is None:
             continue
+        if label not in out.batch:
+            out.added.add(label)
         out.batch[label] = {"value": text}
         if label in out.delete:
             out.delete.remove(label)
@@ -230,6 +235,15 @@ class GiniFeedback:
         label_refusals: dict[str, str] = {}
         if todo.batch:
             response = self.client.put_feedback(extractions_url, todo.batch)
+            if response.status_code == 404 and todo.added and todo.added != set(todo.batch):
+                # One label Gini does not know refuses the lot: send what it read without the
+                # added labels, and refuse those alone (NOTES.md, feedback).
+                reason = _reason(self.client, "PUT", extractions_url, response)
+                label_refusals.update(dict.fromkeys(todo.added, reason))
+                log.info("Gini refused added labels %s: %s", sorted(todo.added), reason)
+                kept = {k: v for k, v in todo.batch.items() if k not in todo.added}
+                response = self.client.put_feedback(extractions_url, kept)
+                todo.batch = kept
             if response.status_code >= 400:
                 reason = _reason(self.client, "PUT", extractions_url, response)
                 label_refusals.update(dict.fromkeys(todo.batch, reason))

@@ -1,0 +1,171 @@
+"""End to end: what an accountant does in the ERP flows back.
+
+The real daemon reads invoices from a folder with `docrelay emulate gini`, exports each to a
+real Tryton (SQLite-backed, ``tests/tryton_server.py``) and to a folder. Then, in Tryton, one
+invoice is corrected and posted, another cancelled: the daemon's follow job reads that back.
+The posted values that differ become corrections — Gini's feedback log gets them and the
+folder gets a new version — while Tryton itself is not written again; the cancelled one is a
+rejected outcome in the history and the ``docrelay_deliveries`` view.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon_proc import (
+    DaemonProcess,
+    drop_invoices,
+    exported,
+    free_port,
+    query,
+    toml_table,
+    wait_until,
+)
+from tests.test_e2e_gini import Emulator, gini_config
+from tests.tryton_server import server_or_skip
+
+pytestmark = pytest.mark.e2e
+
+
+class Tryton:
+    """The accountant's side: proteus over Tryton's RPC."""
+
+    def __init__(self, server: Any) -> None:
+        self.config = server.rpc()
+
+    def call(self, model: str, method: str, *args: Any) -> Any:
+        return getattr(self.config.get_proxy(model), method)(*args, self.config.context)
+
+    def invoice(self, invoice_id: int) -> dict[str, Any]:
+        (row,) = self.call(
+            "account.invoice", "read", [invoice_id], ["state", "reference", "comment"]
+        )
+        return row
+
+
+def delivered(root: Path) -> list[Any]:
+    return query(
+        root,
+        "SELECT document_id, destination, downstream_ref FROM deliveries WHERE state = 'delivered'",
+    )
+
+
+def erp_config(root: Path, emulator: Any, server: Any) -> Path:
+    config = gini_config(root, emulator, port=free_port(), sweep=1)
+    erp = toml_table("[destinations.erp]", {**server.settings(), "follow_interval": 1})
+    text = config.read_text().replace(
+        'destinations = ["outbox"]', 'destinations = ["outbox", "erp"]'
+    )
+    config.write_text(text + erp)
+    return config
+
+
+def test_an_invoice_corrected_and_posted_in_tryton_teaches_gini_and_updates_the_folder(tmp_path):
+    server = server_or_skip("sqlite")
+    tryton = Tryton(server)
+    emulator = Emulator(tmp_path, "--delay", "0.3")
+    try:
+        daemon = DaemonProcess(erp_config(tmp_path, emulator, server)).start()
+        try:
+            specs = drop_invoices(tmp_path / "inbox", 3, prefix="erp", first_seed=805)
+            assert [spec.currency for spec in specs.values()] == ["EUR", "GBP", "EUR"]
+            wait_until(
+                lambda: len(delivered(tmp_path)) == 5,
+                90,
+                what="the EUR invoices delivered to both destinations, the GBP one to the folder",
+            )
+            (refused,) = wait_until(
+                lambda: query(
+                    tmp_path, "SELECT document_id, state, error FROM docrelay_deliveries "
+                    "WHERE destination = 'erp' AND state = 'dead'",
+                ),
+                30,
+                what="the GBP invoice refused by Tryton",
+            )  # fmt: skip
+            assert "has no currency 'GBP'" in refused["error"]
+            invoices = {
+                r["document_id"]: int(r["downstream_ref"])
+                for r in delivered(tmp_path)
+                if r["destination"] == "erp"
+            }
+            assert refused["document_id"] not in invoices
+            posted_doc, cancelled_doc = sorted(invoices)
+            fixed = f"ERP-FIXED-{posted_doc}"
+            tryton.call("account.invoice", "write", [invoices[posted_doc]], {"reference": fixed})
+            tryton.call("account.invoice", "post", [invoices[posted_doc]])
+            tryton.call("account.invoice", "cancel", [invoices[cancelled_doc]])
+
+            outcomes = wait_until(
+                lambda: (
+                    rows := query(
+                        tmp_path, "SELECT document_id, outcome, outcome_reason "
+                        "FROM docrelay_deliveries WHERE destination = 'erp' "
+                        "AND outcome IS NOT NULL ORDER BY document_id",
+                    )
+                ) and len(rows) == 2 and rows,
+                30,
+                what="both outcomes read back from Tryton",
+            )  # fmt: skip
+            assert [(r["outcome"], r["outcome_reason"]) for r in outcomes] == [
+                ("posted", None),
+                ("rejected", "cancelled in Tryton"),
+            ]
+            posted = json.loads(
+                query(tmp_path, f"SELECT outcome_data FROM deliveries WHERE document_id = "
+                      f"{posted_doc} AND destination = 'erp'")[0]["outcome_data"]
+            )  # fmt: skip
+            assert posted["invoice_number"] == fixed
+            corrections = wait_until(
+                lambda: (
+                    rows := query(
+                        tmp_path, "SELECT field, new_value, origin, state, error FROM feedback "
+                        "WHERE kind = 'correction'",
+                    )
+                ) and all(r["state"] in ("sent", "refused") for r in rows) and rows,
+                60,
+                what="the ERP's corrections answered by Gini",
+            )  # fmt: skip
+            by_field = {r["field"]: r for r in corrections}
+            number = by_field.pop("invoice_number")
+            assert (number["new_value"], number["state"], number["origin"]) == (
+                fixed, "sent", "erp:erp",
+            )  # fmt: skip
+            assert "total_amount" not in by_field, "Tryton's total is the document's"
+            for name, row in by_field.items():  # amounts Gini did not read: added, refused
+                assert (row["new_value"], row["origin"]) == (posted[name], "erp:erp"), row
+                assert row["state"] == "sent" or "Unknown label" in row["error"], row
+            gini_doc = next(d for d in emulator.documents() if d["feedback"])
+            sent = [f for f in gini_doc["feedback"] if f["kind"] == "batch"][-1]["feedback"]
+            assert sent["invoiceId"]["value"] == fixed, sent
+
+            wait_until(
+                lambda: query(
+                    tmp_path,
+                    "SELECT id FROM deliveries WHERE destination = 'outbox' AND version = 2 "
+                    "AND state = 'delivered'",
+                ),
+                60,
+                what="version 2 in the folder",
+            )
+            export = tmp_path / "outbox" / f"{posted_doc}.json"
+            assert json.loads(export.read_text())["fields"]["invoice_number"] == fixed
+            assert exported(tmp_path) == 3
+            erp_versions = query(
+                tmp_path, "SELECT DISTINCT version FROM deliveries WHERE destination = 'erp'"
+            )
+            assert [r["version"] for r in erp_versions] == [1], "Tryton is not written again"
+            inv = tryton.invoice(invoices[posted_doc])
+            assert (inv["state"], inv["reference"]) == ("posted", fixed)
+            events = {
+                r["kind"]
+                for r in query(tmp_path, "SELECT kind FROM events WHERE kind LIKE 'downstream_%'")
+            }
+            assert events == {"downstream_posted", "downstream_rejected"}
+        finally:
+            assert daemon.stop() == 0, daemon.log()
+    finally:
+        emulator.stop()
