@@ -5,8 +5,10 @@ consumer reading the files sees the same names and the same content whichever ca
 Names depend on the document only (``<document_id>.json`` …): a repeated export after a crash
 rewrites the same files, a later version replaces them.
 
-A new format (UBL XML is planned) is one renderer in ``RENDERERS`` and a name in
-``ExportFormat``/``FORMATS``; the destinations need no change beyond their docstrings.
+A new format is one renderer in ``RENDERERS`` and a name in ``FileType``/``FORMATS``; the
+destinations need no change beyond their docstrings. ``format`` takes one name (``json``,
+``csv``, ``ubl``, or ``both``, which stays json and csv as it always was) or a list of the file
+types to write (``["json", "ubl"]``).
 """
 
 from __future__ import annotations
@@ -14,18 +16,26 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from connectors import jsonio
 from connectors.base import DOCUMENT_FIELDS, LINE_ITEM_FIELDS, ExportPayload
 from connectors.destinations.document import export_document
 from connectors.destinations.records import as_text, flat_record
+from connectors.destinations.ubl import ubl_xml
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """How a CSV cell that a spreadsheet would run as a formula begins (OWASP's list)."""
 
-ExportFormat = Literal["json", "csv", "both"]
-"""What a file destination's ``format`` setting takes."""
+FileType = Literal["json", "csv", "ubl"]
+"""One kind of export file: a renderer's name."""
+
+ExportFormat = (
+    Literal["json", "csv", "ubl", "both"] | Annotated[tuple[FileType, ...], Field(min_length=1)]
+)
+"""What a file destination's ``format`` setting takes: one name, or a list of file types."""
 
 ExportFile = tuple[str, bytes]
 """One file to write: its name (no directory) and its whole content."""
@@ -70,16 +80,32 @@ def csv_files(payload: ExportPayload, idempotency_key: str, indent: int | None) 
     ]
 
 
+def ubl_files(payload: ExportPayload, idempotency_key: str, indent: int | None) -> list[ExportFile]:
+    """``<document_id>.xml``: the UBL 2.1 invoice or credit note (XRechnung, ``ubl_xml``)."""
+    return [(f"{payload.document_id}.xml", ubl_xml(payload, idempotency_key, indent=indent))]
+
+
 Renderer = Callable[[ExportPayload, str, "int | None"], list[ExportFile]]
 
-RENDERERS: dict[str, Renderer] = {"json": json_files, "csv": csv_files}
-"""One renderer per file type; ``ubl`` goes here when it comes."""
+RENDERERS: dict[str, Renderer] = {"json": json_files, "csv": csv_files, "ubl": ubl_files}
+"""One renderer per file type."""
 
-FORMATS: dict[str, tuple[str, ...]] = {"json": ("json",), "csv": ("csv",), "both": ("json", "csv")}
-"""Which renderers each ``format`` setting runs, in order."""
+FORMATS: dict[str, tuple[str, ...]] = {
+    "json": ("json",),
+    "csv": ("csv",),
+    "ubl": ("ubl",),
+    "both": ("json", "csv"),
+}
+"""Which renderers each one-name ``format`` setting runs, in order."""
 
-EXPORT_SUFFIXES = (".json", ".csv")
+EXPORT_SUFFIXES = (".json", ".csv", ".xml")
 """What the export files end in (a probe counts them)."""
+
+
+def file_types(format: ExportFormat) -> tuple[str, ...]:
+    """The renderers a ``format`` setting runs, in order, each once."""
+    chosen = FORMATS[format] if isinstance(format, str) else format
+    return tuple(dict.fromkeys(chosen))
 
 
 def export_files(
@@ -88,6 +114,6 @@ def export_files(
     """Every file one export consists of, in the order they are written; built whole before
     anything is written, so a bad value fails the export before a first file lands."""
     files: list[ExportFile] = []
-    for renderer in FORMATS[format]:
+    for renderer in file_types(format):
         files.extend(RENDERERS[renderer](payload, idempotency_key, indent))
     return files

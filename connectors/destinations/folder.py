@@ -1,4 +1,4 @@
-"""Folder destination: one JSON (and optionally CSV) file per document, written atomically.
+"""Folder destination: JSON, CSV and/or UBL XML files per document, written atomically.
 
 Files are named by document id, so a repeated delivery (after a crash between the write and the
 outbox update) rewrites the same file instead of adding a second one.
@@ -39,9 +39,11 @@ class FolderDestinationSettings(DestinationSettings):
     """Directory the export files are written to (created if missing)."""
     format: ExportFormat = "json"
     """``json``: one ``<document_id>.json``; ``csv``: ``<document_id>.csv`` (one row of fields)
-    plus ``<document_id>.lines.csv``; ``both``: all of them."""
+    plus ``<document_id>.lines.csv``; ``ubl``: ``<document_id>.xml``, a UBL 2.1 XRechnung
+    invoice or credit note (``connectors.destinations.ubl``); ``both``: json and csv; or a
+    list of these file types (``["json", "ubl"]``)."""
     indent: int | None = Field(2, ge=0)
-    """JSON indentation; none for one line per file."""
+    """JSON and XML indentation; none for one line per file."""
     file_mode: int | None = Field(None, ge=0, le=0o777)
     """Permissions of the files written (TOML takes ``0o640``); unset: 0666 less the
     process's umask, as any program's new files get (0644 under umask 022)."""

@@ -1,7 +1,7 @@
 """SFTP destination: the folder destination's export files, uploaded to a directory over SSH.
 
 The files and their content are the folder destination's (``connectors.destinations.files``:
-``<document_id>.json``, or ``.csv`` and ``.lines.csv``), so a repeat after a crash overwrites
+``<document_id>.json``, ``.csv`` and ``.lines.csv``, ``.xml``), so a repeat after a crash overwrites
 the same files instead of making second ones, and a later version replaces them.
 
 Each file is uploaded under a temporary name in the target directory (``.<name>.tmp-<random>``,
@@ -199,9 +199,11 @@ class SftpDestinationSettings(DestinationSettings):
     directory."""
     format: ExportFormat = "json"
     """``json``: one ``<document_id>.json``; ``csv``: ``<document_id>.csv`` (one row of fields)
-    plus ``<document_id>.lines.csv``; ``both``: all of them. The folder destination's files."""
+    plus ``<document_id>.lines.csv``; ``ubl``: ``<document_id>.xml`` (a UBL 2.1 XRechnung
+    invoice); ``both``: json and csv; or a list of these (``["json", "ubl"]``). The folder
+    destination's files."""
     indent: int | None = Field(2, ge=0)
-    """JSON indentation; none for one line per file."""
+    """JSON and XML indentation; none for one line per file."""
     create_dirs: bool = False
     """Create ``path`` (and its parents) when missing. Off: a missing directory pauses the
     destination with a message, as a mistyped path should not quietly make a new one."""
