@@ -456,3 +456,23 @@ def test_exports_get_the_umask_mode_by_default(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out" / "7.xml").stat().st_mode) == 0o640
+
+
+def test_amounts_that_no_one_rate_explains_get_no_invented_tax_breakdown():
+    fields = [amount("net_amount", "110.00"), amount("tax_amount", "19.70")]  # 19 % and 7 %
+    xml = ubl_xml(payload(fields), "k")
+    root = parse(xml)
+    assert text(root, "cac:TaxTotal/cbc:TaxAmount") == "19.70"
+    assert root.find("cac:TaxTotal/cac:TaxSubtotal", NS) is None
+    assert root.find("cac:InvoiceLine/cac:Item/cac:ClassifiedTaxCategory", NS) is None
+    assert text(root, "cac:LegalMonetaryTotal/cbc:TaxInclusiveAmount") == "129.70", "net + tax"
+    assert b"BR-CO-18 VAT breakdown" in xml.split(b"\n")[1]
+
+
+def test_line_ids_are_the_line_numbers_unless_they_repeat():
+    def ids(lines: list[LineItem]) -> list[str | None]:
+        root = parse(ubl_xml(payload([], lines), "k"))
+        return [text(line, "cbc:ID") for line in root.findall("cac:InvoiceLine", NS)]
+
+    assert ids([LineItem(3, "a", net_amount=D(1)), LineItem(5, "b", net_amount=D(2))]) == ["3", "5"]
+    assert ids([LineItem(1, "a", net_amount=D(1)), LineItem(1, "b", net_amount=D(2))]) == ["1", "2"]

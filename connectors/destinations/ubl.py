@@ -26,8 +26,9 @@ What is written, in the order the UBL 2.1 schema's sequences ask for:
   ``PaymentID`` the payment reference, ``PayeeFinancialAccount`` the IBAN with the BIC as its
   ``FinancialInstitutionBranch``; ``PaymentTerms/Note`` the payment terms;
 * ``TaxTotal`` with one ``TaxSubtotal`` per tax rate of the line items (category S, or Z for
-  0 %), ``LegalMonetaryTotal``, and one line per line item (``ID``, quantity with unit code
-  C62 "one", net amount, item name and seller's item code, tax category, unit price).
+  0 %), ``LegalMonetaryTotal``, and one line per line item (``ID`` its line number, quantity
+  with unit code C62 "one", net amount, item name and seller's item code, tax category, unit
+  price).
 
 Missing values. Optional elements are left out. What the schema requires is always written, so
 every file is valid against the UBL 2.1 XSD (the tests check that):
@@ -218,7 +219,10 @@ def plan(payload: ExportPayload) -> Plan:
 
     lines: list[Line] = []
     line_sum: Decimal | None = Decimal(0) if result.line_items else None
-    for number_, item in enumerate(result.line_items, start=1):
+    numbers = [item.line_no for item in result.line_items]
+    if len(set(numbers)) != len(numbers) or min(numbers, default=1) < 1:
+        numbers = list(range(1, len(numbers) + 1))  # line ids must be unique: count instead
+    for number_, item in zip(numbers, result.line_items, strict=True):
         net = _line_net(item)
         if net is None:
             placeholders.append(f"line_items.{number_}.net_amount")
