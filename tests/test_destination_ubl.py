@@ -19,7 +19,12 @@ from pydantic import ValidationError
 from connectors.base import CanonicalResult, ConnectorContext, ExportPayload, FieldValue, LineItem
 from connectors.destinations.files import export_files, file_types
 from connectors.destinations.folder import FolderDestination, FolderDestinationSettings
-from connectors.destinations.ubl import CUSTOMIZATION_XRECHNUNG, money, ubl_xml
+from connectors.destinations.ubl import (
+    CUSTOMIZATION_PEPPOL,
+    CUSTOMIZATION_XRECHNUNG,
+    money,
+    ubl_xml,
+)
 from tests.conftest import require_service
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "xml-rechnung" / "UBL"
@@ -476,3 +481,24 @@ def test_line_ids_are_the_line_numbers_unless_they_repeat():
 
     assert ids([LineItem(3, "a", net_amount=D(1)), LineItem(5, "b", net_amount=D(2))]) == ["3", "5"]
     assert ids([LineItem(1, "a", net_amount=D(1)), LineItem(1, "b", net_amount=D(2))]) == ["1", "2"]
+
+
+def test_the_peppol_profile_claims_peppol_bis_and_lists_its_own_gaps(tmp_path):
+    data = payload([f for f in full_fields() if f.name != "order_number"], two_rates())
+    xml = ubl_xml(data, "k", profile="peppol")
+    root = parse(xml)
+    assert text(root, "cbc:CustomizationID") == CUSTOMIZATION_PEPPOL
+    comment = xml.split(b"\n")[1]
+    assert b"BT-10 buyer reference or BT-13 order reference" in comment
+    assert b"BR-DE" not in comment and b"BR-DE-15" in ubl_xml(data, "k").split(b"\n")[1]
+    destination(tmp_path, format="ubl", ubl_profile="peppol").deliver(data, "k")
+    assert (tmp_path / "out" / "7.xml").read_bytes() == xml
+    with pytest.raises(ValidationError):
+        FolderDestinationSettings(path=tmp_path, ubl_profile="zugferd")
+
+
+def test_the_comment_names_what_each_line_lacks():
+    lines = [LineItem(1, "a", net_amount=D(1), tax_rate=D(19)), LineItem(2, net_amount=D(2))]
+    comment = ubl_xml(payload([], lines), "k").split(b"\n")[1].decode()
+    assert "BR-22 quantity (lines 1, 2)" in comment and "BR-25 item name (lines 2)" in comment
+    assert "BR-CO-04 VAT category (lines 2)" in comment and "BR-24" not in comment

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -24,7 +25,7 @@ from connectors import jsonio
 from connectors.base import DOCUMENT_FIELDS, LINE_ITEM_FIELDS, ExportPayload
 from connectors.destinations.document import export_document
 from connectors.destinations.records import as_text, flat_record
-from connectors.destinations.ubl import ubl_xml
+from connectors.destinations.ubl import UblProfile, ubl_xml
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """How a CSV cell that a spreadsheet would run as a formula begins (OWASP's list)."""
@@ -50,15 +51,28 @@ def csv_cell(value: object) -> object:
     return as_text(value)
 
 
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """A destination's settings that shape the files' content (not which files there are)."""
+
+    indent: int | None = 2
+    """JSON and XML indentation; None for one line."""
+    ubl_profile: UblProfile = "xrechnung"
+    """The CIUS a UBL invoice claims (``connectors.destinations.ubl``)."""
+
+
 def json_files(
-    payload: ExportPayload, idempotency_key: str, indent: int | None
+    payload: ExportPayload, idempotency_key: str, options: RenderOptions
 ) -> list[ExportFile]:
     """``<document_id>.json``: the canonical export document (``export_document``)."""
     body = export_document(payload, idempotency_key)
-    return [(f"{payload.document_id}.json", jsonio.dumps_bytes(body, indent=indent) + b"\n")]
+    data = jsonio.dumps_bytes(body, indent=options.indent) + b"\n"
+    return [(f"{payload.document_id}.json", data)]
 
 
-def csv_files(payload: ExportPayload, idempotency_key: str, indent: int | None) -> list[ExportFile]:
+def csv_files(
+    payload: ExportPayload, idempotency_key: str, options: RenderOptions
+) -> list[ExportFile]:
     """``<document_id>.csv`` (one row of canonical fields) and ``<document_id>.lines.csv``
     (one row per line item), formula-looking cells neutralised."""
     record = flat_record(payload)
@@ -80,12 +94,15 @@ def csv_files(payload: ExportPayload, idempotency_key: str, indent: int | None) 
     ]
 
 
-def ubl_files(payload: ExportPayload, idempotency_key: str, indent: int | None) -> list[ExportFile]:
+def ubl_files(
+    payload: ExportPayload, idempotency_key: str, options: RenderOptions
+) -> list[ExportFile]:
     """``<document_id>.xml``: the UBL 2.1 invoice or credit note (XRechnung, ``ubl_xml``)."""
-    return [(f"{payload.document_id}.xml", ubl_xml(payload, idempotency_key, indent=indent))]
+    data = ubl_xml(payload, idempotency_key, indent=options.indent, profile=options.ubl_profile)
+    return [(f"{payload.document_id}.xml", data)]
 
 
-Renderer = Callable[[ExportPayload, str, "int | None"], list[ExportFile]]
+Renderer = Callable[[ExportPayload, str, RenderOptions], list[ExportFile]]
 
 RENDERERS: dict[str, Renderer] = {"json": json_files, "csv": csv_files, "ubl": ubl_files}
 """One renderer per file type."""
@@ -109,11 +126,17 @@ def file_types(format: ExportFormat) -> tuple[str, ...]:
 
 
 def export_files(
-    payload: ExportPayload, idempotency_key: str, format: ExportFormat, *, indent: int | None = 2
+    payload: ExportPayload,
+    idempotency_key: str,
+    format: ExportFormat,
+    *,
+    indent: int | None = 2,
+    ubl_profile: UblProfile = "xrechnung",
 ) -> list[ExportFile]:
     """Every file one export consists of, in the order they are written; built whole before
     anything is written, so a bad value fails the export before a first file lands."""
+    options = RenderOptions(indent=indent, ubl_profile=ubl_profile)
     files: list[ExportFile] = []
     for renderer in file_types(format):
-        files.extend(RENDERERS[renderer](payload, idempotency_key, indent))
+        files.extend(RENDERERS[renderer](payload, idempotency_key, options))
     return files

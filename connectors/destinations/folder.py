@@ -23,6 +23,7 @@ from connectors.destinations.files import (
     EXPORT_SUFFIXES,
     FORMULA_STARTS,
     ExportFormat,
+    UblProfile,
     csv_cell,
     export_files,
 )
@@ -44,6 +45,9 @@ class FolderDestinationSettings(DestinationSettings):
     list of these file types (``["json", "ubl"]``)."""
     indent: int | None = Field(2, ge=0)
     """JSON and XML indentation; none for one line per file."""
+    ubl_profile: UblProfile = "xrechnung"
+    """What a UBL invoice claims to follow: ``xrechnung`` (XRechnung 3.0, for German
+    receivers) or ``peppol`` (Peppol BIS Billing 3.0); both are EN 16931."""
     file_mode: int | None = Field(None, ge=0, le=0o777)
     """Permissions of the files written (TOML takes ``0o640``); unset: 0666 less the
     process's umask, as any program's new files get (0644 under umask 022)."""
@@ -62,7 +66,11 @@ class FolderDestination(Destination):
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
         root = self.settings.path
         files = export_files(
-            payload, idempotency_key, self.settings.format, indent=self.settings.indent
+            payload,
+            idempotency_key,
+            self.settings.format,
+            indent=self.settings.indent,
+            ubl_profile=self.settings.ubl_profile,
         )
         try:
             for name, data in files:

@@ -64,7 +64,7 @@ from connectors.base import (
     ExportPayload,
     SettingsConfig,
 )
-from connectors.destinations.files import EXPORT_SUFFIXES, ExportFormat, export_files
+from connectors.destinations.files import EXPORT_SUFFIXES, ExportFormat, UblProfile, export_files
 from connectors.errors import AuthFailed, DocrelayError, TerminalError, TransientError
 
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -204,6 +204,9 @@ class SftpDestinationSettings(DestinationSettings):
     destination's files."""
     indent: int | None = Field(2, ge=0)
     """JSON and XML indentation; none for one line per file."""
+    ubl_profile: UblProfile = "xrechnung"
+    """What a UBL invoice claims to follow: ``xrechnung`` (XRechnung 3.0, for German
+    receivers) or ``peppol`` (Peppol BIS Billing 3.0); both are EN 16931."""
     create_dirs: bool = False
     """Create ``path`` (and its parents) when missing. Off: a missing directory pauses the
     destination with a message, as a mistyped path should not quietly make a new one."""
@@ -387,7 +390,11 @@ class SftpDestination(Destination):
         """Upload every file of the export (temp name, then rename); the remote paths are the
         downstream reference, the same on every repeat."""
         files = export_files(
-            payload, idempotency_key, self.settings.format, indent=self.settings.indent
+            payload,
+            idempotency_key,
+            self.settings.format,
+            indent=self.settings.indent,
+            ubl_profile=self.settings.ubl_profile,
         )
         self._run(lambda conn: self._upload(conn, files), "upload")
         paths = [self._remote(name) for name, _ in files]

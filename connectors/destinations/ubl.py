@@ -7,9 +7,9 @@ What is written, in the order the UBL 2.1 schema's sequences ask for:
 
 * ``CustomizationID`` XRechnung 3.0 (``urn:cen.eu:en16931:2017#compliant#urn:xeinkauf.de:kosit:
   xrechnung_3.0``: German receivers, the first users, require it, and it is an EN 16931 CIUS any
-  EN 16931 receiver reads) and ``ProfileID`` Peppol BIS Billing 3.0's
-  (``urn:fdc:peppol.eu:2017:poacc:billing:01:1.0``); ``CUSTOMIZATION_PEPPOL`` is there for
-  a caller that wants Peppol's own;
+  EN 16931 receiver reads) by default, Peppol BIS Billing 3.0's with ``ubl_profile = "peppol"``;
+  ``ProfileID`` Peppol's billing process (``urn:fdc:peppol.eu:2017:poacc:billing:01:1.0``),
+  which XRechnung uses too;
 * an ``Invoice`` (``InvoiceTypeCode`` 380) or, for ``document_type = credit_note``, a
   ``CreditNote`` (``CreditNoteTypeCode`` 381, ``CreditNoteLine``/``CreditedQuantity``, the due
   date in ``PaymentMeans/PaymentDueDate`` as UBL's credit note has no ``DueDate``). Amounts keep
@@ -45,8 +45,9 @@ every file is valid against the UBL 2.1 XSD (the tests check that):
   canonical field names, ``line_items``, ``line_items.<n>.net_amount``), so a reader drops them
   and a round trip gives back exactly the fields that were extracted.
 
-What EN 16931 (and XRechnung) requires beyond that, and extraction does not give (the parties'
-postal addresses are never extracted, say), is listed in an XML comment before the root element:
+What EN 16931 (and XRechnung or Peppol) requires beyond that, and extraction does not give (the
+parties' postal addresses and electronic addresses are never extracted, say), is listed by rule
+id in an XML comment before the root element (``<!-- docrelay: not EN 16931 complete: … -->``):
 the file is then not EN 16931 complete, which a receiver's validator will report, and a person
 completes the invoice there.
 
@@ -59,6 +60,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
 
 from lxml import etree
 
@@ -69,6 +71,12 @@ CUSTOMIZATION_XRECHNUNG = "urn:cen.eu:en16931:2017#compliant#urn:xeinkauf.de:kos
 """XRechnung 3.0's specification identifier (BT-24): the default."""
 CUSTOMIZATION_PEPPOL = "urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0"
 """Peppol BIS Billing 3.0's specification identifier."""
+UblProfile = Literal["xrechnung", "peppol"]
+"""Which CIUS the document claims: a destination's ``ubl_profile`` setting."""
+CUSTOMIZATIONS: dict[str, str] = {
+    "xrechnung": CUSTOMIZATION_XRECHNUNG,
+    "peppol": CUSTOMIZATION_PEPPOL,
+}
 PROFILE_PEPPOL_BILLING = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
 """The business process (BT-23): Peppol's billing process, which XRechnung uses too."""
 
@@ -140,7 +148,6 @@ class Plan:
     payable: Decimal
     prepaid: Decimal | None
     placeholders: list[str] = field(default_factory=list)
-    gaps: list[str] = field(default_factory=list)
 
 
 TEXT_FIELDS = (
@@ -184,7 +191,6 @@ def plan(payload: ExportPayload) -> Plan:
     """Every value the XML carries, derived or a named placeholder where none was read."""
     result = payload.result
     placeholders: list[str] = []
-    gaps: list[str] = []
 
     def text(name: str) -> str | None:
         value = result.get(name)
@@ -203,18 +209,15 @@ def plan(payload: ExportPayload) -> Plan:
     invoice_number = text("invoice_number")
     if invoice_number is None:
         placeholders.append("invoice_number")
-        gaps.append("BR-02 invoice number")
     issue_date = day("issue_date")
     if issue_date is None:
         placeholders.append("issue_date")
-        gaps.append("BR-03 issue date")
         issue_date = payload.received_at.date()
     currency = text("currency") or next(
         (v.currency for v in result.fields if v.currency and v.name in AMOUNT_FIELDS), None
     )
     if currency is None:
         placeholders.append("currency")
-        gaps.append("BR-05 currency")
         currency = PLACEHOLDER_CURRENCY
 
     lines: list[Line] = []
@@ -226,7 +229,6 @@ def plan(payload: ExportPayload) -> Plan:
         net = _line_net(item)
         if net is None:
             placeholders.append(f"line_items.{number_}.net_amount")
-            gaps.append(f"BR-24 net amount of line {number_}")
             line_sum = None  # the lines no longer give the document's net
         elif line_sum is not None:
             line_sum += net
@@ -260,17 +262,11 @@ def plan(payload: ExportPayload) -> Plan:
             groups.append(TaxGroup(rate, net, tax))
     if tax is None and groups:
         tax = sum((group.tax for group in groups), Decimal(0))
-    if not groups:
-        gaps.append("BR-CO-18 VAT breakdown (no tax rate read)")
-    for line in lines:
-        if line not in rated and groups:
-            gaps.append(f"BR-CO-04 tax category of line {line.number}")
     if total is None and net is not None and tax is not None:
         total = net + tax
 
     if not lines:
         placeholders.append("line_items")
-        gaps.append("BR-16 invoice lines (none read)")
         rate = groups[0].rate if len(groups) == 1 else None
         lines.append(Line(1, net if net is not None else Decimal(0), None, rate))
 
@@ -279,21 +275,7 @@ def plan(payload: ExportPayload) -> Plan:
     prepaid = total - amount_due if total is not None and amount_due is not None else None
     if payable is None:
         placeholders.append("amount_due")
-        gaps.append("BR-15 amount due")
         payable = Decimal(0)
-    for name, rule in (
-        ("supplier_name", "BR-06 seller name"),
-        ("customer_name", "BR-07 buyer name"),
-    ):
-        if texts[name] is None:
-            gaps.append(rule)
-    gaps.extend(
-        (
-            "BR-08 seller postal address",
-            "BR-10 buyer postal address",
-            "BR-DE-15 buyer reference (XRechnung)",
-        )
-    )
     return Plan(
         credit_note=text("document_type") == "credit_note",
         invoice_number=invoice_number or "",
@@ -309,8 +291,58 @@ def plan(payload: ExportPayload) -> Plan:
         payable=payable,
         prepaid=prepaid or None,
         placeholders=placeholders,
-        gaps=gaps,
     )
+
+
+def _lines_without(p: Plan, name: str) -> str | None:
+    """The numbers of the lines read without ``name`` (none for a placeholder line)."""
+    missing = [
+        str(line.number) for line in p.lines if line.item and getattr(line.item, name) is None
+    ]
+    return ", ".join(missing) if missing else None
+
+
+def gaps(p: Plan, profile: UblProfile) -> list[str]:
+    """What EN 16931 (by its rule ids) and the profile require that the document lacks, for
+    the comment that tells a person what to complete."""
+    out = [
+        rule
+        for missing, rule in (
+            ("invoice_number" in p.placeholders, "BR-02 invoice number"),
+            ("issue_date" in p.placeholders, "BR-03 issue date"),
+            ("currency" in p.placeholders, "BR-05 currency"),
+            (p.texts["supplier_name"] is None, "BR-06 seller name"),
+            (p.texts["customer_name"] is None, "BR-07 buyer name"),
+            (True, "BR-08 seller postal address"),
+            (True, "BR-10 buyer postal address"),
+            (p.net is None, "BR-13 total without VAT"),
+            (p.total is None, "BR-14 total with VAT"),
+            ("amount_due" in p.placeholders, "BR-15 amount due"),
+            ("line_items" in p.placeholders, "BR-16 invoice lines (none read)"),
+            (not p.groups, "BR-CO-18 VAT breakdown (no tax rate read)"),
+        )
+        if missing
+    ]
+    nets = [name.split(".")[1] for name in p.placeholders if name.endswith(".net_amount")]
+    if nets:
+        out.append(f"BR-24 net amount (lines {', '.join(nets)})")
+    for name, rule in (
+        ("quantity", "BR-22 quantity"),
+        ("description", "BR-25 item name"),
+        ("unit_price", "BR-26 net price"),
+        ("tax_rate", "BR-CO-04 VAT category"),
+    ):
+        lines = _lines_without(p, name)
+        if lines is not None:
+            out.append(f"{rule} (lines {lines})")
+    out.append("BT-34 and BT-49 electronic addresses")
+    if profile == "xrechnung":
+        if not _has_payment_means(p):
+            out.append("BR-DE-1 payment instructions")
+        out.extend(("BR-DE-2 seller contact", "BR-DE-15 buyer reference"))
+    elif p.texts["order_number"] is None:
+        out.append("BT-10 buyer reference or BT-13 order reference")
+    return out
 
 
 class _Writer:
@@ -358,7 +390,7 @@ def ubl_xml(
     idempotency_key: str,
     *,
     indent: int | None = 2,
-    customization: str = CUSTOMIZATION_XRECHNUNG,
+    profile: UblProfile = "xrechnung",
 ) -> bytes:
     """The document as UBL 2.1 XML bytes (UTF-8, with declaration); the same payload always
     gives the same bytes, so a repeated export rewrites an identical file."""
@@ -369,7 +401,7 @@ def ubl_xml(
     root = etree.Element(
         f"{{{namespace}}}{kind}", nsmap={None: namespace, "cac": NS_CAC, "cbc": NS_CBC}
     )
-    w.cbc(root, "CustomizationID", customization)
+    w.cbc(root, "CustomizationID", CUSTOMIZATIONS[profile])
     w.cbc(root, "ProfileID", PROFILE_PEPPOL_BILLING)
     w.cbc(root, "ID", p.invoice_number)
     w.cbc(root, "IssueDate", p.issue_date.isoformat())
@@ -407,16 +439,23 @@ def ubl_xml(
     if indent is not None:
         etree.indent(root, space=" " * indent)
     head = b'<?xml version="1.0" encoding="UTF-8"?>\n'
-    if p.gaps:
-        head += f"<!-- docrelay: not EN 16931 complete: {'; '.join(p.gaps)} -->\n".encode()
+    missing = gaps(p, profile)
+    if missing:
+        head += f"<!-- docrelay: not EN 16931 complete: {'; '.join(missing)} -->\n".encode()
     return head + etree.tostring(root, encoding="UTF-8", xml_declaration=False) + b"\n"
+
+
+def _has_payment_means(p: Plan) -> bool:
+    texts = p.texts
+    known = (texts["supplier_iban"], texts["supplier_bic"], texts["payment_reference"])
+    return any(known) or (p.credit_note and p.due_date is not None)
 
 
 def _payment(w: _Writer, root: etree._Element, p: Plan) -> None:
     iban, bic = p.texts["supplier_iban"], p.texts["supplier_bic"]
     reference = p.texts["payment_reference"]
     due = p.due_date if p.credit_note else None
-    if iban or bic or reference or due:
+    if _has_payment_means(p):
         means = w.cac(root, "PaymentMeans")
         w.cbc(means, "PaymentMeansCode", "58" if iban else "1")
         if due is not None:
