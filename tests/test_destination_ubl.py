@@ -502,3 +502,57 @@ def test_the_comment_names_what_each_line_lacks():
     comment = ubl_xml(payload([], lines), "k").split(b"\n")[1].decode()
     assert "BR-22 quantity (lines 1, 2)" in comment and "BR-25 item name (lines 2)" in comment
     assert "BR-CO-04 VAT category (lines 2)" in comment and "BR-24" not in comment
+
+
+@pytest.mark.parametrize("document_type", ["invoice", "credit_note"])
+def test_whatever_is_missing_the_file_is_valid_and_every_read_field_comes_back(document_type):
+    derivable = {
+        "net_amount",
+        "tax_amount",
+        "total_amount",
+        "amount_due",
+        "currency",
+    }  # sums; the amounts own currency
+    fields = full_fields(document_type)
+    for dropped in fields[1:]:
+        kept = [f for f in fields if f is not dropped]
+        data = payload(kept, two_rates())
+        back, lines, _ = read_back(parse(ubl_xml(data, "k")))
+        expected, expected_lines = canonical(data)
+        assert {k: back.get(k) for k in expected} == expected, dropped.name
+        assert set(back) - set(expected) <= derivable & {dropped.name}, dropped.name
+        assert lines == expected_lines
+    for attribute in ("description", "quantity", "unit_price", "tax_rate", "item_code"):
+        items = [replace(item, **{attribute: None}) for item in two_rates()]
+        data = payload(fields, items)
+        root = parse(ubl_xml(data, "k"))
+        assert read_back(root)[:2] == canonical(data), attribute
+
+
+def test_the_config_file_takes_a_format_list_and_names_a_wrong_one(tmp_path):
+    from daemon import config as config_mod
+
+    text = """
+[vendors.local]
+kind = "local"
+
+[destinations.outbox]
+kind = "folder"
+path = "out"
+format = FORMAT
+ubl_profile = "peppol"
+
+[[routes]]
+vendor = "local"
+destinations = ["outbox"]
+"""
+    path = tmp_path / "config.toml"
+    path.write_text(text.replace("FORMAT", '["json", "ubl"]'))
+    outbox = config_mod.load(path).destinations["outbox"]
+    assert outbox.format == ("json", "ubl") and outbox.ubl_profile == "peppol"
+    path.write_text(text.replace("FORMAT", '["json", "pdf"]'))
+    with pytest.raises(config_mod.ConfigError) as info:
+        config_mod.load(path)
+    (line,) = info.value.render().splitlines()
+    assert line.endswith('destinations.outbox.format: takes json, csv, ubl or both, or a list of '
+                         'json, csv and ubl (["json", "ubl"])')  # fmt: skip

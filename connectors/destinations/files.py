@@ -17,9 +17,10 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from connectors import jsonio
 from connectors.base import DOCUMENT_FIELDS, LINE_ITEM_FIELDS, ExportPayload
@@ -33,9 +34,22 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 FileType = Literal["json", "csv", "ubl"]
 """One kind of export file: a renderer's name."""
 
-ExportFormat = (
-    Literal["json", "csv", "ubl", "both"] | Annotated[tuple[FileType, ...], Field(min_length=1)]
-)
+
+def _one_format_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One message for a wrong ``format``, not one per member of the union."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "export_format",
+            'takes json, csv, ubl or both, or a list of json, csv and ubl (["json", "ubl"])',
+        ) from None
+
+
+ExportFormat = Annotated[
+    Literal["json", "csv", "ubl", "both"] | Annotated[tuple[FileType, ...], Field(min_length=1)],
+    WrapValidator(_one_format_error),
+]
 """What a file destination's ``format`` setting takes: one name, or a list of file types."""
 
 ExportFile = tuple[str, bytes]
