@@ -127,6 +127,17 @@ def test_csv_is_the_folders_byte_for_byte_with_formulas_neutralised(sshd, make, 
         assert (out / name).read_bytes() == (folder / name).read_bytes(), name
 
 
+def test_ubl_is_the_folders_byte_for_byte_beside_json(sshd, make, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    make(sshd, format=["json", "ubl"]).deliver(payload(version=2), "k")
+    assert listing(out) == ["7.json", "7.xml"]
+    xml = (out / "7.xml").read_bytes()
+    assert b"<cbc:DocumentDescription>docrelay document_id=7 version=2" in xml
+    folder = folder_files(tmp_path, "ubl", payload(version=2))
+    assert xml == (folder / "7.xml").read_bytes()
+
+
 def test_a_repeat_overwrites_the_one_file_and_a_new_version_replaces_it(sshd, make, tmp_path):
     out = tmp_path / "out"
     destination = make(sshd, create_dirs=True, format="both")

@@ -5,8 +5,10 @@ consumer reading the files sees the same names and the same content whichever ca
 Names depend on the document only (``<document_id>.json`` …): a repeated export after a crash
 rewrites the same files, a later version replaces them.
 
-A new format (UBL XML is planned) is one renderer in ``RENDERERS`` and a name in
-``ExportFormat``/``FORMATS``; the destinations need no change beyond their docstrings.
+A new format is one renderer in ``RENDERERS`` and a name in ``FileType``/``FORMATS``; the
+destinations need no change beyond their docstrings. ``format`` takes one name (``json``,
+``csv``, ``ubl``, or ``both``, which stays json and csv as it always was) or a list of the file
+types to write (``["json", "ubl"]``).
 """
 
 from __future__ import annotations
@@ -14,18 +16,41 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from connectors import jsonio
 from connectors.base import DOCUMENT_FIELDS, LINE_ITEM_FIELDS, ExportPayload
 from connectors.destinations.document import export_document
 from connectors.destinations.records import as_text, flat_record
+from connectors.destinations.ubl import UblProfile, ubl_xml
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """How a CSV cell that a spreadsheet would run as a formula begins (OWASP's list)."""
 
-ExportFormat = Literal["json", "csv", "both"]
-"""What a file destination's ``format`` setting takes."""
+FileType = Literal["json", "csv", "ubl"]
+"""One kind of export file: a renderer's name."""
+
+
+def _one_format_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One message for a wrong ``format``, not one per member of the union."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "export_format",
+            'takes json, csv, ubl or both, or a list of json, csv and ubl (["json", "ubl"])',
+        ) from None
+
+
+ExportFormat = Annotated[
+    Literal["json", "csv", "ubl", "both"] | Annotated[tuple[FileType, ...], Field(min_length=1)],
+    WrapValidator(_one_format_error),
+]
+"""What a file destination's ``format`` setting takes: one name, or a list of file types."""
 
 ExportFile = tuple[str, bytes]
 """One file to write: its name (no directory) and its whole content."""
@@ -40,15 +65,28 @@ def csv_cell(value: object) -> object:
     return as_text(value)
 
 
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """A destination's settings that shape the files' content (not which files there are)."""
+
+    indent: int | None = 2
+    """JSON and XML indentation; None for one line."""
+    ubl_profile: UblProfile = "xrechnung"
+    """The CIUS a UBL invoice claims (``connectors.destinations.ubl``)."""
+
+
 def json_files(
-    payload: ExportPayload, idempotency_key: str, indent: int | None
+    payload: ExportPayload, idempotency_key: str, options: RenderOptions
 ) -> list[ExportFile]:
     """``<document_id>.json``: the canonical export document (``export_document``)."""
     body = export_document(payload, idempotency_key)
-    return [(f"{payload.document_id}.json", jsonio.dumps_bytes(body, indent=indent) + b"\n")]
+    data = jsonio.dumps_bytes(body, indent=options.indent) + b"\n"
+    return [(f"{payload.document_id}.json", data)]
 
 
-def csv_files(payload: ExportPayload, idempotency_key: str, indent: int | None) -> list[ExportFile]:
+def csv_files(
+    payload: ExportPayload, idempotency_key: str, options: RenderOptions
+) -> list[ExportFile]:
     """``<document_id>.csv`` (one row of canonical fields) and ``<document_id>.lines.csv``
     (one row per line item), formula-looking cells neutralised."""
     record = flat_record(payload)
@@ -70,24 +108,49 @@ def csv_files(payload: ExportPayload, idempotency_key: str, indent: int | None) 
     ]
 
 
-Renderer = Callable[[ExportPayload, str, "int | None"], list[ExportFile]]
+def ubl_files(
+    payload: ExportPayload, idempotency_key: str, options: RenderOptions
+) -> list[ExportFile]:
+    """``<document_id>.xml``: the UBL 2.1 invoice or credit note (XRechnung, ``ubl_xml``)."""
+    data = ubl_xml(payload, idempotency_key, indent=options.indent, profile=options.ubl_profile)
+    return [(f"{payload.document_id}.xml", data)]
 
-RENDERERS: dict[str, Renderer] = {"json": json_files, "csv": csv_files}
-"""One renderer per file type; ``ubl`` goes here when it comes."""
 
-FORMATS: dict[str, tuple[str, ...]] = {"json": ("json",), "csv": ("csv",), "both": ("json", "csv")}
-"""Which renderers each ``format`` setting runs, in order."""
+Renderer = Callable[[ExportPayload, str, RenderOptions], list[ExportFile]]
 
-EXPORT_SUFFIXES = (".json", ".csv")
+RENDERERS: dict[str, Renderer] = {"json": json_files, "csv": csv_files, "ubl": ubl_files}
+"""One renderer per file type."""
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "json": ("json",),
+    "csv": ("csv",),
+    "ubl": ("ubl",),
+    "both": ("json", "csv"),
+}
+"""Which renderers each one-name ``format`` setting runs, in order."""
+
+EXPORT_SUFFIXES = (".json", ".csv", ".xml")
 """What the export files end in (a probe counts them)."""
 
 
+def file_types(format: ExportFormat) -> tuple[str, ...]:
+    """The renderers a ``format`` setting runs, in order, each once."""
+    chosen = FORMATS[format] if isinstance(format, str) else format
+    return tuple(dict.fromkeys(chosen))
+
+
 def export_files(
-    payload: ExportPayload, idempotency_key: str, format: ExportFormat, *, indent: int | None = 2
+    payload: ExportPayload,
+    idempotency_key: str,
+    format: ExportFormat,
+    *,
+    indent: int | None = 2,
+    ubl_profile: UblProfile = "xrechnung",
 ) -> list[ExportFile]:
     """Every file one export consists of, in the order they are written; built whole before
     anything is written, so a bad value fails the export before a first file lands."""
+    options = RenderOptions(indent=indent, ubl_profile=ubl_profile)
     files: list[ExportFile] = []
-    for renderer in FORMATS[format]:
-        files.extend(RENDERERS[renderer](payload, idempotency_key, indent))
+    for renderer in file_types(format):
+        files.extend(RENDERERS[renderer](payload, idempotency_key, options))
     return files

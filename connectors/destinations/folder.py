@@ -1,4 +1,4 @@
-"""Folder destination: one JSON (and optionally CSV) file per document, written atomically.
+"""Folder destination: JSON, CSV and/or UBL XML files per document, written atomically.
 
 Files are named by document id, so a repeated delivery (after a crash between the write and the
 outbox update) rewrites the same file instead of adding a second one.
@@ -23,6 +23,7 @@ from connectors.destinations.files import (
     EXPORT_SUFFIXES,
     FORMULA_STARTS,
     ExportFormat,
+    UblProfile,
     csv_cell,
     export_files,
 )
@@ -39,9 +40,14 @@ class FolderDestinationSettings(DestinationSettings):
     """Directory the export files are written to (created if missing)."""
     format: ExportFormat = "json"
     """``json``: one ``<document_id>.json``; ``csv``: ``<document_id>.csv`` (one row of fields)
-    plus ``<document_id>.lines.csv``; ``both``: all of them."""
+    plus ``<document_id>.lines.csv``; ``ubl``: ``<document_id>.xml``, a UBL 2.1 XRechnung
+    invoice or credit note (``connectors.destinations.ubl``); ``both``: json and csv; or a
+    list of these file types (``["json", "ubl"]``)."""
     indent: int | None = Field(2, ge=0)
-    """JSON indentation; none for one line per file."""
+    """JSON and XML indentation; none for one line per file."""
+    ubl_profile: UblProfile = "xrechnung"
+    """What a UBL invoice claims to follow: ``xrechnung`` (XRechnung 3.0, for German
+    receivers) or ``peppol`` (Peppol BIS Billing 3.0); both are EN 16931."""
     file_mode: int | None = Field(None, ge=0, le=0o777)
     """Permissions of the files written (TOML takes ``0o640``); unset: 0666 less the
     process's umask, as any program's new files get (0644 under umask 022)."""
@@ -60,7 +66,11 @@ class FolderDestination(Destination):
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
         root = self.settings.path
         files = export_files(
-            payload, idempotency_key, self.settings.format, indent=self.settings.indent
+            payload,
+            idempotency_key,
+            self.settings.format,
+            indent=self.settings.indent,
+            ubl_profile=self.settings.ubl_profile,
         )
         try:
             for name, data in files:

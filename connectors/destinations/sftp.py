@@ -1,7 +1,7 @@
 """SFTP destination: the folder destination's export files, uploaded to a directory over SSH.
 
 The files and their content are the folder destination's (``connectors.destinations.files``:
-``<document_id>.json``, or ``.csv`` and ``.lines.csv``), so a repeat after a crash overwrites
+``<document_id>.json``, ``.csv`` and ``.lines.csv``, ``.xml``), so a repeat after a crash overwrites
 the same files instead of making second ones, and a later version replaces them.
 
 Each file is uploaded under a temporary name in the target directory (``.<name>.tmp-<random>``,
@@ -64,7 +64,7 @@ from connectors.base import (
     ExportPayload,
     SettingsConfig,
 )
-from connectors.destinations.files import EXPORT_SUFFIXES, ExportFormat, export_files
+from connectors.destinations.files import EXPORT_SUFFIXES, ExportFormat, UblProfile, export_files
 from connectors.errors import AuthFailed, DocrelayError, TerminalError, TransientError
 
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -199,9 +199,14 @@ class SftpDestinationSettings(DestinationSettings):
     directory."""
     format: ExportFormat = "json"
     """``json``: one ``<document_id>.json``; ``csv``: ``<document_id>.csv`` (one row of fields)
-    plus ``<document_id>.lines.csv``; ``both``: all of them. The folder destination's files."""
+    plus ``<document_id>.lines.csv``; ``ubl``: ``<document_id>.xml`` (a UBL 2.1 XRechnung
+    invoice); ``both``: json and csv; or a list of these (``["json", "ubl"]``). The folder
+    destination's files."""
     indent: int | None = Field(2, ge=0)
-    """JSON indentation; none for one line per file."""
+    """JSON and XML indentation; none for one line per file."""
+    ubl_profile: UblProfile = "xrechnung"
+    """What a UBL invoice claims to follow: ``xrechnung`` (XRechnung 3.0, for German
+    receivers) or ``peppol`` (Peppol BIS Billing 3.0); both are EN 16931."""
     create_dirs: bool = False
     """Create ``path`` (and its parents) when missing. Off: a missing directory pauses the
     destination with a message, as a mistyped path should not quietly make a new one."""
@@ -385,7 +390,11 @@ class SftpDestination(Destination):
         """Upload every file of the export (temp name, then rename); the remote paths are the
         downstream reference, the same on every repeat."""
         files = export_files(
-            payload, idempotency_key, self.settings.format, indent=self.settings.indent
+            payload,
+            idempotency_key,
+            self.settings.format,
+            indent=self.settings.indent,
+            ubl_profile=self.settings.ubl_profile,
         )
         self._run(lambda conn: self._upload(conn, files), "upload")
         paths = [self._remote(name) for name, _ in files]
