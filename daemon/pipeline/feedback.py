@@ -71,6 +71,11 @@ class CorrectionError(ValueError):
 class InvalidCorrection(CorrectionError):
     """A field the model does not know, or a value that does not parse as the field's type."""
 
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        """The field refused, so an API answer or a table row can name it."""
+
 
 class UnknownDocument(CorrectionError):
     """No document has this id."""
@@ -136,10 +141,10 @@ def apply_correction(
         try:
             parsed[name] = parse_field_strictly(name, text) if text.strip() else None
         except FieldValueError as exc:
-            raise InvalidCorrection(str(exc)) from None
+            raise InvalidCorrection(str(exc), name) from None
     for name in confirm:
         if name in parsed:
-            raise InvalidCorrection(f"{name}: give a value or confirm it, not both")
+            raise InvalidCorrection(f"{name}: give a value or confirm it, not both", name)
     changed: list[str] = []
     row = conn.execute(LATEST_RESULT, {"document_id": document_id}).first()
     if row is None:
@@ -160,7 +165,7 @@ def apply_correction(
     }  # fmt: skip
     for name in confirm:
         if name not in stored or stored[name].value_text is None:
-            raise InvalidCorrection(f"{name}: the extraction has no value to confirm")
+            raise InvalidCorrection(f"{name}: the extraction has no value to confirm", name)
     queued: list[dict[str, Any]] = []
     for name, value in parsed.items():
         old = stored.get(name)
