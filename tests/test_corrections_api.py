@@ -245,3 +245,18 @@ def test_unknown_documents_and_documents_without_a_result(make_daemon, open_api,
     assert busy.status_code == 409
     assert busy.json()["error"] == f"document {waiting} has no extraction to correct yet"
     assert client.get(f"/api/v1/documents/{waiting}/corrections").status_code == 405
+
+
+def test_the_commented_api_example_in_config_example_toml_is_valid(tmp_path):
+    example = (Path(__file__).resolve().parent.parent / "config.example.toml").read_text()
+    tokens = tmp_path / "api-tokens"
+    tokens.write_text(f"{TOKEN}\n{OTHER}\n")
+    enabled = example.replace("# [web.api]\n", "[web.api]\n").replace(
+        '# tokens_file = "api-tokens"', f'tokens_file = "{tokens}"'
+    )
+    assert enabled != example
+    path = tmp_path / "config.toml"
+    path.write_text(enabled)
+    loaded = config_mod.load(path)
+    assert [t.get_secret_value() for t in loaded.core.web.api.tokens] == [TOKEN, OTHER]
+    assert TOKEN not in repr(loaded.core)
