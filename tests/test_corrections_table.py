@@ -232,3 +232,67 @@ def test_the_daemon_picks_rows_up_and_one_process_holds_the_pickup(make_daemon, 
     runs = daemon.job_counters.runs.get("corrections", 0)
     wait_until(lambda: daemon.job_counters.runs.get("corrections", 0) >= runs + 3, 10)
     assert table(daemon)[1][3] == "pending", "the lease's holder picks the rows up, not we"
+
+
+def test_two_processes_picking_up_at_once_apply_each_row_once(make_daemon, tmp_path, store_url):
+    if not store_url.startswith("postgresql"):
+        pytest.skip("one process owns a SQLite store; this is about PostgreSQL's row locks")
+    import threading
+
+    from daemon.store import engine as store_engine
+
+    daemon = make_daemon()
+    doc = exported(daemon, tmp_path)
+    insert(daemon, *({"document_id": doc, "field": "invoice_number", "value": f"N-{n}"}
+                     for n in range(1, 9)))  # fmt: skip
+    engines = [daemon.engine, store_engine.make_engine(store_url)]
+    start = threading.Barrier(len(engines))
+    done: list[PickUp] = []
+
+    def one(engine) -> None:
+        start.wait()
+        done.append(pick_up(engine, vendors=daemon.vendors))
+
+    threads = [threading.Thread(target=one, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    engines[1].dispose()
+    assert sum(d.applied for d in done) == 8 and sum(d.refused for d in done) == 0, done
+    assert {r[3] for r in table(daemon)} == {"applied"}
+    assert deliveries(daemon) == [(doc, v) for v in range(1, 10)], "each version made once"
+    with daemon.engine.connect() as conn:
+        corrected = conn.execute(
+            text("SELECT COUNT(*) FROM events WHERE document_id = :d AND kind = 'corrected'"),
+            {"d": doc},
+        ).scalar()
+    assert corrected == 8
+
+
+def test_corrections_of_one_document_at_once_take_turns(make_daemon, tmp_path, store_url):
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite's write lock makes them take turns already")
+    import threading
+
+    from daemon.pipeline.feedback import correct
+
+    daemon = make_daemon()
+    doc = exported(daemon, tmp_path)
+    start = threading.Barrier(6)
+    errors: list[Exception] = []
+
+    def one(n: int) -> None:
+        start.wait()
+        try:
+            correct(daemon.engine, doc, {f"extra.note_{n}": f"T-{n}"}, origin="api")
+        except Exception as exc:  # collected: the assertion below shows them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert deliveries(daemon) == [(doc, v) for v in range(1, 8)], "each version made once"

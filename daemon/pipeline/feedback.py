@@ -146,13 +146,15 @@ def apply_correction(
         if name in parsed:
             raise InvalidCorrection(f"{name}: give a value or confirm it, not both", name)
     changed: list[str] = []
+    # The document's row is locked till the commit: two corrections of one document (from the
+    # API and the table, on two daemons) take turns, and each export version is made once.
+    known = conn.execute(
+        select(documents_t.c.id).where(documents_t.c.id == document_id).with_for_update()
+    ).first()
+    if known is None:
+        raise UnknownDocument(f"document {document_id} is not in the store")
     row = conn.execute(LATEST_RESULT, {"document_id": document_id}).first()
     if row is None:
-        known = conn.execute(
-            select(documents_t.c.id).where(documents_t.c.id == document_id)
-        ).first()
-        if known is None:
-            raise UnknownDocument(f"document {document_id} is not in the store")
         raise NotExtractedYet(f"document {document_id} has no extraction to correct yet")
     vendor = (vendors or {}).get(row.profile)
     send = vendor is None or vendor.capabilities.feedback
