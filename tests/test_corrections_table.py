@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from connectors.registry import available
 from daemon import config as config_mod
+from daemon import status
 from daemon.pipeline import corrections
 from daemon.pipeline.corrections import PickUp, pick_up
 from daemon.runtime import Daemon
@@ -151,6 +152,13 @@ def test_pending_rows_are_applied_or_refused_with_the_reason_and_never_deleted(
     wait_until(
         lambda: [c for c in fakes.CALLS["a"] if c[0] == "feedback"], 10, what="feedback sent"
     )
+    summary = status.summary(daemon.engine)
+    assert summary["corrections"] == {"applied": 3, "refused": 5}
+    assert summary["corrections_refused"][0] == {
+        "row": ids[7], "document_id": 4242, "field": "invoice_number",
+        "reason": "document 4242 is not in the store",
+        "at": summary["corrections_refused"][0]["at"],
+    }  # fmt: skip
     assert pick_up(daemon.engine, vendors=daemon.vendors) == PickUp(), "a second pass: nothing"
     assert table(daemon) == rows, "rows are kept, as they were"
     assert deliveries(daemon) == [(doc, 1), (doc, 2)]
