@@ -29,6 +29,7 @@ from starlette.routing import Route
 from connectors.base import WebhookRequest
 from connectors.errors import WebhookRejected
 from daemon import status
+from daemon.pipeline.feedback import CorrectionError, InvalidCorrection, UnknownDocument, correct
 
 if TYPE_CHECKING:
     from daemon.runtime import Daemon
@@ -212,13 +213,6 @@ def create_app(daemon: Daemon) -> Starlette:
     def _correct(
         document_id: int, values: dict[str, str], confirm: list[str], note: str | None
     ) -> Response:
-        from daemon.pipeline.feedback import (
-            CorrectionError,
-            InvalidCorrection,
-            UnknownDocument,
-            correct,
-        )
-
         answer: dict[str, Any] = {"document_id": document_id}
         try:
             changed = correct(
