@@ -261,6 +261,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  document {item['document_id']} {item['field']} at {item['vendor']}: "
                 f"{item['state']}: {item['reason']}"
             )
+    if data["corrections_refused"]:
+        print("\ncorrections refused (rows of docrelay_corrections, newest first):")
+        for item in data["corrections_refused"]:
+            print(
+                f"  row {item['row']}: document {item['document_id']} {item['field']}: "
+                f"{item['reason']}"
+            )
     if data["last_errors"]:
         print("\nlast errors:")
         for err in data["last_errors"]:

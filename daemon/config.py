@@ -41,6 +41,33 @@ class StoreSettings(BaseModel):
     """Connections kept open to the database."""
 
 
+class ApiSettings(BaseModel):
+    """The authenticated HTTP API (``POST /api/v1/documents/{id}/corrections``)."""
+
+    model_config = Section
+
+    tokens: list[SecretStr] = []
+    """Bearer tokens that may call the API; none (the default) turns the API off. With
+    ``tokens_file`` the file holds one token per line (blank lines and ``#`` lines skipped)."""
+    max_body_bytes: int = Field(65_536, ge=256)
+    """Request bodies larger than this are refused (413) before they are parsed."""
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _one_per_line(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the content of tokens_file
+            lines = (line.strip() for line in value.splitlines())
+            return [line for line in lines if line and not line.startswith("#")]
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _not_blank(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(token.get_secret_value().strip()) < 16 for token in value):
+            raise ValueError("each token must have at least 16 characters")
+        return value
+
+
 class WebSettings(BaseModel):
     model_config = Section
 
@@ -52,6 +79,8 @@ class WebSettings(BaseModel):
     """The address vendors call back, when it differs from ``listen``."""
     max_body_bytes: int = Field(1_048_576, ge=1024)
     """Webhook bodies larger than this are refused before any signature check."""
+    api: ApiSettings = ApiSettings()
+    """``[web.api]``: the HTTP API for ERPs and people (corrections)."""
 
     def callback_base(self) -> str | None:
         """Where vendors reach the web app: ``public_url``, else the listen address (a wildcard
@@ -109,6 +138,9 @@ class PipelineSettings(BaseModel):
     """Seconds between the retry/lease sweeps that run as scheduler jobs."""
     delivery_concurrency: int = Field(2, ge=1)
     """Worker threads per destination."""
+    corrections_interval: float = Field(10.0, ge=0)
+    """Seconds between two pickups of the rows inserted into ``docrelay_corrections``; 0 turns
+    the table intake off."""
 
 
 class RouteMatch(BaseModel):
@@ -371,10 +403,11 @@ def _collect_secrets(model: BaseModel, secrets: list[str]) -> None:
     if isinstance(model, ConnectorSettings):
         secrets.extend(v for v in model.plain_secrets() if v)
     for value in model.__dict__.values():
-        if isinstance(value, SecretStr) and value.get_secret_value():
-            secrets.append(value.get_secret_value())
-        elif isinstance(value, BaseModel):
-            _collect_secrets(value, secrets)
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, SecretStr) and item.get_secret_value():
+                secrets.append(item.get_secret_value())
+            elif isinstance(item, BaseModel):
+                _collect_secrets(item, secrets)
 
 
 def _check_references(

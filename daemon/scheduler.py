@@ -1,4 +1,5 @@
-"""APScheduler wiring of the periodic jobs: source rescans, retry/lease sweeps, the watchdog.
+"""APScheduler wiring of the periodic jobs: source rescans, retry/lease sweeps, the pickup of
+``docrelay_corrections`` rows, the watchdog.
 
 Jobs coalesce and never overlap: after a suspend, each runs once on resume, not once per
 missed interval (a run is only counted as missed when it is more than an hour late).
@@ -21,7 +22,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import OperationalError
 
 from connectors.base import SourceSettings, Vendor
+from connectors.errors import StoreUnavailable
 from daemon import notify
+from daemon.pipeline import corrections as corrections_mod
 from daemon.pipeline import ledger
 from daemon.pipeline.admin import purge_expired
 
@@ -112,6 +115,29 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
             follow, "interval", seconds=follower.interval, id=f"follow:{name}",
             name=f"follow {name}",
         )  # fmt: skip
+    if (every := daemon.config.core.pipeline.corrections_interval) > 0:
+        # Held over several passes: a process that dies hands the pickup on after the lease.
+        lease_seconds = max(daemon.config.core.pipeline.lease_seconds, 3 * every)
+
+        def corrections() -> None:
+            assert daemon.intake is not None
+            try:
+                if not daemon.intake.hold_lease(corrections_mod.LEASE, lease_seconds):
+                    return  # another process on this store picks them up
+                done = corrections_mod.pick_up(daemon.engine, vendors=daemon.vendors)
+            except (StoreUnavailable, OperationalError) as exc:
+                log.warning("corrections pickup skipped, the store is unavailable: %s", exc)
+                return
+            if done.applied:
+                daemon.wake_all()  # the feedback and the new export versions go out now
+
+        scheduler.add_job(
+            corrections,
+            "interval",
+            seconds=every,
+            id="corrections",
+            name="docrelay_corrections pickup",
+        )
     if (interval := notify.watchdog_interval()) is not None:
 
         def ping() -> None:

@@ -15,6 +15,8 @@ from daemon.pipeline import ledger
 from daemon.pipeline.states import ACTIVE
 from daemon.store.engine import reader
 from daemon.store.models import (
+    CorrectionRequest,
+    CorrectionRequestState,
     Document,
     FeedbackState,
     ProfileHealth,
@@ -23,6 +25,7 @@ from daemon.store.models import (
 )
 
 documents = Document.__table__
+ct = CorrectionRequest.__table__
 
 
 def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
@@ -125,6 +128,20 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
                 .limit(max(errors, 5))
             )
         ]
+        corrections = {
+            r.state: r.n
+            for r in conn.execute(select(ct.c.state, func.count().label("n")).group_by(ct.c.state))
+        }
+        corrections_refused = [
+            {"row": r.id, "document_id": r.document_id, "field": r.field, "reason": r.reason,
+             "at": _iso(r.applied_at)}
+            for r in conn.execute(
+                select(ct)
+                .where(ct.c.state == CorrectionRequestState.REFUSED)
+                .order_by(ct.c.id.desc())
+                .limit(max(errors, 5))
+            )
+        ]  # fmt: skip
     waiting = None
     if oldest is not None:
         waiting = {
@@ -145,6 +162,8 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
         "feedback": feedback,
         "feedback_problems": refused,
         "in_review": in_review,
+        "corrections": corrections,
+        "corrections_refused": corrections_refused,
     }
 
 

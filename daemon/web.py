@@ -1,17 +1,27 @@
-"""The daemon's HTTP side: health, readiness, metrics, status, and vendor webhooks.
+"""The daemon's HTTP side: health, readiness, metrics, status, vendor webhooks and the API.
 
 A webhook is only a hint (DESIGN invariant 3): after the vendor's signature checks out, the
 matching submission is made due now and its worker fetches the authoritative state.
+
+The API (``/api/v1/…``, bearer tokens from ``[web.api]``) lets an ERP or a person correct a
+document's fields through the same validated path as ``docrelay correct``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -19,6 +29,7 @@ from starlette.routing import Route
 from connectors.base import WebhookRequest
 from connectors.errors import WebhookRejected
 from daemon import status
+from daemon.pipeline.feedback import CorrectionError, InvalidCorrection, UnknownDocument, correct
 
 if TYPE_CHECKING:
     from daemon.runtime import Daemon
@@ -26,8 +37,67 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (``BodyTooLarge``) as soon as it passes ``limit`` bytes: a
+    declared length over the limit is refused before a byte is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def bearer_matches(header: str | None, tokens: Sequence[SecretStr]) -> bool:
+    """``Authorization: Bearer <token>`` names one of ``tokens``. Every token is compared, in
+    constant time (``hmac.compare_digest``), so the answer's timing tells nothing of them."""
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return False
+    offered = given.strip().encode()
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(offered, token.get_secret_value().encode())
+    return found
+
+
+def _correction_request(body: bytes) -> tuple[dict[str, str], list[str], str | None]:
+    """``{"values": {field: value}, "confirm": [field], "note": str}`` as ``correct`` takes
+    it (a null value: the field is absent), or ValueError saying what is wrong with it."""
+    try:
+        data = json.loads(body, parse_float=Decimal)  # 12.30 stays 12.30, never a float
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    if unknown := sorted(set(data) - {"values", "confirm", "note"}):
+        raise ValueError(f"unknown key(s): {', '.join(unknown)} (values, confirm, note)")
+    values = data.get("values", {})
+    confirm = data.get("confirm", [])
+    note = data.get("note")
+    if not isinstance(values, dict) or not all(
+        isinstance(v, str | int | Decimal | None) and not isinstance(v, bool)
+        for v in values.values()
+    ):
+        raise ValueError('"values" must map field names to strings or numbers (null: absent)')
+    if not isinstance(confirm, list) or not all(isinstance(f, str) for f in confirm):
+        raise ValueError('"confirm" must be a list of field names')
+    if note is not None and not isinstance(note, str):
+        raise ValueError('"note" must be a string')
+    texts = {k: "" if v is None else str(v) for k, v in values.items()}
+    return texts, confirm, note[:500] if note else None
+
+
 def create_app(daemon: Daemon) -> Starlette:
     max_body = daemon.config.core.web.max_body_bytes
+    api = daemon.config.core.web.api
 
     async def healthz(request: Request) -> Response:
         healthy = await asyncio.to_thread(daemon.healthy)
@@ -94,14 +164,10 @@ def create_app(daemon: Daemon) -> Starlette:
         vendor = daemon.vendors.get(profile)
         if vendor is None:
             return JSONResponse({"error": "unknown profile"}, status_code=404)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
+        try:
+            body = await read_body(request, max_body)
+        except BodyTooLarge:
             return JSONResponse({"error": "body too large"}, status_code=413)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body:
-                return JSONResponse({"error": "body too large"}, status_code=413)
         call = WebhookRequest(
             method=request.method,
             headers=request.headers,
@@ -119,6 +185,59 @@ def create_app(daemon: Daemon) -> Starlette:
             daemon.hint(profile, hints)
         return JSONResponse({"accepted": len(hints)})
 
+    async def corrections(request: Request) -> Response:
+        """Correct or confirm fields of a document; the answers are in README "Corrections"."""
+        if not api.tokens:  # off: answer as if there were no such address
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if not bearer_matches(request.headers.get("authorization"), api.tokens):
+            return JSONResponse(
+                {"error": "a valid bearer token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="docrelay"'},
+            )
+        document_id = request.path_params["document_id"]
+        try:
+            body = await read_body(request, api.max_body_bytes)
+        except BodyTooLarge:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            values, confirm, note = _correction_request(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if not values and not confirm:
+            return JSONResponse(
+                {"error": 'say what is right: "values" or "confirm"'}, status_code=422
+            )
+        return await run_in_threadpool(_correct, document_id, values, confirm, note)
+
+    def _correct(
+        document_id: int, values: dict[str, str], confirm: list[str], note: str | None
+    ) -> Response:
+        answer: dict[str, Any] = {"document_id": document_id}
+        try:
+            changed = correct(
+                daemon.engine, document_id, values, confirm=confirm, vendors=daemon.vendors,
+                origin="api", note=note,
+            )  # fmt: skip
+        except UnknownDocument as exc:
+            return JSONResponse({**answer, "error": str(exc)}, status_code=404)
+        except InvalidCorrection as exc:
+            answer |= {"error": f"{exc}; nothing changed", "field": exc.field}
+            return JSONResponse(answer, status_code=422)
+        except CorrectionError as exc:
+            return JSONResponse({**answer, "error": str(exc)}, status_code=409)
+        except OperationalError as exc:  # locked or unreachable: nothing was committed
+            log.warning("API correction of document %d: store unavailable: %s", document_id,
+                        exc.orig)  # fmt: skip
+            return JSONResponse(
+                {**answer, "error": "the store is busy; try again"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        log.info("document %d corrected over the API: %s", document_id, "; ".join(changed))
+        daemon.wake_all()  # the feedback and the new export versions go out now
+        return JSONResponse({**answer, "changed": changed})
+
     return Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -127,6 +246,7 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/metrics", metrics),
             Route("/webhooks/{profile}", webhook, methods=["POST"]),
             Route("/webhooks/{profile}/{tail:path}", webhook, methods=["POST"]),
+            Route("/api/v1/documents/{document_id:int}/corrections", corrections, methods=["POST"]),
         ]
     )
 

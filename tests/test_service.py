@@ -186,7 +186,7 @@ def test_correct_updates_the_store_for_a_vendor_without_feedback(tmp_path):
     assert feedback == 0, "the local extractor takes no feedback; only the store changes"
     assert "corrected" in cli(config, "history", "1").stdout
     bad = cli(config, "correct", "42", "invoice_number=1", check=False)
-    assert bad.returncode == 1 and "no extraction" in bad.stderr
+    assert bad.returncode == 1 and "document 42 is not in the store" in bad.stderr
     assert cli(config, "correct", "1", "nonsense", check=False).returncode == 2
     assert "local takes no feedback" in result.stdout
 

@@ -26,6 +26,7 @@ POINTS = (
     "after_normalize_commit",  # only when a stored result is normalised again
     "before_delivery",
     "after_delivery_push",
+    "after_correction_apply",  # a docrelay_corrections row applied, its mark not yet committed
 )
 """Every checkpoint the code plants, in pipeline order (documented for the tests)."""
 

@@ -1,16 +1,15 @@
 """Vendor-bound messages, driven by committed rows: corrections and export status.
 
-A correction made on our side (``docrelay correct``, later an ERP) updates the store at once and
-queues a feedback row; once every delivery of a submission has ended, an export-status row is
-queued in the same transaction. Each profile's feedback pool sends them with the vendor's API;
-the rows make every send safe to repeat after a crash.
+A correction made on our side (``docrelay correct``, the HTTP API, the ``docrelay_corrections``
+table) updates the store at once and queues a feedback row; once every delivery of a submission
+has ended, an export-status row is queued in the same transaction. Each profile's feedback pool
+sends them with the vendor's API; the rows make every send safe to repeat after a crash.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +25,7 @@ from daemon.pipeline.workers import InHand
 from daemon.store.engine import reader
 from daemon.store.models import (
     DeliveryState,
+    Document,
     Extraction,
     Feedback,
     FeedbackKind,
@@ -37,6 +37,7 @@ from daemon.store.models import (
 log = logging.getLogger(__name__)
 
 feedback_t = Feedback.__table__
+documents_t = Document.__table__
 fields_t = FieldRow.__table__
 extractions = Extraction.__table__
 ACTIVE = (FeedbackState.PENDING, FeedbackState.FAILED)
@@ -70,6 +71,19 @@ class CorrectionError(ValueError):
 class InvalidCorrection(CorrectionError):
     """A field the model does not know, or a value that does not parse as the field's type."""
 
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        """The field refused, so an API answer or a table row can name it."""
+
+
+class UnknownDocument(CorrectionError):
+    """No document has this id."""
+
+
+class NotExtractedYet(CorrectionError):
+    """The document is known but has no result yet: a correction can come later."""
+
 
 LATEST_RESULT = (
     select(extractions.c.id, extractions.c.submission_id, ledger.submissions.c.profile)
@@ -91,8 +105,7 @@ def correct(
     confirm: Sequence[str] = (),
     vendors: Mapping[str, Any] | None = None,
     origin: str = "cli",
-    conn: Connection | None = None,
-    skip_destination: str | None = None,
+    note: str | None = None,
 ) -> list[str]:
     """Apply a person's word on fields of the latest extraction and queue it for the vendor.
 
@@ -101,91 +114,118 @@ def correct(
     field is ``absent`` from the document. ``confirm`` names fields whose extracted value is
     right. Every value is checked against its field's type before anything changes
     (``InvalidCorrection``). A changed document is exported again, as the next version of each
-    of its deliveries (but ``skip_destination``, where the correction came from). ``conn``
-    makes it part of the caller's transaction. Returns one line per field saying what
-    happened.
+    of its deliveries. ``origin`` (cli, api, table) is the actor of the history events and
+    ``note`` is added to their message. Returns one line per field saying what happened.
     """
+    with engine.begin() as conn:
+        return apply_correction(
+            conn, document_id, values, confirm=confirm, vendors=vendors, origin=origin, note=note
+        )
+
+
+def apply_correction(
+    conn: Connection,
+    document_id: int,
+    values: Mapping[str, str],
+    *,
+    confirm: Sequence[str] = (),
+    vendors: Mapping[str, Any] | None = None,
+    origin: str = "cli",
+    note: str | None = None,
+    skip_destination: str | None = None,
+) -> list[str]:
+    """``correct`` inside the caller's transaction, so an intake that records the outcome of
+    the correction (the ``docrelay_corrections`` table) commits both at once. Every
+    ``CorrectionError`` is raised before anything is written. ``skip_destination`` (where
+    the correction came from: an ERP's posted values) gets no new version."""
     parsed = {}
     for name, text in values.items():
         try:
             parsed[name] = parse_field_strictly(name, text) if text.strip() else None
         except FieldValueError as exc:
-            raise InvalidCorrection(str(exc)) from None
+            raise InvalidCorrection(str(exc), name) from None
     for name in confirm:
         if name in parsed:
-            raise InvalidCorrection(f"{name}: give a value or confirm it, not both")
+            raise InvalidCorrection(f"{name}: give a value or confirm it, not both", name)
     changed: list[str] = []
-    with nullcontext(conn) if conn is not None else engine.begin() as conn:
-        row = conn.execute(LATEST_RESULT, {"document_id": document_id}).first()
-        if row is None:
-            raise CorrectionError(f"document {document_id} has no extraction to correct yet")
-        vendor = (vendors or {}).get(row.profile)
-        send = vendor is None or vendor.capabilities.feedback
-        stored = {
-            r.name: r
-            for r in conn.execute(
-                select(fields_t.c.id, fields_t.c.name, fields_t.c.value_text,
-                       fields_t.c.vendor_label).where(fields_t.c.extraction_id == row.id)
+    # The document's row is locked till the commit: two corrections of one document (from the
+    # API and the table, on two daemons) take turns, and each export version is made once.
+    known = conn.execute(
+        select(documents_t.c.id).where(documents_t.c.id == document_id).with_for_update()
+    ).first()
+    if known is None:
+        raise UnknownDocument(f"document {document_id} is not in the store")
+    row = conn.execute(LATEST_RESULT, {"document_id": document_id}).first()
+    if row is None:
+        raise NotExtractedYet(f"document {document_id} has no extraction to correct yet")
+    vendor = (vendors or {}).get(row.profile)
+    send = vendor is None or vendor.capabilities.feedback
+    stored = {
+        r.name: r
+        for r in conn.execute(
+            select(fields_t.c.id, fields_t.c.name, fields_t.c.value_text,
+                   fields_t.c.vendor_label).where(fields_t.c.extraction_id == row.id)
+        )
+    }  # fmt: skip
+    for name in confirm:
+        if name not in stored or stored[name].value_text is None:
+            raise InvalidCorrection(f"{name}: the extraction has no value to confirm", name)
+    queued: list[dict[str, Any]] = []
+    for name, value in parsed.items():
+        old = stored.get(name)
+        before = old.value_text if old is not None else None
+        after = value.value_text if value is not None else None
+        if after is None:
+            kind = CorrectionKind.ABSENT
+        elif before is None:
+            kind = CorrectionKind.ADD
+        elif before == after:
+            kind = CorrectionKind.CONFIRM
+        else:
+            kind = CorrectionKind.CORRECT
+        columns = {
+            "value_text": after,
+            "raw_text": values[name],
+            "value_number": value.value_number if value else None,
+            "value_date": value.value_date if value else None,
+            "currency": value.currency if value else None,
+            "corrected": True,
+        }
+        if old is None:
+            conn.execute(
+                fields_t.insert(),
+                {**columns, "extraction_id": row.id, "document_id": document_id, "name": name},
             )
-        }  # fmt: skip
-        for name in confirm:
-            if name not in stored or stored[name].value_text is None:
-                raise InvalidCorrection(f"{name}: the extraction has no value to confirm")
-        queued: list[dict[str, Any]] = []
-        for name, value in parsed.items():
-            old = stored.get(name)
-            before = old.value_text if old is not None else None
-            after = value.value_text if value is not None else None
-            if after is None:
-                kind = CorrectionKind.ABSENT
-            elif before is None:
-                kind = CorrectionKind.ADD
-            elif before == after:
-                kind = CorrectionKind.CONFIRM
-            else:
-                kind = CorrectionKind.CORRECT
-            columns = {
-                "value_text": after,
-                "raw_text": values[name],
-                "value_number": value.value_number if value else None,
-                "value_date": value.value_date if value else None,
-                "currency": value.currency if value else None,
-                "corrected": True,
-            }
-            if old is None:
-                conn.execute(
-                    fields_t.insert(),
-                    {**columns, "extraction_id": row.id, "document_id": document_id,
-                     "name": name},
-                )  # fmt: skip
-            else:
-                conn.execute(update(fields_t).where(fields_t.c.id == old.id).values(**columns))
-            queued.append(_feedback_row(row, document_id, name, kind, before, after, old, origin))
-            changed.append(f"{name}: {before or '∅'} → {after or '∅ (not in the document)'}")
-        for name in confirm:
-            old = stored[name]
-            queued.append(
-                _feedback_row(row, document_id, name, CorrectionKind.CONFIRM, old.value_text,
-                              old.value_text, old, origin)
-            )  # fmt: skip
-            changed.append(f"{name}: {old.value_text} confirmed")
-        for item in queued:
-            if send:
-                conn.execute(feedback_t.insert(), item)
-            ledger.event(
-                conn,
-                actor=origin,
-                kind="corrected" if item["correction"] != CorrectionKind.CONFIRM else "confirmed",
-                document_id=document_id,
-                submission_id=row.submission_id,
-                message=f"{item['field']} ({item['correction']}): {item['old_value']!r} → "
-                f"{item['new_value']!r}" + ("" if send else f" ({row.profile} takes no feedback)"),
-            )
-        if any(item["correction"] != CorrectionKind.CONFIRM for item in queued):
-            if versions := export_again(
-                conn, document_id, row.submission_id, actor=origin, skip=skip_destination
-            ):
-                changed.append(f"exported again: {', '.join(versions)}")
+        else:
+            conn.execute(update(fields_t).where(fields_t.c.id == old.id).values(**columns))
+        queued.append(_feedback_row(row, document_id, name, kind, before, after, old, origin))
+        changed.append(f"{name}: {before or '∅'} → {after or '∅ (not in the document)'}")
+    for name in confirm:
+        old = stored[name]
+        queued.append(
+            _feedback_row(row, document_id, name, CorrectionKind.CONFIRM, old.value_text,
+                          old.value_text, old, origin)
+        )  # fmt: skip
+        changed.append(f"{name}: {old.value_text} confirmed")
+    for item in queued:
+        if send:
+            conn.execute(feedback_t.insert(), item)
+        ledger.event(
+            conn,
+            actor=origin,
+            kind="corrected" if item["correction"] != CorrectionKind.CONFIRM else "confirmed",
+            document_id=document_id,
+            submission_id=row.submission_id,
+            message=f"{item['field']} ({item['correction']}): {item['old_value']!r} → "
+            f"{item['new_value']!r}"
+            + ("" if send else f" ({row.profile} takes no feedback)")
+            + (f"; {note}" if note else ""),
+        )
+    if any(item["correction"] != CorrectionKind.CONFIRM for item in queued):
+        if versions := export_again(
+            conn, document_id, row.submission_id, actor=origin, skip=skip_destination
+        ):
+            changed.append(f"exported again: {', '.join(versions)}")
     if not send:
         elsewhere = getattr(vendor, "feedback_elsewhere", None)
         changed.append(

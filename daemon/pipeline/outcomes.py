@@ -23,7 +23,7 @@ from connectors.base import DeliveryReceipt, Destination, DownstreamOutcome, Dow
 from connectors.errors import DocrelayError
 from connectors.normalize import FieldValueError, parse_field_strictly
 from daemon.pipeline import ledger
-from daemon.pipeline.feedback import INSERT_FEEDBACK, CorrectionError, correct, fields_t
+from daemon.pipeline.feedback import INSERT_FEEDBACK, CorrectionError, apply_correction, fields_t
 from daemon.store.models import (
     DeliveryState,
     Extraction,
@@ -203,10 +203,11 @@ class OutcomeFollower:
         if not differing:
             return None
         try:
-            changed = correct(
-                self.engine, row.document_id, differing, vendors=self.vendors,
-                origin=f"erp:{self.name}", conn=conn, skip_destination=self.name,
-            )  # fmt: skip
+            with conn.begin_nested():  # a refusal leaves the outcome recorded
+                changed = apply_correction(
+                    conn, row.document_id, differing, vendors=self.vendors,
+                    origin=f"erp:{self.name}", skip_destination=self.name,
+                )  # fmt: skip
         except CorrectionError as exc:  # the store moved on (no extraction): keep the outcome
             log.warning("document %s: %s's values not applied: %s", row.document_id, self.name, exc)
             return None

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -328,6 +329,61 @@ class Feedback(Base):
     sent_at: Mapped[datetime | None]
 
     __table_args__ = (Index(None, "profile", "state", "next_attempt_at"),)
+
+
+class CorrectionAction(enum.StrEnum):
+    """What a row of ``docrelay_corrections`` says of its field."""
+
+    CORRECT = "correct"
+    """``value`` is the right value (an ``add`` when the extraction had none)."""
+    CONFIRM = "confirm"
+    """The extracted value is right; ``value`` is not read."""
+    ABSENT = "absent"
+    """The field is not in the document; ``value`` is not read."""
+
+
+class CorrectionRequestState(enum.StrEnum):
+    PENDING = "pending"
+    """Inserted, not picked up yet (or waiting for the document's result: see ``reason``)."""
+    APPLIED = "applied"
+    REFUSED = "refused"
+    """Not applied, for good; ``reason`` says why (an unknown field, a value of the wrong type)."""
+
+
+class CorrectionRequest(Base):
+    """A correction an ERP job or a person inserts, with just ``document_id``, ``field`` and
+    ``value``. The daemon picks pending rows up, applies them as ``docrelay correct`` would, and
+    marks each applied or refused (with the reason) in the same transaction; rows are never
+    deleted. No foreign key: a row naming an unknown document is refused with a reason
+    rather than failing the ERP's insert on some backends only."""
+
+    __tablename__ = "docrelay_corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(255))
+    """A canonical field name (``total_amount``) or ``extra.<label>``."""
+    value: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(
+        String(16), default=CorrectionAction.CORRECT, server_default=CorrectionAction.CORRECT
+    )
+    note: Mapped[str | None] = mapped_column(Text)
+    """Free text for the document's history (who asked, why)."""
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
+    """When the row was inserted (the database's clock when the insert leaves it out)."""
+    state: Mapped[str] = mapped_column(
+        String(16),
+        default=CorrectionRequestState.PENDING,
+        server_default=CorrectionRequestState.PENDING,
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why the row was refused, or what a pending row waits for."""
+    applied_at: Mapped[datetime | None]
+    """When the row was applied or refused."""
+
+    __table_args__ = (Index(None, "state", "id"),)
 
 
 class SubmissionKey(Base):
