@@ -1,4 +1,13 @@
-"""End to end: what an accountant does in the ERP flows back.
+"""End to end downstream: ERPs and other destinations get each document exactly once, and
+what an accountant does in the ERP flows back.
+
+``test_each_destination_gets_each_document_once_across_crashes_and_failing_answers``: the real
+daemon exports to a real Tryton (behind a proxy that fails a fifth of the invoice writes,
+half of them after Tryton did the work), a webhook receiver failing a fifth of its answers the
+same way, and a table in PostgreSQL, while it is SIGKILLed at the crash points around each
+push; each destination holds each document once.
+
+The other test: what an accountant does in the ERP flows back.
 
 The real daemon reads invoices from a folder with `docrelay emulate gini`, exports each to a
 real Tryton (SQLite-backed, ``tests/tryton_server.py``) and to a folder. Then, in Tryton, one
@@ -15,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from connectors.destinations.tryton import parse_comment
 from tests.daemon_proc import (
     DaemonProcess,
     drop_invoices,
@@ -25,8 +36,11 @@ from tests.daemon_proc import (
     toml_table,
     wait_until,
 )
+from tests.fault_proxy import FaultProxy
+from tests.servers import serve
 from tests.test_e2e_gini import Emulator, gini_config
 from tests.tryton_server import server_or_skip
+from tests.webhook_receiver import SECRET, create_app
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +53,19 @@ class Tryton:
 
     def call(self, model: str, method: str, *args: Any) -> Any:
         return getattr(self.config.get_proxy(model), method)(*args, self.config.context)
+
+    def invoices_by_key(self) -> dict[str, int]:
+        """docrelay's key → how many supplier invoices carry it."""
+        rows = self.call(
+            "account.invoice", "search_read", [("comment", "ilike", "%docrelay-key:%")], 0, None,
+            None, ["comment"],
+        )  # fmt: skip
+        counts: dict[str, int] = {}
+        for row in rows:
+            key = parse_comment(row["comment"]).get("key")
+            if key:
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def invoice(self, invoice_id: int) -> dict[str, Any]:
         (row,) = self.call(
@@ -167,5 +194,100 @@ def test_an_invoice_corrected_and_posted_in_tryton_teaches_gini_and_updates_the_
             assert events == {"downstream_posted", "downstream_rejected"}
         finally:
             assert daemon.stop() == 0, daemon.log()
+    finally:
+        emulator.stop()
+
+
+DOWNSTREAM_SEEDS = (801, 805, 807, 812, 815, 819, 821, 825, 828, 835, 836, 839)
+"""Invoices in EUR or USD at 19 % and 7 %: what the test Tryton has currencies and taxes for."""
+DESTINATIONS = ("outbox", "erp", "hook", "table")
+CRASHES = ("after_delivery_push@3", "before_delivery@4", "after_delivery_push@7")
+"""Each run of the daemon but the last dies at one of these (the n-th push of any destination)."""
+
+
+def test_each_destination_gets_each_document_once_across_crashes_and_failing_answers(
+    tmp_path, pg_url
+):
+    server = server_or_skip("sqlite")
+    tryton = Tryton(server)
+    before = tryton.invoices_by_key()
+    app = create_app()
+    receiver = app.state.receiver
+    receiver.fail_rate = 0.2
+    proxy = FaultProxy(
+        server.url, rate=0.2, matches=lambda body: b"model.account.invoice.create" in body
+    )
+    emulator = Emulator(tmp_path, "--delay", "0.3")
+    try:
+        with serve(app) as hook_url, proxy.running():
+            config = gini_config(tmp_path, emulator, port=free_port())
+            extra = (
+                toml_table("[destinations.erp]", {**server.settings(), "url": proxy.url})
+                + toml_table("[destinations.hook]", {
+                    "kind": "webhook", "url": f"{hook_url}/hook", "secret": SECRET,
+                    "max_retries": 0, "timeout": 10,
+                })
+                + toml_table("[destinations.table]", {
+                    "kind": "sql", "url": pg_url, "table": "invoices",
+                })
+            )  # fmt: skip
+            routed = ", ".join(f'"{name}"' for name in DESTINATIONS)
+            text_ = config.read_text().replace(
+                'destinations = ["outbox"]', f"destinations = [{routed}]"
+            )
+            config.write_text(text_ + extra)
+            inbox = tmp_path / "inbox"
+            for n, seed in enumerate(DOWNSTREAM_SEEDS):
+                drop_invoices(inbox, 1, prefix=f"down{n}", first_seed=seed)
+            for crash in CRASHES:
+                daemon = DaemonProcess(config, {"DOCRELAY_CRASH_AT": crash})
+                daemon.start(wait_ready=False)
+                assert daemon.wait_exit(120) == -9, f"{crash} reached; log:\n{daemon.log()}"
+            daemon = DaemonProcess(config).start()
+            try:
+                total = len(DOWNSTREAM_SEEDS) * len(DESTINATIONS)
+                wait_until(
+                    lambda: len(query(tmp_path, "SELECT id FROM deliveries WHERE state IN "
+                                      "('delivered', 'dead')")) == total,
+                    180,
+                    what="every delivery ended",
+                )  # fmt: skip
+            finally:
+                assert daemon.stop() == 0, daemon.log()
+            deliveries = query(
+                tmp_path, "SELECT destination, idempotency_key, state, error FROM deliveries"
+            )
+            assert [d for d in deliveries if d["state"] != "delivered"] == []
+            keys = {
+                name: sorted(d["idempotency_key"] for d in deliveries if d["destination"] == name)
+                for name in DESTINATIONS
+            }
+            docs = len(DOWNSTREAM_SEEDS)
+            made = {
+                key: count
+                for key, count in tryton.invoices_by_key().items()
+                if before.get(key) != count
+            }
+            assert sorted(made) == keys["erp"] and set(made.values()) == {1}, made
+            assert sorted(receiver.records) == keys["hook"]
+            assert {r["version"] for r in receiver.records.values()} == {1}
+            engine = create_engine(pg_url.replace("postgresql:", "postgresql+psycopg:", 1)
+                                   if "+" not in pg_url else pg_url)  # fmt: skip
+            try:
+                with engine.connect() as conn:
+                    rows = conn.execute(
+                        text("SELECT document_id, COUNT(*) FROM invoices GROUP BY document_id")
+                    ).all()
+            finally:
+                engine.dispose()
+            assert len(rows) == docs and {count for _, count in rows} == {1}
+            assert exported(tmp_path) == docs
+            assert proxy.faults["before"] and proxy.faults["after"], proxy.faults
+            assert receiver.faults["before"] and receiver.faults["after"], receiver.faults
+            retried = query(
+                tmp_path, "SELECT COUNT(DISTINCT delivery_id) AS n FROM events "
+                "WHERE kind = 'delivery' AND to_state = 'failed'",
+            )  # fmt: skip
+            assert retried[0]["n"] >= 2, "failed answers were retried"
     finally:
         emulator.stop()

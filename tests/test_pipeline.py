@@ -363,10 +363,13 @@ def test_export_status_and_corrections_reach_the_vendor(make_daemon, tmp_path):
         versions = conn.execute(
             text("SELECT idempotency_key, version, state FROM deliveries ORDER BY id")
         ).all()
-    assert [tuple(v) for v in versions] == [
-        (f"docrelay-{doc}-out", 1, "delivered"),
-        (f"docrelay-{doc}-out", 2, "delivered"),
-    ]
+    key = versions[0].idempotency_key
+    assert (
+        key.startswith(f"docrelay-{doc}-")
+        and key.endswith("-out")
+        and len(key) == len(f"docrelay-{doc}-01234567-out")
+    )
+    assert [tuple(v) for v in versions] == [(key, 1, "delivered"), (key, 2, "delivered")]
 
 
 def _feedback_states(daemon: Daemon) -> list[tuple[str, str]]:
@@ -601,8 +604,9 @@ def test_a_push_whose_answer_was_lost_is_looked_up_not_made_twice(make_daemon):
     wait_until(lambda: (r := row()) is not None and r.state == "delivered", 20, what="delivered")
     done = row()
     assert len(fakes.RECEIVED["erp"]) == 1, "pushed once"
-    assert fakes.LOOKUPS["erp"] == [f"docrelay-{doc}-erp"], "asked once, on the retry only"
-    assert done.downstream_ref == f"record-docrelay-{doc}-erp"
+    assert fakes.LOOKUPS["erp"] == [done.idempotency_key], "asked once, on the retry only"
+    assert done.idempotency_key.startswith(f"docrelay-{doc}-")
+    assert done.downstream_ref == f"record-{done.idempotency_key}"
     assert done.downstream_data == {"found": True} and done.in_doubt_at is None
     events = [e["message"] for e in admin.history(daemon.engine, doc) if e["delivery_id"]]
     assert any("by its key: an earlier push had arrived" in (m or "") for m in events)

@@ -223,6 +223,32 @@ def test_replay_sends_a_document_again_as_a_new_version_with_its_reason(tmp_path
     assert history.count("sent to outbox again on purpose (docrelay replay)") == 2
 
 
+def test_a_key_from_an_older_store_is_kept_and_new_keys_carry_the_content(tmp_path):
+    config = write_config(tmp_path)
+    files = tmp_path / "one"
+    files.mkdir()
+    (files / "a.pdf").write_bytes(render_pdf(random_spec(6)))
+    (files / "b.pdf").write_bytes(render_pdf(random_spec(7)))
+    cli(config, "submit", str(files), "--wait")
+    engine = create_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
+    with engine.begin() as conn:
+        sha = dict(conn.execute(text("SELECT id, sha256 FROM documents")).all())
+        keys = dict(conn.execute(text("SELECT document_id, idempotency_key FROM deliveries")).all())
+        assert keys == {doc: f"docrelay-{doc}-{sha[doc][:8]}-outbox" for doc in (1, 2)}
+        conn.execute(
+            text(
+                "UPDATE deliveries SET idempotency_key = 'docrelay-1-outbox' WHERE document_id = 1"
+            )
+        )  # as a store made before the hash was in the key
+    cli(config, "replay", "1", "2", "--destination", "outbox")
+    with engine.connect() as conn:
+        replayed = conn.execute(
+            text("SELECT document_id, idempotency_key FROM deliveries WHERE version = 2")
+        ).all()
+    engine.dispose()
+    assert sorted(replayed) == [(1, "docrelay-1-outbox"), (2, keys[2])]
+
+
 def test_correct_refuses_unknown_fields_and_values_of_the_wrong_type(tmp_path):
     config = write_config(tmp_path)
     files = tmp_path / "one"

@@ -14,6 +14,7 @@ import json
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from random import Random
 from typing import Any
 
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -44,6 +45,11 @@ class Receiver:
     seen: list[Seen] = field(default_factory=list)
     answers: deque[tuple[int, Any, dict[str, str], float]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    fail_rate: float = 0.0
+    """Share of verified pushes answered 503, seeded: half before the record is touched,
+    half after it was written (the answer is lost, the work is done)."""
+    random: Random = field(default_factory=lambda: Random(7))
+    faults: dict[str, int] = field(default_factory=lambda: {"before": 0, "after": 0})
 
     def answer(
         self,
@@ -94,6 +100,14 @@ def create_app(receiver: Receiver | None = None) -> Starlette:
         if not key:
             seen.answered = 422
             return JSONResponse({"error": "Idempotency-Key header required"}, 422)
+        fault = None
+        with state.lock:
+            if state.fail_rate and state.random.random() < state.fail_rate:
+                fault = state.random.choice(("before", "after"))
+                state.faults[fault] += 1
+        if fault == "before":
+            seen.answered = 503
+            return JSONResponse({"error": "fault injected before the record"}, 503)
         document = json.loads(body)
         with state.lock:
             record = state.records.get(key)
@@ -111,6 +125,9 @@ def create_app(receiver: Receiver | None = None) -> Starlette:
                     body=document,
                     webhook_id=request.headers["webhook-id"],
                 )
+        if fault == "after":
+            seen.answered = 503
+            return JSONResponse({"error": "fault injected after the record was written"}, 503)
         seen.answered = 201 if created else 200
         return JSONResponse({"id": record["id"], "version": record["version"]}, seen.answered)
 

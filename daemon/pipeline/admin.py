@@ -158,7 +158,7 @@ def replay(
     export there (the same idempotency key, so the destination updates what it made), with a
     ``replay`` event saying who asked. Returns, per document, what was queued or why not."""
     from daemon.pipeline.feedback import INSERT_DELIVERY, LATEST_OF_SUBMISSION
-    from daemon.pipeline.submissions import delivery_key, next_delivery_versions
+    from daemon.pipeline.submissions import delivery_keys, next_delivery_versions
 
     sub = ledger.submissions
     outcome: dict[int, str] = {}
@@ -182,7 +182,10 @@ def replay(
             if done is None or extraction_id is None:
                 outcome[document_id] = "not replayed: it has no finished extraction"
                 continue
-            key = delivery_key(document_id, destination)
+            sha256 = conn.execute(
+                select(ledger.documents.c.sha256).where(ledger.documents.c.id == document_id)
+            ).scalar_one()
+            key = delivery_keys(conn, document_id, sha256, [destination])[destination]
             version = next_delivery_versions(conn, [key])[key]
             delivery_id = conn.execute(
                 INSERT_DELIVERY,

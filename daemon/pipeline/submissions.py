@@ -615,8 +615,13 @@ class SubmissionRunner:
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         destinations = list(sub["destinations"] or [])
-        keys = {name: delivery_key(sub["document_id"], name) for name in destinations}
-        versions = next_delivery_versions(conn, list(keys.values())) if version > 1 else {}
+        if version > 1:
+            keys = delivery_keys(conn, sub["document_id"], work.doc["sha256"], destinations)
+            versions = next_delivery_versions(conn, list(keys.values()))
+        else:
+            sha256 = work.doc["sha256"]
+            keys = {name: delivery_key(sub["document_id"], sha256, name) for name in destinations}
+            versions = {}
         for destination in destinations:
             inline = destination in self.hooks.inline
             key = keys[destination]
@@ -778,10 +783,31 @@ class SubmissionRunner:
             self.hooks.rejected(sub["document_id"], reason)
 
 
-def delivery_key(document_id: int, destination: str) -> str:
+def delivery_key(document_id: int, sha256: str, destination: str) -> str:
     """The idempotency key of a document's export to one destination: every version of it
-    carries the same key, so the destination updates what the first one made."""
-    return f"docrelay-{document_id}-{destination}"
+    carries the same key, so the destination updates what the first one made. A prefix of the
+    document's hash makes it unique beyond this store: a fresh store (a reinstall, a second
+    docrelay on the same ERP) counts documents from 1 again, and its keys must not find the
+    records another one made."""
+    return f"docrelay-{document_id}-{sha256[:8]}-{destination}"
+
+
+def delivery_keys(
+    conn: ledger.Connection, document_id: int, sha256: str, destinations: list[str]
+) -> dict[str, str]:
+    """Each destination's key for a document exported before: the one its deliveries carry
+    (stores before 0.6 made keys without the hash), else a new one."""
+    dl = ledger.deliveries
+    known = dict(
+        conn.execute(
+            select(dl.c.destination, dl.c.idempotency_key)
+            .where(dl.c.document_id == document_id, dl.c.destination.in_(destinations))
+            .order_by(dl.c.id.desc())
+        ).all()
+    )
+    return {
+        name: known.get(name) or delivery_key(document_id, sha256, name) for name in destinations
+    }
 
 
 def next_delivery_versions(conn: ledger.Connection, keys: list[str]) -> dict[str, int]:
