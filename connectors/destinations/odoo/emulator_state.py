@@ -301,7 +301,7 @@ def vat_is_valid(vat: str) -> bool:
         from stdnum.eu import vat as eu_vat  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - stdnum comes with the test extras
         return re.fullmatch(r"[A-Z]{2}[0-9A-Z]{2,13}", compact) is not None
-    if compact[:2] in eu_vat.MEMBER_STATES or compact[:2] in ("EL", "XI"):
+    if compact[:2].lower() in eu_vat.MEMBER_STATES or compact[:2] in ("EL", "XI"):
         return bool(eu_vat.is_valid(compact))
     return re.fullmatch(r"[A-Z]{2}[0-9A-Z]{2,13}", compact) is not None
 
