@@ -11,6 +11,7 @@ import re
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+from urllib.parse import quote, unquote
 
 from connectors.base import ExportPayload, LineItem
 from connectors.destinations.records import typed_value
@@ -28,27 +29,27 @@ def narration(payload: ExportPayload, key: str) -> str:
         f"Imported by docrelay from {payload.filename} (document {payload.document_id}, "
         f"{payload.vendor})."
     )
-    return "".join(
-        f"<p>{html.escape(text)}</p>"
-        for text in (origin, f"{KEY_MARK}{_key_text(key)}", f"{VERSION_MARK}{payload.version}")
-    )
+    marks = f"<p>{KEY_MARK}{_key_text(key)}</p><p>{VERSION_MARK}{payload.version}</p>"
+    return f"<p>{html.escape(origin)}</p>{marks}"
 
 
 def _key_text(key: str) -> str:
-    """The key as one word: a space would end it where ``parse_narration`` reads it."""
-    return key.replace(" ", "%20")
+    """The key as one word of plain ASCII (percent-encoded): whatever a destination's name
+    holds (spaces, ``<``, ``&``), HTML and ``parse_narration`` keep it as it is."""
+    return quote(key, safe="-._~")
 
 
 def key_search(key: str) -> str:
-    """What an ``ilike`` on ``narration`` looks for: the key mark as HTML holds it."""
-    return html.escape(f"{KEY_MARK}{_key_text(key)}")
+    """What an ``ilike`` on ``narration`` looks for: the key mark as HTML holds it (a ``%``
+    of the encoding is a wildcard there: ``is_ours`` compares exactly)."""
+    return f"{KEY_MARK}{_key_text(key)}"
 
 
 def parse_narration(text: str | bool | None) -> dict[str, str]:
-    """The key and version marks ``narration`` wrote (the first of each), HTML unescaped."""
+    """The key (decoded) and version marks ``narration`` wrote, the first of each."""
     found: dict[str, str] = {}
-    for kind, value in _MARKS.findall(html.unescape(str(text or ""))):
-        found.setdefault(kind, value)
+    for kind, value in _MARKS.findall(str(text or "")):
+        found.setdefault(kind, unquote(value) if kind == "key" else value)
     if not found.get("version", "1").isdigit():
         found["version"] = "1"
     return found
@@ -56,7 +57,7 @@ def parse_narration(text: str | bool | None) -> dict[str, str]:
 
 def is_ours(text: str | bool | None, key: str) -> bool:
     """The narration carries exactly this key (not one it is a prefix of)."""
-    return parse_narration(text).get("key") == _key_text(key)
+    return parse_narration(text).get("key") == key
 
 
 def text(payload: ExportPayload, name: str) -> str | None:
