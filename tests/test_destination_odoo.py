@@ -5,6 +5,7 @@ as a person would see it in Odoo. Faults are the emulator kit's, injected on the
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -373,6 +374,29 @@ def test_a_lost_answer_to_the_create_is_settled_by_lookup_without_a_second_bill(
     (bill,) = json2.bills()
     assert receipt.ref == str(bill["id"]) and len(json2.rows("ir.attachment")) == 1
     assert destination.lookup(payload(tmp_path), KEY).ref == receipt.ref
+
+
+def test_threads_deliver_at_once_with_one_new_partner(odoo, tmp_path):
+    destination = odoo.destination(concurrency=8)
+    keys = [f"{KEY}-{n}" for n in range(8)]
+    receipts: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def push(key: str) -> None:
+        try:
+            receipts[key] = destination.deliver(payload(tmp_path), key).ref
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(key,)) for key in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(set(receipts.values())) == len(keys) == len(odoo.bills())
+    made = [p for p in odoo.rows("res.partner") if p["name"] == "Acme Supplies GmbH"]
+    assert len(made) == 1
 
 
 def test_a_failed_create_leaves_nothing_behind(odoo, tmp_path):

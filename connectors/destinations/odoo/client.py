@@ -123,7 +123,7 @@ class Json2Client(OdooClient):
             max_retries=settings.max_retries,
             secrets=[settings.api_key],
             headers={"X-Odoo-Database": settings.database},
-            max_connections=max(settings.concurrency or 1, 2),
+            max_connections=pool_size(settings),
             transport=transport,
         )
         return cls(settings, http)
@@ -199,7 +199,7 @@ class XmlRpcClient(OdooClient):
             max_retries=settings.max_retries,
             secrets=[settings.api_key],
             headers={"Accept": "text/xml"},
-            max_connections=max(settings.concurrency or 1, 2),
+            max_connections=pool_size(settings),
             transport=transport,
         )
         return cls(settings, http)
@@ -294,6 +294,17 @@ def _last_line(text: str) -> str:
     """The exception line of a traceback (what Odoo's fault 1 carries), else the text."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[-1] if lines else text)[:1000]
+
+
+MIN_POOL = 16
+"""Connections kept at least: more than the engine's delivery threads, whatever
+``pipeline.delivery_concurrency`` says (httpcore's sync pool fails requests, "Bad file
+descriptor", when more threads than connections wait on it)."""
+
+
+def pool_size(settings: OdooDestinationSettings) -> int:
+    """The connection pool for the destination's threads."""
+    return max(settings.concurrency or 0, MIN_POOL)
 
 
 def make_client(
