@@ -344,3 +344,15 @@ def test_docrelay_emulate_odoo_is_registered_and_builds_its_app(monkeypatch, cap
 def test_the_emulator_default_port_is_odoos():
     args = runner.build_parser(OdooEmulator()).parse_args([])
     assert args.port == 8069 and args.delay == 0.0
+
+
+def test_stats_count_records_and_bills_and_the_vat_check_can_be_off(server):
+    app, url = server
+    state = app.state.emulator
+    state.call("account.move", "create", [[{"move_type": "in_invoice"}]])
+    stats = httpx.get(f"{url}/_emulator/stats").json()
+    assert stats["bills"] == {"draft": 1} and stats["records"]["account.tax"] == 6
+    lenient = OdooState(check_vat=False)
+    assert lenient.call("res.partner", "create", [{"name": "X", "vat": "DE1"}])
+    args = runner.build_parser(OdooEmulator()).parse_args(["--no-vat-check"])
+    assert options_from(args).check_vat is False

@@ -12,9 +12,10 @@ over both of its protocols, on one port, on the emulator kit (``connectors.emula
   args, kwargs)``, ``execute``); errors are ``Fault``s with Odoo's integer codes.
 * **Admin** (emulator only, no auth, never logged or faulted): ``GET /_emulator/records``
   (``?model=account.move``, ``&datas=1`` to include attachment contents) lists what the
-  database holds; ``POST /_emulator/moves/<id>/post`` posts an entry as a person would in
-  Odoo's client (the answer: the entry, or Odoo's error body and status); the kit's
-  ``/_emulator/requests`` and ``/_emulator/faults``.
+  database holds, ``GET /_emulator/stats`` counts it (records per model, bills by state);
+  ``POST /_emulator/moves/<id>/post`` posts an entry as a person would in Odoo's client (the
+  answer: the entry, or Odoo's error body and status); the kit's ``/_emulator/requests`` and
+  ``/_emulator/faults``.
 
 The models, methods and errors are ``emulator_state``'s; the choices where Odoo's documents
 are silent are in ``NOTES.md``.
@@ -74,6 +75,8 @@ class EmulatorOptions(CommonOptions):
     """The admin's API key: JSON-2's bearer token, XML-RPC's password."""
     username: str = "admin"
     """The admin's login (XML-RPC ``authenticate``)."""
+    check_vat: bool = True
+    """Refuse partners with a VAT id ``base_vat`` would refuse (off: an Odoo without it)."""
 
 
 def error_body(name: str, message: str, status: int | None = None) -> dict[str, Any]:
@@ -178,6 +181,9 @@ def create_app(options: EmulatorOptions | None = None) -> Starlette:
         datas = request.query_params.get("datas") in ("1", "true")
         return JSONResponse({"models": state.snapshot(model, datas=datas)})
 
+    async def stats(request: Request) -> Response:
+        return JSONResponse(state.stats())
+
     async def post_move(request: Request) -> Response:
         try:
             move = state.post(int(request.path_params["move_id"]))
@@ -198,6 +204,7 @@ def create_app(options: EmulatorOptions | None = None) -> Starlette:
         Route("/xmlrpc/2/common", xmlrpc_common, methods=["POST"]),
         Route("/xmlrpc/2/object", xmlrpc_object, methods=["POST"]),
         Route("/_emulator/records", records, methods=["GET"]),
+        Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/_emulator/moves/{move_id:int}/post", post_move, methods=["POST"]),
     ]
     return emulator_app(

@@ -41,6 +41,11 @@ class OdooEmulator(runner.EmulatorCommand):
         parser.add_argument(
             "--username", default=defaults.username, help="the admin's login (default: %(default)s)"
         )
+        parser.add_argument(
+            "--no-vat-check",
+            action="store_true",
+            help="take any VAT id on partners (an Odoo without base_vat)",
+        )
 
     def create_app(self, args: argparse.Namespace, common: dict[str, Any]) -> Any:
         return create_app(options_from(args, common))
@@ -51,7 +56,8 @@ class OdooEmulator(runner.EmulatorCommand):
             ("database", args.database),
             ("json-2", f"POST {root}/json/2/<model>/<method>  Authorization: bearer {key}"),
             ("xml-rpc", f"{root}/xmlrpc/2/common, /xmlrpc/2/object  {args.username} / {key}"),
-            ("inspect", f"GET {root}/_emulator/records, POST {root}/_emulator/moves/<id>/post"),
+            ("inspect", f"GET {root}/_emulator/records, GET {root}/_emulator/stats"),
+            ("post", f"POST {root}/_emulator/moves/<id>/post (as a person in Odoo)"),
         ]
 
 
@@ -60,7 +66,11 @@ def options_from(args: argparse.Namespace, common: dict[str, Any] | None = None)
     common = runner.common_options(args) if common is None else common
     try:
         return EmulatorOptions(
-            **common, database=args.database, api_key=args.api_key, username=args.username
+            **common,
+            database=args.database,
+            api_key=args.api_key,
+            username=args.username,
+            check_vat=not args.no_vat_check,
         )
     except ValueError as exc:
         raise SystemExit(f"docrelay emulate odoo: {exc}") from None

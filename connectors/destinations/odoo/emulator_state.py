@@ -294,16 +294,21 @@ def seed_records() -> dict[str, list[dict[str, Any]]]:
 
 
 def vat_is_valid(vat: str) -> bool:
-    """What ``base_vat`` checks: the number is valid for the country of its prefix (python-stdnum
-    where installed, else only the shape: two letters and 2-13 letters or digits)."""
+    """What ``base_vat`` checks: an EU VAT id is valid for the country of its prefix
+    (python-stdnum where installed); any other only has the shape (two letters, then 2-20
+    letters or digits)."""
     compact = re.sub(r"[\s.\-/]", "", vat).upper()
     try:
         from stdnum.eu import vat as eu_vat  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - stdnum comes with the test extras
-        return re.fullmatch(r"[A-Z]{2}[0-9A-Z]{2,13}", compact) is not None
+        return re.fullmatch(SHAPE, compact) is not None
     if compact[:2].lower() in eu_vat.MEMBER_STATES or compact[:2] in ("EL", "XI"):
         return bool(eu_vat.is_valid(compact))
-    return re.fullmatch(r"[A-Z]{2}[0-9A-Z]{2,13}", compact) is not None
+    return re.fullmatch(SHAPE, compact) is not None
+
+
+SHAPE = r"[A-Z]{2}[0-9A-Z]{2,20}"
+"""A VAT id of a country python-stdnum's EU check does not cover (or without stdnum)."""
 
 
 # --------------------------------------------------------------------------- domains
@@ -387,6 +392,8 @@ class OdooState:
     api_key: str = "secret"
     username: str = "admin"
     server_version: str = "19.0"
+    check_vat: bool = True
+    """Refuse a partner's VAT id the way ``base_vat`` does (off: an Odoo without it)."""
     records: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     _next: dict[str, int] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -738,7 +745,8 @@ class OdooState:
                     "- Delete: another model requires the record being deleted. If possible, "
                     f"archive it instead.\n\nModel: {model}\nField: {fld.string} ({name})"
                 )
-        if model == "res.partner" and row.get("vat") and not vat_is_valid(row["vat"]):
+        vat = row.get("vat") if model == "res.partner" and self.check_vat else None
+        if vat and not vat_is_valid(vat):
             raise ValidationError(
                 f"The VAT number [{row['vat']}] for partner [{row['name']}] does not seem to "
                 "be valid.\nNote: the expected format is DE123456788"
@@ -956,6 +964,18 @@ class OdooState:
         return rows
 
     # ------------------------------------------------------------------ inspection
+
+    def stats(self) -> dict[str, Any]:
+        """Records per model and vendor bills per state (``GET /_emulator/stats``)."""
+        with self._lock:
+            bills: dict[str, int] = {}
+            for move in self.records["account.move"].values():
+                if move["move_type"] == "in_invoice":
+                    bills[move["state"]] = bills.get(move["state"], 0) + 1
+            return {
+                "records": {model: len(rows) for model, rows in self.records.items()},
+                "bills": bills,
+            }
 
     def snapshot(self, model: str | None = None, *, datas: bool = False) -> dict[str, Any]:
         """Everything held (or one model's records), as the admin route lists it."""
