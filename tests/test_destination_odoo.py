@@ -261,6 +261,22 @@ def test_an_item_without_amount_is_a_note_and_rate_zero_without_a_tax_is_untaxed
     assert books["tax_ids"] == [] and books["price_unit"] == 30.0
 
 
+def test_items_without_a_rate_take_the_documents_one_rate(odoo, tmp_path):
+    lines = [
+        LineItem(1, description="A", unit_price=Decimal(100)),
+        LineItem(2, description="B", unit_price=Decimal(50), tax_rate=Decimal(7)),
+    ]
+    one_rate = payload(
+        tmp_path, lines=lines, net_amount=Decimal(150), tax_amount=Decimal("28.50")
+    )  # 19 % of 150
+    odoo.destination().deliver(one_rate, KEY)
+    mixed = payload(tmp_path, lines=lines[:1], net_amount=Decimal(100), tax_amount=Decimal(13))
+    odoo.destination().deliver(mixed, KEY + "-mixed")
+    first, second = odoo.bills()
+    assert [x["tax_ids"] for x in odoo.lines(first["id"])] == [[11], [12]]
+    assert [x["tax_ids"] for x in odoo.lines(second["id"])] == [[]]  # 13 %: no such tax
+
+
 def test_a_rate_without_a_tax_is_refused_and_a_mapped_name_wins(odoo, tmp_path):
     five = [LineItem(1, description="X", unit_price=Decimal(10), tax_rate=Decimal(5))]
     with pytest.raises(TerminalError, match="no percentage purchase tax of 5 %"):

@@ -356,3 +356,4 @@ def test_stats_count_records_and_bills_and_the_vat_check_can_be_off(server):
     assert lenient.call("res.partner", "create", [{"name": "X", "vat": "DE1"}])
     args = runner.build_parser(OdooEmulator()).parse_args(["--no-vat-check"])
     assert options_from(args).check_vat is False
+    assert create_app(options_from(args)).state.emulator.check_vat is False

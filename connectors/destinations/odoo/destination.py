@@ -18,7 +18,8 @@ What one export makes in Odoo:
   quantity (1 when missing), unit price (the item's, else its net amount, else its total
   without its tax rate, divided by the quantity); an item without any amount becomes a note
   line. Without line items: one line carrying the document's net amount (or total minus tax, or
-  total), taxed at ``tax_amount / net_amount``.
+  total), taxed at ``tax_amount / net_amount``; line items that print no rate take that rate
+  too when a purchase tax of exactly it exists (an invoice with one rate), else no tax.
 - **Taxes by rate**: the purchase tax ``taxes`` names for the rate, else the one percentage
   purchase tax of that rate (``account.tax``, ``type_tax_use = purchase``). None or several is a
   refusal that says to map the rate; a rate of 0 without such a tax means no tax.
@@ -217,9 +218,16 @@ class OdooDestination(Destination):
     def _lines(self, payload: ExportPayload) -> list[dict[str, Any]]:
         account = self._account()
         lines = []
+        implied: list[int] | None = None
         for item in payload.result.line_items:
-            tax = self._tax(item.tax_rate) if item.tax_rate is not None else None
-            lines.append(mapping.item_line(item, account, [tax] if tax else []))
+            if item.tax_rate is not None:
+                tax = self._tax(item.tax_rate)
+                taxes = [tax] if tax else []
+            else:
+                if implied is None:
+                    implied = self._implied_taxes(payload)
+                taxes = implied
+            lines.append(mapping.item_line(item, account, taxes))
         if lines:
             return lines
         amounts = mapping.fallback_amounts(payload)
@@ -230,6 +238,18 @@ class OdooDestination(Destination):
         net, rate = amounts
         tax = self._tax(rate) if rate is not None else None
         return [mapping.fallback_line(payload, net, account, [tax] if tax else [])]
+
+    def _implied_taxes(self, payload: ExportPayload) -> list[int]:
+        """For line items that print no rate: the document's one rate (``tax_amount /
+        net_amount``) when a purchase tax of exactly that rate exists, else none."""
+        amounts = mapping.fallback_amounts(payload)
+        if amounts is None or amounts[1] is None:
+            return []
+        try:
+            tax = self._tax(amounts[1])
+        except TerminalError:
+            return []  # several rates mixed, or no such tax: the lines say nothing more
+        return [tax] if tax else []
 
     def _attachment(
         self, move_id: int, payload: ExportPayload, *, create: bool = False, fresh: bool = False

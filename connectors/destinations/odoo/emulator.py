@@ -101,7 +101,12 @@ def _odoo_error(exc: Exception) -> OdooError:
 def create_app(options: EmulatorOptions | None = None) -> Starlette:
     """The emulator app; ``app.state.emulator`` is its ``OdooState``."""
     options = options or EmulatorOptions()
-    state = OdooState(database=options.database, api_key=options.api_key, username=options.username)
+    state = OdooState(
+        database=options.database,
+        api_key=options.api_key,
+        username=options.username,
+        check_vat=options.check_vat,
+    )
     faults = FaultInjector(options)
     requests = RequestLog(faults.clock)
 

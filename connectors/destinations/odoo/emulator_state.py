@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 ADMIN_UID = 2
@@ -617,28 +618,37 @@ class OdooState:
             return dict(move)
 
     def _recompute(self, move_id: int) -> None:
+        """Subtotals and totals as Odoo computes them: each line rounded half-up to the cent
+        (``float_round``), tax per line, the totals summed from the rounded lines."""
         move = self.records["account.move"].get(move_id)
         if move is None:
             return
-        untaxed = tax = 0.0
+        untaxed = tax = Decimal(0)
         for line_id in move["invoice_line_ids"]:
             line = self.records["account.move.line"][line_id]
             if line["display_type"] != "product":
                 line["price_subtotal"] = line["price_total"] = 0.0
                 continue
-            subtotal = round(float(line["quantity"]) * float(line["price_unit"]), 2)
-            rate = sum(
-                self.records["account.tax"][t]["amount"]
-                for t in line["tax_ids"]
-                if self.records["account.tax"][t]["amount_type"] == "percent"
+            amount = Decimal(repr(float(line["quantity"]))) * Decimal(
+                repr(float(line["price_unit"]))
             )
-            line_tax = round(subtotal * rate / 100, 2)
-            line["price_subtotal"], line["price_total"] = subtotal, round(subtotal + line_tax, 2)
+            subtotal = _cents(amount)
+            rate = sum(
+                (
+                    Decimal(repr(float(self.records["account.tax"][t]["amount"])))
+                    for t in line["tax_ids"]
+                    if self.records["account.tax"][t]["amount_type"] == "percent"
+                ),
+                Decimal(0),
+            )
+            line_tax = _cents(subtotal * rate / 100)
+            line["price_subtotal"] = float(subtotal)
+            line["price_total"] = float(subtotal + line_tax)
             untaxed += subtotal
             tax += line_tax
-        move["amount_untaxed"] = round(untaxed, 2)
-        move["amount_tax"] = round(tax, 2)
-        move["amount_total"] = round(untaxed + tax, 2)
+        move["amount_untaxed"] = float(untaxed)
+        move["amount_tax"] = float(tax)
+        move["amount_total"] = float(untaxed + tax)
 
     # ------------------------------------------------------------------ internals
 
@@ -991,6 +1001,10 @@ class OdooState:
                     rows.append(item)
                 out[name] = rows
             return out
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
