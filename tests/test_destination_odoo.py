@@ -446,6 +446,14 @@ def test_xmlrpc_with_a_wrong_login_is_an_auth_error(tmp_path):
         destination.close()
 
 
+def test_another_database_is_not_found_over_json2_and_refused_over_xmlrpc(odoo, tmp_path):
+    """JSON-2 sends ``X-Odoo-Database`` (404 for a database the server lacks: retried, as for
+    an Odoo being upgraded); XML-RPC's ``authenticate`` answers false for it."""
+    expected = TransientError if odoo.protocol == "json2" else AuthFailed
+    with pytest.raises(expected, match="other"):
+        odoo.destination(database="other").deliver(payload(tmp_path), KEY)
+
+
 def test_an_odoo_validation_error_is_terminal_with_odoos_message(odoo, tmp_path):
     with pytest.raises(TerminalError) as caught:
         odoo.destination().deliver(payload(tmp_path, supplier_vat_id="DE 123"), KEY)
