@@ -4,8 +4,9 @@ Built-in connectors are listed here by import path so that importing the registr
 connector code; third-party packages add their own through the ``docrelay.connectors`` entry-point
 group, named ``<role>.<kind>`` (e.g. ``vendor.acme = "acme_docrelay:AcmeVendor"``).
 
-Vendor emulators are registered the same way, role ``emulator``: the kind is the vendor kind and
-the class an ``connectors.emulation.runner.EmulatorCommand`` (``docrelay emulate <kind>``), e.g.
+Emulators are registered the same way, role ``emulator``: the kind is the vendor's (or the
+destination's, ``odoo``) and the class an ``connectors.emulation.runner.EmulatorCommand``
+(``docrelay emulate <kind>``), e.g.
 ``emulator.acme = "acme_docrelay.emulator:AcmeEmulator"``.
 """
 
@@ -37,12 +38,14 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "sql": "connectors.destinations.sql:SqlDestination",
         "sftp": "connectors.destinations.sftp:SftpDestination",
         "tryton": "connectors.destinations.tryton:TrytonDestination",
+        "odoo": "connectors.destinations.odoo.destination:OdooDestination",
     },
     "emulator": {
         "rossum": "connectors.vendors.rossum.emulator_cli:RossumEmulator",
         "konfuzio": "connectors.vendors.konfuzio.emulator_cli:KonfuzioEmulator",
         "gini": "connectors.vendors.gini.emulator_cli:GiniEmulator",
         "deepopinion": "connectors.vendors.deepopinion.emulator_cli:DeepOpinionEmulator",
+        "odoo": "connectors.destinations.odoo.emulator_cli:OdooEmulator",
     },
 }
 

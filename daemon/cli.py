@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the extracted value of FIELD is right (repeatable)",
     )
     p.set_defaults(late_positionals="values")
-    p = command("emulate", cmd_emulate, "run a vendor's API emulator to try a config offline")
-    p.add_argument("vendor", help="vendor kind, e.g. rossum")
+    p = command("emulate", cmd_emulate, "run a vendor's or ERP's emulator to try a config offline")
+    p.add_argument("vendor", help="vendor or destination kind, e.g. rossum, odoo")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of the emulator (--help)")
     command(
         "connectors", cmd_connectors, "list installed sources, vendors, destinations and emulators"

@@ -849,7 +849,8 @@ def test_cli_emulate_and_connectors(monkeypatch, capsys):
     assert capsys.readouterr().out.startswith("Rossum API emulator at http://127.0.0.1:9002/api/v1")
     assert cli.main(["emulate", "nope"]) == cli.EXIT_CONFIG
     error = capsys.readouterr().err
-    assert "unknown emulator kind 'nope' (installed: deepopinion, gini, konfuzio, rossum)" in error
+    installed = "deepopinion, gini, konfuzio, odoo, rossum"
+    assert f"unknown emulator kind 'nope' (installed: {installed})" in error
     assert cli.main(["connectors"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert any(line.split()[:2] == ["emulator", "rossum"] for line in listed)

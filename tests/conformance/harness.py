@@ -557,12 +557,60 @@ def tryton_destination(tmp_path: Path) -> Iterator[DestinationRun]:
     )
 
 
+@contextmanager
+def odoo_destination(tmp_path: Path) -> Iterator[DestinationRun]:
+    """The Odoo destination on `docrelay emulate odoo`'s app under uvicorn (JSON-2; the
+    XML-RPC side is in tests/test_destination_odoo.py). A record is a vendor bill carrying a
+    docrelay key, read back as the folder's JSON shape."""
+    from decimal import Decimal
+
+    from connectors.destinations.odoo.emulator import create_app
+    from connectors.destinations.odoo.mapping import parse_narration
+    from connectors.destinations.records import as_text
+
+    app = create_app()
+
+    def records() -> list[dict[str, Any]]:
+        out = []
+        for move in app.state.emulator.snapshot("account.move")["account.move"]:
+            marks = parse_narration(move["narration"])
+            if move["move_type"] != "in_invoice" or "key" not in marks:
+                continue
+            out.append(
+                {
+                    "key": marks["key"],
+                    "version": int(marks["version"]),
+                    "fields": {
+                        "invoice_number": move["ref"] or None,
+                        "total_amount": as_text(Decimal(str(move["amount_total"]))),
+                        "net_amount": as_text(Decimal(str(move["amount_untaxed"]))),
+                    },
+                }
+            )
+        return out
+
+    with serve(app) as url:
+        yield DestinationRun(
+            kind="odoo",
+            settings={
+                "kind": "odoo",
+                "url": url,
+                "database": "odoo",
+                "api_key": "secret",
+                "fallback_partner": "Unknown supplier",
+            },
+            tmp_path=tmp_path,
+            records=records,
+        )
+
+
 DESTINATIONS: dict[str, Callable[[Path], AbstractContextManager[DestinationRun]]] = {
     "folder": folder_destination,
     "sftp": sftp_destination,
     "webhook": webhook_destination,
     "sql": sql_destination,
     "tryton": tryton_destination,
+    "odoo": odoo_destination,
 }
 
 HARNESSES: dict[str, dict[str, Any]] = {
