@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from connectors import registry
-from connectors.base import CanonicalResult, ExportPayload, FieldValue, LineItem
+from connectors.base import (
+    CanonicalResult,
+    DownstreamState,
+    ExportPayload,
+    FieldValue,
+    LineItem,
+)
 from connectors.destinations.odoo.destination import OdooDestination
 from connectors.destinations.odoo.emulator import create_app
 from connectors.destinations.odoo.mapping import parse_narration
@@ -356,6 +362,26 @@ def test_a_posted_bill_is_never_rewritten(odoo, tmp_path):
     assert bill["ref"] == "INV-7" and bill["state"] == "posted"
     again = destination.deliver(payload(tmp_path), KEY)  # the same version: its receipt
     assert again.data["state"] == "posted" and again.data["name"] == "BILL/2026/00001"
+
+
+def test_follow_tells_draft_posted_and_deleted_bills_apart(odoo, tmp_path):
+    destination = odoo.destination()
+    receipt = destination.deliver(payload(tmp_path), KEY)
+    assert destination.follow(receipt).state == DownstreamState.PENDING
+    move_id = int(receipt.ref)
+    destination.client.call("account.move", "write", ids=[move_id], vals={"ref": "FIXED-IN-ODOO"})
+    httpx.post(f"{odoo.url}/_emulator/moves/{move_id}/post").raise_for_status()
+    posted = destination.follow(receipt)
+    (bill,) = [b for b in odoo.bills() if b["id"] == move_id]
+    assert posted.state == DownstreamState.POSTED
+    assert posted.values["invoice_number"] == "FIXED-IN-ODOO"
+    assert posted.values["currency"] == "USD"
+    assert posted.values["total_amount"] == f"{bill['amount_total']:.2f}"
+    other = destination.deliver(payload(tmp_path, invoice_number="INV-8"), f"{KEY}-other")
+    destination.client.call("account.move", "unlink", ids=[int(other.ref)])
+    gone = destination.follow(other)
+    assert (gone.state, gone.reason) == (DownstreamState.REJECTED, "deleted in Odoo")
+    destination.close()
 
 
 def test_after_a_crash_lookup_finds_the_bill_by_our_key(odoo, tmp_path):

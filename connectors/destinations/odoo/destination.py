@@ -57,7 +57,14 @@ from typing import Any
 
 import httpx
 
-from connectors.base import ConnectorContext, DeliveryReceipt, Destination, ExportPayload
+from connectors.base import (
+    ConnectorContext,
+    DeliveryReceipt,
+    Destination,
+    DownstreamOutcome,
+    DownstreamState,
+    ExportPayload,
+)
 from connectors.destinations.odoo import mapping
 from connectors.destinations.odoo.client import OdooClient, make_client
 from connectors.destinations.odoo.settings import OdooDestinationSettings
@@ -72,6 +79,18 @@ TAX_CACHE_SECONDS = 300.0
 once)."""
 
 MOVE_FIELDS = ["narration", "state", "name"]
+FOLLOWED: dict[str, str | None] = {
+    "state": None,
+    "ref": "invoice_number",
+    "invoice_date": "issue_date",
+    "invoice_date_due": "due_date",
+    "currency_id": "currency",
+    "amount_untaxed": "net_amount",
+    "amount_tax": "tax_amount",
+    "amount_total": "total_amount",
+}
+"""What ``follow`` reads of a posted bill → the canonical field (the partner's name is not
+among them: a partner matched by VAT id keeps its own name)."""
 
 
 def _rate_key(value: str | float | Decimal) -> Decimal:
@@ -91,6 +110,7 @@ class OdooDestination(Destination):
     settings_model = OdooDestinationSettings
     settings: OdooDestinationSettings
     can_look_up = True
+    can_follow = True
 
     def __init__(
         self,
@@ -156,6 +176,31 @@ class OdooDestination(Destination):
         if payload.original is not None and attachment is None:
             return None  # the crash came before the attachment: deliver completes it
         return self._receipt(found, attachment)
+
+    def follow(self, receipt: DeliveryReceipt) -> DownstreamOutcome:
+        """Posted: the bill's final values; cancelled or deleted: rejected; draft: pending.
+        Reads only."""
+        move_id = int(receipt.data.get("move_id") or receipt.ref)
+        rows = self.client.call(
+            "account.move", "search_read", domain=[["id", "=", move_id]], fields=list(FOLLOWED)
+        )
+        if not rows:
+            return DownstreamOutcome(DownstreamState.REJECTED, "deleted in Odoo")
+        (row,) = rows
+        if row["state"] == "cancel":
+            return DownstreamOutcome(DownstreamState.REJECTED, "cancelled in Odoo")
+        if row["state"] != "posted":
+            return DownstreamOutcome(DownstreamState.PENDING)
+        values = {}
+        for odoo_name, name in FOLLOWED.items():
+            value = row.get(odoo_name)
+            if isinstance(value, list):  # a many2one reads as [id, display name]
+                value = value[1] if len(value) > 1 else None
+            if isinstance(value, float):
+                value = f"{Decimal(str(value)):.2f}"
+            if name and value not in (None, False, ""):
+                values[name] = str(value)
+        return DownstreamOutcome(DownstreamState.POSTED, values=values)
 
     def probe(self) -> list[str]:
         """Log in and look at the journal, the line account and the mapped taxes; writes

@@ -55,6 +55,10 @@ class OdooDestinationSettings(DestinationSettings):
     the delivery is retried later by the outbox."""
     concurrency: int | None = Field(None, ge=1)
     """Deliveries to Odoo at the same time; unset: ``pipeline.delivery_concurrency``."""
+    follow_interval: float = Field(300.0, ge=0)
+    """Seconds between two looks at the bills docrelay made until each is posted (its final
+    values become corrections for the vendor) or cancelled/deleted (a failed export for the
+    vendor); 0 does not look."""
 
     @field_validator("url")
     @classmethod
