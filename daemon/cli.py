@@ -237,6 +237,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("\ndeliveries:")
         for row in data["deliveries"]:
             print(f"  {row['destination']:<20} {row['state']:<12} {row['count']:>8}")
+    if data["outcomes"]:
+        print("\ndownstream outcomes (what the ERP did with the records):")
+        for row in data["outcomes"]:
+            print(f"  {row['destination']:<20} {row['outcome']:<12} {row['count']:>8}")
+    if data["delivery_problems"]:
+        print(
+            "\nexports refused or thrown out downstream (newest first; `docrelay replay` resends):"
+        )
+        for item in data["delivery_problems"]:
+            print(
+                f"  document {item['document_id']} to {item['destination']} v{item['version']}: "
+                f"{item['state']}: {item['reason']}"
+            )
     if waiting := data["oldest_waiting"]:
         print(
             f"\noldest waiting: document {waiting['document_id']} at {waiting['vendor']} "

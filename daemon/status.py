@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 
 from daemon.config import Config
 from daemon.pipeline import ledger
@@ -17,6 +17,7 @@ from daemon.store.engine import reader
 from daemon.store.models import (
     CorrectionRequest,
     CorrectionRequestState,
+    DeliveryState,
     Document,
     FeedbackState,
     ProfileHealth,
@@ -45,6 +46,31 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
                 select(dl.c.destination, dl.c.state, func.count().label("n"))
                 .group_by(dl.c.destination, dl.c.state)
                 .order_by(dl.c.destination, dl.c.state)
+            )
+        ]
+        outcomes = [
+            {"destination": r.destination, "outcome": r.outcome, "count": r.n}
+            for r in conn.execute(
+                select(dl.c.destination, dl.c.outcome, func.count().label("n"))
+                .where(dl.c.outcome.is_not(None))
+                .group_by(dl.c.destination, dl.c.outcome)
+                .order_by(dl.c.destination, dl.c.outcome)
+            )
+        ]
+        delivery_problems = [
+            {
+                "document_id": r.document_id,
+                "destination": r.destination,
+                "version": r.version,
+                "state": r.state if r.state == DeliveryState.DEAD else r.outcome,
+                "reason": r.error if r.state == DeliveryState.DEAD else r.outcome_reason,
+                "at": _iso(r.outcome_at or r.delivered_at or r.created_at),
+            }
+            for r in conn.execute(
+                select(dl)
+                .where(or_(dl.c.state == DeliveryState.DEAD, dl.c.outcome == "rejected"))
+                .order_by(dl.c.id.desc())
+                .limit(max(errors, 5))
             )
         ]
         intake = {
@@ -156,6 +182,8 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
         "documents": intake,
         "submissions": submissions,
         "deliveries": deliveries,
+        "outcomes": outcomes,
+        "delivery_problems": delivery_problems,
         "oldest_waiting": waiting,
         "last_errors": last_errors,
         "connectors": health,

@@ -20,6 +20,8 @@ rejected outcome in the history and the ``docrelay_deliveries`` view.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,8 @@ def test_an_invoice_corrected_and_posted_in_tryton_teaches_gini_and_updates_the_
     tryton = Tryton(server)
     emulator = Emulator(tmp_path, "--delay", "0.3")
     try:
-        daemon = DaemonProcess(erp_config(tmp_path, emulator, server)).start()
+        config = erp_config(tmp_path, emulator, server)
+        daemon = DaemonProcess(config).start()
         try:
             specs = drop_invoices(tmp_path / "inbox", 3, prefix="erp", first_seed=805)
             assert [spec.currency for spec in specs.values()] == ["EUR", "GBP", "EUR"]
@@ -192,6 +195,13 @@ def test_an_invoice_corrected_and_posted_in_tryton_teaches_gini_and_updates_the_
                 for r in query(tmp_path, "SELECT kind FROM events WHERE kind LIKE 'downstream_%'")
             }
             assert events == {"downstream_posted", "downstream_rejected"}
+            shown = subprocess.run(
+                [sys.executable, "-m", "daemon.cli", "--config", str(config), "status"],
+                capture_output=True, text=True, timeout=60, check=True,
+            ).stdout  # fmt: skip
+            assert f"document {refused['document_id']} to erp v1: dead: " in shown, shown
+            assert "has no currency 'GBP'" in shown
+            assert f"document {cancelled_doc} to erp v1: rejected: cancelled in Tryton" in shown
         finally:
             assert daemon.stop() == 0, daemon.log()
     finally:
