@@ -19,6 +19,8 @@ from connectors.base import (
     DeliveryReceipt,
     Destination,
     DocumentRef,
+    DownstreamOutcome,
+    DownstreamState,
     ExportPayload,
     FieldValue,
     PollResult,
@@ -200,6 +202,11 @@ class RecordingSettings(ConnectorSettings):
     """Answer ``lookup`` from what it holds (``HELD``)."""
     lose_first_answer: bool = False
     """The first push arrives, but its answer is lost (an ambiguous timeout)."""
+    follow: Literal["posted", "rejected"] | None = None
+    """What ``follow`` says of every record after its first look (pending at the first)."""
+    follow_interval: float = 0.2
+    posted: dict[str, str] = {}
+    """The values a posted record reads back with."""
 
 
 RECEIVED: dict[str, list[ExportPayload]] = defaultdict(list)
@@ -207,6 +214,8 @@ RECEIVED: dict[str, list[ExportPayload]] = defaultdict(list)
 HELD: dict[str, dict[str, int]] = defaultdict(dict)
 """What each recording destination holds: idempotency key → newest version."""
 LOOKUPS: dict[str, list[str]] = defaultdict(list)
+FOLLOWED: dict[str, list[str]] = defaultdict(list)
+"""Every record a recording destination was asked about, by destination name."""
 
 
 class RecordingDestination(Destination):
@@ -220,6 +229,16 @@ class RecordingDestination(Destination):
         assert isinstance(settings, RecordingSettings)
         self.inline = settings.inline
         self.can_look_up = settings.lookup
+        self.can_follow = settings.follow is not None
+
+    def follow(self, receipt: DeliveryReceipt) -> DownstreamOutcome:
+        FOLLOWED[self.context.name].append(receipt.ref)
+        assert isinstance(self.settings, RecordingSettings)
+        if FOLLOWED[self.context.name].count(receipt.ref) == 1:
+            return DownstreamOutcome(DownstreamState.PENDING)
+        if self.settings.follow == "rejected":
+            return DownstreamOutcome(DownstreamState.REJECTED, "cancelled by the accountant")
+        return DownstreamOutcome(DownstreamState.POSTED, values=self.settings.posted)
 
     def lookup(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt | None:
         LOOKUPS[self.context.name].append(idempotency_key)
@@ -259,3 +278,4 @@ def install(monkeypatch: Any) -> None:
     RECEIVED.clear()
     HELD.clear()
     LOOKUPS.clear()
+    FOLLOWED.clear()

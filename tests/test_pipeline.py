@@ -674,3 +674,62 @@ def test_a_stuck_web_loop_withholds_the_watchdog_ping(make_daemon, tmp_path, mon
     during = [at for at in pings if 0.3 < at < 3.0]
     assert during == [], pings
     assert any(at > 3.0 for at in pings), pings
+
+
+def test_a_record_thrown_out_downstream_is_a_failed_export_for_the_vendor(make_daemon):
+    """A followed destination says the record was cancelled: the outcome is kept on the
+    delivery and in the history, and the vendor hears of a failed export."""
+    daemon = make_daemon(
+        {"destinations": {"erp": {"kind": "recording", "follow": "rejected"}}},
+        routes=[{"match": {"filename": "*.pdf"}, "vendor": "a", "destinations": ["erp"]}],
+    )
+    doc = offer(daemon, "thrown.pdf")
+    ref = f"a-{doc}"
+    wait_until(lambda: ("report", (ref, True, None)) in fakes.CALLS["a"], 10, what="exported")
+    failed = ("report", (ref, False, "erp: cancelled by the accountant"))
+    wait_until(lambda: failed in fakes.CALLS["a"], 10, what="the failed export reported")
+    with daemon.reader.connect() as conn:
+        (row,) = conn.execute(text("SELECT outcome, outcome_reason FROM docrelay_deliveries")).all()
+        kinds = conn.execute(text("SELECT kind FROM events WHERE kind LIKE 'downstream%'")).all()
+    assert tuple(row) == ("rejected", "cancelled by the accountant")
+    assert [k for (k,) in kinds] == ["downstream_rejected"]
+    time.sleep(0.6)  # a few more follow rounds: a final outcome is not asked about again
+    assert fakes.FOLLOWED["erp"].count(f"record-docrelay-{doc}-{ref_hash(daemon, doc)}-erp") == 2
+
+
+def test_values_posted_downstream_teach_the_vendor_and_reach_the_other_destinations(
+    make_daemon, tmp_path
+):
+    posted = {"invoice_number": "POSTED-7", "total_amount": "12.50"}
+    daemon = make_daemon(
+        {
+            "destinations": {
+                "erp": {"kind": "recording", "follow": "posted", "posted": posted},
+                "out": {"kind": "folder", "path": str(tmp_path / "out")},
+            }
+        },
+        routes=[{"match": {"filename": "*.pdf"}, "vendor": "a", "destinations": ["erp", "out"]}],
+    )
+    doc = offer(daemon, "posted.pdf")
+    export = tmp_path / "out" / f"{doc}.json"
+    wait_until(
+        lambda: export.exists() and json.loads(export.read_text())["version"] == 2,
+        15,
+        what="version 2 in the folder",
+    )
+    assert json.loads(export.read_text())["fields"]["invoice_number"] == "POSTED-7"
+    wait_until(lambda: [c for kind, c in fakes.CALLS["a"] if kind == "feedback"], 10, what="fb")
+    sent = [c for kind, c in fakes.CALLS["a"] if kind == "feedback"]
+    assert [(c.field, c.value) for c in sent[0]] == [("invoice_number", "POSTED-7")], sent
+    assert len(fakes.RECEIVED["erp"]) == 1, "the ERP is not written again"
+    with daemon.reader.connect() as conn:
+        origins = conn.execute(
+            text("SELECT DISTINCT origin FROM feedback WHERE kind = 'correction'")
+        )
+        assert [o for (o,) in origins] == ["erp:erp"]
+
+
+def ref_hash(daemon: Daemon, doc: int) -> str:
+    with daemon.reader.connect() as conn:
+        sha = conn.execute(text("SELECT sha256 FROM documents WHERE id = :d"), {"d": doc})
+        return sha.scalar_one()[:8]
