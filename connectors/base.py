@@ -339,6 +339,10 @@ class SourceSettings(ConnectorSettings):
 class DestinationSettings(ConnectorSettings):
     """What every destination has."""
 
+    rate_limit: float | None = Field(None, gt=0)
+    """Pushes per second to this destination at most, all its threads together (an ERP that
+    must not be flooded); unset: as fast as its threads go."""
+
 
 # --------------------------------------------------------------------------- connectors
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -18,6 +19,7 @@ from connectors.base import (
     CorrectionOutcome,
     DeliveryReceipt,
     Destination,
+    DestinationSettings,
     DocumentRef,
     DownstreamOutcome,
     DownstreamState,
@@ -192,7 +194,7 @@ class LockingDestination(Destination):
         return DeliveryReceipt(ref=idempotency_key)
 
 
-class RecordingSettings(ConnectorSettings):
+class RecordingSettings(DestinationSettings):
     kind: Literal["recording"] = "recording"
     inline: bool = False
     refuse: bool = False
@@ -214,6 +216,7 @@ RECEIVED: dict[str, list[ExportPayload]] = defaultdict(list)
 HELD: dict[str, dict[str, int]] = defaultdict(dict)
 """What each recording destination holds: idempotency key → newest version."""
 LOOKUPS: dict[str, list[str]] = defaultdict(list)
+PUSHED_AT: dict[str, list[float]] = defaultdict(list)
 FOLLOWED: dict[str, list[str]] = defaultdict(list)
 """Every record a recording destination was asked about, by destination name."""
 
@@ -250,6 +253,7 @@ class RecordingDestination(Destination):
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:
         name = self.context.name
         RECEIVED[name].append(payload)
+        PUSHED_AT[name].append(time.monotonic())
         assert isinstance(self.settings, RecordingSettings)
         if self.settings.refuse:
             raise AuthFailed("the ERP refused the API key")
@@ -279,3 +283,4 @@ def install(monkeypatch: Any) -> None:
     HELD.clear()
     LOOKUPS.clear()
     FOLLOWED.clear()
+    PUSHED_AT.clear()

@@ -733,3 +733,17 @@ def ref_hash(daemon: Daemon, doc: int) -> str:
     with daemon.reader.connect() as conn:
         sha = conn.execute(text("SELECT sha256 FROM documents WHERE id = :d"), {"d": doc})
         return sha.scalar_one()[:8]
+
+
+def test_a_destinations_rate_limit_spaces_its_pushes(make_daemon):
+    """``rate_limit`` on any destination: pushes per second for all its threads together
+    (a bucket of one second's worth, then one push every 1/rate seconds)."""
+    daemon = make_daemon(
+        {"destinations": {"erp": {"kind": "recording", "rate_limit": 4, "concurrency": 4}}},
+        routes=[{"match": {"filename": "*.pdf"}, "vendor": "a", "destinations": ["erp"]}],
+    )
+    for n in range(10):
+        offer(daemon, f"limited-{n}.pdf", f"%PDF-1.4 {n} %%EOF".encode())
+    wait_until(lambda: len(fakes.RECEIVED["erp"]) == 10, 20, what="every push")
+    times = fakes.PUSHED_AT["erp"]
+    assert times[-1] - times[0] >= (10 - 4) / 4 - 0.1, "4 at once, then 4 a second"

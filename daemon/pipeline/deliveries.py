@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +28,7 @@ from connectors.base import (
     LineItem,
     Provenance,
 )
+from connectors.ratelimit import RateLimiter
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
@@ -205,6 +207,9 @@ class DeliveryRunner:
         commit (sending it, or waking the worker that sends it). Its last argument is the
         submission row when the push was made inline by the vendor's own worker (None
         otherwise): that worker holds the row, so nothing needs reading back."""
+        rate = getattr(destination.settings, "rate_limit", None)
+        self.limiter = RateLimiter(rate, clock=time.monotonic, sleep=time.sleep) if rate else None
+        """The destination's ``rate_limit``: one token per push, shared by its threads."""
         self.in_hand = InHand("delivery", ledger.deliveries)
         self.adopt: Callable[[int], None] = lambda delivery_id: None
         """Hand a leased row to this destination's pool to run again (set by the runtime)."""
@@ -264,6 +269,8 @@ class DeliveryRunner:
                     if receipt is None:
                         self._mark_in_doubt(delivery, owner)
                 if receipt is None:
+                    if self.limiter is not None:
+                        self.limiter.acquire()
                     crash_point("before_delivery")
                     receipt = self.destination.deliver(payload, key)
                     crash_point("after_delivery_push")
