@@ -24,12 +24,10 @@ from connectors.base import (
     FieldValue,
     LineItem,
 )
+from connectors.destinations.invoicing import compact_vat, implied_rate, line_price
 from connectors.destinations.tryton import (
     TrytonDestination,
     TrytonDestinationSettings,
-    compact_vat,
-    implied_rate,
-    line_price,
     parse_comment,
 )
 from connectors.errors import AuthFailed, TerminalError, TransientError

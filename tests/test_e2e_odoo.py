@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.destinations.tryton import compact_vat
+from connectors.destinations.invoicing import compact_vat
 from tests.daemon_proc import (
     DaemonProcess,
     EmulatorProcess,

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import re
 import threading
 import time
 import xmlrpc.client
@@ -65,7 +64,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -82,7 +81,14 @@ from connectors.base import (
     LineItem,
     SettingsConfig,
 )
-from connectors.destinations.records import typed_value
+from connectors.destinations import invoicing
+from connectors.destinations.invoicing import (
+    Tax,
+    check_tax_rates,
+    choose_tax,
+    compact_vat,
+    rate_key,
+)
 from connectors.errors import AuthFailed, DocrelayError, TerminalError, TransientError
 
 FOLLOWED: dict[str, str | None] = {
@@ -99,7 +105,6 @@ The party's name is not among them: a party matched by VAT id keeps its master-d
 which is no correction of what the document says."""
 KEY_MARK = "docrelay-key: "
 VERSION_MARK = "docrelay-version: "
-PRICE_DIGITS = Decimal("0.0001")
 """Tryton's default ``price_decimal`` (4) for unit prices."""
 NOT_DRAFT = "is {state} in Tryton"
 TAX_CACHE_SECONDS = 300.0
@@ -113,13 +118,9 @@ searching again: a party merged or changed in Tryton is seen at most this late."
 T = TypeVar("T")
 
 
-def _rate_key(value: str | Decimal) -> Decimal:
-    return Decimal(value).normalize()
-
-
 def _percent(fraction: Decimal) -> Decimal:
     """Tryton keeps a rate as a fraction (0.19): in percent, normalised (19)."""
-    return _rate_key(Decimal(fraction) * 100)
+    return rate_key(Decimal(fraction) * 100)
 
 
 class TrytonDestinationSettings(DestinationSettings):
@@ -177,14 +178,7 @@ class TrytonDestinationSettings(DestinationSettings):
     @field_validator("taxes")
     @classmethod
     def _taxes(cls, value: dict[str, str]) -> dict[str, str]:
-        for rate in value:
-            try:
-                number = Decimal(rate)
-            except InvalidOperation:
-                raise ValueError(f"{rate!r} is not a rate in percent (19, 7.5)") from None
-            if not number.is_finite() or number < 0:
-                raise ValueError(f"{rate!r} is not a rate in percent (19, 7.5)")
-        return value
+        return check_tax_rates(value)
 
 
 # --------------------------------------------------------------------------- connection
@@ -375,8 +369,8 @@ class TrytonDestination(Destination):
             account = self._account(session)
             lines.append(f"line account {self.settings.line_account} (id {account})")
             for rate in self.settings.taxes:
-                tax = self._tax(session, _rate_key(rate))
-                lines.append(f"tax for {rate:f} %: id {tax}")
+                tax = self._tax(session, rate_key(rate))
+                lines.append(f"tax for {rate} %: id {tax}")
             return lines
 
         return self._with_session(f"cannot look at {self._where}", look)
@@ -501,11 +495,11 @@ class TrytonDestination(Destination):
             "account": party["account"],
             "comment": comment(payload, key),
         }
-        number = _text(payload, "invoice_number")
+        number = invoicing.text(payload, "invoice_number")
         values["reference"] = number
-        issued = _typed(payload, "issue_date")
+        issued = invoicing.typed(payload, "issue_date")
         values["invoice_date"] = issued if isinstance(issued, date) else None
-        code = _text(payload, "currency") or _currency_of_amounts(payload)
+        code = invoicing.currency_code(payload)
         if code:
             values["currency"] = self._currency(session, code.upper())
         journal = self._journal(session)
@@ -525,7 +519,7 @@ class TrytonDestination(Destination):
     def _line(self, session: _Session, item: LineItem, account: int) -> dict[str, Any]:
         description = item.description or item.item_code or f"Line {item.line_no}"
         quantity = item.quantity if item.quantity not in (None, Decimal(0)) else Decimal(1)
-        price = line_price(item, quantity)
+        price = invoicing.line_price(item, quantity)
         if price is None:
             return {"type": "comment", "description": description}
         line: dict[str, Any] = {
@@ -552,8 +546,11 @@ class TrytonDestination(Destination):
              if line["type"] == "line"),
             Decimal(0),
         )  # fmt: skip
-        tax_amount, total = _number(payload, "tax_amount"), _number(payload, "total_amount")
-        rate = implied_rate(net, tax_amount, total, len(lines))
+        tax_amount, total = (
+            invoicing.number(payload, "tax_amount"),
+            invoicing.number(payload, "total_amount"),
+        )
+        rate = invoicing.implied_rate(net, tax_amount, total, len(lines))
         if not rate:
             return
         tax = self._tax(session, rate)
@@ -567,22 +564,22 @@ class TrytonDestination(Destination):
         self, session: _Session, payload: ExportPayload, account: int
     ) -> dict[str, Any]:
         """The one line of a document without line items: its net amount."""
-        net = _number(payload, "net_amount")
-        tax = _number(payload, "tax_amount")
-        total = _number(payload, "total_amount")
+        net = invoicing.number(payload, "net_amount")
+        tax = invoicing.number(payload, "tax_amount")
+        total = invoicing.number(payload, "total_amount")
         if net is None and total is not None:
             net = total - tax if tax is not None else total
         if net is None:
             raise TerminalError(
                 f"document {payload.document_id} has no line items and no net or total amount"
             )
-        number = _text(payload, "invoice_number")
+        number = invoicing.text(payload, "invoice_number")
         line: dict[str, Any] = {
             "type": "line",
             "account": account,
             "description": f"Invoice {number}" if number else payload.filename,
             "quantity": 1.0,
-            "unit_price": net.quantize(PRICE_DIGITS, ROUND_HALF_EVEN),
+            "unit_price": net.quantize(invoicing.PRICE_DIGITS, ROUND_HALF_EVEN),
         }
         if tax and net:
             rate = (tax / net * 100).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
@@ -596,8 +593,8 @@ class TrytonDestination(Destination):
     def _party(self, session: _Session, payload: ExportPayload) -> tuple[dict[str, Any], bool]:
         """The supplier's party (id, invoice address, payable account) and whether it was
         created now."""
-        vat = compact_vat(_text(payload, "supplier_vat_id"))
-        name = (_text(payload, "supplier_name") or "").strip() or None
+        vat = compact_vat(invoicing.text(payload, "supplier_vat_id"))
+        name = (invoicing.text(payload, "supplier_name") or "").strip() or None
         if vat is None and name is None:
             if self.settings.fallback_party is None:
                 raise TerminalError(
@@ -724,34 +721,15 @@ class TrytonDestination(Destination):
     def _tax(self, session: _Session, rate: Decimal) -> int | None:
         """The supplier tax for a rate in percent (see the module docstring); None for a
         rate of 0 that has no tax."""
-        rate = _rate_key(rate)
-        mapped = {_rate_key(r): name for r, name in self.settings.taxes.items()}.get(rate)
-        for fresh in (False, True):
+
+        def read(fresh: bool) -> list[Tax]:
             taxes = self._supplier_taxes(session, fresh=fresh)
-            if mapped is not None:
-                named = [t for t in taxes if t["name"] == mapped]
-                if named:
-                    return named[0]["id"]
-                continue
-            fits = [
-                t for t in taxes if t["rate"] is not None and _rate_key(t["rate"] * 100) == rate
+            return [
+                (t["id"], t["name"], _percent(t["rate"]) if t["rate"] is not None else None)
+                for t in taxes
             ]
-            if len(fits) == 1:
-                return fits[0]["id"]
-            if len(fits) > 1:
-                names = ", ".join(sorted(t["name"] for t in fits))
-                raise TerminalError(
-                    f"{self._where} has several supplier taxes of {rate:f} % ({names}); name the "
-                    f'one to use in the destination\'s taxes ("{rate}" = "<tax name>")'
-                )
-        if mapped is not None:
-            raise TerminalError(f"{self._where} has no supplier tax named {mapped!r} ({rate:f} %)")
-        if rate == 0:
-            return None
-        raise TerminalError(
-            f"{self._where} has no percentage supplier tax of {rate:f} %; create one or map the "
-            "rate in the destination's taxes"
-        )
+
+        return choose_tax(rate, self.settings.taxes, read, where=self._where, kind="supplier")
 
     def _supplier_taxes(self, session: _Session, *, fresh: bool) -> list[dict[str, Any]]:
         with self._lock:
@@ -886,77 +864,8 @@ def _dotted(row: dict[str, Any], name: str) -> Any:
     return related.get(rest) if isinstance(related, dict) else None
 
 
-def implied_rate(
-    net: Decimal, tax: Decimal | None, total: Decimal | None, lines: int = 1
-) -> Decimal | None:
-    """The VAT rate in percent (one decimal at most) that turns ``net`` into the document's
-    tax (or total), when one does to within a cent per line (each may have been rounded);
-    None when the amounts imply none."""
-    if not net:
-        return None
-    if tax is None:
-        if total is None:
-            return None
-        tax = total - net
-    rate = (tax / net * 100).quantize(Decimal("0.1"), ROUND_HALF_EVEN)
-    if rate < 0 or abs(net * rate / 100 - tax) > Decimal("0.01") * max(2, lines):
-        return None
-    return rate.normalize()
-
-
 def like_pattern(text: str) -> str:
     """An ``ilike`` pattern that finds ``text`` whatever its case on every backend: SQLite
     folds only ASCII, so every other character (and ``\\``) matches any one character; the
     caller compares the candidates exactly."""
     return "".join(c if c.isascii() and c != "\\" else "_" for c in text)
-
-
-_VAT_JUNK = re.compile(r"[\s.\-/]")
-
-
-def compact_vat(value: str | None) -> str | None:
-    """A VAT id as Tryton's ``eu_vat`` identifiers keep it: no separators, upper case."""
-    if value is None:
-        return None
-    text = _VAT_JUNK.sub("", value).upper()
-    return text or None
-
-
-def line_price(item: LineItem, quantity: Decimal) -> Decimal | None:
-    """The unit price without tax: the item's own, else its net amount, else its total less
-    its tax rate, per unit; None when the item has no amount at all."""
-    if item.unit_price is not None:
-        price = item.unit_price
-    elif item.net_amount is not None:
-        price = item.net_amount / quantity
-    elif item.total_amount is not None:
-        rate = item.tax_rate or Decimal(0)
-        price = item.total_amount / (1 + rate / 100) / quantity
-    else:
-        return None
-    return Decimal(price).quantize(PRICE_DIGITS, ROUND_HALF_EVEN)
-
-
-def _typed(payload: ExportPayload, name: str) -> Any:
-    value = payload.result.get(name)
-    return None if value is None else typed_value(value)
-
-
-def _text(payload: ExportPayload, name: str) -> str | None:
-    value = payload.result.get(name)
-    if value is None or value.value_text is None:
-        return None
-    return value.value_text.strip() or None
-
-
-def _number(payload: ExportPayload, name: str) -> Decimal | None:
-    value = payload.result.get(name)
-    return None if value is None else value.value_number
-
-
-def _currency_of_amounts(payload: ExportPayload) -> str | None:
-    for name in ("total_amount", "net_amount", "tax_amount", "amount_due"):
-        value = payload.result.get(name)
-        if value is not None and value.currency:
-            return value.currency
-    return None

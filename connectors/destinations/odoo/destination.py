@@ -65,10 +65,17 @@ from connectors.base import (
     DownstreamState,
     ExportPayload,
 )
+from connectors.destinations.invoicing import (
+    Tax,
+    choose_tax,
+    compact_vat,
+    currency_code,
+    rate_key,
+    text,
+)
 from connectors.destinations.odoo import mapping
 from connectors.destinations.odoo.client import OdooClient, make_client
 from connectors.destinations.odoo.settings import OdooDestinationSettings
-from connectors.destinations.tryton import compact_vat
 from connectors.errors import TerminalError, TransientError
 
 PARTNER_CACHE_SECONDS = 60.0
@@ -91,10 +98,6 @@ FOLLOWED: dict[str, str | None] = {
 }
 """What ``follow`` reads of a posted bill → the canonical field (the partner's name is not
 among them: a partner matched by VAT id keeps its own name)."""
-
-
-def _rate_key(value: str | float | Decimal) -> Decimal:
-    return Decimal(str(value)).normalize()
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,7 @@ class OdooDestination(Destination):
         if account is not None:
             lines.append(f"line account {self.settings.line_account} (id {account})")
         for rate in self.settings.taxes:
-            lines.append(f"tax for {rate} %: id {self._tax(_rate_key(rate))}")
+            lines.append(f"tax for {rate} %: id {self._tax(rate_key(rate))}")
         return lines
 
     def close(self) -> None:
@@ -251,7 +254,7 @@ class OdooDestination(Destination):
         return None
 
     def _bill_values(self, payload: ExportPayload, key: str, partner: int) -> dict[str, Any]:
-        code = mapping.currency_code(payload)
+        code = currency_code(payload)
         currency = self._currency(code) if code else None
         values = mapping.bill_values(
             payload, key, partner=partner, currency=currency, journal=self._journal()
@@ -343,8 +346,8 @@ class OdooDestination(Destination):
 
     def _partner(self, payload: ExportPayload) -> tuple[int, bool]:
         """The supplier's partner id and whether it was created now."""
-        vat = compact_vat(mapping.text(payload, "supplier_vat_id"))
-        name = mapping.text(payload, "supplier_name")
+        vat = compact_vat(text(payload, "supplier_vat_id"))
+        name = text(payload, "supplier_name")
         if vat is None and name is None:
             if self.settings.fallback_partner is None:
                 raise TerminalError(
@@ -450,32 +453,12 @@ class OdooDestination(Destination):
     def _tax(self, rate: Decimal) -> int | None:
         """The purchase tax for a rate in percent (see the module docstring); None for a rate
         of 0 that has no tax."""
-        rate = _rate_key(rate)
-        mapped = {_rate_key(r): name for r, name in self.settings.taxes.items()}.get(rate)
-        for fresh in (False, True):
+
+        def read(fresh: bool) -> list[Tax]:
             taxes = self._purchase_taxes(fresh=fresh)
-            if mapped is not None:
-                named = [t for t in taxes if t["name"] == mapped]
-                if named:
-                    return int(named[0]["id"])
-                continue
-            fits = [t for t in taxes if _rate_key(t["amount"]) == rate]
-            if len(fits) == 1:
-                return int(fits[0]["id"])
-            if len(fits) > 1:
-                names = ", ".join(sorted(str(t["name"]) for t in fits))
-                raise TerminalError(
-                    f"{self._where} has several purchase taxes of {rate} % ({names}); name the "
-                    f'one to use in the destination\'s taxes ("{rate}" = "<tax name>")'
-                )
-        if mapped is not None:
-            raise TerminalError(f"{self._where} has no purchase tax named {mapped!r} ({rate} %)")
-        if rate == 0:
-            return None
-        raise TerminalError(
-            f"{self._where} has no percentage purchase tax of {rate} %; create one or map the "
-            "rate in the destination's taxes"
-        )
+            return [(int(t["id"]), str(t["name"]), rate_key(t["amount"])) for t in taxes]
+
+        return choose_tax(rate, self.settings.taxes, read, where=self._where, kind="purchase")
 
     def _purchase_taxes(self, *, fresh: bool) -> list[dict[str, Any]]:
         with self._lock:

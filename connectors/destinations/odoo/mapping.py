@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from connectors.base import ExportPayload, LineItem
+from connectors.destinations.invoicing import line_price, number, text
 from connectors.destinations.records import typed_value
-from connectors.destinations.tryton import line_price
 
 KEY_MARK = "docrelay-key: "
 VERSION_MARK = "docrelay-version: "
@@ -60,36 +60,11 @@ def is_ours(text: str | bool | None, key: str) -> bool:
     return parse_narration(text).get("key") == key
 
 
-def text(payload: ExportPayload, name: str) -> str | None:
-    """A field's text, stripped; None when missing or blank."""
-    value = payload.result.get(name)
-    if value is None or value.value_text is None:
-        return None
-    return value.value_text.strip() or None
-
-
-def number(payload: ExportPayload, name: str) -> Decimal | None:
-    value = payload.result.get(name)
-    return None if value is None else value.value_number
-
-
 def iso_date(payload: ExportPayload, name: str) -> str | bool:
     """A date field as Odoo takes it (``YYYY-MM-DD``), else False (empty)."""
     value = payload.result.get(name)
     typed = None if value is None else typed_value(value)
     return typed.isoformat() if isinstance(typed, date) else False
-
-
-def currency_code(payload: ExportPayload) -> str | None:
-    """The document's currency, else the one its amounts carry."""
-    code = text(payload, "currency")
-    if code:
-        return code.upper()
-    for name in ("total_amount", "net_amount", "tax_amount", "amount_due"):
-        value = payload.result.get(name)
-        if value is not None and value.currency:
-            return value.currency.upper()
-    return None
 
 
 def bill_values(

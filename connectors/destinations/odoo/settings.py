@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.base import DestinationSettings, SettingsConfig
+from connectors.destinations.invoicing import check_tax_rates
 
 
 class OdooDestinationSettings(DestinationSettings):
@@ -80,14 +80,7 @@ class OdooDestinationSettings(DestinationSettings):
     @field_validator("taxes")
     @classmethod
     def _taxes(cls, value: dict[str, str]) -> dict[str, str]:
-        for rate in value:
-            try:
-                number = Decimal(rate)
-            except InvalidOperation:
-                raise ValueError(f"{rate!r} is not a rate in percent (19, 7.5)") from None
-            if not number.is_finite() or number < 0:
-                raise ValueError(f"{rate!r} is not a rate in percent (19, 7.5)")
-        return value
+        return check_tax_rates(value)
 
     @model_validator(mode="after")
     def _login(self) -> Self:
