@@ -301,6 +301,7 @@ def test_the_daemon_delivers_each_document_to_the_webhook_exactly_once(tmp_path)
                     what="deliveries recorded",
                 )  # fmt: skip
                 filenames = dict(conn.execute(text("SELECT id, filename FROM documents")).all())
+                hashes = dict(conn.execute(text("SELECT id, sha256 FROM documents")).all())
             engine.dispose()
         finally:
             daemon.stop()
@@ -310,7 +311,8 @@ def test_the_daemon_delivers_each_document_to_the_webhook_exactly_once(tmp_path)
     for key, record in receiver.records.items():
         body = record["body"]
         assert refs[key] == record["id"], "the receiver's id recorded as the reference"
-        assert key == f"docrelay-{body['document_id']}-hook" and body["version"] == 1
+        doc = body["document_id"]
+        assert key == f"docrelay-{doc}-{hashes[doc][:8]}-hook" and body["version"] == 1
         spec = specs[filenames[body["document_id"]]]
         for field, want in expected_fields(spec).items():
             got = body["fields"].get(field)
