@@ -134,3 +134,25 @@ def test_health_is_recorded_and_cleared(make_intake):
     intake.report_health("mail", "ok")
     with intake.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM connector_health")).scalar() == 0
+
+
+def test_the_same_bytes_taken_at_once_are_sent_on_once(make_intake, store_url):
+    """Two takers (or processes) ingest the same bytes under different names at the same
+    moment: one document goes on to the vendor, the other is recorded as its duplicate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    intakes = [make_intake(f"host:{n}:a") for n in range(4)]
+    data = one_page_pdf("Invoice raced")
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(
+            pool.map(lambda n: intakes[n].ingest(item(f"copy-{n}.pdf", data)), range(4))
+        )
+    statuses = sorted(o.status for o in outcomes)
+    assert statuses == [IngestStatus.DUPLICATE] * 3 + [IngestStatus.INGESTED], statuses
+    engine = make_engine(store_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT duplicate_of FROM documents ORDER BY id")).scalars().all()
+        sent = conn.execute(text("SELECT COUNT(*) FROM submissions")).scalar_one()
+    engine.dispose()
+    first = min(o.document_id for o in outcomes)
+    assert rows == [None, first, first, first] and sent == 1

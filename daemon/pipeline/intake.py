@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from connectors.base import IngestOutcome, IngestStatus, IntakeItem
@@ -39,6 +39,9 @@ from daemon.store.models import (
 )
 
 log = logging.getLogger(__name__)
+
+SAME_BYTES_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+"""PostgreSQL: held until the intake transaction ends, per content (60 bits of its hash)."""
 
 documents = Document.__table__
 source_state = SourceState.__table__
@@ -184,6 +187,11 @@ class Intake:
     ) -> tuple[IngestOutcome, str | None]:
         actor = f"intake:{item.source}"
         with ledger.begin(self.engine) as conn:  # its events in one statement
+            if conn.dialect.name == "postgresql":
+                # The same bytes taken at once (two folders, two takers, two processes):
+                # one transaction at a time sees whether they came before (SQLite has its
+                # one writer).
+                conn.execute(SAME_BYTES_LOCK, {"key": int(sha[:15], 16)})
             self.flush_releases(conn)
             earlier = self._earlier(conn, item, sha)
             if earlier is not None:

@@ -46,6 +46,9 @@ class FolderSettings(SourceSettings):
     ``~$*``, ``.*``, ``Thumbs.db``, …)."""
     max_file_bytes: int = Field(100 * MiB, gt=0)
     """Larger files are rejected without being read."""
+    workers: int = Field(2, ge=1, le=16)
+    """Files taken (hashed, stored, committed, released) at the same time: each take waits
+    mostly for the disk (fsyncs), and several waits overlap."""
 
     @field_validator("path")
     @classmethod

@@ -10,9 +10,11 @@ replacing another (``placement``).
 Watchdog events only make intake faster. ``scan()`` finds everything on its own, so lost events
 (NFS/SMB mounts, an exhausted inotify limit, a queue overflow) delay files but never lose them.
 
-Threads: the observer thread only records paths and wakes the worker; the single worker thread
-stats, checks, calls the sink (which may be slow) and releases, one file at a time. ``rejected``
-runs on an engine worker thread and shares only the failed folder (under a lock) with them.
+Threads: the observer thread only records paths and wakes the worker; the worker thread stats
+and checks the files, and hands each settled one to one of ``workers`` taker threads, which
+call the sink (which may be slow) and release it — a file is in the hands of one taker at a
+time. ``rejected`` runs on an engine worker thread and shares only the failed folder (under a
+lock) with them.
 
 State: with ``after = "keep"`` the files already taken are remembered in ``kept.json`` in the
 source's private ``data_dir`` (``kept``), so a restart does not offer them again.
@@ -25,6 +27,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -135,8 +138,11 @@ class FolderSource(Source):
         self.settings: FolderSettings = settings
         self._cond = threading.Condition()
         self._pending: dict[Path, _Pending] = {}
-        self._inflight: Path | None = None
-        self._inflight_dirty = False
+        self._inflight: dict[Path, bool] = {}
+        """Files a taker holds → whether an event came for them meanwhile (offer again)."""
+        self._takers: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(settings.workers)
+        """One per taker: the worker waits for a free one instead of queueing files."""
         self._failed_lock = threading.Lock()
         """Held while placing files in the failed folder: ``rejected`` runs on other threads."""
         self._rejected_ids: set[int] | None = None
@@ -171,6 +177,10 @@ class FolderSource(Source):
         self._kept = self._new_kept()  # for the resolved root
         if self.settings.after == "keep":
             self._kept.load()
+        if self.settings.workers > 1:
+            self._takers = ThreadPoolExecutor(
+                self.settings.workers, thread_name_prefix=f"folder-{self.settings.name}-take"
+            )
         self._worker = threading.Thread(
             target=self._run, name=f"folder-{self.settings.name}", daemon=True
         )
@@ -208,15 +218,17 @@ class FolderSource(Source):
                 log.warning(
                     "folder %s: still busy with %s after %.0fs; leaving it to finish",
                     self.settings.name,
-                    display(str(self._inflight)),
+                    ", ".join(display(str(p)) for p in self._inflight) or "nothing",
                     self.stop_timeout,
                 )
+        if self._takers is not None:
+            self._takers.shutdown(wait=True)  # the files in their hands are finished
         self._kept.save()
         self._watch_mode = None
 
     def health(self) -> dict[str, Any]:
         with self._cond:
-            pending = len(self._pending) + (self._inflight is not None)
+            pending = len(self._pending) + len(self._inflight)
         return {
             "watch_mode": self._watch_mode or "stopped",
             "watching": self._watching(),
@@ -440,8 +452,8 @@ class FolderSource(Source):
         if not self._paths.candidate(path):
             return False
         with self._cond:
-            if path == self._inflight:
-                self._inflight_dirty = True
+            if path in self._inflight:
+                self._inflight[path] = True
             elif path not in self._pending:
                 self._pending[path] = _Pending()
                 self._cond.notify()
@@ -461,7 +473,7 @@ class FolderSource(Source):
             if walk.complete:  # forget kept files that are gone (unless re-kept meanwhile)
                 self._kept.forget_gone(walk.kept, walk.present)
             for path in walk.found:
-                if path == self._inflight:
+                if path in self._inflight:
                     continue
                 self._pending.setdefault(path, _Pending())
             if walk.found or self._kept.dirty:
@@ -664,16 +676,50 @@ class FolderSource(Source):
         with self._cond:
             if self._pending.pop(path, None) is None:
                 return
-            self._inflight, self._inflight_dirty = path, False
+            self._inflight[path] = False
         self._unreadable.pop(path, None)
+        if self._takers is None:
+            self._take_held(path, rel, st, mime, result)
+            return
+        self._slots.acquire()
+        try:
+            self._takers.submit(self._take_async, path, rel, st, mime, result)
+        except BaseException:  # shut down meanwhile: the file stays for the next start
+            self._slots.release()
+            with self._cond:
+                self._inflight.pop(path, None)
+            raise
+
+    def _take_held(
+        self, path: Path, rel: Path, st: os.stat_result, mime: str | None, result: CheckResult
+    ) -> None:
         try:
             self._take(path, rel, st, mime, result)
         finally:
             with self._cond:
-                self._inflight = None
-                dirty = self._inflight_dirty
+                dirty = self._inflight.pop(path, False)
             if dirty and os.path.lexists(path):
                 self._offer(path)
+
+    def _take_async(
+        self, path: Path, rel: Path, st: os.stat_result, mime: str | None, result: CheckResult
+    ) -> None:
+        """A taker thread: ``_take_held``, with the worker loop's handling of what it raises."""
+        try:
+            self._take_held(path, rel, st, mime, result)
+        except StoreUnavailable as exc:
+            self._wait_for_store(exc, [path])
+        except Exception:
+            log.exception(
+                "folder %s: error handling %s; it is retried on the next scan",
+                self.settings.name,
+                display(str(path)),
+            )
+            self._drop(path)
+        finally:
+            self._slots.release()
+            with self._cond:  # the worker may be idle with a kept-files save now due
+                self._cond.notify()
 
     def _opener(self, path: Path, signature: tuple[int, int]) -> Callable[[], IO[bytes]]:
         follow = self.settings.follow_symlinks
@@ -787,7 +833,7 @@ class FolderSource(Source):
                 rel_text,
             )
             with self._cond:
-                self._inflight_dirty = True
+                self._inflight[path] = True
             return False
         if settings.after == "keep":
             self._kept.add(rel.as_posix(), signature)
