@@ -101,6 +101,9 @@ class FakeSink:
         self.fail_next = 0
         self.delay = 0.0
         self.ingest_started = threading.Event()
+        self.active = 0
+        self.most_active = 0
+        """Ingests under way at once, and the most there were."""
         self._by_hash: dict[str, int] = {}
         self._next_id = 1
 
@@ -113,8 +116,12 @@ class FakeSink:
         self.ingest_started.set()
         with item.open() as stream:
             data = stream.read()
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
         time.sleep(self.delay)
         with self.lock:
+            self.active -= 1
             document_id, self._next_id = self._next_id, self._next_id + 1
             self.seen.append(Seen(item, data, time.monotonic(), document_id))
             if item.rejection:
@@ -145,15 +152,18 @@ class FakeSink:
 Factory = Callable[..., tuple[FolderSource, FakeSink, Path]]
 
 
-@pytest.fixture
-def start_source(tmp_path: Path) -> Iterator[Factory]:
+@pytest.fixture(params=[1, 3], ids=["one-taker", "three-takers"])
+def start_source(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Factory]:
+    """Every behaviour holds with one taker thread and with several (``workers``)."""
     sources: list[FolderSource] = []
 
     def factory(
         sink: FakeSink | None = None, *, create: bool = True, **overrides: object
     ) -> tuple[FolderSource, FakeSink, Path]:
         inbox = tmp_path / "inbox"
-        options: dict[str, object] = {"settle_seconds": SETTLE, "poll_interval": 0.1}
+        options: dict[str, object] = {
+            "settle_seconds": SETTLE, "poll_interval": 0.1, "workers": request.param,
+        }  # fmt: skip
         options.update(overrides)
         settings = FolderSettings(name="scans", path=inbox, **options)  # type: ignore[arg-type]
         context = ConnectorContext(name="scans", data_dir=tmp_path / "state", clock=time.monotonic)
@@ -171,6 +181,19 @@ def start_source(tmp_path: Path) -> Iterator[Factory]:
 
 
 # --------------------------------------------------------------------------- taking files
+
+
+def test_settled_files_are_taken_by_as_many_takers_as_configured(start_source):
+    sink = FakeSink()
+    sink.delay = 0.3
+    source, sink, inbox = start_source(sink)
+    for n in range(6):
+        (inbox / f"slow-{n}.pdf").write_bytes(pdf_bytes(f"slow {n}"))
+    wait_for(lambda: len(sink.released) == 6, what="all six taken")
+    assert sink.most_active == source.settings.workers
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == [
+        f"slow-{n}.pdf" for n in range(6)
+    ]
 
 
 def test_file_is_taken_and_moved_to_processed(start_source: Factory) -> None:
