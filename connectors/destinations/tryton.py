@@ -184,28 +184,25 @@ class TrytonDestinationSettings(DestinationSettings):
 # --------------------------------------------------------------------------- connection
 
 
-class _Transport(xmlrpc.client.Transport):
-    """``xmlrpc.client``'s transport with a timeout on every connection."""
+class _Timeouts:
+    """An ``xmlrpc.client`` transport with a timeout on every connection (mixed in first)."""
 
     def __init__(self, timeout: float, headers: list[tuple[str, str]]) -> None:
-        super().__init__(use_builtin_types=True, headers=headers)
+        super().__init__(use_builtin_types=True, headers=headers)  # type: ignore[call-arg]
         self.timeout = timeout
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        conn = super().make_connection(host)
+        conn = super().make_connection(host)  # type: ignore[misc]
         conn.timeout = self.timeout
         return conn
 
 
-class _SafeTransport(xmlrpc.client.SafeTransport):
-    def __init__(self, timeout: float, headers: list[tuple[str, str]]) -> None:
-        super().__init__(use_builtin_types=True, headers=headers)
-        self.timeout = timeout
+class _Transport(_Timeouts, xmlrpc.client.Transport):
+    pass
 
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        conn = super().make_connection(host)
-        conn.timeout = self.timeout
-        return conn
+
+class _SafeTransport(_Timeouts, xmlrpc.client.SafeTransport):
+    pass
 
 
 @dataclass
