@@ -6,6 +6,7 @@ rate — so both book the same document the same way and say the same thing when
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -150,3 +151,23 @@ def choose_tax(
         f"{where} has no percentage {kind} tax of {rate:f} %; create one or map the rate in "
         "the destination's taxes"
     )
+
+
+class KnownIds:
+    """Ids of an ERP's records that do not change while docrelay runs (currencies, journals,
+    accounts by code): read once, then shared by the delivery threads. A miss is not kept,
+    so a record created later is found."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[tuple[str, str], int] = {}
+
+    def get(self, kind: str, name: str, read: Callable[[], int | None]) -> int | None:
+        with self._lock:
+            if (kind, name) in self._ids:
+                return self._ids[(kind, name)]
+        found = read()
+        if found is not None:
+            with self._lock:
+                self._ids[(kind, name)] = found
+        return found

@@ -83,6 +83,7 @@ from connectors.base import (
 )
 from connectors.destinations import invoicing
 from connectors.destinations.invoicing import (
+    KnownIds,
     Tax,
     check_tax_rates,
     choose_tax,
@@ -294,7 +295,7 @@ class TrytonDestination(Destination):
         self._sessions: list[_Session] = []
         self._lock = threading.Lock()
         self._party_lock = threading.Lock()
-        self._ids: dict[tuple[str, str], int | None] = {}
+        self._known = KnownIds()
         """Cached ids that do not change: accounts by code, currencies by ISO code, the
         default payable account."""
         self._parties: dict[tuple[str | None, str | None], tuple[dict[str, Any], float]] = {}
@@ -657,22 +658,12 @@ class TrytonDestination(Destination):
             self._parties[(vat, name)] = (party, time.monotonic())
         return party, created
 
-    def _cached(self, kind: str, name: str, read: Callable[[], int | None]) -> int | None:
-        with self._lock:
-            if (kind, name) in self._ids:
-                return self._ids[(kind, name)]
-        found = read()
-        if found is not None:
-            with self._lock:
-                self._ids[(kind, name)] = found
-        return found
-
     def _default_payable(self, session: _Session) -> int | None:
         def read() -> int | None:
             (row,) = session.call("account.configuration", "read", [1], ["default_account_payable"])
             return row["default_account_payable"]
 
-        return self._cached("config", "payable", read)
+        return self._known.get("config", "payable", read)
 
     def _journal(self, session: _Session) -> int | None:
         """The expense journal, as Tryton's client picks it for a supplier invoice (a draft
@@ -684,7 +675,7 @@ class TrytonDestination(Destination):
             )
             return ids[0] if ids else None
 
-        return self._cached("journal", "expense", read)
+        return self._known.get("journal", "expense", read)
 
     def _account(self, session: _Session) -> int:
         code = self.settings.line_account
@@ -700,7 +691,7 @@ class TrytonDestination(Destination):
             )
             return ids[0] if ids else None
 
-        found = self._cached("account", code, read)
+        found = self._known.get("account", code, read)
         if found is None:
             raise TerminalError(f"{self._where} has no open account with code {code!r}")
         return found
@@ -710,7 +701,7 @@ class TrytonDestination(Destination):
             ids = session.call("currency.currency", "search", [("code", "=", code)], 0, 1, None)
             return ids[0] if ids else None
 
-        found = self._cached("currency", code, read)
+        found = self._known.get("currency", code, read)
         if found is None:
             raise TerminalError(f"{self._where} has no currency {code!r}")
         return found

@@ -50,7 +50,6 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -66,6 +65,7 @@ from connectors.base import (
     ExportPayload,
 )
 from connectors.destinations.invoicing import (
+    KnownIds,
     Tax,
     choose_tax,
     compact_vat,
@@ -127,7 +127,7 @@ class OdooDestination(Destination):
         self._where = self.client.where
         self._lock = threading.Lock()
         self._partner_lock = threading.Lock()
-        self._ids: dict[tuple[str, str], int] = {}
+        self._known = KnownIds()
         """Ids that do not change: currencies, journals, accounts by code."""
         self._partners: dict[tuple[str | None, str | None], tuple[int, float]] = {}
         self._taxes: list[dict[str, Any]] | None = None
@@ -408,22 +408,12 @@ class OdooDestination(Destination):
                     return int(row["id"])
         return None
 
-    def _cached(self, kind: str, name: str, read: Callable[[], int | None]) -> int | None:
-        with self._lock:
-            if (kind, name) in self._ids:
-                return self._ids[(kind, name)]
-        found = read()
-        if found is not None:
-            with self._lock:
-                self._ids[(kind, name)] = found
-        return found
-
     def _search_one(self, model: str, domain: list[Any]) -> int | None:
         ids = self.client.call(model, "search", domain=domain, limit=1)
         return ids[0] if ids else None
 
     def _currency(self, code: str) -> int:
-        found = self._cached(
+        found = self._known.get(
             "currency", code, lambda: self._search_one("res.currency", [["name", "=", code]])
         )
         if found is None:
@@ -435,7 +425,9 @@ class OdooDestination(Destination):
         if code is None:
             return None
         domain = [["code", "=", code], ["type", "=", "purchase"]]
-        found = self._cached("journal", code, lambda: self._search_one("account.journal", domain))
+        found = self._known.get(
+            "journal", code, lambda: self._search_one("account.journal", domain)
+        )
         if found is None:
             raise TerminalError(f"{self._where} has no purchase journal with code {code!r}")
         return found
@@ -445,7 +437,9 @@ class OdooDestination(Destination):
         if code is None:
             return None
         domain = [["code", "=", code]]
-        found = self._cached("account", code, lambda: self._search_one("account.account", domain))
+        found = self._known.get(
+            "account", code, lambda: self._search_one("account.account", domain)
+        )
         if found is None:
             raise TerminalError(f"{self._where} has no account with code {code!r}")
         return found
