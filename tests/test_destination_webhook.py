@@ -63,6 +63,19 @@ def make(receiver, tmp_path):
         destination.close()
 
 
+def test_many_threads_share_one_destination_without_a_failed_request(make, receiver):
+    """Eight delivery threads (the pipeline's, the destination naming no concurrency) push
+    at once through one client: none may fail for want of a pooled connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    destination = make(max_retries=0)
+    with ThreadPoolExecutor(8) as pool:
+        refs = list(
+            pool.map(lambda n: destination.deliver(payload(), f"{KEY}-{n}").ref, range(400))
+        )
+    assert len(set(refs)) == 400 and len(receiver.records) == 400
+
+
 def test_a_delivery_is_signed_the_standard_way_and_carries_the_document(receiver, make):
     receipt = make().deliver(payload(), KEY)
     (post,) = receiver.posts()

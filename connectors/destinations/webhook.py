@@ -38,7 +38,7 @@ from connectors.base import (
 )
 from connectors.destinations.document import export_document
 from connectors.errors import DocrelayError, TransientError
-from connectors.http import STATUS_ERRORS, HttpClient
+from connectors.http import STATUS_ERRORS, HttpClient, connections_for
 
 HIDDEN_HEADER_CHARS = 8
 """Extra header values at least this long are treated as secrets (hidden in messages, logs)."""
@@ -225,7 +225,9 @@ class WebhookDestination(Destination):
             secrets=hidden,
             max_response_bytes=4 * 1024 * 1024,
             headers=settings.headers,
-            max_connections=max(settings.concurrency or 1, 2),
+            # Unset concurrency means the pipeline's threads, which this cannot see: room
+            # for many.
+            max_connections=connections_for(settings.concurrency or 32),
         )
 
     def deliver(self, payload: ExportPayload, idempotency_key: str) -> DeliveryReceipt:

@@ -26,7 +26,7 @@ import httpx
 
 from connectors.auth import JwtBearer
 from connectors.errors import AuthFailed, TransientError
-from connectors.http import HttpClient
+from connectors.http import HttpClient, connections_for
 from connectors.retry import Backoff
 from connectors.vendors.deepopinion.settings import DeepOpinionSettings
 
@@ -71,7 +71,7 @@ class DeepOpinionClient(HttpClient):
                 retry_after_max=settings.retry_after_max,
             ),
             secrets=[settings.password, settings.webhook_token],
-            max_connections=settings.concurrency + 2,
+            max_connections=connections_for(settings.concurrency),
             transport=transport,
             clock=clock,
             sleep=sleep,

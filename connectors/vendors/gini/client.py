@@ -26,7 +26,7 @@ import httpx
 
 from connectors.auth import BasicAuth, OAuth2
 from connectors.errors import TransientError
-from connectors.http import HttpClient
+from connectors.http import HttpClient, connections_for
 from connectors.retry import Backoff
 from connectors.vendors.gini.settings import GiniSettings
 
@@ -95,7 +95,7 @@ class GiniClient(HttpClient):
             ),
             secrets=[settings.client_secret, settings.password],
             headers={"Accept": MEDIA_TYPE},
-            max_connections=settings.concurrency + 2,
+            max_connections=connections_for(settings.concurrency),
             transport=transport,
             clock=clock,
             sleep=sleep,

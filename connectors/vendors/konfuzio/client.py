@@ -21,7 +21,7 @@ import httpx
 
 from connectors.auth import LoginSession, StaticToken
 from connectors.errors import AuthFailed, TransientError
-from connectors.http import HttpClient
+from connectors.http import HttpClient, connections_for
 from connectors.retry import Backoff
 from connectors.vendors.konfuzio.settings import KonfuzioSettings
 
@@ -77,7 +77,7 @@ class KonfuzioClient(HttpClient):
             foreign_urls="rebase",
             rebase_marker="/api/v3/",
             secrets=[settings.password, settings.token, settings.callback_token],
-            max_connections=settings.concurrency + 2,
+            max_connections=connections_for(settings.concurrency),
             transport=transport,
             clock=clock,
             sleep=sleep,

@@ -19,7 +19,7 @@ import httpx
 
 from connectors.auth import LoginSession, StaticToken
 from connectors.errors import AuthFailed, TransientError
-from connectors.http import HttpClient
+from connectors.http import HttpClient, connections_for
 from connectors.retry import Backoff
 from connectors.vendors.rossum.settings import RossumSettings
 
@@ -70,7 +70,7 @@ class RossumClient(HttpClient):
             foreign_urls="rebase",
             rebase_marker="/v1/",
             secrets=[settings.password, settings.token, settings.webhook_secret],
-            max_connections=settings.concurrency + 2,
+            max_connections=connections_for(settings.concurrency),
             transport=transport,
             clock=clock,
             sleep=sleep,
