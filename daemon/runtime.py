@@ -459,10 +459,7 @@ class Daemon:
             profile = conn.execute(
                 select(sub.c.profile).where(sub.c.id == delivery["submission_id"])
             ).scalar_one()
-        vendor = self.vendors.get(profile)
-        if vendor is None or not vendor.capabilities.export_status:
-            return None
-        if not vendor_settings(vendor).export_status:
+        if not self._reports_export_status(profile):
             return None
         runner = None
         if inline is not None and profile not in self.paused:

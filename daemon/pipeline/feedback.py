@@ -340,17 +340,36 @@ def queue_export_status(
         message = "; ".join(f"{d}: {e}" for d, e in errors)[:2000]
     else:
         status, message = "exported", None
+    return insert_export_status(
+        conn, delivery["document_id"], submission_id, profile, status, message,
+        origin="deliveries", lease=lease,
+    )  # fmt: skip
+
+
+def insert_export_status(
+    conn: Connection,
+    document_id: int,
+    submission_id: int,
+    profile: str,
+    status: str,
+    message: str | None,
+    *,
+    origin: str,
+    lease: tuple[str, float] | None = None,
+) -> dict[str, Any]:
+    """Queue one export-status message (``exported`` / ``failed_export``) for the vendor;
+    returns the row with its id."""
     now = utcnow()
     owner, expires = (lease[0], now + timedelta(seconds=lease[1])) if lease else (None, None)
     row: dict[str, Any] = {
-        "document_id": delivery["document_id"],
+        "document_id": document_id,
         "submission_id": submission_id,
         "profile": profile,
         "kind": FeedbackKind.EXPORT_STATUS,
         "field": None,
         "new_value": status,
         "message": message,
-        "origin": "deliveries",
+        "origin": origin,
         "state": FeedbackState.PENDING,
         "attempts": 0,
         "created_at": now,

@@ -23,12 +23,15 @@ from connectors.base import DeliveryReceipt, Destination, DownstreamOutcome, Dow
 from connectors.errors import DocrelayError
 from connectors.normalize import FieldValueError, parse_field_strictly
 from daemon.pipeline import ledger
-from daemon.pipeline.feedback import INSERT_FEEDBACK, CorrectionError, apply_correction, fields_t
+from daemon.pipeline.feedback import (
+    CorrectionError,
+    apply_correction,
+    fields_t,
+    insert_export_status,
+)
 from daemon.store.models import (
     DeliveryState,
     Extraction,
-    FeedbackKind,
-    FeedbackState,
     utcnow,
 )
 
@@ -157,11 +160,11 @@ class OutcomeFollower:
                 )
             ).scalar_one()
             if outcome.state == DownstreamState.REJECTED:
-                return self._rejected(conn, row, profile, outcome, now)
+                return self._rejected(conn, row, profile, outcome)
             return self._posted(conn, row, profile, outcome)
 
     def _rejected(
-        self, conn: Connection, row: Any, profile: str, outcome: DownstreamOutcome, now: Any
+        self, conn: Connection, row: Any, profile: str, outcome: DownstreamOutcome
     ) -> str | None:
         reason = outcome.reason or "rejected"
         ledger.event(
@@ -172,22 +175,10 @@ class OutcomeFollower:
         log.warning("document %s: %s %s", row.document_id, self.name, reason)
         if not self.reports_export_status(profile):
             return None
-        conn.execute(
-            INSERT_FEEDBACK,
-            {
-                "document_id": row.document_id,
-                "submission_id": row.submission_id,
-                "profile": profile,
-                "kind": FeedbackKind.EXPORT_STATUS,
-                "field": None,
-                "new_value": "failed_export",
-                "message": f"{self.name}: {reason}"[:2000],
-                "origin": f"erp:{self.name}",
-                "state": FeedbackState.PENDING,
-                "attempts": 0,
-                "created_at": now,
-            },
-        )
+        insert_export_status(
+            conn, row.document_id, row.submission_id, profile, "failed_export",
+            f"{self.name}: {reason}"[:2000], origin=f"erp:{self.name}",
+        )  # fmt: skip
         return profile
 
     def _posted(
