@@ -194,6 +194,25 @@ def test_hints_find_submissions_by_the_vendors_other_names(make_daemon):
     wait_until(lambda: sub_state(daemon, doc).get("polls") == 3, 10, what="poked again")
 
 
+def test_each_submission_keeps_its_own_names_and_a_name_is_recorded_once(make_daemon):
+    daemon = make_daemon()
+    docs = []
+    for name in ("one.pdf", "two.pdf"):  # one after the other: the script is one queue
+        fakes.SCRIPTS["a"].extend(["ok", "processing:60"])
+        docs.append(doc := offer(daemon, name, data=f"%PDF-1.4 {name} %%EOF".encode()))
+        wait_until(lambda d=doc: sub_state(daemon, d).get("polls") == 1, 10, what="first poll")
+    first, second = docs
+    ids = {doc: sub_state(daemon, doc)["id"] for doc in (first, second)}
+    with daemon.engine.begin() as conn:
+        ledger.add_keys(conn, "a", ids[first], {"ticket": f"T{first}"})  # already known
+        rows = conn.execute(text("SELECT key, value, submission_id FROM submission_keys"))
+        names = sorted(tuple(row) for row in rows)
+    assert names == sorted([("ticket", f"T{d}", ids[d]) for d in (first, second)])
+    assert daemon.poke_submission("a", [WebhookHint(None, keys={"ticket": f"T{second}"})]) == 1
+    wait_until(lambda: sub_state(daemon, second).get("polls") == 2, 10, what="poked poll")
+    assert sub_state(daemon, first)["polls"] == 1
+
+
 def test_a_poll_can_replace_the_vendor_reference(make_daemon):
     fakes.SCRIPTS["a"].extend(["ok", "moved", "processing:60"])
     daemon = make_daemon()

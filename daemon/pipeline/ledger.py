@@ -472,24 +472,24 @@ def poke(conn: Connection, ids: Sequence[int]) -> int:
     return conn.execute(POKE, {"ids": list(ids), "now": utcnow()}).rowcount
 
 
+KNOWN_KEY = select(submission_keys.c.submission_id).where(
+    submission_keys.c.profile == bindparam("profile"),
+    submission_keys.c.key == bindparam("key"),
+    submission_keys.c.value == bindparam("value"),
+)
+
+
 def add_keys(conn: Connection, profile: str, submission_id: int, keys: Mapping[str, str]) -> None:
-    """Record a vendor's other names for a submission (each name once)."""
-    if not keys:
-        return
-    known = {
-        (row.key, row.value)
-        for row in conn.execute(
-            select(submission_keys.c.key, submission_keys.c.value).where(
-                submission_keys.c.profile == profile,
-                submission_keys.c.key.in_(list(keys)),
-            )
-        )
-    }
+    """Record a vendor's other names for a submission (each name once).
+
+    One look-up of the primary key per name (a vendor gives one or two): by key alone it
+    read every submission's name of that kind, a cost per document that grew with the
+    store, under the write lock."""
     new = [
         {"profile": profile, "key": k, "value": str(v), "submission_id": submission_id}
         for k, v in keys.items()
-        if (k, str(v)) not in known
     ]
+    new = [row for row in new if conn.execute(KNOWN_KEY, row).first() is None]
     if new:
         conn.execute(insert(submission_keys), new)
 

@@ -55,6 +55,10 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 8) 
             connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=4,
+            # Every transaction ends in its own COMMIT or ROLLBACK; the pool's rollback on
+            # return was a second one through SQLAlchemy's machinery, about 5 % of the CPU
+            # per document. The check-in listener ends what is still open (never, so far).
+            pool_reset_on_return=None,
             json_serializer=dump_json,
             json_deserializer=jsonio.loads,
         )
@@ -166,7 +170,9 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     # Released when the connection goes back to the pool, i.e. after COMMIT/ROLLBACK really
     # happened (the "commit" event fires before it, which would let the next thread in early).
     @event.listens_for(engine.pool, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None and dbapi_connection.in_transaction:
+            dbapi_connection.rollback()
         for _ in range(record.info.pop("writer_held", 0)):
             writer.release()
 

@@ -164,9 +164,12 @@ class Value:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    kind = type(value)  # exact types: the hot path of every box corner (bool is not a number)
+    if kind is float:
+        return value
+    if kind is int or (kind is not bool and isinstance(value, int | float)):
+        return float(value)
+    return None
 
 
 def _confidence(value: Any) -> float | None:
