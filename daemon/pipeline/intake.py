@@ -44,6 +44,33 @@ SAME_BYTES_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 """PostgreSQL: held until the intake transaction ends, per content (60 bits of its hash)."""
 
 documents = Document.__table__
+
+# Built once: constructing a statement costs more Python than running it (intake is the
+# head of the pipeline, and holds the write lock meanwhile).
+EARLIER_UNIQUE = (
+    select(documents.c.id, documents.c.intake_state)
+    .where(
+        documents.c.source == bindparam("source"),
+        documents.c.source_ref == bindparam("source_ref"),
+        documents.c.sha256 == bindparam("sha256"),
+    )
+    .limit(1)
+)
+"""The row a unique item (a mail's message id) got before, released or not."""
+EARLIER_UNRELEASED = EARLIER_UNIQUE.where(documents.c.released_at.is_(None))
+"""The row a re-listable item (a file path) got and its source has not yet released."""
+FIRST_WITH_BYTES = (
+    select(documents.c.id)
+    .where(
+        documents.c.sha256 == bindparam("sha256"),
+        documents.c.duplicate_of.is_(None),
+        documents.c.intake_state == "accepted",
+    )
+    .order_by(documents.c.id)
+    .limit(1)
+)
+"""The accepted original of these bytes (``duplicates = "skip"``)."""
+
 source_state = SourceState.__table__
 source_leases = SourceLease.__table__
 UNSTORED_SHA = "0" * 64
@@ -219,16 +246,7 @@ class Intake:
                 return IngestOutcome(IngestStatus.REJECTED, doc_id, reason), None
 
             if self.config.core.pipeline.duplicates == "skip":
-                first = conn.execute(
-                    select(documents.c.id)
-                    .where(
-                        documents.c.sha256 == sha,
-                        documents.c.duplicate_of.is_(None),
-                        documents.c.intake_state == "accepted",
-                    )
-                    .order_by(documents.c.id)
-                    .limit(1)
-                ).scalar()
+                first = conn.execute(FIRST_WITH_BYTES, {"sha256": sha}).scalar()
                 if first is not None:
                     doc_id = self._insert(
                         conn,
@@ -251,15 +269,9 @@ class Intake:
     @staticmethod
     def _earlier(conn: ledger.Connection, item: IntakeItem, sha: str) -> Any:
         """The row this very item got before (a crash, or a re-listed unique item)."""
-        conditions = [
-            documents.c.source == item.source,
-            documents.c.source_ref == item.source_ref,
-            documents.c.sha256 == sha,
-        ]
-        if not item.unique:
-            conditions.append(documents.c.released_at.is_(None))
+        query = EARLIER_UNIQUE if item.unique else EARLIER_UNRELEASED
         return conn.execute(
-            select(documents.c.id, documents.c.intake_state).where(*conditions).limit(1)
+            query, {"source": item.source, "source_ref": item.source_ref, "sha256": sha}
         ).first()
 
     def _insert(

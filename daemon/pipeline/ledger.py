@@ -478,6 +478,8 @@ KNOWN_KEY = select(submission_keys.c.submission_id).where(
     submission_keys.c.value == bindparam("value"),
 )
 
+INSERT_KEY = insert(submission_keys)
+
 
 def add_keys(conn: Connection, profile: str, submission_id: int, keys: Mapping[str, str]) -> None:
     """Record a vendor's other names for a submission (each name once).
@@ -491,7 +493,7 @@ def add_keys(conn: Connection, profile: str, submission_id: int, keys: Mapping[s
     ]
     new = [row for row in new if conn.execute(KNOWN_KEY, row).first() is None]
     if new:
-        conn.execute(insert(submission_keys), new)
+        conn.execute(INSERT_KEY, new)
 
 
 _starting = submissions.c.state == SubmissionState.QUEUED

@@ -193,6 +193,22 @@ def _sizes(value: Any) -> list[tuple[float, float] | None]:
     return found
 
 
+_X_CORNERS = ("TLx", "TRx", "BRx", "BLx")
+_Y_CORNERS = ("TLy", "TRy", "BRy", "BLy")
+
+
+def _fractions(box: Mapping[str, Any], keys: tuple[str, ...]) -> list[float] | None:
+    """The box's corner coordinates of ``keys``, clamped to the page; None when one is
+    missing or not a number."""
+    found = []
+    for key in keys:
+        number = _number(box.get(key))
+        if number is None:
+            return None
+        found.append(0.0 if number < 0.0 else 1.0 if number > 1.0 else number)
+    return found
+
+
 def box_on_page(
     boxes: Sequence[Mapping[str, Any]], size: tuple[float, float] | None
 ) -> BBox | None:
@@ -205,12 +221,10 @@ def box_on_page(
     xs: list[float] = []
     ys: list[float] = []
     for box in boxes:
-        corners = [_number(box.get(k)) for k in ("TLx", "TRx", "BRx", "BLx")]
-        heights = [_number(box.get(k)) for k in ("TLy", "TRy", "BRy", "BLy")]
-        if any(c is None for c in corners) or any(h is None for h in heights):
+        box_xs = _fractions(box, _X_CORNERS)
+        box_ys = _fractions(box, _Y_CORNERS)
+        if box_xs is None or box_ys is None:
             continue
-        box_xs = [min(max(c, 0.0), 1.0) for c in corners]  # type: ignore[type-var]
-        box_ys = [min(max(h, 0.0), 1.0) for h in heights]  # type: ignore[type-var]
         if max(box_xs) <= min(box_xs) or max(box_ys) <= min(box_ys):
             continue  # no area (all corners 0: the place is not known) says nothing
         xs.extend(box_xs)
