@@ -100,6 +100,18 @@ _CURRENCY_TOKEN_RE: Final = re.compile(
 )
 
 
+def json_number(value: object) -> float | None:
+    """A number from parsed JSON as a float; None for anything else, booleans included.
+
+    Exact types first: it runs for every coordinate of every box a vendor returns."""
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[return-value]
+    if kind is int or (kind is not bool and isinstance(value, int | float)):
+        return float(value)  # type: ignore[arg-type]
+    return None
+
+
 def _currency_of_token(token: str) -> str | None:
     upper = token.upper()
     if upper in _ISO_CURRENCIES:

@@ -44,7 +44,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from connectors.base import BBox, CanonicalResult, FieldValue, LineItem, Provenance
-from connectors.normalize import normalize_currency, normalize_field, normalize_line_item
+from connectors.normalize import (
+    json_number,
+    normalize_currency,
+    normalize_field,
+    normalize_line_item,
+)
 
 EXTRA: Final = "extra."
 PENDING: Final = "pending"
@@ -163,17 +168,8 @@ class Value:
         )
 
 
-def _number(value: Any) -> float | None:
-    kind = type(value)  # exact types: the hot path of every box corner (bool is not a number)
-    if kind is float:
-        return value
-    if kind is int or (kind is not bool and isinstance(value, int | float)):
-        return float(value)
-    return None
-
-
 def _confidence(value: Any) -> float | None:
-    number = _number(value)
+    number = json_number(value)
     if number is None or number < 0:
         return None
     return number if number <= 1 else (number / 100 if number <= 100 else None)
@@ -186,7 +182,7 @@ def _sizes(value: Any) -> list[tuple[float, float] | None]:
     for size in value:
         pair = None
         if isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2:
-            width, height = _number(size[0]), _number(size[1])
+            width, height = json_number(size[0]), json_number(size[1])
             if width and height and width > 0 and height > 0:
                 pair = (width, height)
         found.append(pair)
@@ -202,7 +198,7 @@ def _fractions(box: Mapping[str, Any], keys: tuple[str, ...]) -> list[float] | N
     missing or not a number."""
     found = []
     for key in keys:
-        number = _number(box.get(key))
+        number = json_number(box.get(key))
         if number is None:
             return None
         found.append(0.0 if number < 0.0 else 1.0 if number > 1.0 else number)

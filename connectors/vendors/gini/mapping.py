@@ -49,7 +49,7 @@ from connectors.base import (
     LineItem,
     Provenance,
 )
-from connectors.normalize import normalize_field, normalize_line_item
+from connectors.normalize import json_number, normalize_field, normalize_line_item
 
 EXTRA: Final = "extra."
 
@@ -195,7 +195,7 @@ class Pages:
             return None, None
         page = raw.get("page")
         page = page if _is_int(page) and page >= 1 else None
-        coords = [_number(raw.get(k)) for k in ("left", "top", "width", "height")]
+        coords = [json_number(raw.get(k)) for k in ("left", "top", "width", "height")]
         if page is None or any(c is None for c in coords):
             return page, None
         left, top, width, height = (float(c) for c in coords)  # type: ignore[arg-type]
@@ -234,7 +234,7 @@ def _sizes(value: Any) -> list[tuple[float, float] | None]:
     for size in value:
         pair = None
         if isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2:
-            w, h = _number(size[0]), _number(size[1])
+            w, h = json_number(size[0]), json_number(size[1])
             if w and h and w > 0 and h > 0:
                 pair = (w, h)
         found.append(pair)
@@ -243,12 +243,6 @@ def _sizes(value: Any) -> list[tuple[float, float] | None]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 # --------------------------------------------------------------------------- the result

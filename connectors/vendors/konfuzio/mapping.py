@@ -48,7 +48,12 @@ from connectors.base import (
     LineItem,
     Provenance,
 )
-from connectors.normalize import normalize_currency, normalize_field, normalize_line_item
+from connectors.normalize import (
+    json_number,
+    normalize_currency,
+    normalize_field,
+    normalize_line_item,
+)
 
 Origin = Literal["bottom-left", "top-left"]
 EXTRA: Final = "extra."
@@ -299,15 +304,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _size(value: Any) -> tuple[float, float] | None:
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        width, height = _number(value[0]), _number(value[1])
+        width, height = json_number(value[0]), json_number(value[1])
         if width and height and width > 0 and height > 0:
             return width, height
     return None
@@ -325,7 +324,7 @@ def _spans(annotation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _rect(span: Mapping[str, Any]) -> tuple[int, float, float, float, float] | None:
     """(page index, x0, x1, y0, y1) with x0 ≤ x1 and y0 ≤ y1, or None when incomplete."""
     index = span.get("page_index")
-    coords = [_number(span.get(k)) for k in ("x0", "x1", "y0", "y1")]
+    coords = [json_number(span.get(k)) for k in ("x0", "x1", "y0", "y1")]
     if not _is_int(index) or index < 0 or any(c is None for c in coords):
         return None
     x0, x1, y0, y1 = (float(c) for c in coords)  # type: ignore[arg-type]
@@ -474,7 +473,7 @@ def _str(value: Any) -> str | None:
 
 
 def _confidence(value: Any) -> float | None:
-    number = _number(value)
+    number = json_number(value)
     if number is None or number < 0:
         return None
     if number <= 1:
