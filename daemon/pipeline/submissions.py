@@ -92,6 +92,8 @@ SUPERSEDE = (
 )
 fields_t = FieldRow.__table__
 line_items_t = LineItemRow.__table__
+INSERT_FIELDS = insert(fields_t)
+INSERT_LINE_ITEMS = insert(line_items_t)
 SELECT_WORK = (
     select(*ledger.WORK_COLUMNS)
     .join_from(ledger.submissions, documents, documents.c.id == ledger.submissions.c.document_id)
@@ -851,7 +853,7 @@ def write_canonical(
     """Insert the fields and line items of one extraction (executemany, one round trip each)."""
     if result.fields:
         conn.execute(
-            insert(fields_t),
+            INSERT_FIELDS,
             [
                 {
                     "extraction_id": extraction_id,
@@ -876,7 +878,7 @@ def write_canonical(
         )
     if result.line_items:
         conn.execute(
-            insert(line_items_t),
+            INSERT_LINE_ITEMS,
             [
                 {
                     "extraction_id": extraction_id,
