@@ -447,10 +447,68 @@ Terms: Net 30
         ("Reference: INV-2026-1", "payment_reference", "INV-2026-1"),
         ("Invoice No.: R2026-11-04", "invoice_number", "R2026-11-04"),
         ("Invoice No.: 2026-11-04", "invoice_number", None),
+        ("Gesamtbetrag der Zuschläge 5,80", "total_amount", None),  # another phrase's label
+        ("Total of discounts: 12.00", "total_amount", None),
+        ("Total in EUR 1,190.00", "total_amount", Decimal("1190.00")),
+        ("Rechnungssumme ohne USt. 473,00", "net_amount", Decimal("473.00")),
+        ("Rechnungssumme ohne USt. 473,00", "total_amount", None),
+        ("Handelsrechnung (380) Nr. 471102 vom 05.03.2018", "invoice_number", "471102"),
+        ("Handelsrechnung (380) Nr. 471102 vom 05.03.2018", "issue_date", date(2018, 3, 5)),
+        (
+            "Rechnung des Versicherers (575) Nr. 01.234.567.8-2018-1",
+            "invoice_number",
+            "01.234.567.8-2018-1",
+        ),
+        ("Invoice No. INV-7 dated 2026-03-05", "invoice_number", "INV-7"),
+        ("Invoice No. INV-7 dated 2026-03-05", "issue_date", date(2026, 3, 5)),
+        ("Rechnung Nr. 2026-11-04", "invoice_number", None),  # a date, not a number
     ],
 )
 def test_single_line_rules(line, name, value):
     assert fields_of(f"ACME Ltd\n{line}\n").get(name) == value
+
+
+def test_a_labelled_number_wins_over_the_title_line():
+    found = fields_of(
+        "ACME Ltd\nHandelsrechnung (380) Nr. 17 vom 01.02.2026\nRechnungsnummer: R-2026-17\n"
+    )
+    assert found["invoice_number"] == "R-2026-17"
+    assert found["issue_date"] == date(2026, 2, 1)
+
+
+def test_address_blocks_give_their_name_line_not_their_first_attribute():
+    found = fields_of(
+        "Handelsrechnung (380) Nr. 471102 vom 05.03.2018\nVerkäufer\nNummer: 549910\n"
+        "Globale Nummer: 4000001123452 (GLN)\nName: Lieferant GmbH\nAnschrift: Weg 20\n"
+        "Käufer/Leistungsempfänger\nNummer: GE2020211\nName: Kunden AG Mitte\n"
+    )
+    assert found["supplier_name"] == "Lieferant GmbH"
+    assert found["customer_name"] == "Kunden AG Mitte"
+
+
+def test_a_name_that_starts_below_its_key_is_read_over_its_lines():
+    found = fields_of(
+        "Invoice\nSeller\nName:\nMVM Musterhafter\nVersicherungsverein Musterstadt a.G.\n"
+        "Address: Musterstr. 12\nTotal: 50.00 EUR\n"
+    )
+    assert found["supplier_name"] == "MVM Musterhafter Versicherungsverein Musterstadt a.G."
+
+
+def test_a_block_whose_first_line_is_the_name_keeps_it():
+    found = fields_of("Invoice\nSupplier\nGlobex Ltd\nVAT No.: GB123456789\nTotal: 5.00 GBP\n")
+    assert found["supplier_name"] == "Globex Ltd"
+
+
+def test_the_grand_total_among_charges_allowances_and_prepayments():
+    found = fields_of(
+        "Lieferant GmbH\nRechnung Nr. 4711\nBelegsummen\nPositionssumme 180,76\n"
+        "Gesamtbetrag der Zuschläge 5,80\nGesamtbetrag der Abschläge -9,07\n"
+        "Rechnungssumme ohne USt. 177,49\nSteuerbetrag 20,16\nBruttosumme 197,65\n"
+        "Erhaltene Anzahlungen -50,00\nZahlbetrag 147,65\n"
+    )
+    assert found["total_amount"] == Decimal("197.65")
+    assert found["net_amount"] == Decimal("177.49")
+    assert found["tax_amount"] == Decimal("20.16")
 
 
 def test_label_on_its_own_line_takes_the_next_line():

@@ -180,7 +180,7 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
     (
         "customer_name",
         r"Bill(?:ed)?\s+to|Invoiced?\s+to|Sold\s+to|Rechnungsempfänger|Rechnungsadresse"
-        r"|Rechnungsanschrift|Leistungsempfänger",
+        r"|Rechnungsanschrift|Leistungsempfänger|Käufer(?:\s*/\s*Leistungsempfänger)?",
         "",
     ),
     ("customer_name", r"Customer|Client|Buyer|Recipient|Kunde|Empfänger|Auftraggeber", "s"),
@@ -194,7 +194,8 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
     ),
     (
         "net_amount",
-        rf"(?:Total|Summe|Gesamt(?:betrag|summe)?|Amount|Betrag){_EXCL}|Total\s*\(\s*net\s*\)"
+        rf"(?:Total|Summe|Gesamt(?:betrag|summe)?|Amount|Betrag|Rechnungs(?:summe|betrag)"
+        rf"|Invoice\s+(?:total|amount)){_EXCL}|Total\s*\(\s*net\s*\)"
         r"|Net\s+(?:total|amount|sum|value)|Sub\s*-?\s*total|Summe\s+netto"
         r"|Netto\s*-?\s*(?:betrag|summe|gesamt|wert)|Nettobetrag|Nettosumme|Gesamt\s+netto"
         r"|Gesamtsumme\s+netto|Zwischensumme|Warenwert|Net|Netto",
@@ -273,6 +274,10 @@ _NUM = r"[-−]?\(?\d{1,3}(?:[.,'’ ]\d{3})+(?:[.,]\d{1,4})?\)?-?|[-−]?\(?\d+
 _AMOUNT_TAIL_RE: Final = re.compile(
     rf"(?:^|(?<=[\s:=]))(?P<amt>(?:{_CUR}\s?)?[-−]?(?:{_NUM})(?:\s?{_CUR})?)[\s.;,]*$"  # noqa: RUF001
 )
+_AMOUNT_PREFIX_RE: Final = re.compile(
+    rf"^[\s:=()*.,-]*(?:in(?!\w))?\s*(?:{_CUR}\)?)?[\s:=().,-]*$", re.IGNORECASE
+)
+"""What may stand between an amount's label and the amount: punctuation and a currency."""
 _MONEY_SHAPE_RE: Final = re.compile(r"\d[.,]\d{2}(?!\d)|\d[.,'’ ]\d{3}(?!\d)")  # noqa: RUF001
 _DECIMAL_SEP_RE: Final = re.compile(r"(?<![\w.,])\d+(?:[.,'’]\d{3})*([.,])\d{2}(?!\d|[.,]\d)")  # noqa: RUF001
 _TITLE_CREDIT_RE: Final = re.compile(
@@ -287,6 +292,23 @@ _TITLE_ONLY_RE: Final = re.compile(
     r"(?:\s*(?:No\.?|Nr\.?|#)?\s*[\w/-]*\d[\w/-]*)?$",
     re.IGNORECASE,
 )
+_TITLE_NUMBER_RE: Final = re.compile(
+    r"^(?P<title>[\w-]*(?:rechnung|gutschrift|rechnungskorrektur|abrechnung)"
+    r"|(?:(?:tax|commercial|proforma|pro-forma)\s+)?invoice|credit\s*(?:note|memo)|faktura)"
+    r"(?:\s+[^\d\s:][^:\d]{0,60}?)?"  # "des Versicherers", "(Selbst ausgestellte Rechnung)"
+    r"(?:\s*\(\d{3}\))?"  # the UNTDID 1001 type code some layouts print
+    r"\s*(?:No\.?|Nr\.?|Nummer|Number|Num\.?|#)\s*:?\s*(?P<id>\S+)"
+    r"(?:\s+(?:vom|from|dated|of|date[d:]?|am)\s+(?P<date>.+))?$",
+    re.IGNORECASE,
+)
+"""A title line that names the document's number (and date): "Rechnung Nr. 4711 vom 1.2.2024"."""
+_NAME_KEY_RE: Final = re.compile(
+    r"^(?:Name|Firma|Firmenname|Company(?:\s+name)?|Legal\s+name)\s*[:\uff1a]\s*(?P<rest>.*)$",
+    re.IGNORECASE,
+)
+"""The name line inside an address block (``Verkäufer`` / ``Name: Lieferant GmbH``)."""
+_KEY_VALUE_RE: Final = re.compile(r"^[^:\d]{1,40}[:\uff1a](?:\s|$)")
+"""A "Key: value" line (``Nummer: 549910``): an attribute in a block, never a name."""
 _NAME_SPLIT_RE: Final = re.compile(r"\s+[·•|]\s+|\s*\|\s*")
 _PAGE_LINE_RE: Final = re.compile(
     r"^(?:page|seite|blatt)\s*\d+(?:\s*(?:of|von|/)\s*\d+)?$|^-\s*\d+\s*-$"
@@ -372,6 +394,8 @@ def _amount(text: str, decimal: str | None, *, whole: bool) -> str | None:
     match = _AMOUNT_TAIL_RE.search(text)
     if match is None or (whole and match.start("amt") != 0):
         return None
+    if not _AMOUNT_PREFIX_RE.match(text[: match.start("amt")]):
+        return None  # "Gesamtbetrag der Zuschläge 5,80": the label began another phrase
     raw = match["amt"].strip()
     number, currency = parse_amount(raw, decimal=decimal)
     if number is None:
@@ -659,11 +683,53 @@ def _candidates(
                 continue
             if later:
                 continue
+            if kind == "name":
+                block = _block_name(lines, used, line_hits, index)
+                if block is not None:
+                    yield hit, block[0], block[1]
+                    continue
             following = _next_value_line(lines, used, line_hits, label_only, index)
             if following is not None:
                 raw = _value(kind, lines[following].text, decimal, whole=True)
                 if raw is not None:
                     yield hit, raw, lines[following].page
+
+
+def _block_name(
+    lines: list[_Line], used: set[int], line_hits: list[list[_Hit]], index: int
+) -> tuple[str, int] | None:
+    """The name in the address block a heading (``Verkäufer``, ``Bill to``) opens: its
+    ``Name:`` line (continued on the lines below when the value starts there), else its first
+    line that is not a ``Key: value`` attribute. None when the block has neither, or when the
+    heading's next line is already plain (the usual one-line value: the caller reads it)."""
+    page = lines[index].page
+    first = True
+    for k in range(index + 1, min(index + 9, len(lines))):
+        line = lines[k]
+        if k in used or line.page != page:
+            return None
+        hits = line_hits[k]
+        if hits and hits[0].at_start and hits[0].label.kind != "none":
+            return None  # the next block's heading
+        named = _NAME_KEY_RE.match(line.text)
+        if named is not None:
+            rest = named["rest"].strip()
+            parts = [rest] if rest else []
+            for j in range(k + 1, min(k + 4, len(lines))):
+                if rest or j in used or lines[j].page != page or _KEY_VALUE_RE.match(lines[j].text):
+                    break
+                if line_hits[j] and line_hits[j][0].at_start:
+                    break
+                parts.append(lines[j].text)
+            name = " ".join(parts).strip(" ,")
+            return (name, page) if any(ch.isalpha() for ch in name) else None
+        if _KEY_VALUE_RE.match(line.text) or (hits and hits[0].at_start):
+            first = False
+            continue
+        if first:
+            return None
+        return line.text.strip(" ,"), page
+    return None
 
 
 def _next_value_line(
@@ -720,6 +786,10 @@ def find_fields(pages: list[str], *, method: str = "text-layer") -> dict[str, An
                 "name": "supplier_name", "label": None, "raw": name[0], "page": name[1],
                 "inferred": "letterhead",
             }  # fmt: skip
+    titled = _title_number(lines, used)
+    if titled is not None:
+        for entry in titled:
+            found.setdefault(entry["name"], entry)
     if "issue_date" not in found:
         issue = _unlabelled_date(lines, used, found.get("due_date"))
         if issue is not None:
@@ -747,6 +817,33 @@ def find_fields(pages: list[str], *, method: str = "text-layer") -> dict[str, An
         "fields": before + tax_entries + after,
         "line_items": [{"line_no": number, **item} for number, item in enumerate(items, start=1)],
     }
+
+
+def _title_number(lines: list[_Line], used: set[int]) -> list[dict[str, Any]] | None:
+    """Number and date from the title line on page 1 (``Handelsrechnung (380) Nr. 471102 vom
+    05.03.2018``): used where no label gave them."""
+    for index, line in enumerate(lines):
+        if line.page != 1:
+            return None
+        if index in used:
+            continue
+        match = _TITLE_NUMBER_RE.match(line.text)
+        if match is None:
+            continue
+        number = _value("id", match["id"], None)
+        if number is None:
+            continue
+        label = line.text[: match.start("id")].strip()
+        entries = [
+            {"name": "invoice_number", "label": label, "raw": number, "page": 1,
+             "inferred": "title"},
+        ]  # fmt: skip
+        if match["date"] and (raw := _value("date", match["date"], None, whole=True)):
+            entries.append(
+                {"name": "issue_date", "label": label, "raw": raw, "page": 1, "inferred": "title"}
+            )
+        return entries
+    return None
 
 
 def _unlabelled_date(
