@@ -462,6 +462,13 @@ Terms: Net 30
         ("Invoice No. INV-7 dated 2026-03-05", "invoice_number", "INV-7"),
         ("Invoice No. INV-7 dated 2026-03-05", "issue_date", date(2026, 3, 5)),
         ("Rechnung Nr. 2026-11-04", "invoice_number", None),  # a date, not a number
+        (
+            "Zahlbar innerhalb 30 Tagen netto bis 04.04.2018, 3% Skonto innerhalb 10 Tagen bis "
+            "15.03.2018",
+            "due_date",
+            date(2018, 4, 4),
+        ),
+        ("Payable within 14 days net by 2026-12-01", "due_date", date(2026, 12, 1)),
     ],
 )
 def test_single_line_rules(line, name, value):
@@ -509,6 +516,12 @@ def test_the_grand_total_among_charges_allowances_and_prepayments():
     assert found["total_amount"] == Decimal("197.65")
     assert found["net_amount"] == Decimal("177.49")
     assert found["tax_amount"] == Decimal("20.16")
+
+
+def test_a_due_date_column_gives_the_one_date_below_it():
+    terms = "ACME Ltd\nTotal: 5.00 EUR\nZahlungsbedingungen\nBeschreibung Fälligkeit Teilzahlung\n"
+    assert fields_of(terms + "04.04.2018\n")["due_date"] == date(2018, 4, 4)
+    assert "due_date" not in fields_of(terms + "01.04.2018 bis 04.04.2018\n")  # which one?
 
 
 def test_label_on_its_own_line_takes_the_next_line():

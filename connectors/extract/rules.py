@@ -138,7 +138,10 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
     (
         "due_date",
         r"Due\s+(?:by|on)|Payable\s+(?:by|until|on)|Pay\s+by|Zahlbar\s+bis(?:\s+zum)?"
-        r"|fällig\s+am|fällig\s+bis",
+        r"|fällig\s+am|fällig\s+bis"
+        r"|(?:Zahlbar|Payable|Due)\s+(?:innerhalb(?:\s+von)?|within)\s+\d{1,3}\s+(?:Tagen|days)"
+        r"\s+(?:netto\s+|net\s+|rein\s+)?(?:bis(?:\s+zum)?|by|until|on)"
+        r"|überweisen\s+Sie\s+bitte\s+bis(?:\s+zum)?",
         "i",
     ),
     (
@@ -309,6 +312,10 @@ _NAME_KEY_RE: Final = re.compile(
 """The name line inside an address block (``Verkäufer`` / ``Name: Lieferant GmbH``)."""
 _KEY_VALUE_RE: Final = re.compile(r"^[^:\d]{1,40}[:\uff1a](?:\s|$)")
 """A "Key: value" line (``Nummer: 549910``): an attribute in a block, never a name."""
+_DUE_COLUMN_RE: Final = re.compile(
+    r"(?<!\w)(?:Fälligkeit(?:sdatum)?|F(?:ae|a)lligkeit|Due\s+date|Payment\s+due)(?!\w)",
+    re.IGNORECASE,
+)
 _NAME_SPLIT_RE: Final = re.compile(r"\s+[·•|]\s+|\s*\|\s*")
 _PAGE_LINE_RE: Final = re.compile(
     r"^(?:page|seite|blatt)\s*\d+(?:\s*(?:of|von|/)\s*\d+)?$|^-\s*\d+\s*-$"
@@ -790,6 +797,10 @@ def find_fields(pages: list[str], *, method: str = "text-layer") -> dict[str, An
     if titled is not None:
         for entry in titled:
             found.setdefault(entry["name"], entry)
+    if "due_date" not in found:
+        due = _due_date_column(lines, used)
+        if due is not None:
+            found["due_date"] = due
     if "issue_date" not in found:
         issue = _unlabelled_date(lines, used, found.get("due_date"))
         if issue is not None:
@@ -843,6 +854,27 @@ def _title_number(lines: list[_Line], used: set[int]) -> list[dict[str, Any]] | 
                 {"name": "issue_date", "label": label, "raw": raw, "page": 1, "inferred": "title"}
             )
         return entries
+    return None
+
+
+def _due_date_column(lines: list[_Line], used: set[int]) -> dict[str, Any] | None:
+    """A payment-terms table whose header names a due-date column (``Beschreibung Fälligkeit
+    Teilzahlung``): the one date on the row below it."""
+    for index, line in enumerate(lines[:-1]):
+        if index in used or not _DUE_COLUMN_RE.search(line.text) or find_date(line.text):
+            continue
+        if len(line.text.split()) < 2:
+            continue  # a label alone on its line: the candidates read those
+        below = lines[index + 1]
+        if below.page != line.page or index + 1 in used:
+            continue
+        found = find_date(below.text)
+        if found is None or find_date(below.text[found[2] :]) is not None:
+            continue  # none, or several dates: which column is which is not known
+        return {
+            "name": "due_date", "label": _DUE_COLUMN_RE.search(line.text).group(0),  # type: ignore[union-attr]
+            "raw": below.text[found[1] : found[2]], "page": below.page, "inferred": "column",
+        }  # fmt: skip
     return None
 
 
