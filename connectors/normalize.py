@@ -290,6 +290,19 @@ _MONTHS: Final[dict[str, int]] = {
     "october": 10, "oktober": 10, "oct": 10, "okt": 10,
     "november": 11, "nov": 11,
     "december": 12, "dezember": 12, "dec": 12, "dez": 12,
+    # French, Dutch, Italian, Spanish (where they differ from the above)
+    "janvier": 1, "januari": 1, "gennaio": 1, "enero": 1,
+    "février": 2, "fevrier": 2, "februari": 2, "febbraio": 2, "febrero": 2,
+    "mars": 3, "maart": 3, "marzo": 3,
+    "avril": 4, "aprile": 4, "abril": 4,
+    "mei": 5, "maggio": 5, "mayo": 5,
+    "juin": 6, "giugno": 6, "junio": 6,
+    "juillet": 7, "luglio": 7, "julio": 7,
+    "août": 8, "aout": 8, "augustus": 8, "agosto": 8,
+    "septembre": 9, "settembre": 9, "septiembre": 9, "setiembre": 9,
+    "octobre": 10, "ottobre": 10, "octubre": 10,
+    "novembre": 11, "noviembre": 11,
+    "décembre": 12, "decembre": 12, "dicembre": 12, "diciembre": 12,
 }  # fmt: skip
 _MONTH_ALT = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _MONTH = rf"(?P<month>{_MONTH_ALT})(?![a-zäöü])\.?"
@@ -302,7 +315,8 @@ _DATE_PATTERNS: Final = (
     (
         "dmy",
         re.compile(
-            rf"(?<!\d)(?P<a>\d{{1,2}})(?:\.|st|nd|rd|th)?[\s-]*{_MONTH}[\s,-]*{_YEAR}",
+            rf"(?<!\d)(?P<a>\d{{1,2}})(?:\.|st|nd|rd|th|er)?[\s-]*(?:de\s+)?{_MONTH}"
+            rf"[\s,-]*(?:de\s+)?{_YEAR}",
             re.IGNORECASE,
         ),
     ),
@@ -517,22 +531,34 @@ _DOCUMENT_TYPES: Final[dict[str, str]] = {
     "facture": "invoice",
     "fattura": "invoice",
     "factura": "invoice",
+    "factuur": "invoice",
     "credit note": "credit_note",
     "credit memo": "credit_note",
     "credit_note": "credit_note",
     "creditnote": "credit_note",
     "gutschrift": "credit_note",
+    "avoir": "credit_note",
+    "facture d'avoir": "credit_note",
+    "note de crédit": "credit_note",
+    "note de credit": "credit_note",
+    "creditnota": "credit_note",
+    "credit nota": "credit_note",
+    "creditfactuur": "credit_note",
+    "nota di credito": "credit_note",
+    "nota de crédito": "credit_note",
+    "nota de credito": "credit_note",
+    "factura rectificativa": "credit_note",
     "rechnungskorrektur": "credit_note",
     "stornorechnung": "credit_note",
-    "avoir": "credit_note",
 }
 
 
 def normalize_document_type(text: str | None) -> str | None:
-    """``invoice`` or ``credit_note`` from a title in English or German, else None."""
+    """``invoice`` or ``credit_note`` from a title (English, German, French, Dutch, Italian,
+    Spanish), else None."""
     if not text:
         return None
-    key = " ".join(text.strip().lower().replace("-", " ").split())
+    key = " ".join(text.strip().lower().replace("-", " ").replace("\u2019", "'").split())
     return _DOCUMENT_TYPES.get(key)
 
 

@@ -524,6 +524,64 @@ def test_a_due_date_column_gives_the_one_date_below_it():
     assert "due_date" not in fields_of(terms + "01.04.2018 bis 04.04.2018\n")  # which one?
 
 
+FOUR_LANGUAGES = {
+    "fr": (
+        "Dupont SARL\nFacture n° F-2026-0042\nN° TVA intracommunautaire : FR40303265045\n"
+        "Date de facture : 5 mars 2026\nDate d'échéance : 04/04/2026\n"
+        "Client : Martin & Fils SA\nTotal HT 1 000,00 €\nTVA 20 % 200,00 €\n"
+        "Total TTC 1 200,00 €\n",
+        {"invoice_number": "F-2026-0042", "supplier_vat_id": "FR40303265045",
+         "issue_date": date(2026, 3, 5), "due_date": date(2026, 4, 4),
+         "customer_name": "Martin & Fils SA", "net_amount": Decimal("1000.00"),
+         "tax_amount": Decimal("200.00"), "total_amount": Decimal("1200.00")},
+    ),
+    "nl": (
+        "Jansen B.V.\nFactuur\nFactuurnummer: 2026-118\nFactuurdatum: 12 maart 2026\n"
+        "Vervaldatum: 11-04-2026\nBTW-nummer: NL123456789B01\nKlant: De Vries Handel\n"
+        "Subtotaal € 500,00\nBTW 21% € 105,00\nTotaal incl. BTW € 605,00\n",
+        {"invoice_number": "2026-118", "issue_date": date(2026, 3, 12),
+         "due_date": date(2026, 4, 11), "supplier_vat_id": "NL123456789B01",
+         "customer_name": "De Vries Handel", "net_amount": Decimal("500.00"),
+         "tax_amount": Decimal("105.00"), "total_amount": Decimal("605.00")},
+    ),
+    "it": (
+        "Rossi S.r.l.\nPartita IVA: IT12345678901\nFattura n. 2026/77\n"
+        "Data fattura: 3 aprile 2026\nScadenza: 03/05/2026\nImponibile 800,00\n"
+        "IVA 22% 176,00\nTotale fattura 976,00 EUR\n",
+        {"invoice_number": "2026/77", "issue_date": date(2026, 4, 3),
+         "due_date": date(2026, 5, 3), "supplier_vat_id": "IT12345678901",
+         "net_amount": Decimal("800.00"), "tax_amount": Decimal("176.00"),
+         "total_amount": Decimal("976.00")},
+    ),
+    "es": (
+        "García S.L.\nFactura nº A-310\nNIF: ESB12345674\n"
+        "Fecha de factura: 7 de mayo de 2026\nFecha de vencimiento: 06/06/2026\n"
+        "Base imponible 300,00 €\nIVA 21% 63,00 €\nTotal factura 363,00 €\n",
+        {"invoice_number": "A-310", "issue_date": date(2026, 5, 7),
+         "due_date": date(2026, 6, 6), "supplier_vat_id": "ESB12345674",
+         "net_amount": Decimal("300.00"), "tax_amount": Decimal("63.00"),
+         "total_amount": Decimal("363.00")},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", sorted(FOUR_LANGUAGES))
+def test_invoices_in_french_dutch_italian_and_spanish(lang):
+    text, expected = FOUR_LANGUAGES[lang]
+    found = fields_of(text)
+    assert {name: found.get(name) for name in expected} == expected
+    assert found["currency"] == "EUR"
+    assert found["document_type"] == "invoice"
+    assert found["supplier_name"] == text.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "title", ["Avoir", "Note de crédit", "Creditnota", "Nota di credito", "Factura rectificativa"]
+)
+def test_credit_notes_in_other_languages(title):
+    assert fields_of(f"{title}\nACME SA\nTotal: 5,00 EUR\n")["document_type"] == "credit_note"
+
+
 def test_label_on_its_own_line_takes_the_next_line():
     assert fields_of("ACME Ltd\nInvoice number\nA-1001\nTotal\n120.00 EUR\n") == {
         "document_type": "invoice",

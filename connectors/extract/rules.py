@@ -108,7 +108,9 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
         r"VAT\s*(?:Reg(?:istration)?\.?\s*)?(?:ID|No\.?|number|Nr\.?)|VAT\s*-\s*ID"
         r"|Tax\s*(?:ID|No\.?|number)|USt\.?\s*-?\s*Id(?:ent)?\.?\s*-?\s*Nr\.?|USt\.?\s*-?\s*ID"
         r"|UStID|Umsatzsteuer\s*-?\s*(?:ID|Identifikationsnummer|Id\.?\s*-?\s*Nr\.?)"
-        r"|UID(?:\s*-?\s*Nr\.?)?|MWST\s*-?\s*Nr\.?|MwSt\.?\s*-?\s*Nr\.?|BTW\s*-?\s*(?:nr|nummer)\.?",
+        r"|UID(?:\s*-?\s*Nr\.?)?|MWST\s*-?\s*Nr\.?|MwSt\.?\s*-?\s*Nr\.?|BTW\s*-?\s*(?:nr|nummer)\.?"
+        r"|N[°o]\.?\s*(?:de\s+)?TVA(?:\s+intracommunautaire)?|TVA\s+intracommunautaire"
+        r"|Partita\s+IVA|P\.\s?IVA|NIF|N[°º]\s*IVA",
         "i",
     ),
     ("supplier_iban", r"IBAN", "i"),
@@ -122,7 +124,11 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
         r"(?:Invoice|Inv\.|Credit\s*note|Credit\s*memo|Bill|Rechnung|Gutschrift|Beleg)\s*-?\s*"
         r"(?:No\.?|Nr\.?|Number|Nummer|Num\.?|#|ID)"
         r"|Rechnungs\s*-?\s*(?:nummer|Nr\.?)|Rechnungsnr\.?|Gutschrifts?\s*-?\s*(?:nummer|Nr\.?)"
-        r"|RE?\.?\s*-?\s*Nr\.?|Belegnummer|Gutschriftnummer",
+        r"|RE?\.?\s*-?\s*Nr\.?|Belegnummer|Gutschriftnummer"
+        # French, Dutch, Italian, Spanish
+        r"|Facture\s*(?:n[°o]\.?|num[ée]ro|#)|N[°o]\.?\s*(?:de\s+)?facture|Num[ée]ro\s+de\s+facture"
+        r"|Factuur\s*-?\s*(?:nummer|nr\.?)|Fattura\s*(?:n\.?|nr\.?|numero)|Numero\s+(?:di\s+)?fattura"
+        r"|Factura\s*(?:n\.?\s*º|n[°º]|número|numero|no\.?)|N[úu]mero\s+de\s+factura",
         "",
     ),
     (
@@ -147,7 +153,8 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
     (
         "due_date",
         r"Due\s+date|Date\s+due|Payment\s+due(?:\s+date)?|Fälligkeitsdatum|Fälligkeit|Fällig"
-        r"|Zahlungsfrist|Zahlungstermin|Due",
+        r"|Zahlungsfrist|Zahlungstermin|Date\s+d['\u2019]échéance|Échéance|Vervaldatum|Vervaldag"
+        r"|Data\s+(?:di\s+)?scadenza|Scadenza|Fecha\s+de\s+vencimiento|Vencimiento|Due",
         "",
     ),
     ("supplier_name", r"Issued\s+by|Invoiced\s+by|Billed\s+by", ""),
@@ -155,7 +162,10 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
         "issue_date",
         r"Invoice\s+date|Date\s+of\s+(?:issue|invoice)|Issue\s+date|Date\s+issued|Issued(?:\s+on)?"
         r"|Document\s+date|Billing\s+date|Credit\s+note\s+date|Rechnungsdatum|Ausstellungsdatum"
-        r"|Belegdatum|Gutschriftsdatum|Datum\s+der\s+Rechnung|Date|Datum",
+        r"|Belegdatum|Gutschriftsdatum|Datum\s+der\s+Rechnung"
+        r"|Date\s+de\s+(?:la\s+)?facture|Date\s+d['\u2019]émission|Factuurdatum"
+        r"|Data\s+(?:della\s+)?fattura|Fecha\s+(?:de\s+)?(?:la\s+)?factura|Fecha\s+de\s+emisi[oó]n"
+        r"|Date|Datum|Data|Fecha",
         "",
     ),
     # -- free text
@@ -173,26 +183,36 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
         "",
     ),
     ("payment_terms", r"Terms|Konditionen", "s"),
-    ("currency", r"Currency|Währung|Devise", ""),
+    ("currency", r"Currency|Währung|Devise|Valuta|Moneda|Divisa", ""),
     (
         "supplier_name",
         r"Lieferant|Verkäufer|Rechnungssteller|Leistungserbringer|Absender|Auftragnehmer",
         "",
     ),
-    ("supplier_name", r"From|Supplier|Seller|Vendor", "s"),
+    (
+        "supplier_name",
+        r"From|Supplier|Seller|Vendor|Fournisseur|Leverancier|Fornitore|Proveedor",
+        "s",
+    ),
     (
         "customer_name",
         r"Bill(?:ed)?\s+to|Invoiced?\s+to|Sold\s+to|Rechnungsempfänger|Rechnungsadresse"
         r"|Rechnungsanschrift|Leistungsempfänger|Käufer(?:\s*/\s*Leistungsempfänger)?",
         "",
     ),
-    ("customer_name", r"Customer|Client|Buyer|Recipient|Kunde|Empfänger|Auftraggeber", "s"),
+    (
+        "customer_name",
+        r"Customer|Client|Buyer|Recipient|Kunde|Empfänger|Auftraggeber|Klant|Cliente",
+        "s",
+    ),
     # -- amounts: total tax, then net, then gross, then per-rate tax
     (
         "tax_amount",
         r"Total\s+(?:VAT|Tax|MwSt\.?|USt\.?)|(?:VAT|Tax|MwSt\.?|USt\.?)\s+(?:total|amount)"
         r"|Summe\s+(?:MwSt\.?|USt\.?|Umsatzsteuer|Mehrwertsteuer|Steuer)"
-        r"|(?:MwSt\.?|USt\.?|Umsatzsteuer)\s*-?\s*(?:Betrag|gesamt|Summe)|Steuerbetrag",
+        r"|(?:MwSt\.?|USt\.?|Umsatzsteuer)\s*-?\s*(?:Betrag|gesamt|Summe)|Steuerbetrag"
+        r"|(?:Total|Montant)\s+(?:de\s+la\s+)?TVA|Totaal\s+BTW|BTW\s+bedrag|Totale\s+IVA"
+        r"|Importo\s+IVA|(?:Total|Importe|Cuota)\s+(?:de\s+)?IVA",
         "T",
     ),
     (
@@ -201,7 +221,9 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
         rf"|Invoice\s+(?:total|amount)){_EXCL}|Total\s*\(\s*net\s*\)"
         r"|Net\s+(?:total|amount|sum|value)|Sub\s*-?\s*total|Summe\s+netto"
         r"|Netto\s*-?\s*(?:betrag|summe|gesamt|wert)|Nettobetrag|Nettosumme|Gesamt\s+netto"
-        r"|Gesamtsumme\s+netto|Zwischensumme|Warenwert|Net|Netto",
+        r"|Gesamtsumme\s+netto|Zwischensumme|Warenwert"
+        r"|(?:Total|Montant)\s+H\.?T\.?|Sous\s*-?\s*total|Totaal\s+(?:excl\.?|exclusief)\s+BTW"
+        r"|Subtotaal|(?:Totale\s+)?Imponibile|Base\s+imponible|Net|Netto",
         "",
     ),
     (
@@ -212,7 +234,11 @@ _LABEL_TABLE: Final[list[tuple[str | None, str, str]]] = [
         r"|Amount\s+(?:due|payable|to\s+pay)|Balance\s+due|Gesamtbetrag|Rechnungsbetrag"
         r"|Rechnungssumme|Summe\s+brutto|Brutto\s*-?\s*(?:betrag|summe)|Bruttobetrag"
         r"|Gesamt\s+brutto|Gesamtsumme|Endbetrag|Endsumme|Zahlbetrag|Zu\s+zahlender\s+Betrag"
-        r"|zu\s+zahlen|Total|Summe|Gesamt|Brutto",
+        r"|zu\s+zahlen"
+        r"|(?:Total|Montant)\s+T\.?T\.?C\.?|Net\s+à\s+payer|Totaal\s+(?:incl\.?|inclusief)\s+BTW"
+        r"|Te\s+betalen|Totaalbedrag|Totale\s+(?:fattura|documento|da\s+pagare)|Importo\s+totale"
+        r"|Total\s+a\s+pagar|Importe\s+total|Total\s+(?:de\s+la\s+)?factura"
+        r"|Total|Summe|Gesamt|Brutto|Totaal|Totale",
         "",
     ),
     ("tax_amount", _TAX_GENERIC, ""),
@@ -284,11 +310,15 @@ _AMOUNT_PREFIX_RE: Final = re.compile(
 _MONEY_SHAPE_RE: Final = re.compile(r"\d[.,]\d{2}(?!\d)|\d[.,'’ ]\d{3}(?!\d)")  # noqa: RUF001
 _DECIMAL_SEP_RE: Final = re.compile(r"(?<![\w.,])\d+(?:[.,'’]\d{3})*([.,])\d{2}(?!\d|[.,]\d)")  # noqa: RUF001
 _TITLE_CREDIT_RE: Final = re.compile(
-    r"^(?:credit\s*note|credit\s*memo|gutschrift|rechnungskorrektur|stornorechnung)(?!\w)",
+    r"^(?:credit\s*note|credit\s*memo|gutschrift|rechnungskorrektur|stornorechnung"
+    r"|avoir|facture\s+d['\u2019]avoir|note\s+de\s+cr[ée]dit|credit\s*nota|creditfactuur"
+    r"|nota\s+di\s+credito|nota\s+de\s+cr[ée]dito|factura\s+rectificativa)(?!\w)",
     re.IGNORECASE,
 )
 _TITLE_INVOICE_RE: Final = re.compile(
-    r"^(?:tax\s+invoice|commercial\s+invoice|invoice|rechnung|faktura)(?!\w)", re.IGNORECASE
+    r"^(?:tax\s+invoice|commercial\s+invoice|invoice|rechnung|faktura"
+    r"|facture|factuur|fattura|factura)(?!\w)",
+    re.IGNORECASE,
 )
 _TITLE_ONLY_RE: Final = re.compile(
     r"^(?:(?:tax|commercial)\s+)?(?:invoice|rechnung|credit\s*note|gutschrift|faktura)"
