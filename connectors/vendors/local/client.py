@@ -7,10 +7,12 @@ the pipeline's usual submit → poll → fetch cycle runs straight through; the 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from connectors.base import (
     CanonicalResult,
@@ -25,6 +27,7 @@ from connectors.base import (
     VendorSettings,
 )
 from connectors.errors import TerminalError
+from connectors.extract.templates import INSTALL_HINT, SupplierTemplates
 from connectors.extract.text import SUPPORTED_TYPES, base_mime_type, extract_text
 from connectors.vendors.local import mapping
 
@@ -42,6 +45,26 @@ class LocalSettings(VendorSettings):
     """Seconds OCR may take for one whole document before it is rejected."""
     concurrency: int = Field(2, ge=1)
     """Worker threads extracting at the same time (PDF parsing itself is serialised)."""
+    templates: Path | None = None
+    """A folder of your own supplier templates in invoice2data's YAML/JSON format: where one
+    matches a document, its values replace the rules' (needs ``docrelay[templates]``)."""
+    bundled_templates: bool = False
+    """Also use the few hundred templates invoice2data ships (foreign suppliers, matched by
+    keywords alone): off, so that a stray keyword cannot override the rules."""
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a folder of invoice2data templates")
+        return value
+
+    @model_validator(mode="after")
+    def _invoice2data_installed(self) -> LocalSettings:
+        if self.templates is not None or self.bundled_templates:
+            if importlib.util.find_spec("invoice2data") is None:
+                raise ValueError(f"supplier templates need invoice2data: {INSTALL_HINT}")
+        return self
 
 
 class LocalVendor(Vendor):
@@ -60,6 +83,9 @@ class LocalVendor(Vendor):
         if not isinstance(settings, LocalSettings):
             settings = LocalSettings.model_validate(settings.model_dump())
         super().__init__(settings, context)
+        self.templates = SupplierTemplates(
+            self.settings.templates, bundled=self.settings.bundled_templates
+        )
 
     def submit(self, document: DocumentRef, *, first_attempt: bool = False) -> SubmitResult:
         """Nothing to upload: the reference is the content hash, so repeating is harmless."""
@@ -86,7 +112,8 @@ class LocalVendor(Vendor):
             max_pages=self.settings.max_pages,
             ocr_timeout=self.settings.ocr_timeout,
         )
-        return find_fields(extracted.pages, method=extracted.method)
+        found = find_fields(extracted.pages, method=extracted.method)
+        return self.templates.apply("\n".join(extracted.pages), found)
 
     def normalize(self, raw: Any) -> CanonicalResult:
         """Pure mapping of the stored raw result (see ``mapping``)."""
