@@ -454,6 +454,8 @@ def _problems(exc: ValidationError, prefix: tuple[str, ...]) -> list[Problem]:
             message = "unknown key"
         elif error["type"] == "missing":
             message = "field required"
+        elif error["type"] == "value_error":  # our validators' own words, without pydantic's
+            message = message.removeprefix("Value error, ")
         found.append(Problem(_key(loc), message[:1].lower() + message[1:]))
     return found
 

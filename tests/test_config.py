@@ -125,6 +125,13 @@ def test_missing_secret_file_names_the_key(tmp_path):
     assert found == ["store.url_file: cannot read /nonexistent/secret: No such file or directory"]
 
 
+def test_a_validators_message_reads_as_written(tmp_path):
+    found = problems_of(tmp_path, '[vendors.local]\nkind = "local"\ntemplates = "/nonexistent"\n')
+    assert found == [
+        "vendors.local.templates: /nonexistent is not a folder of invoice2data templates"
+    ]
+
+
 def test_secret_file_from_credentials_directory(tmp_path, monkeypatch):
     creds = tmp_path / "creds"
     creds.mkdir()
