@@ -221,3 +221,18 @@ def test_only_relaxed_commits_skip_the_fsync(tmp_path):
 
     assert [level(engine), level(relaxed(engine)), level(engine)] == [2, 1, 2]
     engine.dispose()
+
+
+def test_relaxed_commits_on_postgresql_do_not_wait_for_the_wal(pg_url):
+    """PostgreSQL: ``relaxed`` transactions run with ``synchronous_commit = off``; the others,
+    and the connection after them, keep the server's setting."""
+    from daemon.store.engine import make_engine, relaxed
+
+    engine = make_engine(pg_url, pool_size=1)
+
+    def setting(of: Any) -> str:
+        with of.begin() as conn:
+            return conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
+
+    assert [setting(engine), setting(relaxed(engine)), setting(engine)] == ["on", "off", "on"]
+    engine.dispose()

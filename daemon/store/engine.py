@@ -64,7 +64,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 8) 
         )
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=4,
@@ -72,6 +72,25 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 8) 
         json_serializer=dump_json,
         json_deserializer=jsonio.loads,
     )
+    if parsed.get_backend_name() == "postgresql":
+        _configure_postgresql(engine)
+    return engine
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    # ``relaxed`` commits return before the WAL is flushed, as SQLite's skip the fsync: a crash
+    # of the server may undo the last of them (never corrupt anything), and the next durable
+    # commit flushes them too. Set per transaction, so nothing else changes.
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(RELAXED):
+            driver = connection.connection.dbapi_connection
+            assert driver is not None
+            cursor = driver.cursor()  # the driver's transaction starts here, with the setting
+            try:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            finally:
+                cursor.close()
 
 
 class WriterLock:
@@ -184,7 +203,8 @@ RELAXED = "docrelay_relaxed"
 def relaxed(engine: Engine) -> Engine:
     """The same engine for commits a power cut may undo because what they record is done
     again safely (a result fetched again, a push the destination takes twice): on SQLite they
-    skip the fsync (``synchronous=NORMAL``; WAL keeps the database whole). The next durable
+    skip the fsync (``synchronous=NORMAL``; WAL keeps the database whole), on PostgreSQL the
+    wait for the WAL flush (``synchronous_commit = off``). The next durable
     commit — every other one — makes them durable too, so the order of what is on disk never
     changes. Never for a commit that precedes something done outside (a source released, an
     upload, a push marked in doubt) or that records a call that cannot be repeated for free.
