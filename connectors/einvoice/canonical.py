@@ -13,6 +13,7 @@
   the specification id, type code, syntax, buyer reference, seller tax number and the other
   totals are extras too. Line items: BT-131 is ``net_amount`` (EN 16931 has no line gross, so
   ``total_amount`` stays None); unit code and base quantity go to the line's ``extra``.
+* Placeholders docrelay's own UBL writer names (``raw["placeholders"]``) are left out.
 * Confidence: 1.0 for an invoice that passed the checks (``raw["problems"]`` empty): the value
   is the document's own machine-readable statement, read without guessing, and its sums agree;
   None when it was passed on despite problems (``on_inconsistent = "trust"``).
@@ -100,6 +101,7 @@ def _dig(raw: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 def to_canonical(raw: Mapping[str, Any]) -> CanonicalResult:
     """The canonical result of a raw e-invoice (see the module docstring)."""
     confidence = None if raw.get("problems") else CONFIDENCE
+    dropped = set(raw.get("placeholders") or ())
     currency = raw.get("currency")
     totals = raw.get("totals") or {}
     fields: list[FieldValue] = [
@@ -164,7 +166,11 @@ def to_canonical(raw: Mapping[str, Any]) -> CanonicalResult:
         where = f"extra.vat.{group.get('category') or 'unknown'}.{shown}"
         amount(f"{where}.taxable", group.get("taxable"), "BT-116")
         amount(f"{where}.tax", group.get("tax"), "BT-117")
-    return CanonicalResult(fields=fields, line_items=_lines(raw.get("lines") or []))
+    lines = [] if "line_items" in dropped else _lines(raw.get("lines") or [])
+    for item in lines:
+        if f"line_items.{item.line_no}.net_amount" in dropped:
+            item.net_amount = None
+    return CanonicalResult(fields=[f for f in fields if f.name not in dropped], line_items=lines)
 
 
 def _lines(lines: list[Mapping[str, Any]]) -> list[LineItem]:

@@ -21,7 +21,7 @@ EN 16931 business terms' meaning, so a CII and a UBL rendering of one invoice gi
      "lines": [{"id": BT-126, "description": BT-153, "item_code": BT-155,
                 "quantity": BT-129, "unit": BT-130, "unit_price": BT-146,
                 "base_quantity": BT-149, "net_amount": BT-131, "tax_rate": BT-152}],
-     "problems": [...]}
+     "placeholders": [...] (only in docrelay's own UBL), "problems": [...]}
 
 ``problems`` is filled by the vendor (``checks.problems``) before the dict is stored.
 """

@@ -5,6 +5,9 @@ Paths follow the EN 16931 UBL syntax binding. The seller's and buyer's name is t
 (``PartyLegalEntity/RegistrationName``, BT-27/BT-44), else the trading name (``PartyName``);
 the VAT id is the ``PartyTaxScheme`` whose scheme is VAT, the tax number the other one. A credit
 note's due date is ``PaymentMeans/PaymentDueDate`` (UBL's credit note has no ``DueDate``).
+A file written by docrelay's own UBL writer names the fields it had to fill with placeholders;
+they are listed in ``placeholders`` and the mapping leaves them out (a round trip gives back
+exactly what was extracted).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, Final
 
 from lxml import etree
 
+from connectors.destinations.ubl import REFERENCE_PREFIX
 from connectors.einvoice.raw import ENGINE, VERSION, clean, compact
 
 NS: Final = {
@@ -92,6 +96,21 @@ def _line(element: etree._Element, credit_note: bool) -> dict[str, Any]:
     )
 
 
+def _placeholders(root: etree._Element) -> list[str] | None:
+    """The fields docrelay's own UBL writer filled with placeholders (named in its
+    ``AdditionalDocumentReference``, see ``connectors.destinations.ubl``), so they are not read
+    back as values; None for any other invoice."""
+    for reference in root.findall("cac:AdditionalDocumentReference", NS):
+        description = _text(reference, "cbc:DocumentDescription") or ""
+        if description.startswith(f"{REFERENCE_PREFIX} document_id="):
+            for part in description.split()[1:]:
+                key, _, value = part.partition("=")
+                if key == "placeholders":
+                    return [name for name in value.split(",") if name]
+            return []
+    return None
+
+
 def read(root: etree._Element) -> dict[str, Any]:
     """The raw form of a UBL Invoice or CreditNote root."""
     kind = etree.QName(root).localname
@@ -148,5 +167,6 @@ def read(root: etree._Element) -> dict[str, Any]:
             "totals": totals,
             "vat": vat,
             "lines": [_line(line, credit_note) for line in root.findall(line_tag, NS)],
+            "placeholders": _placeholders(root),
         }
     )
