@@ -31,7 +31,7 @@ from connectors.einvoice.reader import NotAnEInvoice, read_document, read_xml
 from connectors.errors import TerminalError
 from connectors.filecheck import Verdict, check_file, sniff_mime
 from connectors.vendors.einvoice import EInvoiceSettings, EInvoiceVendor
-from tests.einvoices import FIXTURES, einvoice_pdf, embed
+from tests.einvoices import FIXTURES, einvoice_pdf, embed, ubl_of
 from tests.invoices import random_spec, render_pdf
 from tests.test_destination_ubl import full_fields, payload, two_rates
 
@@ -499,3 +499,32 @@ def test_intake_takes_xml_files_and_refuses_what_only_claims_to_be_xml(tmp_path)
     fake = tmp_path / "renamed.txt"
     fake.write_bytes(io.BytesIO(b"<Invoice/>").getvalue())
     assert sniff_mime(fake) == "text/plain", "only .xml files are taken as XML"
+
+
+# --------------------------------------------------------------------------- PDF text vs XML
+
+
+def test_a_pdf_whose_xml_disagrees_with_its_text_is_not_trusted(tmp_path):
+    spec = random_spec(12)
+    other = replace(spec, invoice_number="XY-99999")
+    path = tmp_path / "mismatch.pdf"
+    path.write_bytes(embed(render_pdf(spec), ubl_of(other)))  # the page says another number
+    with pytest.raises(TerminalError, match="does not show the XML's invoice number XY-99999"):
+        vendor(tmp_path).submit(document_of(path))
+    assert vendor(tmp_path, compare_pdf_text=False).submit(document_of(path)).raw["problems"] == []
+    agreeing = tmp_path / "agreeing.pdf"
+    agreeing.write_bytes(einvoice_pdf(spec))
+    raw = vendor(tmp_path).submit(document_of(agreeing)).raw
+    assert raw["text_check"] == "invoice number and grand total" and raw["problems"] == []
+
+
+def test_the_total_is_found_in_any_common_notation_but_not_inside_another_number():
+    from connectors.einvoice.pdftext import disagreements
+
+    raw = {"invoice_number": "R 1", "totals": {"grand": "1234.50"}}
+    for shown in ("Total 1.234,50 EUR", "Total: 1,234.50", "1234,50 €", "CHF 1'234.50"):
+        assert disagreements(raw, [f"Invoice R1\n{shown}"]) == [], shown
+    for shown in ("Total 11.234,50", "1.234,501", "Total 1.234,5"):
+        assert disagreements(raw, [f"Invoice R 1\n{shown}"]) == [
+            "the PDF's text does not show the XML's grand total 1234.50"
+        ], shown

@@ -39,12 +39,28 @@ class EInvoiceSettings(VendorSettings):
     """`reject`: an e-invoice whose sums do not add up or that lacks a mandatory field is
     refused with the rule it breaks (the route's fallback gets it); `trust`: it is taken
     anyway, its problems kept in the raw result and its values without confidence."""
+    compare_pdf_text: bool = True
+    """A PDF's embedded invoice must agree with the PDF's own text: its invoice number and
+    grand total must be printed on the pages (a disagreement counts as inconsistent). PDFs
+    without a text layer are not compared."""
     concurrency: int = Field(2, ge=1)
     """Worker threads reading at the same time."""
 
 
 def _reference(document: DocumentRef) -> str:
     return f"einvoice:{document.sha256}"
+
+
+def _compare_text(document: DocumentRef, raw: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(what was compared, disagreements) between a PDF's text layer and its XML."""
+    from connectors.einvoice.pdftext import disagreements
+    from connectors.extract.text import extract_text
+
+    try:
+        pages = extract_text(document.path, "application/pdf", ocr="off").pages
+    except TerminalError as exc:  # no text layer, too many pages: nothing to compare with
+        return f"not compared: {exc}", []
+    return "invoice number and grand total", disagreements(raw, pages)
 
 
 class EInvoiceVendor(Vendor):
@@ -73,6 +89,9 @@ class EInvoiceVendor(Vendor):
         except NotAnEInvoice as exc:
             raise TerminalError(f"no usable e-invoice: {exc}") from None
         found = problems(raw)
+        if raw.get("container") == "pdf" and self.settings.compare_pdf_text:
+            raw["text_check"], disagreeing = _compare_text(document, raw)
+            found += disagreeing
         if found and self.settings.on_inconsistent == "reject":
             raise TerminalError(f"inconsistent e-invoice: {'; '.join(found)}")
         return {**raw, "problems": found}
