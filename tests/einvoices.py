@@ -4,7 +4,6 @@ as Factur-X embeds its XML, and the corpus's real samples."""
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -78,7 +77,3 @@ def embed(pdf: bytes, xml: bytes, name: str = "factur-x.xml") -> bytes:
 def einvoice_pdf(spec: InvoiceSpec) -> bytes:
     """The generated invoice's PDF carrying its own UBL as ``factur-x.xml``."""
     return embed(render_pdf(spec), ubl_of(spec))
-
-
-def with_spec(spec: InvoiceSpec, **changes: object) -> InvoiceSpec:
-    return replace(spec, **changes)

@@ -528,3 +528,16 @@ def test_the_total_is_found_in_any_common_notation_but_not_inside_another_number
         assert disagreements(raw, [f"Invoice R 1\n{shown}"]) == [
             "the PDF's text does not show the XML's grand total 1234.50"
         ], shown
+
+
+def test_fetch_reads_again_what_submit_answered_and_probe_says_what_is_read(tmp_path):
+    doc = document_of(FIXTURES / "FX" / "EN16931_Einfach.pdf")
+    reader = vendor(tmp_path)
+    submitted = reader.submit(doc, first_attempt=True)
+    assert submitted.raw["container"] == "pdf" and submitted.raw["attachment"] == "factur-x.xml"
+    assert reader.fetch(submitted.vendor_ref, submitted.data, doc) == submitted.raw
+    assert reader.submit(doc).vendor_ref == submitted.vendor_ref, "safe to repeat"
+    assert reader.poll(submitted.vendor_ref, {}).status == "ready"
+    lines = reader.probe()
+    assert "application/xml" in lines[0] and "factur-x.xml" in lines[0]
+    assert lines[1] == "inconsistent e-invoices: reject"

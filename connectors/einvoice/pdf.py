@@ -10,7 +10,6 @@ for ``safexml.parse``.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Final
 
@@ -29,7 +28,6 @@ def embedded_xml(path: Path) -> tuple[str, bytes]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
-    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings are about the PDF, not us
     try:
         reader = PdfReader(path)
         names = list(reader.attachments)

@@ -33,18 +33,6 @@ from typing import Any, Final
 ENGINE: Final = "docrelay-einvoice"
 VERSION: Final = 1
 
-TOTAL_KEYS: Final = (
-    "line_total",
-    "allowance_total",
-    "charge_total",
-    "net",
-    "tax",
-    "grand",
-    "prepaid",
-    "rounding",
-    "due",
-)
-
 
 def clean(text: str | None) -> str | None:
     """Whitespace-collapsed text, None for nothing."""
