@@ -3,7 +3,7 @@ printed invoice, routed to ``einvoice`` with ``local`` as the fallback.
 
 The e-invoices are read from their XML (``vendor = einvoice`` in SQL, values exactly as the XML
 says); the printed one carries no XML, is refused by ``einvoice`` with the reason kept in its
-history, and is read by ``local``. All four are exported.
+history, and is read by ``local``. All four are exported. On SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import create_engine, text
 
-from tests.daemon_proc import DaemonProcess, query, wait_until, write_config
+from tests.daemon_proc import DaemonProcess, wait_until, write_config
 from tests.einvoices import FIXTURES
 from tests.invoices import expected_fields, random_spec, render_pdf
 from tests.test_einvoice import expected
@@ -40,9 +41,11 @@ def _value(value: object, like: object) -> object:
     return value
 
 
-def test_e_invoices_are_read_from_their_xml_and_a_printed_one_falls_back_to_local(tmp_path):
+def test_e_invoices_are_read_from_their_xml_and_a_printed_one_falls_back_to_local(
+    tmp_path, store_url
+):
     route = 'fallback = "local"\n\n[vendors.einvoice]\nkind = "einvoice"\n'
-    config = write_config(tmp_path, vendor="einvoice", extra=route)
+    config = write_config(tmp_path, store_url=store_url, vendor="einvoice", extra=route)
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()
     for name, (_, source) in EINVOICES.items():
@@ -58,9 +61,15 @@ def test_e_invoices_are_read_from_their_xml_and_a_printed_one_falls_back_to_loca
     finally:
         daemon.stop()
 
-    docs = {r["filename"]: r for r in query(tmp_path, "SELECT * FROM docrelay_documents")}
+    engine = create_engine(store_url)
+
+    def rows(sql: str) -> list:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql)).mappings())
+
+    docs = {r["filename"]: r for r in rows("SELECT * FROM docrelay_documents")}
     assert set(docs) == {*EINVOICES, PRINTED}
-    invoices = {r["document_id"]: r for r in query(tmp_path, "SELECT * FROM docrelay_invoices")}
+    invoices = {r["document_id"]: r for r in rows("SELECT * FROM docrelay_invoices")}
     exports = {int(p.stem): json.loads(p.read_text()) for p in outbox.glob("*.json")}
     for name, (kind, source) in EINVOICES.items():
         doc = docs[name]
@@ -71,8 +80,8 @@ def test_e_invoices_are_read_from_their_xml_and_a_printed_one_falls_back_to_loca
                       "tax_amount", "currency", "supplier_name", "supplier_vat_id"):  # fmt: skip
             assert _value(row[field], want[field]) == want[field], (name, field)
         assert exports[doc["document_id"]]["fields"]["invoice_number"] == want["invoice_number"]
-    einvoice_fields = query(
-        tmp_path, "SELECT DISTINCT document_id FROM docrelay_fields WHERE vendor = 'einvoice'"
+    einvoice_fields = rows(
+        "SELECT DISTINCT document_id FROM docrelay_fields WHERE vendor = 'einvoice'"
     )
     assert {r["document_id"] for r in einvoice_fields} == {
         docs[name]["document_id"] for name in EINVOICES
@@ -84,8 +93,7 @@ def test_e_invoices_are_read_from_their_xml_and_a_printed_one_falls_back_to_loca
     for field in ("invoice_number", "total_amount", "supplier_name"):
         want = expected_fields(spec)[field]
         assert _value(row[field], want) == want, field
-    subs = query(
-        tmp_path,
+    subs = rows(
         f"SELECT profile, role, state, error FROM submissions "
         f"WHERE document_id = {printed['document_id']} ORDER BY id",
     )
@@ -94,8 +102,7 @@ def test_e_invoices_are_read_from_their_xml_and_a_printed_one_falls_back_to_loca
         ("local", "fallback", "done"),
     ]
     assert "no embedded e-invoice" in subs[0]["error"]
-    history = query(
-        tmp_path, f"SELECT message FROM events WHERE document_id = {printed['document_id']}"
-    )
+    history = rows(f"SELECT message FROM events WHERE document_id = {printed['document_id']}")
     assert any("no embedded e-invoice" in (e["message"] or "") for e in history)
     assert printed["document_id"] in exports
+    engine.dispose()
