@@ -47,9 +47,12 @@ _EXTRA_AMOUNTS: Final = (
     ("extra.prepaid_amount", "prepaid", "BT-113"),
     ("extra.rounding_amount", "rounding", "BT-114"),
 )
-_TEXTS: Final = (
+_HEAD_TEXTS: Final = (
     ("invoice_number", ("invoice_number",), "BT-1"),
     ("currency", ("currency",), "BT-5"),
+)
+"""Written before the dates and amounts, in ``DOCUMENT_FIELDS`` order."""
+_TEXTS: Final = (
     ("supplier_name", ("seller", "name"), "BT-27"),
     ("supplier_vat_id", ("seller", "vat_id"), "BT-31"),
     ("supplier_iban", ("iban",), "BT-84"),
@@ -150,13 +153,13 @@ def to_canonical(raw: Mapping[str, Any]) -> CanonicalResult:
             )
         )
 
-    for name, path, label in _TEXTS[:2]:
+    for name, path, label in _HEAD_TEXTS:
         text(name, _dig(raw, path), label)
     day("issue_date", "issue_date", "BT-2")
     day("due_date", "due_date", "BT-9")
     for name, key, label in _AMOUNTS:
         amount(name, totals.get(key), label)
-    for name, path, label in _TEXTS[2:]:
+    for name, path, label in _TEXTS:
         text(name, _dig(raw, path), label)
     for name, key, label in _EXTRA_AMOUNTS:
         amount(name, totals.get(key), label)
