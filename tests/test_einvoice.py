@@ -404,6 +404,12 @@ def test_hostile_xml_is_refused_with_a_reason_and_nothing_is_fetched(tmp_path, l
     cases = {
         "billion-laughs.xml": (BILLION_LAUGHS, "DOCTYPE"),
         "xxe.xml": (_xxe(url), "DOCTYPE"),
+        "utf16-laughs.xml": (
+            BILLION_LAUGHS.replace(b'"1.0"?', b'"1.0" encoding="UTF-16"?')
+            .decode()
+            .encode("utf-16"),
+            "DOCTYPE",
+        ),
         "deep.xml": (deep, "nested"),
         "large.xml": (b"<a>" + b" " * safexml.MAX_BYTES + b"</a>", "too large"),
     }

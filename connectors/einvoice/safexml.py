@@ -3,9 +3,10 @@
 An e-invoice is data, never markup with macros: a DOCTYPE has no business in one (EN 16931's
 syntaxes are defined by XSDs), so any DOCTYPE is refused before lxml sees the bytes. That alone
 stops entity expansion (billion laughs) and external entities (file or network reads); the
-parser is configured to resolve nothing and fetch nothing as a second line. Size is capped
-before parsing, depth after (libxml2's own limit is 256 levels with ``huge_tree`` off; ours is
-far lower, since real invoices nest about 10 deep).
+parser is configured to resolve nothing and fetch nothing as a second line, and a DOCTYPE the
+byte scan cannot see (a UTF-16 document) is refused after parsing, before anything is read.
+Size is capped before parsing, depth after (libxml2's own limit is 256 levels with
+``huge_tree`` off; ours is far lower, since real invoices nest about 10 deep).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def parse(data: bytes) -> etree._Element:
         raise XmlRefused(f"not well-formed XML: {exc}") from None
     if root is None:  # pragma: no cover - lxml raises for empty input
         raise XmlRefused("empty XML document")
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:  # one the byte scan missed (UTF-16)
+        raise XmlRefused("XML with a DOCTYPE or entity declaration is refused (not an e-invoice)")
     depth = _depth(root)
     if depth > MAX_DEPTH:
         raise XmlRefused(f"XML nested {depth} levels deep (limit {MAX_DEPTH})")
