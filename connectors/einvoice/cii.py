@@ -102,7 +102,7 @@ def read(root: etree._Element) -> dict[str, Any]:
     """The raw form of a CII invoice root."""
     currency = _text(root, SETTLEMENT + "ram:InvoiceCurrencyCode")
     iban, bic = _payment(root)
-    terms = root.find(SETTLEMENT + "ram:SpecifiedTradePaymentTerms", NS)
+    terms = SETTLEMENT + "ram:SpecifiedTradePaymentTerms/"  # the first of several that has it
     vat = [
         compact(
             {
@@ -141,16 +141,14 @@ def read(root: etree._Element) -> dict[str, Any]:
             "type_code": _text(root, "rsm:ExchangedDocument/ram:TypeCode"),
             "invoice_number": _text(root, "rsm:ExchangedDocument/ram:ID"),
             "issue_date": _date(root, "rsm:ExchangedDocument/ram:IssueDateTime/udt:DateTimeString"),
-            "due_date": None
-            if terms is None
-            else _date(terms, "ram:DueDateDateTime/udt:DateTimeString"),
+            "due_date": _date(root, terms + "ram:DueDateDateTime/udt:DateTimeString"),
             "currency": currency,
             "buyer_reference": _text(root, AGREEMENT + "ram:BuyerReference"),
             "order_number": _text(
                 root, AGREEMENT + "ram:BuyerOrderReferencedDocument/ram:IssuerAssignedID"
             ),
             "payment_reference": _text(root, SETTLEMENT + "ram:PaymentReference"),
-            "payment_terms": None if terms is None else _text(terms, "ram:Description"),
+            "payment_terms": _text(root, terms + "ram:Description"),
             "iban": iban,
             "bic": bic,
             "seller": _party(root.find(AGREEMENT + "ram:SellerTradeParty", NS), seller=True),
