@@ -44,12 +44,16 @@ PNG = "image/png"
 JPEG = "image/jpeg"
 TIFF = "image/tiff"
 TEXT = "text/plain"
+XML = "application/xml"
 OCTET_STREAM = "application/octet-stream"
 
 IMAGE_MIME_TYPES = frozenset({PNG, JPEG, TIFF})
-SUPPORTED_MIME_TYPES = frozenset({PDF, TEXT} | IMAGE_MIME_TYPES)
+SUPPORTED_MIME_TYPES = frozenset({PDF, TEXT, XML} | IMAGE_MIME_TYPES)
 TEXT_EXTENSIONS = frozenset({".txt"})
-"""Only these are taken as plain text: other text-like files (.csv, .xml) are not documents."""
+"""Only these are taken as plain text: other text-like files (.csv, .json) are not documents."""
+XML_EXTENSIONS = frozenset({".xml"})
+"""Files taken as XML (structured e-invoices: XRechnung, UBL, CII), when they start like XML;
+whether the XML is an invoice is the vendor's (``einvoice``) business."""
 
 _SUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
     (PDF_MAGIC, PDF),
@@ -194,7 +198,15 @@ def sniff_mime(path: Path, head: bytes | None = None) -> str | None:
         return mime
     if path.suffix.lower() in TEXT_EXTENSIONS and _looks_like_text(head):
         return TEXT
+    if path.suffix.lower() in XML_EXTENSIONS and _looks_like_xml(head):
+        return XML
     return None
+
+
+def _looks_like_xml(head: bytes) -> bool:
+    """Text whose first non-blank character (after a UTF-8 BOM) opens markup."""
+    body = head.removeprefix(codecs.BOM_UTF8).lstrip()
+    return body.startswith(b"<") and _looks_like_text(head)
 
 
 def sniff_mime_type(data: bytes, filename: str, declared: str | None) -> str:
@@ -242,6 +254,8 @@ def check_file(path: Path, mime: str | None, *, max_bytes: int) -> CheckResult:
             return _check_pdf(stream, head, size)
         if mime == TEXT:
             return _check_text(stream)
+        if mime == XML:
+            return OK if _looks_like_xml(head) else _reject("not an XML file: no markup")
         return _check_image(stream, mime, size)
 
 

@@ -27,6 +27,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "vendor": {
         "local": "connectors.vendors.local:LocalVendor",
+        "einvoice": "connectors.vendors.einvoice:EInvoiceVendor",
         "deepopinion": "connectors.vendors.deepopinion.vendor:DeepOpinionVendor",
         "gini": "connectors.vendors.gini.vendor:GiniVendor",
         "konfuzio": "connectors.vendors.konfuzio.vendor:KonfuzioVendor",

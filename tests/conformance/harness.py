@@ -81,6 +81,9 @@ class VendorRun:
     """The API path of the upload (where a hidden answer is planted)."""
     uploads: Callable[[], int] | None = None
     """How many documents the vendor holds."""
+    document: Callable[..., DocumentRef] = document
+    """Makes the generated invoice the vendor is given (``document``'s signature): a vendor
+    that reads something else than the printed page (an embedded e-invoice) gets its own."""
 
     made: list[Vendor] = dataclasses.field(default_factory=list)
 
@@ -120,6 +123,30 @@ def ready(vendor: Vendor, ref: str, data: Mapping[str, Any], timeout: float = 20
 @contextmanager
 def local_vendor(tmp_path: Path) -> Iterator[VendorRun]:
     yield VendorRun(kind="local", settings={"kind": "local"}, tmp_path=tmp_path)
+
+
+def einvoice_document(tmp_path: Path, seed: int = 7, *, document_id: int = 1) -> DocumentRef:
+    """The generated invoice's PDF with its own UBL embedded as ``factur-x.xml``."""
+    from tests.einvoices import einvoice_pdf
+
+    printed = document(tmp_path, seed, document_id=document_id)
+    data = einvoice_pdf(random_spec(seed))
+    printed.path.write_bytes(data)
+    import hashlib
+
+    return dataclasses.replace(
+        printed, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data)
+    )
+
+
+@contextmanager
+def einvoice_vendor(tmp_path: Path) -> Iterator[VendorRun]:
+    yield VendorRun(
+        kind="einvoice",
+        settings={"kind": "einvoice"},
+        tmp_path=tmp_path,
+        document=einvoice_document,
+    )
 
 
 @contextmanager
@@ -254,6 +281,7 @@ def deepopinion_vendor(tmp_path: Path) -> AbstractContextManager[VendorRun]:
 
 VENDORS: dict[str, Callable[[Path], AbstractContextManager[VendorRun]]] = {
     "deepopinion": deepopinion_vendor,
+    "einvoice": einvoice_vendor,
     "gini": gini_vendor,
     "konfuzio": konfuzio_vendor,
     "local": local_vendor,

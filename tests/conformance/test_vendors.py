@@ -25,7 +25,7 @@ from tests.conformance.harness import VENDORS, VendorRun, document, ready
 from tests.daemon_proc import wait_until
 from tests.invoices import expected_fields, random_spec, render_pdf
 
-OFFLINE = {"local"}
+OFFLINE = {"local", "einvoice"}
 """Vendors with no server to talk to: the HTTP checks do not apply."""
 ALL = sorted(VENDORS)
 HTTP = sorted(set(VENDORS) - OFFLINE)
@@ -42,7 +42,7 @@ def run(request: pytest.FixtureRequest, tmp_path: Path):
 
 def submitted(run: VendorRun, seed: int = 7, document_id: int = 1):
     vendor = run.vendor()
-    doc = document(run.tmp_path, seed, document_id=document_id)
+    doc = run.document(run.tmp_path, seed, document_id=document_id)
     result = vendor.submit(doc, first_attempt=True)
     if result.raw is not None:
         return vendor, doc, result.vendor_ref, result.data, result.raw
