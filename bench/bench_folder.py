@@ -8,7 +8,13 @@ Measures, on a fresh store each run:
   * peak RSS of the daemon process (VmHWM);
   * idle CPU of the daemon over a quiet period after the work is done.
 
+With ``--einvoice`` the documents are the corpus's Factur-X PDFs (each copy made unique by a
+comment after ``%%EOF``), and every run goes once through ``local`` (the text) and once through
+``einvoice`` (the embedded XML, checked against the text): the e-invoice path must be at least
+as fast as the local one.
+
     .venv/bin/python bench/bench_folder.py --docs 2000 --runs 3 --idle 60
+    .venv/bin/python bench/bench_folder.py --einvoice --docs 1000 --runs 3 --idle 0
 """
 
 from __future__ import annotations
@@ -45,6 +51,22 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+CORPUS = ROOT / "tests" / "fixtures" / "einvoice" / "FX"
+EINVOICE_PROFILE = '[vendors.einvoice]\nkind = "einvoice"\n'
+
+
+def generate_einvoices(folder: Path, count: int) -> None:
+    """``count`` Factur-X PDFs from the corpus, each with bytes of its own (no duplicates)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    originals = sorted(CORPUS.glob("*.pdf"))
+    if not originals:
+        raise SystemExit(f"no Factur-X PDFs in {CORPUS}")
+    for number in range(count):
+        source = originals[number % len(originals)]
+        data = source.read_bytes() + f"\n%docrelay-bench {number}\n".encode()
+        (folder / f"{number:05d}-{source.name}").write_bytes(data)
+
+
 def generate(folder: Path, count: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for seed in range(count):
@@ -58,10 +80,13 @@ def start(config: Path) -> tuple[DaemonProcess, float]:
     return daemon, time.monotonic() - began
 
 
-def one_run(staging: Path, docs: int, idle: float, settle: float) -> dict[str, float]:
+def one_run(
+    staging: Path, docs: int, idle: float, settle: float, vendor: str = "local"
+) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="docrelay-bench-"))
     try:
-        config = write_config(work, settle=settle, log_level="warning")
+        extra = EINVOICE_PROFILE if vendor == "einvoice" else ""
+        config = write_config(work, settle=settle, log_level="warning", vendor=vendor, extra=extra)
         daemon, cold = start(config)
         inbox = work / "inbox"
         engine = create_engine(f"sqlite:///{work}/var/docrelay.db")
@@ -130,24 +155,39 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle CPU sampling")
     parser.add_argument("--settle", type=float, default=2.0, help="folder settle_seconds")
+    parser.add_argument(
+        "--einvoice", action="store_true", help="Factur-X PDFs through local and einvoice"
+    )
     args = parser.parse_args()
     staging = Path(tempfile.mkdtemp(prefix="docrelay-bench-docs-"))
     try:
         t0 = time.monotonic()
-        generate(staging, args.docs)
+        (generate_einvoices if args.einvoice else generate)(staging, args.docs)
         print(f"generated {args.docs} invoices in {time.monotonic() - t0:.1f}s", flush=True)
-        results = []
+        vendors = ["local", "einvoice"] if args.einvoice else ["local"]
+        results: dict[str, list[dict[str, float]]] = {vendor: [] for vendor in vendors}
         for run in range(args.runs):
-            result = one_run(staging, args.docs, args.idle if run == 0 else 0, args.settle)
-            results.append(result)
-            print(f"run {run + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in result.items()),
-                  flush=True)  # fmt: skip
-        print("\nmedian of runs:")
-        for key in results[0]:
-            values = [r[key] for r in results if r[key] == r[key]]
-            if values:
-                print(f"  {key:<22} {statistics.median(values):10.3f}   (runs: "
-                      + ", ".join(f"{v:.3f}" for v in values) + ")")  # fmt: skip
+            for vendor in vendors:
+                idle = args.idle if run == 0 else 0
+                result = one_run(staging, args.docs, idle, args.settle, vendor)
+                results[vendor].append(result)
+                figures = ", ".join(f"{k}={v:.3f}" for k, v in result.items())
+                print(f"run {run + 1} ({vendor}): {figures}", flush=True)
+        for vendor, runs in results.items():
+            print(f"\nmedian of runs ({vendor}):")
+            for key in runs[0]:
+                values = [r[key] for r in runs if r[key] == r[key]]
+                if values:
+                    print(f"  {key:<22} {statistics.median(values):10.3f}   (runs: "
+                          + ", ".join(f"{v:.3f}" for v in values) + ")")  # fmt: skip
+        if args.einvoice:
+            ratios = [
+                e["overall_docs_per_s"] / lo["overall_docs_per_s"]
+                for lo, e in zip(results["local"], results["einvoice"], strict=True)
+            ]
+            print("\neinvoice / local throughput, per run: "
+                  + ", ".join(f"{r:.2f}" for r in ratios)
+                  + f"; median {statistics.median(ratios):.2f} (target >= 1.0)")  # fmt: skip
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
