@@ -10,6 +10,7 @@ document's fields through the same validated path as ``docrelay correct``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -55,17 +56,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def bearer_matches(header: str | None, tokens: Sequence[SecretStr]) -> bool:
-    """``Authorization: Bearer <token>`` names one of ``tokens``. Every token is compared, in
-    constant time (``hmac.compare_digest``), so the answer's timing tells nothing of them."""
+def bearer_token(header: str | None, tokens: Sequence[SecretStr]) -> SecretStr | None:
+    """The one of ``tokens`` that ``Authorization: Bearer <token>`` names, or None. Every token
+    is compared, in constant time (``hmac.compare_digest``), so the answer's timing tells
+    nothing of them."""
     scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        return False
+        return None
     offered = given.strip().encode()
-    found = False
+    found = None
     for token in tokens:
-        found |= hmac.compare_digest(offered, token.get_secret_value().encode())
+        if hmac.compare_digest(offered, token.get_secret_value().encode()):
+            found = token
     return found
+
+
+def token_actor(token: SecretStr) -> str:
+    """Who made an API call, in the history: ``api:`` and the first 8 hex digits of the token's
+    SHA-256 — which of several tokens (one per ERP or person) it was, without the secret."""
+    return "api:" + hashlib.sha256(token.get_secret_value().encode()).hexdigest()[:8]
 
 
 def _correction_request(body: bytes) -> tuple[dict[str, str], list[str], str | None]:
@@ -189,7 +198,8 @@ def create_app(daemon: Daemon) -> Starlette:
         """Correct or confirm fields of a document; the answers are in README "Corrections"."""
         if not api.tokens:  # off: answer as if there were no such address
             return JSONResponse({"error": "not found"}, status_code=404)
-        if not bearer_matches(request.headers.get("authorization"), api.tokens):
+        token = bearer_token(request.headers.get("authorization"), api.tokens)
+        if token is None:
             return JSONResponse(
                 {"error": "a valid bearer token is required"},
                 status_code=401,
@@ -208,16 +218,17 @@ def create_app(daemon: Daemon) -> Starlette:
             return JSONResponse(
                 {"error": 'say what is right: "values" or "confirm"'}, status_code=422
             )
-        return await run_in_threadpool(_correct, document_id, values, confirm, note)
+        actor = token_actor(token)
+        return await run_in_threadpool(_correct, document_id, values, confirm, note, actor)
 
     def _correct(
-        document_id: int, values: dict[str, str], confirm: list[str], note: str | None
+        document_id: int, values: dict[str, str], confirm: list[str], note: str | None, actor: str
     ) -> Response:
         answer: dict[str, Any] = {"document_id": document_id}
         try:
             changed = correct(
                 daemon.engine, document_id, values, confirm=confirm, vendors=daemon.vendors,
-                origin="api", note=note,
+                origin=actor, note=note,
             )  # fmt: skip
         except UnknownDocument as exc:
             return JSONResponse({**answer, "error": str(exc)}, status_code=404)

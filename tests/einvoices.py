@@ -4,11 +4,10 @@ as Factur-X embeds its XML, and the corpus's real samples."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from connectors.base import CanonicalResult, ExportPayload, FieldValue, LineItem
+from connectors.base import CanonicalResult, FieldValue, LineItem
 from connectors.destinations.ubl import ubl_xml
 from tests.invoices import InvoiceSpec, expected_fields, render_pdf
 
@@ -40,27 +39,12 @@ def canonical_of(spec: InvoiceSpec) -> CanonicalResult:
     return CanonicalResult(fields=fields, line_items=lines)
 
 
-def payload_of(result: CanonicalResult, document_id: int = 7) -> ExportPayload:
-    return ExportPayload(
-        document_id=document_id,
-        sha256="ab" * 32,
-        filename="bill.pdf",
-        mime_type="application/pdf",
-        source="scans",
-        source_ref="bill.pdf",
-        received_at=datetime(2026, 12, 2, 9, 30, tzinfo=UTC),
-        vendor="local",
-        vendor_kind="local",
-        vendor_ref=None,
-        submission_id=1,
-        extraction_id=1,
-        result=result,
-    )
-
-
 def ubl_of(spec: InvoiceSpec) -> bytes:
     """The spec as a UBL 2.1 invoice, written by the folder destination's writer."""
-    return ubl_xml(payload_of(canonical_of(spec)), "test-key")
+    from tests.test_destination_ubl import payload
+
+    result = canonical_of(spec)
+    return ubl_xml(payload(result.fields, result.line_items, version=1), "test-key")
 
 
 def embed(pdf: bytes, xml: bytes, name: str = "factur-x.xml") -> bytes:

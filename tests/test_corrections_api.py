@@ -3,6 +3,7 @@ that reaches the vendor and the export, on the in-process daemon with a real SQL
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,6 +24,8 @@ from tests.servers import serve
 from tests.test_pipeline import offer
 
 TOKEN = "t0ken-for-the-erp-0123456789"
+ACTOR = "api:" + hashlib.sha256(TOKEN.encode()).hexdigest()[:8]
+"""Who the history names: which token, never the token itself."""
 OTHER = "an0ther-token-from-a-file-42"
 
 
@@ -79,6 +82,20 @@ def post(client: httpx.Client, doc: int | str, body: object, token: str | None =
     return client.post(f"/api/v1/documents/{doc}/corrections", content=content, headers=headers)
 
 
+def test_the_history_names_which_token_made_the_correction(make_daemon, open_api, tmp_path):
+    daemon = make_daemon({"tokens": [TOKEN, OTHER]})
+    doc = exported(daemon, tmp_path)
+    client = open_api(daemon)
+    assert post(client, doc, {"values": {"invoice_number": "R-9"}}, token=OTHER).status_code == 200
+    with daemon.engine.connect() as conn:
+        actors = conn.execute(
+            select(ledger.events.c.actor).where(
+                ledger.events.c.document_id == doc, ledger.events.c.kind == "corrected"
+            )
+        ).scalars()
+        assert list(actors) == ["api:" + hashlib.sha256(OTHER.encode()).hexdigest()[:8]]
+
+
 def test_a_correction_over_http_reaches_the_vendor_and_a_new_export_version(
     make_daemon, open_api, tmp_path
 ):
@@ -105,13 +122,13 @@ def test_a_correction_over_http_reaches_the_vendor_and_a_new_export_version(
         feedback = conn.execute(
             text("SELECT field, origin FROM feedback WHERE kind = 'correction'")
         )
-        assert [tuple(r) for r in feedback] == [("total_amount", "api")]
+        assert [tuple(r) for r in feedback] == [("total_amount", ACTOR)]
         history = conn.execute(
             select(ledger.events.c.actor, ledger.events.c.message).where(
                 ledger.events.c.document_id == doc, ledger.events.c.kind == "corrected"
             )
         ).one()
-    assert history.actor == "api" and history.message.endswith("; ERP: credit note 77")
+    assert history.actor == ACTOR and history.message.endswith("; ERP: credit note 77")
     confirmed = post(client, doc, {"confirm": ["invoice_number"], "values": {"extra.po": None}})
     assert confirmed.status_code == 200
     assert confirmed.json()["changed"] == [
