@@ -750,14 +750,15 @@ def _block_name(
             return None  # the next block's heading
         named = _NAME_KEY_RE.match(line.text)
         if named is not None:
-            rest = named["rest"].strip()
-            parts = [rest] if rest else []
-            for j in range(k + 1, min(k + 4, len(lines))):
-                if rest or j in used or lines[j].page != page or _KEY_VALUE_RE.match(lines[j].text):
-                    break
-                if line_hits[j] and line_hits[j][0].at_start:
-                    break
-                parts.append(lines[j].text)
+            parts = [named["rest"].strip()]
+            if not parts[0]:  # "Name:" alone: the name is on the lines below, up to three
+                parts = []
+                for j in range(k + 1, min(k + 4, len(lines))):
+                    if j in used or lines[j].page != page or _KEY_VALUE_RE.match(lines[j].text):
+                        break
+                    if line_hits[j] and line_hits[j][0].at_start:
+                        break
+                    parts.append(lines[j].text)
             name = " ".join(parts).strip(" ,")
             return (name, page) if any(ch.isalpha() for ch in name) else None
         if _KEY_VALUE_RE.match(line.text) or (hits and hits[0].at_start):
@@ -891,7 +892,8 @@ def _due_date_column(lines: list[_Line], used: set[int]) -> dict[str, Any] | Non
     """A payment-terms table whose header names a due-date column (``Beschreibung Fälligkeit
     Teilzahlung``): the one date on the row below it."""
     for index, line in enumerate(lines[:-1]):
-        if index in used or not _DUE_COLUMN_RE.search(line.text) or find_date(line.text):
+        column = None if index in used else _DUE_COLUMN_RE.search(line.text)
+        if column is None or find_date(line.text):
             continue
         if len(line.text.split()) < 2:
             continue  # a label alone on its line: the candidates read those
@@ -902,7 +904,7 @@ def _due_date_column(lines: list[_Line], used: set[int]) -> dict[str, Any] | Non
         if found is None or find_date(below.text[found[2] :]) is not None:
             continue  # none, or several dates: which column is which is not known
         return {
-            "name": "due_date", "label": _DUE_COLUMN_RE.search(line.text).group(0),  # type: ignore[union-attr]
+            "name": "due_date", "label": column.group(0),
             "raw": below.text[found[1] : found[2]], "page": below.page, "inferred": "column",
         }  # fmt: skip
     return None

@@ -113,9 +113,7 @@ def merge(raw: dict[str, Any], values: dict[str, Any], name: str) -> dict[str, A
     taken: dict[str, dict[str, Any]] = {}
     for key, canonical in FIELD_NAMES.items():
         if canonical in taken or values.get(key) in (None, ""):
-            continue
-        if key == "issuer" and "partner_name" in values:
-            continue
+            continue  # FIELD_NAMES' order: partner_name, when it has a value, before issuer
         text = _as_text(values[key], decimal)
         if text:
             taken[canonical] = {
