@@ -590,9 +590,10 @@ def test_sink_error_leaves_the_file_for_the_next_scan(
     assert source.health()["pending"] == 0
 
     assert source.scan() == 1
-    wait_for(lambda: moved(inbox, "retry.pdf"), what="taken on rescan")
+    # the release is recorded after the move, so wait for the record, not the file
+    wait_for(lambda: sink.released == [1], what="taken and released on rescan")
+    assert moved(inbox, "retry.pdf")
     assert sink.refs() == ["retry.pdf"]
-    assert sink.released == [1]
 
 
 def test_stop_finishes_the_item_in_flight(start_source: Factory) -> None:
