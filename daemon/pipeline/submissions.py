@@ -28,6 +28,7 @@ from connectors.base import (
     VendorSettings,
 )
 from connectors.errors import TerminalError
+from daemon import logs
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
@@ -238,6 +239,7 @@ class SubmissionRunner:
         self.fresh.discard(submission_id)
         if sub["lease_owner"] != owner:
             return None
+        logs.bind(document_id=sub["document_id"])
         work = _Work(sub, doc, document_ref(doc, self.blobs), owner, f"worker:{owner}")
         work.first_attempt = first_attempt
         work.processing = row.get("w_processing")
@@ -539,6 +541,13 @@ class SubmissionRunner:
         if mapping_error is not None:
             raise mapping_error
         if sub["state"] == S.DONE:
+            log.info(
+                "document %s extracted by %s: %d fields, %d line items",
+                sub["document_id"],
+                self.profile,
+                len(canonical.fields) if canonical else 0,
+                len(canonical.line_items) if canonical else 0,
+            )
             self._deliver(work)
 
     def _close_unchanged(

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import OperationalError
 
+from daemon import logs
 from daemon.periodic import Periodic
 from daemon.pipeline import ledger
 from daemon.store.engine import reader
@@ -60,7 +61,8 @@ class InHand:
         if not mine:
             log.warning("%s %s is still being worked on here; not run twice", self.what, item_id)
         try:
-            yield mine
+            with logs.bound(**{f"{self.what}_id": item_id}):
+                yield mine
         finally:
             if mine:
                 with self._lock:
