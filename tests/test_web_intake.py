@@ -125,7 +125,9 @@ def test_an_upload_is_extracted_and_the_same_bytes_again_name_the_same_document(
         ("cut.pdf", render_pdf(random_spec(1502))[:900], "incomplete PDF"),
     ],
 )
-def test_an_unusable_upload_is_rejected_with_its_reason_and_kept(daemon, client, name, data, reason):
+def test_an_unusable_upload_is_rejected_with_its_reason_and_kept(
+    daemon, client, name, data, reason
+):
     answer = upload(client, data, name)
     assert answer.status_code == 422, answer.text
     body = answer.json()
