@@ -275,3 +275,27 @@ def test_any_error_of_a_connectors_parse_webhook_is_a_400_logged_once(scripted, 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
     assert "TypeError" in errors[0].getMessage()
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_status_tokens_from_a_file_and_the_callback_address_of_the_webhook_listener(tmp_path):
+    tokens = tmp_path / "status-tokens"
+    tokens.write_text(f"# Prometheus\n{STATUS_TOKEN}\n\nsecond-token-for-grafana\n")
+    raw = {"web": {"listen": "10.0.0.5:8080", "webhook_listen": "0.0.0.0:8443",
+                   "status_tokens_file": str(tokens)}}  # fmt: skip
+    loaded = config_mod.validate(raw, tmp_path / "c.toml")
+    web_settings = loaded.core.web
+    assert [t.get_secret_value() for t in web_settings.status_tokens] == [
+        STATUS_TOKEN,
+        "second-token-for-grafana",
+    ]
+    assert STATUS_TOKEN in loaded.secrets  # redacted from logs like every secret
+    assert web_settings.callback_base() == "http://127.0.0.1:8443"
+    with pytest.raises(config_mod.ConfigError) as short:
+        config_mod.validate({"web": {"status_tokens": ["short"]}}, tmp_path / "c.toml")
+    assert "web.status_tokens: each token must have at least 16 characters" in str(short.value)
+    with pytest.raises(config_mod.ConfigError) as bad:
+        config_mod.validate({"web": {"webhook_listen": "8443"}}, tmp_path / "c.toml")
+    assert "web.webhook_listen: expected host:port" in str(bad.value)
