@@ -116,6 +116,9 @@ class WebSettings(BaseModel):
     """Connections and requests served at once per listener; more are answered 503."""
     keep_alive_timeout: float = Field(5.0, gt=0)
     """Seconds an idle keep-alive connection is kept open between requests."""
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a connection may take to send a complete request line and headers (counted from
+    its opening or its last response); a slower one is closed."""
     max_header_bytes: int = Field(16_384, ge=1024)
     """The largest request line plus headers accepted (h11's incomplete-event limit); more is
     answered 400."""

@@ -465,9 +465,9 @@ class WebServer:
 
     @staticmethod
     def _server(app: Starlette, listen: str, daemon: Daemon) -> _Listener:
-        """One uvicorn server with the limits an exposed port needs. uvicorn has no timeout for
-        a request's headers: ``limit_concurrency`` bounds what slow clients can hold, and
-        ``max_header_bytes`` how much each may send (README "Web security")."""
+        """One uvicorn server with the limits an exposed port needs: connections, keep-alive,
+        header size, and a deadline for a request's head, which uvicorn lacks
+        (``_h11_with_header_timeout``)."""
         import uvicorn
 
         web = daemon.config.core.web
@@ -476,7 +476,7 @@ class WebServer:
             app,
             host=host.strip("[]"),
             port=int(port),
-            http="h11",  # the header limit below is h11's
+            http=_h11_with_header_timeout(web.header_timeout),  # h11: the header limit is its
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -539,6 +539,56 @@ class WebServer:
         for listener in self.servers:
             listener.server.should_exit = True
         self.thread.join(10)
+
+
+def _h11_with_header_timeout(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with a deadline for a request's line and headers: a connection
+    that has not sent a complete head ``seconds`` after it opened (or after its last response)
+    is closed. uvicorn has only the keep-alive timeout, which the first byte of a request
+    cancels, so a client sending its headers byte by byte would hold its connection, and one of
+    the ``limit_concurrency`` slots, for ever."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_cycle: Any = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._await_head()
+
+        def _await_head(self) -> None:
+            self._stop_head_timer()
+            self._head_cycle = self.cycle
+            self._head_timer = self.loop.call_later(seconds, self._head_late)
+
+        def _stop_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not self._head_cycle:  # a complete head arrived
+                self._stop_head_timer()
+
+        def on_response_complete(self) -> None:
+            if not self.transport.is_closing():
+                self._await_head()  # before: a pipelined request's head may be parsed below
+            super().on_response_complete()
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if self.cycle is self._head_cycle and not self.transport.is_closing():
+                log.debug("closed a connection from %s: no request head within %gs",
+                          (self.client or ("?",))[0], seconds)  # fmt: skip
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+    return HeaderDeadline
 
 
 class _Listener:

@@ -37,6 +37,7 @@ K_TOKEN = "konfuzio-callback-token-0123456789"
 D_TOKEN = "deepopinion-webhook-token-0123456789"
 STATUS_TOKEN = "prometheus-scrape-token-0123"
 CONCURRENCY = 4
+HEADER_TIMEOUT = 4
 DEEP = b"[" * 10_000 + b"]" * 10_000
 
 
@@ -91,6 +92,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     web_keys = (
         f'webhook_listen = "127.0.0.1:{hook_port}"\nbody_timeout = 1.5\n'
         f'limit_concurrency = {CONCURRENCY}\nstatus_tokens = ["{STATUS_TOKEN}"]\n'
+        f"header_timeout = {HEADER_TIMEOUT}\n"
     )
     path.write_text(text.replace(listen + "\n", listen + "\n" + web_keys, 1))
     proc = DaemonProcess(path).start()
@@ -218,6 +220,25 @@ def test_a_client_gone_mid_body_is_no_error_in_the_log(daemon):
     assert rossum(daemon, hook({"id": 7})).status_code == 200  # served on after the aborts
     log = daemon.log()
     assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_a_connection_without_a_complete_head_is_closed_after_header_timeout(daemon):
+    """Slow headers (slowloris): a header byte now and then never completes a request."""
+    port = int(daemon.hook_url.rsplit(":", 1)[1])
+    started = time.monotonic()
+    closed = False
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /webhooks/rossum_main HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        sock.settimeout(0.5)
+        while not closed and time.monotonic() - started < HEADER_TIMEOUT + 20:
+            try:
+                closed = sock.recv(1024) == b""
+            except TimeoutError:
+                sock.sendall(b"x")
+            except ConnectionResetError:
+                closed = True
+    assert closed
+    assert time.monotonic() - started > HEADER_TIMEOUT - 0.5
 
 
 def test_over_limit_concurrency_the_server_answers_503(daemon):
