@@ -365,6 +365,9 @@ def create_app(daemon: Daemon, serves: Serves = "all") -> Starlette:
             return _error(f"upload too large (limit {api.max_upload_bytes} bytes)", 413)
         except BadUpload as exc:
             return _error(str(exc), 400)
+        except OSError as exc:  # the spool's file system (the blob store's) is full or failing
+            log.warning("API upload not spooled to %s: %s", daemon.blobs.tmp, exc.strerror)
+            return _error("no room to take the upload; try again", 503, **{"Retry-After": "30"})
         try:
             route = upload.fields.get("route") or None
             if route is not None and sink.router.named(route) is None:
