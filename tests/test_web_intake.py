@@ -35,6 +35,7 @@ destinations = ["outbox"]
 [web.api]
 tokens = ["{TOKEN}"]
 max_upload_bytes = {LIMIT}
+upload_timeout = 2
 """
     proc = DaemonProcess(write_config(root, extra=extra)).start()
     RUNNING.remove(proc)  # one daemon for the module: not killed after each test
@@ -210,3 +211,19 @@ def test_a_client_that_goes_away_mid_upload_leaves_nothing_behind(daemon, client
     wait_until(lambda: spooled(daemon) == [], 10, what="the spooled part removed")
     assert count_documents(daemon) == before + 1
     assert "ERROR" not in daemon.log() and "Traceback" not in daemon.log()
+
+
+def test_an_upload_that_arrives_too_slowly_gets_408_and_leaves_nothing(daemon, client):
+    before = count_documents(daemon)
+    head = (
+        b"POST /api/v1/documents HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\n".encode()
+        + b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 50000\r\n\r\n"
+        + b"--b\r\nContent-Disposition: form-data; name=file; filename=a.pdf\r\n\r\n%PDF-1.4"
+    )
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+        sock.sendall(head)  # and the rest never comes
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert spooled(daemon) == []
+    assert count_documents(daemon) == before
