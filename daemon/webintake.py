@@ -28,6 +28,7 @@ from sqlalchemy import Engine, text
 
 from connectors import jsonio
 from connectors.base import IngestOutcome, IngestStatus, IntakeItem
+from connectors.emulation.forms import disposition_filename
 from connectors.filecheck import check_file, sniff_mime
 from connectors.filenames import safe_filename
 from daemon.pipeline.intake import Intake
@@ -110,7 +111,10 @@ async def receive_upload(
         if name == "file":
             if upload.path is not None:
                 raise BadUpload("send one file per request")
-            raw = options.get(b"filename", b"").decode("utf-8", "replace")
+            header = state["headers"].get(b"content-disposition", b"").decode("utf-8", "replace")
+            raw = disposition_filename(header) or options.get(b"filename", b"").decode(
+                "utf-8", "replace"
+            )  # filename*=UTF-8''… (RFC 5987), which python-multipart drops, or filename=
             upload.filename = safe_filename(raw, fallback="upload")
             upload.path = spool_dir / f"upload-{uuid.uuid4().hex}{_suffix(upload.filename)}"
             upload._stream = upload.path.open("xb")

@@ -105,7 +105,8 @@ def test_an_upload_is_extracted_and_the_same_bytes_again_name_the_same_document(
     expected = expected_fields(spec)
     assert state["fields"]["invoice_number"]["value"] == expected["invoice_number"]
     assert state["fields"]["issue_date"]["date"] == expected["issue_date"].isoformat()
-    assert (root_of(daemon) / "outbox" / f"{doc}.json").exists()
+    export = root_of(daemon) / "outbox" / f"{doc}.json"
+    wait_until(export.exists, 30, what="the export")  # delivered after the submission is done
 
     again = upload(client, pdf, "scan 1 (copy).pdf")
     assert again.status_code == 200, again.text
@@ -188,6 +189,21 @@ def test_a_bad_request_is_refused_before_anything_is_stored(daemon, client):
     assert json_body.status_code == 400
     assert count_documents(daemon) == before
     assert spooled(daemon) == []
+
+
+def test_an_rfc5987_file_name_is_kept(daemon, client):
+    pdf = render_pdf(random_spec(1506))
+    part = (
+        b"--b\r\nContent-Disposition: form-data; name=file; "
+        b"filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf\r\n\r\n" + pdf + b"\r\n--b--\r\n"
+    )
+    answer = client.post(
+        "/api/v1/documents",
+        content=part,
+        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert answer.status_code == 201, answer.text
+    assert client.get(answer.json()["url"], headers=AUTH).json()["filename"] == "Rechnung März.pdf"
 
 
 def test_a_named_route_is_taken(daemon, client):
