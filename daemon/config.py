@@ -203,7 +203,8 @@ class RouteMatch(BaseModel):
     model_config = Section
 
     source: str | list[str] | None = None
-    """Source name(s) this route takes documents from."""
+    """Source name(s) this route takes documents from; ``cli`` (``docrelay submit``) and
+    ``api`` (``POST /api/v1/documents`` without a ``route`` field) are built in."""
     filename: str | list[str] | None = None
     """Glob pattern(s) on the original filename, case-insensitive (``*.pdf``)."""
     mime_type: str | list[str] | None = None
