@@ -472,6 +472,14 @@ class WebhookRequest:
     client: str | None = None
     """The caller's address, for a source-address allow-list."""
 
+    def json(self) -> Any:
+        """The body parsed as JSON; ``ValueError`` for anything else — not UTF-8, not JSON,
+        nested deeper than 1,024 levels, a number beyond 64 bits — never a RecursionError: a
+        connector turns it into ``WebhookRejected`` (400), since a vendor retries a 5xx."""
+        from connectors import jsonio
+
+        return jsonio.loads(self.body)
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookHint:

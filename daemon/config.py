@@ -41,8 +41,29 @@ class StoreSettings(BaseModel):
     """Connections kept open to the database."""
 
 
+def _one_token_per_line(value: Any) -> Any:
+    """A ``*tokens_file``'s content as a list: one token per line, blank and ``#`` lines
+    skipped."""
+    if isinstance(value, str):
+        lines = (line.strip() for line in value.splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
+    return value
+
+
+def _long_tokens(value: list[SecretStr]) -> list[SecretStr]:
+    if any(len(token.get_secret_value().strip()) < 16 for token in value):
+        raise ValueError("each token must have at least 16 characters")
+    return value
+
+
+BUILTIN_SOURCES = ("cli", "api")
+"""Source names the engine gives documents itself: ``docrelay submit`` and ``POST
+/api/v1/documents``. Routes may match them (``match = { source = "api" }``)."""
+
+
 class ApiSettings(BaseModel):
-    """The authenticated HTTP API (``POST /api/v1/documents/{id}/corrections``)."""
+    """The authenticated HTTP API: ``POST /api/v1/documents`` (intake), ``GET
+    /api/v1/documents/{id}`` and ``POST /api/v1/documents/{id}/corrections``."""
 
     model_config = Section
 
@@ -50,22 +71,24 @@ class ApiSettings(BaseModel):
     """Bearer tokens that may call the API; none (the default) turns the API off. With
     ``tokens_file`` the file holds one token per line (blank lines and ``#`` lines skipped)."""
     max_body_bytes: int = Field(65_536, ge=256)
-    """Request bodies larger than this are refused (413) before they are parsed."""
+    """Request bodies larger than this are refused (413) before they are parsed; also the limit
+    for the ``route`` and ``metadata`` fields of an upload."""
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    """``POST /api/v1/documents``: a request body larger than this is refused (413) and nothing
+    of it is kept."""
+    upload_timeout: float = Field(300.0, gt=0)
+    """Seconds an upload may take to arrive in full; a slower one is answered 408 and dropped
+    (``web.body_timeout`` is the limit for every other body)."""
 
     @field_validator("tokens", mode="before")
     @classmethod
     def _one_per_line(cls, value: Any) -> Any:
-        if isinstance(value, str):  # the content of tokens_file
-            lines = (line.strip() for line in value.splitlines())
-            return [line for line in lines if line and not line.startswith("#")]
-        return value
+        return _one_token_per_line(value)
 
     @field_validator("tokens")
     @classmethod
     def _not_blank(cls, value: list[SecretStr]) -> list[SecretStr]:
-        if any(len(token.get_secret_value().strip()) < 16 for token in value):
-            raise ValueError("each token must have at least 16 characters")
-        return value
+        return _long_tokens(value)
 
 
 class WebSettings(BaseModel):
@@ -75,34 +98,67 @@ class WebSettings(BaseModel):
     """Serve health, metrics and (for vendors that call back) webhooks."""
     listen: str = "127.0.0.1:8080"
     """``host:port`` to listen on; port 0 picks a free one (written to the log)."""
+    webhook_listen: str | None = None
+    """A second ``host:port`` that serves only the vendor webhooks (``/webhooks/…``); ``listen``
+    then serves everything else and no webhook. Put this one where vendors can reach it and
+    keep ``listen`` (status, metrics, API) on an internal address."""
     public_url: str | None = None
-    """The address vendors call back, when it differs from ``listen``."""
+    """The address vendors call back, when it differs from ``webhook_listen`` (or ``listen``)."""
     max_body_bytes: int = Field(1_048_576, ge=1024)
     """Webhook bodies larger than this are refused before any signature check."""
+    status_tokens: list[SecretStr] = []
+    """Bearer tokens that may read ``/status`` and ``/metrics``; none (the default) leaves them
+    open. ``status_tokens_file``: one token per line. ``/healthz`` and ``/readyz`` stay open."""
+    body_timeout: float = Field(30.0, gt=0)
+    """Seconds a request body (webhook, API call) may take to arrive in full; a slower client
+    is answered 408 and disconnected."""
+    limit_concurrency: int = Field(200, ge=1)
+    """Connections and requests served at once per listener; more are answered 503."""
+    keep_alive_timeout: float = Field(5.0, gt=0)
+    """Seconds an idle keep-alive connection is kept open between requests."""
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a connection may take to send a complete request line and headers (counted from
+    its opening or its last response); a slower one is closed."""
+    max_header_bytes: int = Field(16_384, ge=1024)
+    """The largest request line plus headers accepted (h11's incomplete-event limit); more is
+    answered 400."""
     api: ApiSettings = ApiSettings()
-    """``[web.api]``: the HTTP API for ERPs and people (corrections)."""
+    """``[web.api]``: the HTTP API for ERPs, scanners and people (intake, corrections)."""
 
     def callback_base(self) -> str | None:
-        """Where vendors reach the web app: ``public_url``, else the listen address (a wildcard
-        host answers on loopback: right for emulators, not for a real vendor); None when the
-        web app is off or listens on a port chosen at start."""
+        """Where vendors reach the web app: ``public_url``, else the webhook listener's address
+        (``webhook_listen``, else ``listen``; a wildcard host answers on loopback: right for
+        emulators, not for a real vendor); None when the web app is off or listens on a port
+        chosen at start."""
         if not self.enabled:
             return None
         if self.public_url:
             return self.public_url.rstrip("/")
-        host, _, port = self.listen.rpartition(":")
+        host, _, port = (self.webhook_listen or self.listen).rpartition(":")
         if port == "0":
             return None
         wildcard = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}  # noqa: S104
         return f"http://{wildcard.get(host, host)}:{port}"
 
-    @field_validator("listen")
+    @field_validator("listen", "webhook_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
         return value
+
+    @field_validator("status_tokens", mode="before")
+    @classmethod
+    def _one_per_line(cls, value: Any) -> Any:
+        return _one_token_per_line(value)
+
+    @field_validator("status_tokens")
+    @classmethod
+    def _not_blank(cls, value: list[SecretStr]) -> list[SecretStr]:
+        return _long_tokens(value)
 
 
 class LoggingSettings(BaseModel):
@@ -147,7 +203,8 @@ class RouteMatch(BaseModel):
     model_config = Section
 
     source: str | list[str] | None = None
-    """Source name(s) this route takes documents from."""
+    """Source name(s) this route takes documents from; ``cli`` (``docrelay submit``) and
+    ``api`` (``POST /api/v1/documents`` without a ``route`` field) are built in."""
     filename: str | list[str] | None = None
     """Glob pattern(s) on the original filename, case-insensitive (``*.pdf``)."""
     mime_type: str | list[str] | None = None
@@ -433,7 +490,7 @@ def _check_references(
                 )
         wanted = route.match.source
         for source in [wanted] if isinstance(wanted, str) else wanted or []:
-            if source not in names and source != "cli":
+            if source not in names and source not in BUILTIN_SOURCES:
                 problems.append(Problem(_key((*loc, "match", "source")), f"no source {source!r}"))
     route_names = {route.name or f"routes[{i}]" for i, route in enumerate(core.routes)}
     seen: dict[str, int] = {}
