@@ -101,3 +101,41 @@ def test_a_document_that_kills_the_worker_goes_dead_and_the_others_go_through(tm
         assert (tmp_path / "var" / "blobs" / sha[:2] / sha[2:4] / sha).exists()
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_suspect_runs_alone_and_ordinary_steps_wait_for_it():
+    """The gate itself: a suspect waits for the step in progress, and a step that comes after
+    the suspect asked waits until the suspect is done (so a crash then blames it alone)."""
+    import threading
+
+    from daemon.pipeline.workers import Isolation
+
+    gate = Isolation()
+    order: list[str] = []
+    first_in, first_out = threading.Event(), threading.Event()
+
+    def ordinary(name: str, hold: threading.Event | None = None) -> None:
+        with gate.shared():
+            order.append(f"{name} in")
+            if hold is not None:
+                first_in.set()
+                hold.wait(30)
+            order.append(f"{name} out")
+
+    def suspect() -> None:
+        with gate.alone():
+            order.append("suspect in")
+            order.append("suspect out")
+
+    threads = [threading.Thread(target=ordinary, args=("first", first_out))]
+    threads[0].start()
+    assert first_in.wait(30)
+    threads.append(threading.Thread(target=suspect))
+    threads[1].start()
+    wait_until(lambda: gate._waiting == 1, 30, what="the suspect waiting")
+    threads.append(threading.Thread(target=ordinary, args=("later",)))
+    threads[2].start()
+    first_out.set()
+    for thread in threads:
+        thread.join(30)
+    assert order == ["first in", "first out", "suspect in", "suspect out", "later in", "later out"]
