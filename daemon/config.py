@@ -175,7 +175,9 @@ class PipelineSettings(BaseModel):
     duplicates: Literal["skip", "process"] = "skip"
     """Same bytes arriving again: record and skip (default), or send to the vendor again."""
     max_attempts: int = Field(8, ge=1)
-    """Transient failures before a submission or delivery is declared dead."""
+    """Transient failures before a submission or delivery is declared dead; also the number
+    of times a submission may crash the worker process (killed, out of memory) before it is
+    declared dead as a poison pill ("crashed the worker")."""
     backoff_initial: float = Field(2.0, gt=0)
     """Seconds before the first retry; doubles per attempt (with jitter) up to backoff_max."""
     backoff_max: float = Field(900.0, gt=0)

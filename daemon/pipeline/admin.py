@@ -38,6 +38,7 @@ def retry(
                 conn, dict(row), target, owner=None, actor=actor, kind="retry",
                 message="requeued by an operator", attempts=0, next_attempt_at=utcnow(),
                 lease_owner=None, lease_expires_at=None, completed_at=None,
+                crashes=min(row["crashes"], 1),  # a crash suspect still runs alone
             )  # fmt: skip
             counts["submissions"] += 1
         dquery = select(dl).where(dl.c.state.in_((DeliveryState.DEAD, DeliveryState.FAILED)))
