@@ -274,7 +274,7 @@ def validate(raw: Mapping[str, Any], path: Path) -> Config:
     """Validate the file's data; relative paths in it are relative to ``path``'s directory."""
     problems: list[Problem] = []
     secrets: list[str] = []
-    base = path.absolute().parent
+    base = Path(os.path.abspath(path)).parent  # normalised: no "conf/../var" in messages
     data = _resolve_secret_files(dict(raw), CoreSettings, (), problems, secrets, base)
     data = _relative_to(data, CoreSettings, base)
     core: CoreSettings | None
