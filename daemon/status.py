@@ -268,8 +268,8 @@ def live_line(state: Mapping[str, Any]) -> str:
         return f"daemon: {word}: {state.get('reason')}"
     instance = state.get("instance") or {}
     lines = [
-        f"daemon: running, {state.get('status', '?')} (pid {instance.get('pid')}, instance "
-        f"{instance.get('id')})"
+        f"daemon: running, {state.get('status', '?')}",
+        f"  pid {instance.get('pid')}, instance {instance.get('id')} (on this store)",
     ]
     storage = state.get("storage") or {}
     if storage.get("state", "ok") != "ok":

@@ -245,3 +245,27 @@ def test_status_tells_its_own_daemon_from_another_on_the_port(tmp_path):
         assert text.startswith("daemon: not running: another docrelay"), text
     finally:
         assert daemon.stop() == 0
+
+
+def test_docs_name_the_grace_period_and_the_license_matches():
+    root = Path(__file__).resolve().parent.parent
+    example = (root / "config.example.toml").read_text()
+    block = example.split("[[sources.folder]]", 1)[1].split("\n\n", 1)[0]
+    uncommented = "\n".join(
+        line[2:] if line.startswith("# ") and " = " in line.split("#")[1] else line
+        for line in block.splitlines()
+    )
+    assert "incomplete_grace_seconds" in uncommented
+    raw = {**config_mod.tomllib.loads(example), "sources": {}}
+    raw["sources"]["folder"] = [config_mod.tomllib.loads(uncommented)]
+    config = config_mod.validate(raw, root / "config.example.toml")
+    assert config.sources[0].incomplete_grace_seconds == 300.0
+    assert config.sources[0].polling is True, "the commented keys were taken"
+    readme = (root / "README.md").read_text()
+    assert "incomplete_grace_seconds" in readme
+    assert "(and, soon," not in readme and "catch-all" not in readme
+    license_text = (root / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text, "the full text"
+    pyproject = config_mod.tomllib.loads((root / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"
