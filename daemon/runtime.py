@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -106,9 +107,9 @@ def check_listen(listen: str) -> None:
         try:
             sock.bind((host, int(port)))
         except OSError as exc:
+            hint = " (another docrelay or another program)" if exc.errno == errno.EADDRINUSE else ""
             raise CannotListen(
-                f"web.listen {listen}: {exc.strerror or exc} (another docrelay or another "
-                "program listens there?); nothing started"
+                f"web.listen {listen}: {exc.strerror or exc}{hint}; nothing started"
             ) from None
 
 
