@@ -54,13 +54,17 @@ path = "inbox"
 kind = "local"
 ocr = "off"
 
+[vendors.einvoice]
+kind = "einvoice"
+
 [destinations.outbox]
 kind = "folder"
 path = "outbox"
 
 [[routes]]
 match = {{ source = ["scans", "cli"] }}
-vendor = "local"
+vendor = "einvoice"
+fallback = "local"
 destinations = ["outbox"]
 """
 
@@ -162,8 +166,11 @@ def test_submit_and_retry_say_what_they_did_not_do(relative):
     good.write_bytes(render_pdf(random_spec(5)))
     scan.write_bytes(png_scan())  # a scan with OCR off: the vendor rejects it
     empty.write_bytes(b"")  # rejected at intake
+    # Not an e-invoice: rejected by the route's first vendor, read by its fallback; --wait
+    # waits for the fallback and the file did not end rejected.
     ok = cli("submit", str(good), "--wait", "--config", str(path), cwd=elsewhere)
     assert ok.returncode == 0, ok.stderr
+    assert list((path.parent / "outbox").glob("*.json"))
 
     refused = cli("submit", str(empty), "--config", str(path), cwd=elsewhere)
     assert refused.returncode == 1, refused.stdout
@@ -171,7 +178,8 @@ def test_submit_and_retry_say_what_they_did_not_do(relative):
 
     rejected = cli("submit", str(scan), "--wait", "--config", str(path), cwd=elsewhere)
     assert rejected.returncode == 1, (rejected.stdout, rejected.stderr)
-    assert "document 3: rejected at local:" in rejected.stderr, rejected.stderr
+    assert "document 3: rejected at einvoice:" in rejected.stderr, rejected.stderr
+    assert "document 3: rejected at local: image/png needs OCR" in rejected.stderr
 
     status = json.loads(cli("status", "--json", "--config", str(path), cwd=elsewhere).stdout)
     errors = {(e["document_id"], e["state"]) for e in status["last_errors"]}
@@ -184,16 +192,17 @@ def test_submit_and_retry_say_what_they_did_not_do(relative):
     assert retried.returncode == 1
     assert "requeued 0 submission(s)" in retried.stdout
     why = dict(line.split(": not retried: ", 1) for line in retried.stderr.splitlines())
-    assert why["document 1"].startswith("local: done"), why
+    assert why["document 1"].startswith("local: done"), why  # einvoice's rejection is past
     assert why["document 2"].startswith("rejected at intake ("), why
     assert (
-        why["document 3"].startswith("local: rejected (")
+        why["document 3"].startswith("einvoice: rejected (")
+        and "; local: rejected (" in why["document 3"]
         and "--state rejected" in why["document 3"]
     ), why
     assert why["document 99"] == "no such document"
     again = cli("retry", "3", "--state", "rejected", "--config", str(path), cwd=elsewhere)
     assert again.returncode == 0, again.stderr
-    assert "requeued 1 submission(s)" in again.stdout and not again.stderr
+    assert "requeued 2 submission(s)" in again.stdout and not again.stderr
 
 
 def test_a_web_port_in_use_is_one_line_before_anything_starts(tmp_path):

@@ -134,7 +134,8 @@ def not_retried(
                     ).first()
                 )
             if not takes:
-                reasons[document_id] = "; ".join(_why_not(r, states) for r in mine)
+                done = [r for r in mine if r.state == S.DONE]  # a rejected primary is history
+                reasons[document_id] = "; ".join(_why_not(r, states) for r in done or mine)
     return reasons
 
 
