@@ -278,3 +278,38 @@ def test_docs_name_the_grace_period_and_the_license_matches():
     assert "END OF TERMS AND CONDITIONS" in license_text, "the full text"
     pyproject = config_mod.tomllib.loads((root / "pyproject.toml").read_text())
     assert pyproject["project"]["license"] == "Apache-2.0"
+
+
+def test_status_against_a_program_that_is_not_docrelay(tmp_path):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.servers import serve
+
+    async def healthz(request):
+        return JSONResponse({"status": "ok"})
+
+    with serve(Starlette(routes=[Route("/healthz", healthz)])) as base_url:
+        config = write_config(tmp_path, port=int(base_url.rsplit(":", 1)[1]))
+        assert cli("db", "upgrade", "--config", str(config), cwd=tmp_path).returncode == 0
+        result = cli("status", "--json", "--config", str(config), cwd=tmp_path)
+    live = json.loads(result.stdout)["daemon"]
+    assert live["running"] is None, live
+    assert "does not say which docrelay it is" in live["reason"]
+
+
+def test_no_store_in_an_empty_postgresql_database(pg_url, tmp_path):
+    from sqlalchemy import create_engine, inspect
+
+    config = write_config(tmp_path, store_url=pg_url)
+    result = cli("status", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no store at postgresql+psycopg://" in result.stderr, result.stderr
+    engine = create_engine(pg_url)
+    try:
+        assert inspect(engine).get_table_names() == [], "status made no tables"
+    finally:
+        engine.dispose()
+    assert cli("db", "upgrade", "--config", str(config), cwd=tmp_path).returncode == 0
+    assert cli("status", "--config", str(config), cwd=tmp_path).returncode == 0
