@@ -130,9 +130,8 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
                 .limit(errors)
             )
         ]
-        last_errors = sorted([*last_errors, *intake_errors], key=lambda e: e["at"], reverse=True)[
-            :errors
-        ]
+        merged = sorted([*last_errors, *intake_errors], key=lambda e: e["at"], reverse=True)
+        last_errors = merged[:errors]
         for item in last_errors:
             item["at"] = _iso(item["at"])
         health = [
@@ -269,7 +268,7 @@ def live_line(state: Mapping[str, Any]) -> str:
     instance = state.get("instance") or {}
     lines = [
         f"daemon: running, {state.get('status', '?')}",
-        f"  pid {instance.get('pid')}, instance {instance.get('id')} (on this store)",
+        f"  this store's daemon: pid {instance.get('pid')}, instance {instance.get('id')}",
     ]
     storage = state.get("storage") or {}
     if storage.get("state", "ok") != "ok":
