@@ -244,6 +244,12 @@ class DocumentRef:
 SettingsConfig = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+class DatabaseUrl:
+    """Field metadata, ``Annotated[str, DatabaseUrl()]``: a SQLAlchemy URL whose SQLite file,
+    written relative in the configuration file, is relative to that file's directory — as a
+    ``Path`` setting is (the engine resolves both when it loads the file)."""
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")

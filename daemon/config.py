@@ -4,6 +4,12 @@ Loading happens in two passes: the core sections are validated by pydantic-setti
 merged under environment variables), then every connector entry is validated by the settings
 model of the connector its ``kind`` names. All problems are collected and reported together, each
 with its key path, e.g. ``vendors.rossum_main.password: field required``.
+
+A relative path written in the file — every setting typed ``Path``, a SQLite URL
+(``DatabaseUrl``), a ``<key>_file`` secret — is relative to the file's directory, so a command
+run from anywhere finds the same store and folders. Defaults and environment overrides are not
+written in the file: they stay relative to the current directory (systemd's
+``WorkingDirectory``).
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from connectors import registry
-from connectors.base import ConnectorSettings, SourceSettings
+from connectors.base import ConnectorSettings, DatabaseUrl, SourceSettings
 
 SYSTEM_CONFIG = Path("/etc/docrelay/config.toml")
 ENV_PREFIX = "DOCRELAY_"
@@ -31,10 +39,13 @@ Section = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 class StoreSettings(BaseModel):
     model_config = Section
 
-    url: str = "sqlite:///var/docrelay.db"
-    """SQLAlchemy URL: ``sqlite:///path`` (default) or ``postgresql+psycopg://user@host/db``."""
+    url: Annotated[str, DatabaseUrl()] = "sqlite:///var/docrelay.db"
+    """SQLAlchemy URL: ``sqlite:///path`` (default) or ``postgresql+psycopg://user@host/db``.
+    A relative SQLite path given in the file is relative to the file's directory; the default
+    is relative to the current directory."""
     blob_dir: Path = Path("var/blobs")
-    """Where document bytes are kept, content-addressed by SHA-256."""
+    """Where document bytes are kept, content-addressed by SHA-256 (relative: as ``url``). The
+    connectors' state (``state/``) lives beside it."""
     busy_timeout: float = Field(10.0, gt=0)
     """SQLite: seconds a writer waits for the lock before the step is retried."""
     pool_size: int = Field(8, ge=1)
@@ -319,9 +330,12 @@ def load(path: Path) -> Config:
 
 
 def validate(raw: Mapping[str, Any], path: Path) -> Config:
+    """Validate the file's data; relative paths in it are relative to ``path``'s directory."""
     problems: list[Problem] = []
     secrets: list[str] = []
-    data = _resolve_secret_files(dict(raw), CoreSettings, (), problems, secrets)
+    base = Path(os.path.abspath(path)).parent  # normalised: no "conf/../var" in messages
+    data = _resolve_secret_files(dict(raw), CoreSettings, (), problems, secrets, base)
+    data = _relative_to(data, CoreSettings, base)
     core: CoreSettings | None
     try:
         core = CoreSettings(**data)
@@ -343,7 +357,7 @@ def validate(raw: Mapping[str, Any], path: Path) -> Config:
             loc = ("sources", kind, str(index))
             model = _connector("source", kind, loc[:2], problems)
             if model is not None and isinstance(entry, dict):
-                built = _build(model, {**entry, "kind": kind}, loc, problems, secrets)
+                built = _build(model, {**entry, "kind": kind}, loc, problems, secrets, base)
                 if isinstance(built, SourceSettings):
                     sources.append(built)
                 elif built is not None:
@@ -352,9 +366,9 @@ def validate(raw: Mapping[str, Any], path: Path) -> Config:
                             _key(loc[:2]), "this source's settings do not extend SourceSettings"
                         )
                     )
-    vendors = _connectors("vendor", "vendors", table("vendors"), problems, secrets)
+    vendors = _connectors("vendor", "vendors", table("vendors"), problems, secrets, base)
     destinations = _connectors(
-        "destination", "destinations", table("destinations"), problems, secrets
+        "destination", "destinations", table("destinations"), problems, secrets, base
     )
     if core is None:
         raise ConfigError(path, problems)
@@ -371,6 +385,7 @@ def _connectors(
     entries: Mapping[str, Mapping[str, Any]],
     problems: list[Problem],
     secrets: list[str],
+    base: Path,
 ) -> dict[str, ConnectorSettings]:
     built: dict[str, ConnectorSettings] = {}
     for name, entry in entries.items():
@@ -380,7 +395,7 @@ def _connectors(
             problems.append(Problem(_key((*loc, "kind")), "field required (the connector kind)"))
             continue
         model = _connector(role, kind, (*loc, "kind"), problems)
-        if model is not None and (settings := _build(model, entry, loc, problems, secrets)):
+        if model is not None and (settings := _build(model, entry, loc, problems, secrets, base)):
             built[name] = settings
     return built
 
@@ -401,8 +416,10 @@ def _build(
     loc: tuple[str, ...],
     problems: list[Problem],
     secrets: list[str],
+    base: Path,
 ) -> ConnectorSettings | None:
-    data = _resolve_secret_files(dict(entry), model, loc, problems, secrets)
+    data = _resolve_secret_files(dict(entry), model, loc, problems, secrets, base)
+    data = _relative_to(data, model, base)
     try:
         settings = model.model_validate(data)
     except ValidationError as exc:
@@ -418,17 +435,21 @@ def _resolve_secret_files(
     loc: tuple[str, ...],
     problems: list[Problem],
     secrets: list[str],
+    base: Path,
 ) -> dict[str, Any]:
     """Replace ``<key>_file = "path"`` by the file's content under ``<key>``.
 
     A relative path is looked up in ``$CREDENTIALS_DIRECTORY`` first, so systemd's
-    ``LoadCredential=`` works without absolute paths.
+    ``LoadCredential=`` works without absolute paths, then in ``base`` (the configuration
+    file's directory).
     """
     for key, value in list(data.items()):
         info = model.model_fields.get(key)
         nested = _model_type(info.annotation) if info is not None else None
         if isinstance(value, dict) and nested is not None:
-            data[key] = _resolve_secret_files(dict(value), nested, (*loc, key), problems, secrets)
+            data[key] = _resolve_secret_files(
+                dict(value), nested, (*loc, key), problems, secrets, base
+            )
     for key in [k for k in data if k.endswith("_file")]:
         target = key.removesuffix("_file")
         if target not in model.model_fields or key in model.model_fields:
@@ -437,6 +458,8 @@ def _resolve_secret_files(
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
         if not file_path.is_absolute() and creds and (Path(creds) / file_path).is_file():
             file_path = Path(creds) / file_path
+        elif not file_path.is_absolute():
+            file_path = base / file_path
         try:
             value = file_path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
@@ -448,6 +471,61 @@ def _resolve_secret_files(
         data[target] = value
         secrets.append(value)
     return data
+
+
+def _relative_to(data: dict[str, Any], model: type[BaseModel], base: Path) -> dict[str, Any]:
+    """Make the relative paths in ``data`` (as written in the file) relative to ``base``.
+
+    Fields typed ``Path`` (also optional, or a list of them) and ``DatabaseUrl`` fields naming
+    a SQLite file, in nested settings and lists of settings too. ``""`` and ``"."`` stay as
+    they are, for the fields' own checks to refuse.
+    """
+    for key, value in data.items():
+        info = model.model_fields.get(key)
+        if info is None or typing.get_origin(info.annotation) is dict:
+            continue
+        if (nested := _model_type(info.annotation)) is not None:
+            if isinstance(value, dict):
+                data[key] = _relative_to(dict(value), nested, base)
+            elif isinstance(value, list):
+                data[key] = [
+                    _relative_to(dict(v), nested, base) if isinstance(v, dict) else v for v in value
+                ]
+        elif any(isinstance(m, DatabaseUrl) for m in info.metadata):
+            if isinstance(value, str):
+                data[key] = _sqlite_relative_to(value, base)
+        elif _holds_path(info.annotation):
+            if isinstance(value, str):
+                data[key] = _path_relative_to(value, base)
+            elif isinstance(value, list):
+                data[key] = [_path_relative_to(v, base) if isinstance(v, str) else v for v in value]
+    return data
+
+
+def _holds_path(annotation: Any) -> bool:
+    if annotation is Path:
+        return True
+    return any(_holds_path(arg) for arg in typing.get_args(annotation))
+
+
+def _path_relative_to(value: str, base: Path) -> str:
+    path = Path(value)
+    if path.is_absolute() or path == Path():
+        return value
+    return str(base / path)
+
+
+def _sqlite_relative_to(url: str, base: Path) -> str:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url  # the field's own validation (or the engine) says what is wrong
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(base / database)).render_as_string(hide_password=False)
 
 
 def _model_type(annotation: Any) -> type[BaseModel] | None:

@@ -194,6 +194,7 @@ def create_app(daemon: Daemon, serves: Serves = "all") -> Starlette:
             "sources": sources,
             "paused_vendors": daemon.paused,
             "storage": daemon.storage_health(),
+            "instance": daemon.instance,
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 

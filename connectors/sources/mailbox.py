@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -172,8 +173,9 @@ class MailboxSettings(SourceSettings):
     """``implicit`` (IMAPS), ``starttls``, or ``plain`` (only with ``allow_plain = true``)."""
     allow_plain: bool = False
     """Permit ``tls = "plain"``: passwords in clear text, for a loopback test server only."""
-    ca_file: str | None = None
-    """Certificates to trust instead of the system's (a private CA, a test server)."""
+    ca_file: Path | None = None
+    """Certificates to trust instead of the system's (a private CA, a test server); a
+    relative path is relative to the configuration file's directory."""
     username: str
     """The account's user name (often its e-mail address)."""
     password: SecretStr | None = None
@@ -267,7 +269,7 @@ def connect(settings: MailboxSettings, tokens: OAuth2 | None = None) -> Any:
     """Open an authenticated IMAP connection (imapclient, UID commands only)."""
     from imapclient import IMAPClient
 
-    context = ssl.create_default_context(cafile=settings.ca_file)
+    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
     port = settings.effective_port
     try:
         client = IMAPClient(
