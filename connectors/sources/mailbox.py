@@ -345,6 +345,8 @@ class MailboxSource(Source):
         self._state = "starting"
         self._reason: str | None = None
         self.last_poll: float | None = None
+        self._idling = False
+        """In IMAP IDLE now: a failure then is counted as an IDLE reconnect."""
 
     # ------------------------------------------------------------------ Source interface
 
@@ -397,6 +399,8 @@ class MailboxSource(Source):
                 self._set_state("store_unavailable", str(exc))
                 self._wait(STORE_RETRY_SECONDS)
             except Exception as exc:
+                self.context.metrics.reconnect("idle" if self._idling else "error")
+                self._idling = False
                 self._set_state("reconnecting", f"{type(exc).__name__}: {exc}")
                 log.warning("mailbox %s: %s; reconnecting in %.0f s", self.name, exc, pause)
                 self._wait(pause)
@@ -429,10 +433,12 @@ class MailboxSource(Source):
                         return
                     self._sync(client, folder)
                 self.last_poll = time.time()
+                self.context.metrics.poll()
                 assert self._sink is not None
                 if not self._sink.hold_lease(self.lease, self._lease_seconds):
                     return
                 if self._token_expiring():
+                    self.context.metrics.reconnect("token")
                     return  # reconnect with a fresh token before the server drops us
                 if idle:
                     self._idle(client)
@@ -447,6 +453,7 @@ class MailboxSource(Source):
     def _idle(self, client: Any) -> None:
         """Wait on IDLE in the first folder until mail arrives, the poll is due or we stop."""
         client.select_folder(self.cfg.folders[0])
+        self._idling = True
         client.idle()
         try:
             wait = self.cfg.poll_interval
@@ -462,6 +469,7 @@ class MailboxSource(Source):
                     break
         finally:
             client.idle_done()
+        self._idling = False
         self._poke.clear()
 
     # ------------------------------------------------------------------ one folder
