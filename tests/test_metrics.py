@@ -10,9 +10,11 @@ import hmac
 import io
 import json
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from daemon.pipeline import ledger
 from daemon.runtime import Daemon
 from daemon.store.models import Document
 from tests.daemon_proc import wait_until
+from tests.dovecot import dovecot  # noqa: F401 - the fixture
 from tests.invoices import random_spec, render_pdf
 from tests.servers import serve
 
@@ -298,3 +301,108 @@ def test_every_dashboard_expression_names_an_exposed_metric(running):
     for panel in dashboard["panels"]:
         if panel.get("type") != "row":
             assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
+
+
+class Relay:
+    """A TCP relay in front of a server whose open connections a test can cut at once (the
+    network dropping an idle IMAP connection); TLS passes through it untouched."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, name="relay", daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """End every connection open now; new ones are relayed again."""
+        with self.lock:
+            cut, self.open = self.open, []
+        for sock in cut:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_imap_polls_and_idle_reconnects_are_counted(tmp_path, dovecot):
+    relay = Relay(dovecot.host, dovecot.imap_port)
+    raw = {
+        "store": {"url": f"sqlite:///{tmp_path}/d.db", "blob_dir": str(tmp_path / "blobs")},
+        "web": {"enabled": False},
+        "sources": {
+            "mailbox": [
+                {
+                    "name": "mail",
+                    "host": "127.0.0.1",
+                    "port": relay.port,
+                    "tls": "starttls",
+                    "ca_file": dovecot.cafile,
+                    "username": "alice",
+                    "password": dovecot.users["alice"],
+                    "poll_interval": 5,
+                }
+            ]
+        },
+        "vendors": {"local": {"kind": "local"}},
+        "destinations": {"outbox": {"kind": "folder", "path": str(tmp_path / "outbox")}},
+        "routes": [{"vendor": "local", "destinations": ["outbox"]}],
+    }
+    daemon = Daemon(config_mod.validate(raw, tmp_path / "test.toml"))
+    daemon.open()
+    daemon.start()
+    try:
+        with serve(web.create_app(daemon)) as url, httpx.Client(base_url=url) as client:
+
+            def counted(sample: str, **labels: str) -> float:
+                return value(scrape(client), sample, **labels) or 0
+
+            wait_until(lambda: counted("docrelay_source_polls_total", source="mail") >= 1, 20,
+                       what="the first poll")  # fmt: skip
+            source = daemon.sources[0]
+            wait_until(lambda: source._idling, 10, what="the source in IDLE")
+            assert counted("docrelay_source_reconnects_total", source="mail", reason="idle") == 0
+            relay.cut()  # noticed when the IDLE wait ends (idle_check takes EOF for quiet)
+            wait_until(
+                lambda: (
+                    counted("docrelay_source_reconnects_total", source="mail", reason="idle") == 1
+                ),
+                20,
+                what="the IDLE reconnect counted",
+            )
+            polls = counted("docrelay_source_polls_total", source="mail")
+            wait_until(lambda: counted("docrelay_source_polls_total", source="mail") > polls, 20,
+                       what="a poll on the new connection")  # fmt: skip
+            assert counted("docrelay_source_reconnects_total", source="mail", reason="error") == 0
+    finally:
+        daemon.stop()
+        relay.close()
+        available.cache_clear()

@@ -283,7 +283,7 @@ def connect(settings: MailboxSettings, tokens: OAuth2 | None = None) -> Any:
     try:
         _login(client, settings, tokens)
     except BaseException:
-        _quietly(client.logout)
+        _logout(client)
         raise
     return client
 
@@ -321,6 +321,15 @@ def _quietly(call: Callable[[], Any]) -> None:
     """Close a connection that may be dead already."""
     with suppress(Exception):
         call()
+
+
+def _logout(client: Any) -> None:
+    """Log out; on a connection that died (the LOGOUT fails before imaplib closes anything)
+    close the socket all the same, so no TLS socket is left to the garbage collector."""
+    try:
+        client.logout()
+    except Exception:
+        _quietly(client.shutdown)
 
 
 class MailboxSource(Source):
@@ -445,7 +454,7 @@ class MailboxSource(Source):
                 else:
                     self._wait(self.cfg.poll_interval)
         finally:
-            _quietly(client.logout)
+            _logout(client)
 
     def _token_expiring(self) -> bool:
         return self.tokens is not None and self.tokens.renew_in() <= 0
@@ -775,7 +784,7 @@ class MailboxSource(Source):
         except IMAPClientError as exc:
             raise MailboxError(f"{self.cfg.account}: {_text(str(exc))}") from exc
         finally:
-            _quietly(client.logout)
+            _logout(client)
 
 
 @dataclass(frozen=True)
