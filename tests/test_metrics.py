@@ -23,7 +23,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from connectors.base import IntakeItem
+from connectors.base import ConnectorMetrics, IntakeItem
+from connectors.errors import TransientError
+from connectors.http import HttpClient, reporting_to
 from connectors.registry import available
 from connectors.vendors.rossum.emulator import EmulatorOptions, create_app
 from daemon import config as config_mod
@@ -406,3 +408,47 @@ def test_imap_polls_and_idle_reconnects_are_counted(tmp_path, dovecot):
         daemon.stop()
         relay.close()
         available.cache_clear()
+
+
+class Recorder(ConnectorMetrics):
+    """Keeps what the kit reports, as the daemon's metrics would count it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def request(self, method: str, endpoint: str, status: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.seen.append((method, endpoint, status))
+
+
+def test_the_kit_reports_every_attempt_also_without_an_answer():
+    """Each attempt counts, by endpoint template; no answer is ``error`` (refused) or
+    ``timeout`` (a server that takes the connection and never answers)."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog), never answers
+    recorder = Recorder()
+    try:
+        with reporting_to(recorder):
+            refused = HttpClient(f"http://127.0.0.1:{refused_port}/api/v1", name="T",
+                                 max_retries=1, sleep=lambda s: None)  # fmt: skip
+            mute = HttpClient(f"http://127.0.0.1:{silent.getsockname()[1]}/api/v1", name="T",
+                              max_retries=0, timeout=0.5)  # fmt: skip
+        with pytest.raises(TransientError):
+            refused.request("GET", "documents/4711/pages/2")
+        with pytest.raises(TransientError):
+            mute.request("POST", "documents/0f9c3a1e-5b7d-4c11-9e2a-8d6f4b3c2a10/feedback")
+        refused.close()
+        mute.close()
+    finally:
+        silent.close()
+    assert recorder.seen == [
+        ("GET", "/documents/{id}/pages/{id}", "error"),
+        ("GET", "/documents/{id}/pages/{id}", "error"),  # the retry is an attempt of its own
+        ("POST", "/documents/{id}/feedback", "timeout"),
+    ]
+    outside = HttpClient("http://127.0.0.1:9/api/v1", name="T")
+    assert outside.metrics is None, "a client made outside reporting_to reports nowhere"
+    outside.close()
