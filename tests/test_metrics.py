@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from connectors.base import ConnectorMetrics, IntakeItem
 from connectors.errors import TransientError
@@ -452,3 +452,21 @@ def test_the_kit_reports_every_attempt_also_without_an_answer():
     outside = HttpClient("http://127.0.0.1:9/api/v1", name="T")
     assert outside.metrics is None, "a client made outside reporting_to reports nowhere"
     outside.close()
+
+
+def test_a_store_that_does_not_answer_leaves_the_scrape_up(running, tmp_path):
+    """A scrape while the store cannot be read still answers: ``docrelay_store_up`` 0, the
+    figures the daemon holds itself (paused vendors, jobs, requests) are there."""
+    daemon, client, _ = running
+    assert value(scrape(client), "docrelay_store_up") == 1
+    working = daemon.reader
+    daemon.reader = create_engine(f"sqlite:///{tmp_path}/no/such/dir/d.db")
+    try:
+        families = scrape(client)
+    finally:
+        daemon.reader.dispose()
+        daemon.reader = working
+    assert value(families, "docrelay_store_up") == 0
+    assert not samples(families, "docrelay_submissions")
+    assert value(families, "docrelay_vendor_paused", vendor=WEIRD) == 0
+    assert value(families, "docrelay_scheduled_jobs_missed_total") == 0
