@@ -353,6 +353,30 @@ class DestinationSettings(ConnectorSettings):
 # --------------------------------------------------------------------------- connectors
 
 
+class ConnectorMetrics:
+    """Where a connector reports what it did, for the daemon's ``/metrics``. The engine lends
+    each connector one already bound to its configured name; this default discards everything,
+    so a connector built without the daemon (``docrelay check``, unit tests) needs none.
+
+    Implementations MUST be thread-safe and cheap (they run on every request and poll) and
+    MUST NOT raise. Label values MUST stay few: a template, never a URL with ids in it.
+    """
+
+    __slots__ = ()
+
+    def request(self, method: str, endpoint: str, status: str, seconds: float) -> None:
+        """One HTTP exchange with the connector's system ended: ``endpoint`` is a path template
+        (``annotations/{id}``), ``status`` the HTTP status or ``error``/``timeout``. The kit
+        (``connectors.http``) reports these itself; connectors need not."""
+
+    def poll(self) -> None:
+        """A source looked for new input once (an IMAP pass over its folders)."""
+
+    def reconnect(self, reason: str) -> None:
+        """A source lost or gave up its connection and opens a new one (``reason``: ``error``,
+        ``idle`` when it broke while waiting in IMAP IDLE, ``token`` to renew credentials)."""
+
+
 @dataclass(slots=True)
 class ConnectorContext:
     """What the engine lends every connector."""
@@ -366,6 +390,8 @@ class ConnectorContext:
     public_url: str | None = None
     """The address vendors reach the daemon's web app at (``web.public_url``, else the listen
     address); None when the web app is off, so nothing can call back."""
+    metrics: ConnectorMetrics = field(default_factory=ConnectorMetrics)
+    """Counters and timings for ``/metrics``; the default discards them."""
 
     def webhook_url(self, tail: str = "") -> str | None:
         """The URL a vendor calls for this connector: ``<public_url>/webhooks/<name>[/<tail>]``

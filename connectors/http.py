@@ -21,6 +21,10 @@
   secret and every token the auth strategy held replaced by ``***``; never a header, and httpx
   exceptions (which hold the request with its ``Authorization`` header) are not chained.
 * **the account's rate limit**: one token bucket per (account, host) (``connectors.ratelimit``).
+* **metrics**: every exchange (each attempt) is reported to a ``ConnectorMetrics`` with its
+  method, a path template (ids replaced by ``{id}``), the status and the seconds it took. The
+  engine builds each connector inside ``reporting_to(context.metrics)``, so every client a
+  connector makes reports under the connector's configured name without passing it on.
 
 The deadline: httpx's timeouts apply to each phase (connect, each write, each read), so a body
 trickling one byte per second never times out. Each attempt gets a deadline of ``timeout``
@@ -35,6 +39,7 @@ body started.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import http.cookiejar
 import itertools
@@ -44,6 +49,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import quote, quote_plus, urlsplit
 
@@ -64,6 +71,7 @@ from connectors.retry import Backoff, parse_retry_after
 
 if TYPE_CHECKING:
     from connectors.auth import Auth
+    from connectors.base import ConnectorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,42 @@ NOT_SENT: tuple[type[Exception], ...] = (
 MiB = 1024 * 1024
 SCRUBBED = "***"
 Foreign = Literal["rebase", "refuse"]
+
+
+_REPORTING: ContextVar[ConnectorMetrics | None] = ContextVar("docrelay_http_metrics", default=None)
+
+
+@contextmanager
+def reporting_to(metrics: ConnectorMetrics) -> Iterator[None]:
+    """Every ``HttpClient`` made inside reports its exchanges to ``metrics``: the engine builds
+    each connector inside this, so a connector's clients (its vendor API, its OAuth token
+    endpoint) report under its name without the connector passing its context to each."""
+    token = _REPORTING.set(metrics)
+    try:
+        yield
+    finally:
+        _REPORTING.reset(token)
+
+
+_MAX_SEGMENTS = 8
+
+
+@functools.lru_cache(maxsize=1024)
+def endpoint_template(path: str) -> str:
+    """A path below the base URL with its ids replaced by ``{id}`` (``annotations/12/content``
+    → ``/annotations/{id}/content``), so a metric label names the endpoint, not the document:
+    digits only, or a segment of 12 characters or more with a digit in it (a UUID, a hash, a
+    token), or any of over 40."""
+    parts = []
+    for segment in path.strip("/").split("/")[:_MAX_SEGMENTS]:
+        if (
+            segment.isdigit()
+            or len(segment) > 40
+            or (len(segment) >= 12 and any(c.isdigit() for c in segment))
+        ):
+            segment = "{id}"
+        parts.append(segment)
+    return "/" + "/".join(parts)
 
 
 def error_class(status: int, table: Mapping[int, type[DocrelayError]]) -> type[DocrelayError]:
@@ -343,6 +387,7 @@ class HttpClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        metrics: ConnectorMetrics | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         base = urlsplit(self.base_url)
@@ -371,6 +416,8 @@ class HttpClient:
         self.clock = clock
         self.sleep = sleep
         self._jitter = jitter
+        self.metrics = metrics if metrics is not None else _REPORTING.get()
+        """Where each exchange is reported (``reporting_to``'s, unless given); None: nowhere."""
         self._secrets = _variants(
             s.get_secret_value() if isinstance(s, SecretStr) else s for s in secrets
         )
@@ -448,10 +495,12 @@ class HttpClient:
         ``auth=False`` sends no credentials (a login itself).
         """
         url, ours = self.resolve(ref)
+        path = urlsplit(url).path
         call = _Call(
             method=method,
             url=url,
-            path=urlsplit(url).path,
+            path=path,
+            endpoint=self._endpoint(path, ours) if self.metrics is not None else "",
             kwargs={
                 "params": params,
                 "json": json,
@@ -488,6 +537,17 @@ class HttpClient:
         except _Retry as last:
             raise last.error from None
         raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
+
+    def _endpoint(self, path: str, ours: bool) -> str:
+        """The metric label of a request: its path template below the base URL; ``external``
+        for a host on ``allow_hosts`` (a storage URL with a signature in it)."""
+        if not ours:
+            return "external"
+        if path.startswith(self._base_prefix):
+            path = path[len(self._base_prefix) :]
+        elif path == self._base_path:
+            path = ""
+        return endpoint_template(path)
 
     def _wait(self, state: RetryCallState) -> float:
         """tenacity's wait: its attempt 1 is our second, so its n-th wait is our (n+1)-th."""
@@ -527,6 +587,8 @@ class HttpClient:
         if self.limiter is not None:
             self.limiter.acquire()
         deadline = _Deadline(self.clock() + call.timeout, self.clock)
+        started = time.perf_counter()
+        status = "error"
         try:
             request = self._http.build_request(
                 call.method,
@@ -540,18 +602,25 @@ class HttpClient:
             if call.kwargs["files"] is not None or not isinstance(request.stream, httpx.ByteStream):
                 request.stream = _GuardedBody(request.stream, deadline)
             response = self._http.send(request, stream=True)
+            status = str(response.status_code)
             try:
                 self._read(response, deadline)
             finally:
                 response.close()
             return response
         except (httpx.RequestError, _DeadlineExceeded) as exc:
+            timed_out = isinstance(exc, _DeadlineExceeded | httpx.TimeoutException)
+            status = "timeout" if timed_out else "error"
             self._network_error(call, exc, deadline)
         except _TooLarge:
             raise self.malformed(
                 f"{self.name} answered {call.method} {call.path} with more than "
                 f"{self.max_response_bytes} bytes"
             ) from None
+        finally:
+            if self.metrics is not None:
+                elapsed = time.perf_counter() - started
+                self.metrics.request(call.method, call.endpoint, status, elapsed)
 
     def _read(self, response: httpx.Response, deadline: _Deadline) -> None:
         """Read the body under the size cap (counted as it arrives, decoded) and the deadline."""
@@ -719,6 +788,7 @@ class _Call:
     __slots__ = (
         "allow",
         "auth",
+        "endpoint",
         "headers",
         "kwargs",
         "method",
@@ -735,6 +805,7 @@ class _Call:
         method: str,
         url: str,
         path: str,
+        endpoint: str,
         kwargs: dict[str, Any],
         headers: Mapping[str, str] | None,
         allow: Collection[int],
@@ -745,6 +816,8 @@ class _Call:
         self.method = method
         self.url = url
         self.path = path
+        self.endpoint = endpoint
+        """The path template for metrics (empty when nothing is reported)."""
         self.kwargs = kwargs
         self.headers = headers
         self.allow = allow

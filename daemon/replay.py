@@ -17,6 +17,11 @@ from connectors.base import WebhookHint
 from connectors.errors import WebhookRejected
 
 
+class ReplayedWebhook(WebhookRejected):
+    """A signed timestamp outside the tolerance: an old call played again (or a clock far
+    off). Its own class so ``/metrics`` counts it as ``replayed``, not as forged."""
+
+
 class ReplayGuard:
     def __init__(
         self,
@@ -38,14 +43,14 @@ class ReplayGuard:
         """Calls ignored as repeats so far."""
 
     def admit(self, profile: str, hints: Sequence[WebhookHint]) -> list[WebhookHint]:
-        """The hints to act on. Raises ``WebhookRejected`` (401) for a stale or future
+        """The hints to act on. Raises ``ReplayedWebhook`` (401) for a stale or future
         timestamp; drops hints whose event id was seen within the window."""
         now = self._clock()
         for hint in hints:
             if hint.sent_at is not None and abs(now - hint.sent_at) > self.tolerance:
                 age = now - hint.sent_at
                 when = f"{age:.0f} s old" if age > 0 else f"{-age:.0f} s in the future"
-                raise WebhookRejected(
+                raise ReplayedWebhook(
                     f"webhook timestamp is {when} (tolerance {self.tolerance:g} s)",
                     status_code=401,
                 )

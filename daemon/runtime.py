@@ -21,9 +21,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from connectors import registry
-from connectors.base import ConnectorContext, Destination, Source, Vendor, WebhookHint
+from connectors.base import (
+    ConnectorContext,
+    ConnectorMetrics,
+    Destination,
+    Source,
+    Vendor,
+    WebhookHint,
+)
+from connectors.http import reporting_to
 from daemon.clock import ClockWatch
 from daemon.config import Config
+from daemon.metrics import DaemonMetrics
 from daemon.pipeline import ledger
 from daemon.pipeline.deliveries import DeliveryRunner
 from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
@@ -154,6 +163,8 @@ class Daemon:
         self.intake: Intake | None = None
         self.scheduler: Any = None
         self.job_counters = JobCounters()
+        self.metrics = DaemonMetrics(self)
+        """This daemon's registry for ``/metrics`` (its own, never the global one)."""
         self.clock_watch = ClockWatch(self._clock_set_back)
         self.web: Any = None
         self.ready = threading.Event()
@@ -181,23 +192,30 @@ class Daemon:
             conn.execute(health_t.delete())
         for name, settings in self.config.vendors.items():
             cls = registry.load("vendor", settings.kind)
-            self.vendors[name] = cls(settings, self._context(name))
+            context = self._context(name, self.metrics.for_vendor(name))
+            with reporting_to(context.metrics):  # its HTTP clients report under its name
+                self.vendors[name] = cls(settings, context)
         for name, settings in self.config.destinations.items():
             cls = registry.load("destination", settings.kind)
-            self.destinations[name] = cls(settings, self._context(name))
+            context = self._context(name, self.metrics.for_destination(name))
+            with reporting_to(context.metrics):
+                self.destinations[name] = cls(settings, context)
         for settings in self.config.sources:
             cls = registry.load("source", settings.kind)
-            self.sources.append(cls(settings, self._context(settings.name)))
+            context = self._context(settings.name, self.metrics.for_source(settings.name))
+            with reporting_to(context.metrics):
+                self.sources.append(cls(settings, context))
         self.intake = Intake(
             self.engine, self.blobs, self.config, on_queued=self.wake_profile, owner=self.owner
         )
 
-    def _context(self, name: str) -> ConnectorContext:
+    def _context(self, name: str, metrics: ConnectorMetrics) -> ConnectorContext:
         return ConnectorContext(
             name=name,
             data_dir=self.state_dir / name,
             clock=self.clock,
             public_url=self.config.core.web.callback_base(),
+            metrics=metrics,
         )
 
     def _recover_leases(self) -> None:

@@ -1,4 +1,4 @@
-"""What `docrelay status`, the health endpoint and /metrics report, read from the store (and,
+"""What `docrelay status` and `/status` report, read from the store (and,
 for `docrelay status`, what the running daemon says of itself)."""
 
 from __future__ import annotations

@@ -25,19 +25,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.base import WebhookRequest
 from connectors.errors import StoreUnavailable, WebhookRejected
 from daemon import status, webintake
+from daemon.metrics import webhook_result
 from daemon.pipeline.feedback import CorrectionError, InvalidCorrection, UnknownDocument, correct
 from daemon.webintake import BadUpload, BodyTooLarge
 
@@ -206,54 +208,20 @@ def create_app(daemon: Daemon, serves: Serves = "all") -> Starlette:
         return JSONResponse(await asyncio.to_thread(status.summary, daemon.engine))
 
     async def metrics(request: Request) -> Response:
-        data = await asyncio.to_thread(status.summary, daemon.engine, errors=0)
-        lines = [
-            "# HELP docrelay_submissions Submissions per vendor profile and state.",
-            "# TYPE docrelay_submissions gauge",
-        ]
-        for row in data["submissions"]:
-            lines.append(
-                f'docrelay_submissions{{vendor="{row["vendor"]}",state="{row["state"]}"}} '
-                f"{row['count']}"
-            )
-        lines += ["# HELP docrelay_deliveries Deliveries per destination and state.",
-                  "# TYPE docrelay_deliveries gauge"]  # fmt: skip
-        for row in data["deliveries"]:
-            lines.append(
-                f'docrelay_deliveries{{destination="{row["destination"]}",'
-                f'state="{row["state"]}"}} {row["count"]}'
-            )
-        lines += ["# TYPE docrelay_documents gauge"]
-        for state, count in data["documents"].items():
-            lines.append(f'docrelay_documents{{intake_state="{state}"}} {count}')
-        lines += ["# TYPE docrelay_vendor_paused gauge"]
-        for name in daemon.vendors:
-            lines.append(f'docrelay_vendor_paused{{vendor="{name}"}} {int(name in daemon.paused)}')
-        jobs = daemon.job_counters
-        lines += [
-            "# HELP docrelay_scheduled_job_runs_total Periodic job runs, per job.",
-            "# TYPE docrelay_scheduled_job_runs_total counter",
-            *(
-                f'docrelay_scheduled_job_runs_total{{job="{job}"}} {count}'
-                for job, count in sorted(jobs.runs.items())
-            ),
-            "# HELP docrelay_scheduled_jobs_missed_total Periodic job runs skipped.",
-            "# TYPE docrelay_scheduled_jobs_missed_total counter",
-            f"docrelay_scheduled_jobs_missed_total {jobs.missed}",
-            "# HELP docrelay_scheduled_job_errors_total Periodic job runs that raised.",
-            "# TYPE docrelay_scheduled_job_errors_total counter",
-            f"docrelay_scheduled_job_errors_total {jobs.errors}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        """The Prometheus text format (README "Metrics"), read from the store per scrape."""
+        body = await asyncio.to_thread(daemon.metrics.expose)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def webhook(request: Request) -> Response:
         profile = request.path_params["profile"]
         vendor = daemon.vendors.get(profile)
         if vendor is None:
+            daemon.metrics.webhook("", "unknown_profile")  # a caller's name is no label
             return JSONResponse({"error": "unknown profile"}, status_code=404)
         try:
             body = await read_body(request, max_body, web.body_timeout)
         except BodyTooLarge:
+            daemon.metrics.webhook(profile, "too_big")
             return JSONResponse({"error": "body too large"}, status_code=413)
         except BodyTimeout:
             return _too_slow()
@@ -268,16 +236,20 @@ def create_app(daemon: Daemon, serves: Serves = "all") -> Starlette:
         try:
             parsed = vendor.parse_webhook(call)
         except WebhookRejected as exc:
+            daemon.metrics.webhook(profile, webhook_result(exc))
             log.warning("webhook for %s rejected: %s", profile, exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status_code)
         except Exception as exc:  # a connector's bug on odd input: 400, never a retried 5xx
+            daemon.metrics.webhook(profile, "rejected")
             _parse_failed(profile, exc)
             return JSONResponse({"error": "malformed webhook"}, status_code=400)
         try:
             hints = daemon.replay_guard.admit(profile, parsed)
         except WebhookRejected as exc:
+            daemon.metrics.webhook(profile, webhook_result(exc))
             log.warning("webhook for %s rejected: %s", profile, exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status_code)
+        daemon.metrics.webhook(profile, "replayed" if parsed and not hints else "ok")
         if hints:
             daemon.hint(profile, hints)
         return JSONResponse({"accepted": len(hints)})

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from tests.invoices import random_spec, render_pdf
@@ -33,6 +34,20 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def metric_samples(url: str, name: str) -> list[Any]:
+    """The samples called ``name`` in the daemon's ``/metrics`` (read with the Prometheus
+    parser, as a scraper would)."""
+    answer = httpx.get(f"{url}/metrics", timeout=10)
+    answer.raise_for_status()
+    families = text_string_to_metric_families(answer.text)
+    return [s for family in families for s in family.samples if s.name == name]
+
+
+def metric(url: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` with exactly ``labels`` in ``/metrics``, or None."""
+    return next((s.value for s in metric_samples(url, name) if s.labels == labels), None)
 
 
 def toml_table(header: str, values: dict[str, object]) -> str:

@@ -26,6 +26,7 @@ from tests.daemon_proc import (
     DaemonProcess,
     EmulatorProcess,
     free_port,
+    metric_samples,
     wait_until,
     write_config,
 )
@@ -195,12 +196,17 @@ def test_rossum_webhooks_under_a_flood_of_hints_forgeries_and_big_bodies(tmp_pat
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(big, range(3)))
             list(pool.map(call, range(800)))
+        calls = metric_samples(daemon.url, "docrelay_webhook_calls_total")
+        results["counted"] = [(s.labels["result"], int(s.value)) for s in calls]
 
     run_scenario(tmp_path, webhooks=True, meanwhile=flood)
     valid = results["valid"]
     assert len(valid) == 600 and {status for status, _ in valid} == {200}
     assert {status for status, _ in results["forged"]} == {401}
     assert {status for status, _ in results["big"]} == {413}
+    counted = dict(results["counted"])  # the emulator's own hooks are ok calls too (or, if it
+    counted.pop("replayed", None)  # retried one whose answer it did not wait for, replayed)
+    assert counted.pop("ok") >= 600 and counted == {"forged": 200, "too_big": 3}, counted
     p99 = statistics.quantiles([seconds for _, seconds in valid], n=100)[-1]
     assert p99 < 1.0, p99
 

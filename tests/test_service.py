@@ -15,7 +15,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.daemon_proc import DaemonProcess, wait_until, write_config
+from tests.daemon_proc import (
+    DaemonProcess,
+    metric,
+    metric_samples,
+    wait_until,
+    write_config,
+)
 from tests.invoices import random_spec, render_pdf
 
 pytestmark = pytest.mark.e2e
@@ -140,18 +146,17 @@ def test_web_endpoints_and_secret_redaction(tmp_path):
         health = httpx.get(f"{daemon.url}/healthz").json()
         assert health["status"] == "ok"
         assert health["sources"]["scans"]["watch_mode"] in ("inotify", "polling")
-        metrics = httpx.get(f"{daemon.url}/metrics").text
         wait_until(
             lambda: (
-                'docrelay_deliveries{destination="outbox",state="delivered"} 1'
-                in httpx.get(f"{daemon.url}/metrics").text
+                metric(daemon.url, "docrelay_deliveries", destination="outbox", state="delivered")
+                == 1
             ),
             10,
             what="metrics",
         )
-        assert 'docrelay_vendor_paused{vendor="local"} 0' in metrics
-        assert "docrelay_scheduled_job_errors_total 0" in metrics
-        assert "docrelay_scheduled_jobs_missed_total 0" in metrics
+        assert metric(daemon.url, "docrelay_vendor_paused", vendor="local") == 0
+        assert metric(daemon.url, "docrelay_scheduled_job_errors_total") == 0
+        assert metric(daemon.url, "docrelay_scheduled_jobs_missed_total") == 0
         live = json.loads(cli(config, "status", "--json").stdout)["daemon"]
         assert live["running"] is True and live["status"] == "ok"
         assert live["storage"] == {"state": "ok"}
@@ -313,12 +318,10 @@ def test_check_probes_connectors_by_name(tmp_path):
 
 
 def _job_runs(url: str) -> dict[str, int]:
-    runs = {}
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("docrelay_scheduled_job_runs_total{"):
-            labels, value = line.rsplit(" ", 1)
-            runs[labels.split('job="')[1].rstrip('"}')] = int(value)
-    return runs
+    return {
+        s.labels["job"]: int(s.value)
+        for s in metric_samples(url, "docrelay_scheduled_job_runs_total")
+    }
 
 
 def test_suspended_daemon_catches_up_once_and_loses_nothing(tmp_path):
@@ -354,9 +357,8 @@ def test_suspended_daemon_catches_up_once_and_loses_nothing(tmp_path):
             # without coalescing it would be eight or more at once
             assert runs[job] <= 2 + since, (job, runs, since)
         wait_until(lambda: list((tmp_path / "outbox").glob("*.json")), 20, what="the export")
-        metrics = httpx.get(f"{daemon.url}/metrics").text
-        assert "docrelay_scheduled_jobs_missed_total 0" in metrics
-        assert "docrelay_scheduled_job_errors_total 0" in metrics
+        assert metric(daemon.url, "docrelay_scheduled_jobs_missed_total") == 0
+        assert metric(daemon.url, "docrelay_scheduled_job_errors_total") == 0
     finally:
         daemon.proc.send_signal(signal.SIGCONT)
         assert daemon.stop() == 0

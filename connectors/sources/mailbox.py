@@ -287,7 +287,7 @@ def connect(settings: MailboxSettings, tokens: OAuth2 | None = None) -> Any:
     try:
         _login(client, settings, tokens)
     except BaseException:
-        _quietly(client.logout)
+        _logout(client)
         raise
     return client
 
@@ -327,6 +327,15 @@ def _quietly(call: Callable[[], Any]) -> None:
         call()
 
 
+def _logout(client: Any) -> None:
+    """Log out; on a connection that died (the LOGOUT fails before imaplib closes anything)
+    close the socket all the same, so no TLS socket is left to the garbage collector."""
+    try:
+        client.logout()
+    except Exception:
+        _quietly(client.shutdown)
+
+
 class MailboxSource(Source):
     kind: ClassVar[str] = "mailbox"
     settings_model: ClassVar[type[ConnectorSettings]] = MailboxSettings
@@ -349,6 +358,8 @@ class MailboxSource(Source):
         self._state = "starting"
         self._reason: str | None = None
         self.last_poll: float | None = None
+        self._idling = False
+        """In IMAP IDLE now: a failure then is counted as an IDLE reconnect."""
 
     # ------------------------------------------------------------------ Source interface
 
@@ -401,6 +412,8 @@ class MailboxSource(Source):
                 self._set_state("store_unavailable", str(exc))
                 self._wait(STORE_RETRY_SECONDS)
             except Exception as exc:
+                self.context.metrics.reconnect("idle" if self._idling else "error")
+                self._idling = False
                 self._set_state("reconnecting", f"{type(exc).__name__}: {exc}")
                 log.warning("mailbox %s: %s; reconnecting in %.0f s", self.name, exc, pause)
                 self._wait(pause)
@@ -433,17 +446,19 @@ class MailboxSource(Source):
                         return
                     self._sync(client, folder)
                 self.last_poll = time.time()
+                self.context.metrics.poll()
                 assert self._sink is not None
                 if not self._sink.hold_lease(self.lease, self._lease_seconds):
                     return
                 if self._token_expiring():
+                    self.context.metrics.reconnect("token")
                     return  # reconnect with a fresh token before the server drops us
                 if idle:
                     self._idle(client)
                 else:
                     self._wait(self.cfg.poll_interval)
         finally:
-            _quietly(client.logout)
+            _logout(client)
 
     def _token_expiring(self) -> bool:
         return self.tokens is not None and self.tokens.renew_in() <= 0
@@ -451,6 +466,7 @@ class MailboxSource(Source):
     def _idle(self, client: Any) -> None:
         """Wait on IDLE in the first folder until mail arrives, the poll is due or we stop."""
         client.select_folder(self.cfg.folders[0])
+        self._idling = True
         client.idle()
         try:
             wait = self.cfg.poll_interval
@@ -466,6 +482,7 @@ class MailboxSource(Source):
                     break
         finally:
             client.idle_done()
+        self._idling = False
         self._poke.clear()
 
     # ------------------------------------------------------------------ one folder
@@ -808,7 +825,7 @@ class MailboxSource(Source):
         except IMAPClientError as exc:
             raise MailboxError(f"{self.cfg.account}: {_text(str(exc))}") from exc
         finally:
-            _quietly(client.logout)
+            _logout(client)
 
 
 @dataclass(frozen=True)
