@@ -180,13 +180,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.runtime import Daemon, StoreLocked
 
     stop = threading.Event()
+    reload = threading.Event()
+    wake = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
+        wake.set()
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        reload.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     # Threads holding the store's write lock must get the GIL back quickly; the default 5 ms
     # switch interval lets a CPU-bound extractor thread convoy every writer behind it.
     sys.setswitchinterval(0.0002)
@@ -201,11 +209,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = f", web on port {daemon.web.port}" if daemon.web else ""
     log.info("docrelay ready in %.2fs (config %s%s)", elapsed, config.path, port)
     notify.notify("READY=1", f"STATUS=ready in {elapsed:.2f}s")
-    stop.wait()
+    while not stop.is_set():
+        wake.wait()
+        wake.clear()
+        if reload.is_set() and not stop.is_set():
+            reload.clear()
+            reload_config(daemon, args)
     notify.notify("STOPPING=1")
     daemon.stop()
     log.info("docrelay stopped")
     return 0
+
+
+def reload_config(daemon: Any, args: argparse.Namespace) -> bool:
+    """SIGHUP: read the configuration file again and run it; a file with problems is
+    refused (each problem logged as ``check-config`` prints it) and the running
+    configuration kept."""
+    from daemon import config as config_mod
+    from daemon import notify
+
+    path = daemon.config.path
+    log.info("received SIGHUP, reloading %s", path)
+    try:
+        new = config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        for line in exc.render().splitlines():
+            log.error("%s", line)
+        log.error("%s: %d problem(s); reload refused, the running configuration stays",
+                  path, len(exc.problems))  # fmt: skip
+        return False
+    from daemon import logs
+
+    notify.notify("RELOADING=1")
+    try:
+        # The new secrets are redacted from here on, the old ones still (connectors closing).
+        secrets = [*daemon.config.secrets, *new.secrets]
+        logs.setup(new.core.logging.level, new.core.logging.format, secrets)
+        summary = daemon.reload(new)
+    except Exception:
+        log.exception("reload failed")
+        return False
+    finally:
+        notify.notify("READY=1")
+    log.info("reloaded: %s", summary)
+    return True
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -134,6 +135,11 @@ class Daemon:
         self.ready = threading.Event()
         self.started_at = time.time()
         self._lock: IO[str] | None = None
+        self._reloading = False
+        """A reload swaps the pools: health does not count them meanwhile."""
+        self._draining: list[InHand] = []
+        """Rows the pools of the configuration before a reload still work on (their
+        steps ran past the pools' stop): the lease keeper renews them until they end."""
 
     # ------------------------------------------------------------------ set-up
 
@@ -145,25 +151,54 @@ class Daemon:
         self._recover_leases()
         with self.engine.begin() as conn:  # new process, maybe new credentials: try again
             conn.execute(health_t.delete())
-        for name, settings in self.config.vendors.items():
-            cls = registry.load("vendor", settings.kind)
-            self.vendors[name] = cls(settings, self._context(name))
-        for name, settings in self.config.destinations.items():
-            cls = registry.load("destination", settings.kind)
-            self.destinations[name] = cls(settings, self._context(name))
-        for settings in self.config.sources:
-            cls = registry.load("source", settings.kind)
-            self.sources.append(cls(settings, self._context(settings.name)))
+        self.vendors, self.destinations, self.sources = self._build(self.config)
         self.intake = Intake(
             self.engine, self.blobs, self.config, on_queued=self.wake_profile, owner=self.owner
         )
 
-    def _context(self, name: str) -> ConnectorContext:
+    def _build(
+        self, config: Config, keep: Config | None = None
+    ) -> tuple[dict[str, Vendor], dict[str, Destination], list[Source]]:
+        """The connectors of ``config``; with ``keep`` (the running configuration), the
+        vendors and destinations whose settings did not change are the running instances
+        (their tokens, rate limits and breakers go on). Sources are always new instances:
+        a source is started once. On an error the ones built here are closed again."""
+        built: list[Vendor | Destination] = []
+        vendors: dict[str, Vendor] = {}
+        destinations: dict[str, Destination] = {}
+        sources: list[Source] = []
+        try:
+            for name, settings in config.vendors.items():
+                if keep is not None and keep.vendors.get(name) == settings:
+                    vendors[name] = self.vendors[name]
+                    continue
+                vendors[name] = registry.load("vendor", settings.kind)(
+                    settings, self._context(name, config)
+                )
+                built.append(vendors[name])
+            for name, settings in config.destinations.items():
+                if keep is not None and keep.destinations.get(name) == settings:
+                    destinations[name] = self.destinations[name]
+                    continue
+                destinations[name] = registry.load("destination", settings.kind)(
+                    settings, self._context(name, config)
+                )
+                built.append(destinations[name])
+            for settings in config.sources:
+                cls = registry.load("source", settings.kind)
+                sources.append(cls(settings, self._context(settings.name, config)))
+        except BaseException:
+            for connector in built:
+                connector.close()
+            raise
+        return vendors, destinations, sources
+
+    def _context(self, name: str, config: Config | None = None) -> ConnectorContext:
         return ConnectorContext(
             name=name,
             data_dir=self.state_dir / name,
             clock=self.clock,
-            public_url=self.config.core.web.callback_base(),
+            public_url=(config or self.config).core.web.callback_base(),
         )
 
     def _recover_leases(self) -> None:
@@ -185,7 +220,28 @@ class Daemon:
     # ------------------------------------------------------------------ running
 
     def start(self) -> None:
+        self._start_pools()
+        self.lease_keeper.start()
+        self._hinter.start()
+        assert self.intake is not None
+        for source in self.sources:
+            source.start(self.intake)
+        self.scheduler = build_scheduler(self)
+        self.scheduler.start()
+        self.clock_watch.start()
+        if self.config.core.web.enabled:
+            from daemon.web import WebServer
+
+            self.web = WebServer(self)
+            self.web.start()
+        self.ready.set()
+
+    def _start_pools(self) -> None:
+        """Runners and worker pools for every vendor profile and destination of the config."""
         settings = self.config.core.pipeline
+        self.pools, self.follow_pools = {}, {}
+        self.delivery_pools, self.feedback_pools = {}, {}
+        self.feedback_runners, self.submission_runners = {}, {}
         self.delivery_runners = runners = {
             name: DeliveryRunner(
                 engine=self.engine,
@@ -272,20 +328,6 @@ class Daemon:
             )
         for pool in self._all_pools():
             pool.start()
-        self.lease_keeper.start()
-        self._hinter.start()
-        assert self.intake is not None
-        for source in self.sources:
-            source.start(self.intake)
-        self.scheduler = build_scheduler(self)
-        self.scheduler.start()
-        self.clock_watch.start()
-        if self.config.core.web.enabled:
-            from daemon.web import WebServer
-
-            self.web = WebServer(self)
-            self.web.start()
-        self.ready.set()
 
     def stop(self) -> None:
         """Stop taking work, finish the steps in flight, give back every lease."""
@@ -298,11 +340,7 @@ class Daemon:
         if self._hinter.is_alive():
             self._hints.put(None)
             self._hinter.join(5)
-        pools = self._all_pools()
-        for pool in pools:
-            pool.stop(wait=False)
-        for pool in pools:
-            pool.stop()
+        self._stop_pools()
         self.lease_keeper.stop()
         with self.engine.begin() as conn:
             ledger.release_leases(conn, self.owner)
@@ -315,6 +353,109 @@ class Daemon:
         self.engine.dispose()
         if self._lock is not None:
             self._lock.close()
+
+    def _stop_pools(self) -> None:
+        """Claim nothing new and let the steps in flight finish (every pool at once)."""
+        pools = self._all_pools()
+        for pool in pools:
+            pool.stop(wait=False)
+        for pool in pools:
+            pool.stop()
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self, new: Config) -> str:
+        """Run ``new`` (a validated configuration) in place of the running one; returns what
+        changed, for the log.
+
+        The store engine, the web server and the lease owner stay: a changed store or
+        ``[web]`` section is logged and waits for a restart. Sources whose settings changed or
+        went are stopped (the others go on); every worker pool is stopped, its steps in
+        flight finished, and the leases of what it had claimed but not begun given back
+        (rows still in a thread's hand keep theirs and stay renewed), then the pools of the
+        new configuration start. So nothing is lost or run twice: what a pool did not finish
+        is claimed again, as after a restart.
+        """
+        old = self.config
+        core = new.core
+        fixed = []
+        if core.store != old.core.store:
+            fixed.append("[store]")
+        if core.web != old.core.web:
+            fixed.append("[web]")
+        if fixed:
+            log.warning("%s changed: takes effect at the next restart", " and ".join(fixed))
+            core = core.model_copy(update={"store": old.core.store, "web": old.core.web})
+            new = dataclasses.replace(new, core=core)
+        summary = describe_changes(old, new)
+        vendors, destinations, fresh = self._build(new, keep=old)
+        running = {source.context.name: source for source in self.sources}
+        kept = {
+            s.name: running[s.name]
+            for s in new.sources
+            if s.name in running and running[s.name].settings == s
+        }
+        self._reloading = True
+        try:
+            if self.scheduler is not None:
+                self.scheduler.shutdown(wait=True)
+            for name, source in running.items():
+                if name not in kept:
+                    source.stop()
+            old_hands = self._hands()
+            self._stop_pools()
+            still = [hand for hand in old_hands if hand.held_for(0)]
+            held = {hand.table: hand.held_for(0) for hand in still if hand.table is not None}
+            self._draining = still
+            with self.engine.begin() as conn:
+                ledger.release_leases(conn, self.owner, keep=held, sources=False)
+            assert self.intake is not None
+            self.intake.flush_releases()
+            replaced = [
+                c
+                for c in [*self.vendors.values(), *self.destinations.values()]
+                if c not in vendors.values() and c not in destinations.values()
+            ]
+            self.config = new
+            self.vendors, self.destinations = vendors, destinations
+            self.sources = [kept.get(s.context.name, s) for s in fresh]
+            for name in [*self.paused]:  # new credentials, or gone: try (or forget) again
+                if old.vendors.get(name) != new.vendors.get(name):
+                    self.paused.pop(name)
+            for name in [*self.paused_destinations]:
+                if old.destinations.get(name) != new.destinations.get(name):
+                    self.paused_destinations.pop(name)
+            changed = [
+                name
+                for before, after in (
+                    (old.vendors, new.vendors),
+                    (old.destinations, new.destinations),
+                )
+                for name in {*before, *after}
+                if before.get(name) != after.get(name)
+            ]
+            if changed:  # their "needs re-authentication" was about the old settings
+                with self.engine.begin() as conn:
+                    conn.execute(health_t.delete().where(health_t.c.name.in_(changed)))
+            for connector in replaced:
+                connector.close()
+            self.intake.reconfigure(new)
+            if new.core.pipeline.lease_seconds != old.core.pipeline.lease_seconds:
+                self.lease_keeper.stop()
+                self.lease_keeper = LeaseKeeper(
+                    self.engine, self.owner, new.core.pipeline.lease_seconds, self._hands
+                )
+                self.lease_keeper.start()
+            self._start_pools()
+            for source in self.sources:
+                if source.context.name not in kept:
+                    source.start(self.intake)
+            self.scheduler = build_scheduler(self)
+            self.scheduler.start()
+        finally:
+            self._reloading = False
+        self.wake_all()
+        return summary
 
     # ------------------------------------------------------------------ signals between parts
 
@@ -415,10 +556,12 @@ class Daemon:
 
     def _hands(self) -> list[InHand]:
         """What every runner of this process has in hand (for the lease keeper)."""
+        self._draining = [hand for hand in self._draining if hand.held_for(0)]
         return [
             *(runner.in_hand for runner in self.submission_runners.values()),
             *(runner.in_hand for runner in self.delivery_runners.values()),
             *(runner.in_hand for runner in self.feedback_runners.values()),
+            *self._draining,
         ]
 
     def _all_pools(self) -> list[WorkerPool]:
@@ -549,7 +692,7 @@ class Daemon:
             return False
         if self.web is not None and not self.web.responsive():
             return False
-        return all(p.alive for p in self._all_pools())
+        return self._reloading or all(p.alive for p in self._all_pools())
 
     def storage_health(self) -> dict[str, str]:
         """``disk_full`` (with the reason) while writes fail for want of space. Not a reason to
@@ -631,3 +774,28 @@ class Daemon:
                     self.poke_submission(profile, hints)
                 except Exception:
                     log.exception("could not apply webhook hints for %s", profile)
+
+
+def describe_changes(old: Config, new: Config) -> str:
+    """One line for the log: ``sources +a -b ~c, vendors ~d, routes ~2, …`` (``+`` added,
+    ``-`` gone, ``~`` changed), or ``nothing changed``."""
+
+    def diff(label: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
+        marks = [f"+{n}" for n in after if n not in before]
+        marks += [f"-{n}" for n in before if n not in after]
+        marks += [f"~{n}" for n in after if n in before and before[n] != after[n]]
+        return f"{label} {' '.join(marks)}" if marks else None
+
+    def routes(config: Config) -> dict[str, Any]:
+        return {route.name or f"routes[{i}]": route for i, route in enumerate(config.routes)}
+
+    sections = ("logging", "pipeline")
+    parts = [
+        diff("sources", {s.name: s for s in old.sources}, {s.name: s for s in new.sources}),
+        diff("vendors", old.vendors, new.vendors),
+        diff("destinations", old.destinations, new.destinations),
+        diff("routes", routes(old), routes(new)),
+        diff("settings", {k: getattr(old.core, k) for k in sections},
+             {k: getattr(new.core, k) for k in sections}),
+    ]  # fmt: skip
+    return ", ".join(p for p in parts if p) or "nothing changed"
