@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     cur = db.add_parser("current", help="show the schema revision of the store")
     cur.set_defaults(func=cmd_db_current)
     p = command(
+        "backup",
+        cmd_backup,
+        "copy the SQLite store and its blobs into a new directory (safe while the daemon runs)",
+    )
+    p.add_argument("path", type=Path, help="the backup directory to create")
+    p = command(
+        "restore", cmd_restore, "put a backup in place of the store (the daemon must be stopped)"
+    )
+    p.add_argument("path", type=Path, help="a directory `docrelay backup` made")
+    p.add_argument("--force", action="store_true", help="replace a store that holds documents")
+    p = command(
         "correct", cmd_correct, "correct fields of a document; the vendor gets them as feedback"
     )
     p.add_argument("document", type=int)
@@ -542,6 +553,54 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     head = store_engine.head_revision(engine)
     print(f"current {current or 'empty'}, newest {head}")
     return 0 if current == head else 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Exit 1, saying which tool to use, for a PostgreSQL or MariaDB store."""
+    from daemon.store import backup
+
+    config = load_config(args)
+    store = config.core.store
+    try:
+        manifest = backup.backup(store.url, store.blob_dir, args.path)
+    except backup.BackupError as exc:
+        print(f"backup: {exc}; nothing written", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{n} {table}" for table, n in manifest.counts.items())
+    print(f"{args.path}: {counts}, {manifest.blobs} blob(s), schema {manifest.revision}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Everything is checked before anything changes; exit 1 with the reason otherwise."""
+    from daemon.runtime import StoreLocked, lock_sqlite_store
+    from daemon.store import backup
+
+    config = load_config(args)
+    store = config.core.store
+    try:
+        backup.sqlite_path(store.url)
+        manifest = backup.verify(args.path)
+    except backup.BackupError as exc:
+        print(f"restore: {exc}; nothing changed", file=sys.stderr)
+        return 1
+    try:
+        lock = lock_sqlite_store(store.url)  # held until the end: no daemon starts meanwhile
+    except StoreLocked as exc:
+        print(f"restore: {exc}: stop it first; nothing changed", file=sys.stderr)
+        return 1
+    try:
+        if (found := backup.store_in_use(store.url, store.blob_dir)) and not args.force:
+            print(f"restore: {'; '.join(found)}: give --force to replace it; nothing changed",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        backup.restore(args.path, store.url, store.blob_dir, verified=manifest)
+    finally:
+        if lock is not None:
+            lock.close()
+    counts = ", ".join(f"{n} {table}" for table, n in manifest["counts"].items())
+    print(f"restored {args.path} ({manifest['created_at']}): {counts}, {manifest['blobs']} blob(s)")
+    return 0
 
 
 def cmd_correct(args: argparse.Namespace) -> int:
