@@ -251,7 +251,7 @@ def reload_config(daemon: Any, args: argparse.Namespace) -> bool:
         return False
     from daemon import logs
 
-    notify.notify("RELOADING=1")
+    notify.notify("RELOADING=1", "WATCHDOG=1")  # the scheduler's pings pause meanwhile
     try:
         # The new secrets are redacted from here on, the old ones still (connectors closing).
         secrets = [*daemon.config.secrets, *new.secrets]
@@ -261,7 +261,7 @@ def reload_config(daemon: Any, args: argparse.Namespace) -> bool:
         log.exception("reload failed")
         return False
     finally:
-        notify.notify("READY=1")
+        notify.notify("READY=1", "WATCHDOG=1")
     log.info("reloaded: %s", summary)
     return True
 

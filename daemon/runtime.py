@@ -161,8 +161,9 @@ class Daemon:
     ) -> tuple[dict[str, Vendor], dict[str, Destination], list[Source]]:
         """The connectors of ``config``; with ``keep`` (the running configuration), the
         vendors and destinations whose settings did not change are the running instances
-        (their tokens, rate limits and breakers go on). Sources are always new instances:
-        a source is started once. On an error the ones built here are closed again."""
+        (their tokens, rate limits and breakers go on), and so are the unchanged sources (which
+        keep running); a changed source is a new instance (a source is started once). On an
+        error the vendors and destinations built here are closed again."""
         built: list[Vendor | Destination] = []
         vendors: dict[str, Vendor] = {}
         destinations: dict[str, Destination] = {}
@@ -184,7 +185,12 @@ class Daemon:
                     settings, self._context(name, config)
                 )
                 built.append(destinations[name])
+            running = {source.context.name: source for source in self.sources}
             for settings in config.sources:
+                same = running.get(settings.name) if keep is not None else None
+                if same is not None and same.settings == settings:
+                    sources.append(same)  # goes on running
+                    continue
                 cls = registry.load("source", settings.kind)
                 sources.append(cls(settings, self._context(settings.name, config)))
         except BaseException:
@@ -354,13 +360,14 @@ class Daemon:
         if self._lock is not None:
             self._lock.close()
 
-    def _stop_pools(self) -> None:
-        """Claim nothing new and let the steps in flight finish (every pool at once)."""
+    def _stop_pools(self, timeout: float = 30.0) -> None:
+        """Claim nothing new and let the steps in flight finish (every pool at once), waiting
+        up to ``timeout`` seconds for each thread."""
         pools = self._all_pools()
         for pool in pools:
             pool.stop(wait=False)
         for pool in pools:
-            pool.stop()
+            pool.stop(timeout)
 
     # ------------------------------------------------------------------ reload
 
@@ -388,22 +395,18 @@ class Daemon:
             core = core.model_copy(update={"store": old.core.store, "web": old.core.web})
             new = dataclasses.replace(new, core=core)
         summary = describe_changes(old, new)
-        vendors, destinations, fresh = self._build(new, keep=old)
-        running = {source.context.name: source for source in self.sources}
-        kept = {
-            s.name: running[s.name]
-            for s in new.sources
-            if s.name in running and running[s.name].settings == s
-        }
+        vendors, destinations, sources = self._build(new, keep=old)
+        kept = [source for source in sources if source in self.sources]
         self._reloading = True
         try:
             if self.scheduler is not None:
                 self.scheduler.shutdown(wait=True)
-            for name, source in running.items():
-                if name not in kept:
+            for source in self.sources:
+                if source not in kept:
                     source.stop()
-            old_hands = self._hands()
-            self._stop_pools()
+            old_hands, old_pools = self._hands(), self._all_pools()
+            # Not waiting long for a slow step: its row stays in hand (and leased) meanwhile.
+            self._stop_pools(timeout=10)
             still = [hand for hand in old_hands if hand.held_for(0)]
             held = {hand.table: hand.held_for(0) for hand in still if hand.table is not None}
             self._draining = still
@@ -418,7 +421,7 @@ class Daemon:
             ]
             self.config = new
             self.vendors, self.destinations = vendors, destinations
-            self.sources = [kept.get(s.context.name, s) for s in fresh]
+            self.sources = sources
             for name in [*self.paused]:  # new credentials, or gone: try (or forget) again
                 if old.vendors.get(name) != new.vendors.get(name):
                     self.paused.pop(name)
@@ -437,8 +440,16 @@ class Daemon:
             if changed:  # their "needs re-authentication" was about the old settings
                 with self.engine.begin() as conn:
                     conn.execute(health_t.delete().where(health_t.c.name.in_(changed)))
-            for connector in replaced:
-                connector.close()
+            if any(pool.alive for pool in old_pools):  # close them when those steps end
+                threading.Thread(
+                    target=_close_after,
+                    args=(old_pools, replaced),
+                    name="reload-close",
+                    daemon=True,
+                ).start()
+            else:
+                for connector in replaced:
+                    connector.close()
             self.intake.reconfigure(new)
             if new.core.pipeline.lease_seconds != old.core.pipeline.lease_seconds:
                 self.lease_keeper.stop()
@@ -448,7 +459,7 @@ class Daemon:
                 self.lease_keeper.start()
             self._start_pools()
             for source in self.sources:
-                if source.context.name not in kept:
+                if source not in kept:
                     source.start(self.intake)
             self.scheduler = build_scheduler(self)
             self.scheduler.start()
@@ -774,6 +785,17 @@ class Daemon:
                     self.poke_submission(profile, hints)
                 except Exception:
                     log.exception("could not apply webhook hints for %s", profile)
+
+
+def _close_after(pools: Sequence[WorkerPool], connectors: Sequence[Vendor | Destination]) -> None:
+    """Close the connectors a reload replaced once the old pools' last steps have ended."""
+    for pool in pools:
+        pool.stop(timeout=None)
+    for connector in connectors:
+        try:
+            connector.close()
+        except Exception:
+            log.exception("closing a connector replaced by the reload failed")
 
 
 def describe_changes(old: Config, new: Config) -> str:
