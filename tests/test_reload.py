@@ -13,7 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemon_proc import DaemonProcess, drop_invoices, query, wait_until, write_config
+from tests.daemon_proc import (
+    DaemonProcess,
+    drop_invoices,
+    query,
+    toml_table,
+    wait_until,
+    write_config,
+)
+from tests.servers import serve
+from tests.webhook_receiver import SECRET, Receiver, create_app
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +137,32 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_running(tmp_path):
     drop_invoices(tmp_path / "inbox", 1, prefix="after", first_seed=41)
     wait_until(lambda: len(exports(tmp_path / "outbox")) == 2, 60, what="a second export")
     assert daemon.stop() == 0
+
+
+def test_a_push_in_flight_over_the_reload_is_not_sent_twice(tmp_path):
+    """The reload waits 10 s for a step; a push answered after 14 s stays with its thread (its
+    lease kept and renewed, its replaced connector open until it ends) and is not claimed and
+    sent again by the new pools."""
+    receiver = Receiver()
+    receiver.answer(201, {"id": "rec-slow", "version": 1}, delay=14)
+    with serve(create_app(receiver)) as url:
+        hook = {"kind": "webhook", "url": f"{url}/hook", "secret": SECRET, "timeout": 30}
+        config = write_config(tmp_path, extra=toml_table("[destinations.hook]", hook))
+        config.write_text(config.read_text().replace('["outbox"]', '["outbox", "hook"]'))
+        daemon = DaemonProcess(config).start()
+        drop_invoices(tmp_path / "inbox", 1, prefix="slow", first_seed=70)
+        wait_until(receiver.posts, 60, what="the push under way")
+
+        config.write_text(config.read_text().replace("timeout = 30", "timeout = 31"))
+        log = hup(daemon, "reloaded:", 0)
+        assert "reloaded: destinations ~hook" in log
+        assert len(receiver.posts()) == 1  # the answer is still 4 s or more away
+
+        def pushed() -> bool:
+            rows = query(tmp_path, "SELECT state FROM deliveries WHERE destination = 'hook'")
+            return [r["state"] for r in rows] == ["delivered"]
+
+        wait_until(pushed, 60, what="the push recorded")
+        assert len(receiver.posts()) == 1
+        assert "closing a connector" not in daemon.log()
+        assert daemon.stop() == 0
