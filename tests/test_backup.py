@@ -99,6 +99,8 @@ def test_backup_while_the_daemon_runs_restores_the_same_store(tmp_path):
     assert blob_bytes(fresh) == blob_bytes(live)
     assert len(blob_bytes(fresh)) == 7
     assert status(fresh_config) == status(config)
+    mode = (fresh / "var" / "docrelay.db").stat().st_mode & 0o777
+    assert mode == (live / "var" / "docrelay.db").stat().st_mode & 0o777  # the group may read
 
     # A store that holds documents is replaced only when asked to.
     refused = docrelay(fresh_config, "restore", str(tmp_path / "during"))

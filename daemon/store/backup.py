@@ -188,11 +188,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_file(source: Path, target: Path) -> None:
-    """Copy through a temporary file, fsynced, renamed: ``target`` is whole or absent."""
+def _copy_file(source: Path, target: Path, mode: int | None = None) -> None:
+    """Copy through a temporary file, fsynced, renamed: ``target`` is whole or absent. Its
+    mode is ``mode``, else 0600 (as ``BlobStore`` writes blobs)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".copy-")
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out, source.open("rb") as src:
             shutil.copyfileobj(src, out, CHUNK)
             out.flush()
@@ -313,6 +316,14 @@ def restore(
     # A write-ahead log of the old database would be replayed into the new one: gone first.
     for suffix in ("-wal", "-shm", "-journal"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
-    _copy_file(source / DATABASE, database)
+    # The mode the store had (people in its group may query it), else what SQLite would give.
+    mode = database.stat().st_mode & 0o777 if database.exists() else 0o666 & ~_umask()
+    _copy_file(source / DATABASE, database, mode)
     fsync_dir(database.parent)
     return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
