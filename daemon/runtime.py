@@ -410,10 +410,12 @@ class Daemon:
             still = [hand for hand in old_hands if hand.held_for(0)]
             held = {hand.table: hand.held_for(0) for hand in still if hand.table is not None}
             self._draining = still
-            with self.engine.begin() as conn:
-                ledger.release_leases(conn, self.owner, keep=held, sources=False)
             assert self.intake is not None
-            self.intake.flush_releases()
+            try:
+                with self.engine.begin() as conn:
+                    ledger.release_leases(conn, self.owner, keep=held, sources=False)
+            except OperationalError as exc:  # they run out instead
+                log.warning("reload: could not give back the leases now: %s", exc.orig)
             replaced = [
                 c
                 for c in [*self.vendors.values(), *self.destinations.values()]
@@ -438,8 +440,11 @@ class Daemon:
                 if before.get(name) != after.get(name)
             ]
             if changed:  # their "needs re-authentication" was about the old settings
-                with self.engine.begin() as conn:
-                    conn.execute(health_t.delete().where(health_t.c.name.in_(changed)))
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(health_t.delete().where(health_t.c.name.in_(changed)))
+                except OperationalError as exc:
+                    log.warning("reload: could not clear the old health records: %s", exc.orig)
             if any(pool.alive for pool in old_pools):  # close them when those steps end
                 threading.Thread(
                     target=_close_after,
