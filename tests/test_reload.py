@@ -16,6 +16,7 @@ import pytest
 from tests.daemon_proc import (
     DaemonProcess,
     drop_invoices,
+    free_port,
     query,
     toml_table,
     wait_until,
@@ -131,9 +132,13 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_running(tmp_path):
     wait_until(lambda: len(exports(tmp_path / "outbox")) == 1, 60, what="an export")
     assert httpx.get(f"{daemon.url}/healthz", timeout=5).status_code == 200
 
-    config.write_text(good.replace("rescan_interval = 5", "rescan_interval = 6"))
+    # A good file again, also moving the web port: that waits for a restart, the rest applies.
+    moved = good.replace(f"127.0.0.1:{daemon.port}", f"127.0.0.1:{free_port()}")
+    config.write_text(moved.replace("rescan_interval = 5", "rescan_interval = 6"))
     log = hup(daemon, "reloaded:", 0)
     assert "reloaded: sources ~scans" in log
+    assert "[web] changed: takes effect at the next restart" in log
+    assert httpx.get(f"{daemon.url}/healthz", timeout=5).status_code == 200
     drop_invoices(tmp_path / "inbox", 1, prefix="after", first_seed=41)
     wait_until(lambda: len(exports(tmp_path / "outbox")) == 2, 60, what="a second export")
     assert daemon.stop() == 0
