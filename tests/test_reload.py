@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.daemon_proc import (
     DaemonProcess,
@@ -144,7 +145,7 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_running(tmp_path):
     assert daemon.stop() == 0
 
 
-def test_a_push_in_flight_over_the_reload_is_not_sent_twice(tmp_path):
+def test_a_push_in_flight_over_the_reload_is_not_sent_twice(tmp_path, store_url):
     """The reload waits 10 s for a step; a push answered after 14 s stays with its thread (its
     lease kept and renewed, its replaced connector open until it ends) and is not claimed and
     sent again by the new pools."""
@@ -152,7 +153,9 @@ def test_a_push_in_flight_over_the_reload_is_not_sent_twice(tmp_path):
     receiver.answer(201, {"id": "rec-slow", "version": 1}, delay=14)
     with serve(create_app(receiver)) as url:
         hook = {"kind": "webhook", "url": f"{url}/hook", "secret": SECRET, "timeout": 30}
-        config = write_config(tmp_path, extra=toml_table("[destinations.hook]", hook))
+        config = write_config(
+            tmp_path, store_url=store_url, extra=toml_table("[destinations.hook]", hook)
+        )
         config.write_text(config.read_text().replace('["outbox"]', '["outbox", "hook"]'))
         daemon = DaemonProcess(config).start()
         drop_invoices(tmp_path / "inbox", 1, prefix="slow", first_seed=70)
@@ -163,11 +166,17 @@ def test_a_push_in_flight_over_the_reload_is_not_sent_twice(tmp_path):
         assert "reloaded: destinations ~hook" in log
         assert len(receiver.posts()) == 1  # the answer is still 4 s or more away
 
+        store = create_engine(store_url)
+
         def pushed() -> bool:
-            rows = query(tmp_path, "SELECT state FROM deliveries WHERE destination = 'hook'")
-            return [r["state"] for r in rows] == ["delivered"]
+            with store.connect() as conn:
+                rows = conn.execute(
+                    text("SELECT state FROM deliveries WHERE destination = 'hook'")
+                ).all()
+            return [r.state for r in rows] == ["delivered"]
 
         wait_until(pushed, 60, what="the push recorded")
         assert len(receiver.posts()) == 1
+        store.dispose()
         assert "closing a connector" not in daemon.log()
         assert daemon.stop() == 0
