@@ -101,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     cur = db.add_parser("current", help="show the schema revision of the store", parents=[common])
     cur.set_defaults(func=cmd_db_current)
     p = command(
+        "backup",
+        cmd_backup,
+        "copy the SQLite store and its blobs into a new directory (safe while the daemon runs)",
+    )
+    p.add_argument("path", type=Path, help="the backup directory to create")
+    p = command(
+        "restore", cmd_restore, "put a backup in place of the store (the daemon must be stopped)"
+    )
+    p.add_argument("path", type=Path, help="a directory `docrelay backup` made")
+    p.add_argument("--force", action="store_true", help="replace a store that holds documents")
+    p = command(
         "correct", cmd_correct, "correct fields of a document; the vendor gets them as feedback"
     )
     p.add_argument("document", type=int)
@@ -207,13 +218,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.runtime import CannotListen, Daemon, StoreLocked
 
     stop = threading.Event()
+    reload = threading.Event()
+    wake = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
+        wake.set()
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        reload.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     # Threads holding the store's write lock must get the GIL back quickly; the default 5 ms
     # switch interval lets a CPU-bound extractor thread convoy every writer behind it.
     sys.setswitchinterval(0.0002)
@@ -228,11 +247,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = f", web on port {daemon.web.port}" if daemon.web else ""
     log.info("docrelay ready in %.2fs (config %s%s)", elapsed, config.path, port)
     notify.notify("READY=1", f"STATUS=ready in {elapsed:.2f}s")
-    stop.wait()
+    while not stop.is_set():
+        wake.wait()
+        wake.clear()
+        if reload.is_set() and not stop.is_set():
+            reload.clear()
+            reload_config(daemon, args)
     notify.notify("STOPPING=1")
     daemon.stop()
     log.info("docrelay stopped")
     return 0
+
+
+def reload_config(daemon: Any, args: argparse.Namespace) -> bool:
+    """SIGHUP: read the configuration file again and run it; a file with problems is
+    refused (each problem logged as ``check-config`` prints it) and the running
+    configuration kept."""
+    from daemon import config as config_mod
+    from daemon import notify
+
+    path = daemon.config.path
+    log.info("received SIGHUP, reloading %s", path)
+    try:
+        new = config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        for line in exc.render().splitlines():
+            log.error("%s", line)
+        log.error("%s: %d problem(s); reload refused, the running configuration stays",
+                  path, len(exc.problems))  # fmt: skip
+        return False
+    from daemon import logs
+
+    notify.notify("RELOADING=1", "WATCHDOG=1")  # the scheduler's pings pause meanwhile
+    try:
+        # The new secrets are redacted from here on, the old ones still (connectors closing).
+        secrets = [*daemon.config.secrets, *new.secrets]
+        logs.setup(new.core.logging.level, new.core.logging.format, secrets)
+        summary = daemon.reload(new)
+    except Exception:
+        log.exception("reload failed")
+        return False
+    finally:
+        notify.notify("READY=1", "WATCHDOG=1")
+    log.info("reloaded: %s", summary)
+    return True
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -549,6 +607,54 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     head = store_engine.head_revision(engine)
     print(f"current {current or 'empty'}, newest {head}")
     return 0 if current == head else 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Exit 1, saying which tool to use, for a PostgreSQL or MariaDB store."""
+    from daemon.store import backup
+
+    config = load_config(args)
+    store = config.core.store
+    try:
+        manifest = backup.backup(store.url, store.blob_dir, args.path)
+    except backup.BackupError as exc:
+        print(f"backup: {exc}; nothing written", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{n} {table}" for table, n in manifest.counts.items())
+    print(f"{args.path}: {counts}, {manifest.blobs} blob(s), schema {manifest.revision}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Everything is checked before anything changes; exit 1 with the reason otherwise."""
+    from daemon.runtime import StoreLocked, lock_sqlite_store
+    from daemon.store import backup
+
+    config = load_config(args)
+    store = config.core.store
+    try:
+        backup.sqlite_path(store.url)
+        manifest = backup.verify(args.path)
+    except backup.BackupError as exc:
+        print(f"restore: {exc}; nothing changed", file=sys.stderr)
+        return 1
+    try:
+        lock = lock_sqlite_store(store.url)  # held until the end: no daemon starts meanwhile
+    except StoreLocked as exc:
+        print(f"restore: {exc}: stop it first; nothing changed", file=sys.stderr)
+        return 1
+    try:
+        if (found := backup.store_in_use(store.url, store.blob_dir)) and not args.force:
+            print(f"restore: {'; '.join(found)}: give --force to replace it; nothing changed",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        backup.restore(args.path, store.url, store.blob_dir, verified=manifest)
+    finally:
+        if lock is not None:
+            lock.close()
+    counts = ", ".join(f"{n} {table}" for table, n in manifest["counts"].items())
+    print(f"restored {args.path} ({manifest['created_at']}): {counts}, {manifest['blobs']} blob(s)")
+    return 0
 
 
 def cmd_correct(args: argparse.Namespace) -> int:

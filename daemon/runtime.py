@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -177,6 +178,11 @@ class Daemon:
         """Which daemon this is, in ``/healthz``: new at every start, and the store it runs
         on, so ``docrelay status`` can tell its own daemon from another one on the port."""
         self._lock: IO[str] | None = None
+        self._reloading = False
+        """A reload swaps the pools: health does not count them meanwhile."""
+        self._draining: list[InHand] = []
+        """Rows the pools of the configuration before a reload still work on (their
+        steps ran past the pools' stop): the lease keeper renews them until they end."""
 
     # ------------------------------------------------------------------ set-up
 
@@ -190,31 +196,67 @@ class Daemon:
         self._recover_leases()
         with self.engine.begin() as conn:  # new process, maybe new credentials: try again
             conn.execute(health_t.delete())
-        for name, settings in self.config.vendors.items():
-            cls = registry.load("vendor", settings.kind)
-            context = self._context(name, self.metrics.for_vendor(name))
-            with reporting_to(context.metrics):  # its HTTP clients report under its name
-                self.vendors[name] = cls(settings, context)
-        for name, settings in self.config.destinations.items():
-            cls = registry.load("destination", settings.kind)
-            context = self._context(name, self.metrics.for_destination(name))
-            with reporting_to(context.metrics):
-                self.destinations[name] = cls(settings, context)
-        for settings in self.config.sources:
-            cls = registry.load("source", settings.kind)
-            context = self._context(settings.name, self.metrics.for_source(settings.name))
-            with reporting_to(context.metrics):
-                self.sources.append(cls(settings, context))
+        self.vendors, self.destinations, self.sources = self._build(self.config)
         self.intake = Intake(
             self.engine, self.blobs, self.config, on_queued=self.wake_profile, owner=self.owner
         )
 
-    def _context(self, name: str, metrics: ConnectorMetrics) -> ConnectorContext:
+    def _build(
+        self, config: Config, keep: Config | None = None
+    ) -> tuple[dict[str, Vendor], dict[str, Destination], list[Source]]:
+        """The connectors of ``config``; with ``keep`` (the running configuration), the
+        vendors and destinations whose settings did not change are the running instances
+        (their tokens, rate limits and breakers go on), and so are the unchanged sources (which
+        keep running); a changed source is a new instance (a source is started once). On an
+        error the vendors and destinations built here are closed again."""
+        built: list[Vendor | Destination] = []
+        vendors: dict[str, Vendor] = {}
+        destinations: dict[str, Destination] = {}
+        sources: list[Source] = []
+        try:
+            for name, settings in config.vendors.items():
+                if keep is not None and keep.vendors.get(name) == settings:
+                    vendors[name] = self.vendors[name]
+                    continue
+                context = self._context(name, self.metrics.for_vendor(name), config)
+                with reporting_to(context.metrics):  # its HTTP clients report under its name
+                    vendors[name] = registry.load("vendor", settings.kind)(settings, context)
+                built.append(vendors[name])
+            for name, settings in config.destinations.items():
+                if keep is not None and keep.destinations.get(name) == settings:
+                    destinations[name] = self.destinations[name]
+                    continue
+                context = self._context(name, self.metrics.for_destination(name), config)
+                with reporting_to(context.metrics):
+                    destinations[name] = registry.load("destination", settings.kind)(
+                        settings, context
+                    )
+                built.append(destinations[name])
+            running = {source.context.name: source for source in self.sources}
+            for settings in config.sources:
+                same = running.get(settings.name) if keep is not None else None
+                if same is not None and same.settings == settings:
+                    sources.append(same)  # goes on running
+                    continue
+                cls = registry.load("source", settings.kind)
+                metrics = self.metrics.for_source(settings.name)
+                context = self._context(settings.name, metrics, config)
+                with reporting_to(context.metrics):
+                    sources.append(cls(settings, context))
+        except BaseException:
+            for connector in built:
+                connector.close()
+            raise
+        return vendors, destinations, sources
+
+    def _context(
+        self, name: str, metrics: ConnectorMetrics, config: Config | None = None
+    ) -> ConnectorContext:
         return ConnectorContext(
             name=name,
             data_dir=self.state_dir / name,
             clock=self.clock,
-            public_url=self.config.core.web.callback_base(),
+            public_url=(config or self.config).core.web.callback_base(),
             metrics=metrics,
         )
 
@@ -237,7 +279,28 @@ class Daemon:
     # ------------------------------------------------------------------ running
 
     def start(self) -> None:
+        self._start_pools()
+        self.lease_keeper.start()
+        self._hinter.start()
+        assert self.intake is not None
+        for source in self.sources:
+            source.start(self.intake)
+        self.scheduler = build_scheduler(self)
+        self.scheduler.start()
+        self.clock_watch.start()
+        if self.config.core.web.enabled:
+            from daemon.web import WebServer
+
+            self.web = WebServer(self)
+            self.web.start()
+        self.ready.set()
+
+    def _start_pools(self) -> None:
+        """Runners and worker pools for every vendor profile and destination of the config."""
         settings = self.config.core.pipeline
+        self.pools, self.follow_pools = {}, {}
+        self.delivery_pools, self.feedback_pools = {}, {}
+        self.feedback_runners, self.submission_runners = {}, {}
         self.delivery_runners = runners = {
             name: DeliveryRunner(
                 engine=self.engine,
@@ -324,20 +387,6 @@ class Daemon:
             )
         for pool in self._all_pools():
             pool.start()
-        self.lease_keeper.start()
-        self._hinter.start()
-        assert self.intake is not None
-        for source in self.sources:
-            source.start(self.intake)
-        self.scheduler = build_scheduler(self)
-        self.scheduler.start()
-        self.clock_watch.start()
-        if self.config.core.web.enabled:
-            from daemon.web import WebServer
-
-            self.web = WebServer(self)
-            self.web.start()
-        self.ready.set()
 
     def stop(self) -> None:
         """Stop taking work, finish the steps in flight, give back every lease."""
@@ -350,11 +399,7 @@ class Daemon:
         if self._hinter.is_alive():
             self._hints.put(None)
             self._hinter.join(5)
-        pools = self._all_pools()
-        for pool in pools:
-            pool.stop(wait=False)
-        for pool in pools:
-            pool.stop()
+        self._stop_pools()
         self.lease_keeper.stop()
         with self.engine.begin() as conn:
             ledger.release_leases(conn, self.owner)
@@ -367,6 +412,119 @@ class Daemon:
         self.engine.dispose()
         if self._lock is not None:
             self._lock.close()
+
+    def _stop_pools(self, timeout: float = 30.0) -> None:
+        """Claim nothing new and let the steps in flight finish (every pool at once), waiting
+        up to ``timeout`` seconds for each thread."""
+        pools = self._all_pools()
+        for pool in pools:
+            pool.stop(wait=False)
+        for pool in pools:
+            pool.stop(timeout)
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self, new: Config) -> str:
+        """Run ``new`` (a validated configuration) in place of the running one; returns what
+        changed, for the log.
+
+        The store engine, the web server and the lease owner stay: a changed store or
+        ``[web]`` section is logged and waits for a restart. Sources whose settings changed or
+        went are stopped (the others go on); every worker pool is stopped, its steps in
+        flight finished, and the leases of what it had claimed but not begun given back
+        (rows still in a thread's hand keep theirs and stay renewed), then the pools of the
+        new configuration start. So nothing is lost or run twice: what a pool did not finish
+        is claimed again, as after a restart.
+        """
+        old = self.config
+        core = new.core
+        fixed = []
+        if core.store != old.core.store:
+            fixed.append("[store]")
+        if core.web != old.core.web:
+            fixed.append("[web]")
+        if fixed:
+            log.warning("%s changed: takes effect at the next restart", " and ".join(fixed))
+            core = core.model_copy(update={"store": old.core.store, "web": old.core.web})
+            new = dataclasses.replace(new, core=core)
+        summary = describe_changes(old, new)
+        vendors, destinations, sources = self._build(new, keep=old)
+        kept = [source for source in sources if source in self.sources]
+        self._reloading = True
+        try:
+            if self.scheduler is not None:
+                self.scheduler.shutdown(wait=True)
+            for source in self.sources:
+                if source not in kept:
+                    source.stop()
+            old_hands, old_pools = self._hands(), self._all_pools()
+            # Not waiting long for a slow step: its row stays in hand (and leased) meanwhile.
+            self._stop_pools(timeout=10)
+            still = [hand for hand in old_hands if hand.held_for(0)]
+            held = {hand.table: hand.held_for(0) for hand in still if hand.table is not None}
+            self._draining = still
+            assert self.intake is not None
+            try:
+                with self.engine.begin() as conn:
+                    ledger.release_leases(conn, self.owner, keep=held, sources=False)
+            except OperationalError as exc:  # they run out instead
+                log.warning("reload: could not give back the leases now: %s", exc.orig)
+            replaced = [
+                c
+                for c in [*self.vendors.values(), *self.destinations.values()]
+                if c not in vendors.values() and c not in destinations.values()
+            ]
+            self.config = new
+            self.vendors, self.destinations = vendors, destinations
+            self.sources = sources
+            for name in [*self.paused]:  # new credentials, or gone: try (or forget) again
+                if old.vendors.get(name) != new.vendors.get(name):
+                    self.paused.pop(name)
+            for name in [*self.paused_destinations]:
+                if old.destinations.get(name) != new.destinations.get(name):
+                    self.paused_destinations.pop(name)
+            changed = [
+                name
+                for before, after in (
+                    (old.vendors, new.vendors),
+                    (old.destinations, new.destinations),
+                )
+                for name in {*before, *after}
+                if before.get(name) != after.get(name)
+            ]
+            if changed:  # their "needs re-authentication" was about the old settings
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(health_t.delete().where(health_t.c.name.in_(changed)))
+                except OperationalError as exc:
+                    log.warning("reload: could not clear the old health records: %s", exc.orig)
+            if any(pool.alive for pool in old_pools):  # close them when those steps end
+                threading.Thread(
+                    target=_close_after,
+                    args=(old_pools, replaced),
+                    name="reload-close",
+                    daemon=True,
+                ).start()
+            else:
+                for connector in replaced:
+                    connector.close()
+            self.intake.reconfigure(new)
+            if new.core.pipeline.lease_seconds != old.core.pipeline.lease_seconds:
+                self.lease_keeper.stop()
+                self.lease_keeper = LeaseKeeper(
+                    self.engine, self.owner, new.core.pipeline.lease_seconds, self._hands
+                )
+                self.lease_keeper.start()
+            self._start_pools()
+            for source in self.sources:
+                if source not in kept:
+                    source.start(self.intake)
+            self.scheduler = build_scheduler(self)
+            self.scheduler.start()
+        finally:
+            self._reloading = False
+        self.wake_all()
+        return summary
 
     # ------------------------------------------------------------------ signals between parts
 
@@ -467,10 +625,12 @@ class Daemon:
 
     def _hands(self) -> list[InHand]:
         """What every runner of this process has in hand (for the lease keeper)."""
+        self._draining = [hand for hand in self._draining if hand.held_for(0)]
         return [
             *(runner.in_hand for runner in self.submission_runners.values()),
             *(runner.in_hand for runner in self.delivery_runners.values()),
             *(runner.in_hand for runner in self.feedback_runners.values()),
+            *self._draining,
         ]
 
     def _all_pools(self) -> list[WorkerPool]:
@@ -601,7 +761,7 @@ class Daemon:
             return False
         if self.web is not None and not self.web.responsive():
             return False
-        return all(p.alive for p in self._all_pools())
+        return self._reloading or all(p.alive for p in self._all_pools())
 
     def storage_health(self) -> dict[str, str]:
         """``disk_full`` (with the reason) while writes fail for want of space. Not a reason to
@@ -683,3 +843,39 @@ class Daemon:
                     self.poke_submission(profile, hints)
                 except Exception:
                     log.exception("could not apply webhook hints for %s", profile)
+
+
+def _close_after(pools: Sequence[WorkerPool], connectors: Sequence[Vendor | Destination]) -> None:
+    """Close the connectors a reload replaced once the old pools' last steps have ended."""
+    for pool in pools:
+        pool.stop(timeout=None)
+    for connector in connectors:
+        try:
+            connector.close()
+        except Exception:
+            log.exception("closing a connector replaced by the reload failed")
+
+
+def describe_changes(old: Config, new: Config) -> str:
+    """One line for the log: ``sources +a -b ~c, vendors ~d, routes ~2, …`` (``+`` added,
+    ``-`` gone, ``~`` changed), or ``nothing changed``."""
+
+    def diff(label: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
+        marks = [f"+{n}" for n in after if n not in before]
+        marks += [f"-{n}" for n in before if n not in after]
+        marks += [f"~{n}" for n in after if n in before and before[n] != after[n]]
+        return f"{label} {' '.join(marks)}" if marks else None
+
+    def routes(config: Config) -> dict[str, Any]:
+        return {route.name or f"routes[{i}]": route for i, route in enumerate(config.routes)}
+
+    sections = ("logging", "pipeline")
+    parts = [
+        diff("sources", {s.name: s for s in old.sources}, {s.name: s for s in new.sources}),
+        diff("vendors", old.vendors, new.vendors),
+        diff("destinations", old.destinations, new.destinations),
+        diff("routes", routes(old), routes(new)),
+        diff("settings", {k: getattr(old.core, k) for k in sections},
+             {k: getattr(new.core, k) for k in sections}),
+    ]  # fmt: skip
+    return ", ".join(p for p in parts if p) or "nothing changed"

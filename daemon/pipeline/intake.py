@@ -145,8 +145,7 @@ class Intake:
         self.reader = reader(engine)
         self.owner = owner
         self.blobs = blobs
-        self.config = config
-        self.router = Router(config.routes)
+        self._configured = (config, Router(config.routes))
         self.on_queued = on_queued
         self.max_bytes = max_bytes
         self._releases: list[tuple[int, Any]] = []
@@ -155,6 +154,19 @@ class Intake:
         """Why the last write failed for want of space, until an ingest succeeds again or
         the file system has room again (``space_again``)."""
         self._full_dir: Path | None = None
+
+    @property
+    def config(self) -> Config:
+        return self._configured[0]
+
+    @property
+    def router(self) -> Router:
+        return self._configured[1]
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded configuration: new routes and profiles for the next item (one item sees
+        either the old pair or the new one, never a mix)."""
+        self._configured = (config, Router(config.routes))
 
     def _out_of_space(self, reason: str, directory: Path | None) -> None:
         self.disk_full, self._full_dir = reason, directory
@@ -298,10 +310,11 @@ class Intake:
         return doc_id
 
     def _route(self, item: IntakeItem, mime: str) -> Routed | None:
+        config, router = self._configured
         if item.route is not None:
-            found = self.router.named(item.route)
+            found = router.named(item.route)
         else:
-            found = self.router.route(
+            found = router.route(
                 source=item.source, filename=item.filename, mime_type=mime, metadata=item.metadata
             )
         if found is None:
@@ -309,7 +322,7 @@ class Intake:
         index, route = found
         return Routed(
             profile=route.vendor,
-            vendor_kind=self.config.vendors[route.vendor].kind,
+            vendor_kind=config.vendors[route.vendor].kind,
             destinations=list(route.destinations),
             fallback=route.fallback,
             route=route_name(index, route),

@@ -7,7 +7,7 @@ out (and whose item someone else took over) changes nothing: the UPDATE matches 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -583,17 +583,26 @@ def _next_due_query(table: Any, column: str) -> Any:
     )
 
 
-def release_leases(conn: Connection, owner: str) -> int:
-    """Give back everything this worker holds (clean shutdown)."""
+def release_leases(
+    conn: Connection,
+    owner: str,
+    *,
+    keep: Mapping[Any, Collection[int]] | None = None,
+    sources: bool = True,
+) -> int:
+    """Give back everything this worker holds (clean shutdown), except the rows in ``keep``
+    (table → ids a thread still works on, at a reload) and, with ``sources=False``, the
+    sources' leases (a mailbox that keeps running over a reload keeps its own)."""
     released = 0
     for table in LEASED:
-        result = conn.execute(
-            update(table)
-            .where(table.c.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-        )
+        held = list((keep or {}).get(table, ()))
+        query = update(table).where(table.c.lease_owner == owner)
+        if held:
+            query = query.where(table.c.id.not_in(held))
+        result = conn.execute(query.values(lease_owner=None, lease_expires_at=None))
         released += result.rowcount
-    conn.execute(source_leases.delete().where(source_leases.c.owner == owner))
+    if sources:
+        conn.execute(source_leases.delete().where(source_leases.c.owner == owner))
     return released
 
 

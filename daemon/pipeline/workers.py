@@ -239,7 +239,7 @@ class WorkerPool:
             else:
                 self._wake.notify()
 
-    def stop(self, timeout: float = 30.0, *, wait: bool = True) -> None:
+    def stop(self, timeout: float | None = 30.0, *, wait: bool = True) -> None:
         """Finish the steps in progress, claim nothing new."""
         self._stopping.set()
         self.wake(everyone=True)
