@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from connectors.base import WebhookRequest
 from connectors.errors import WebhookRejected
-from daemon import status
+from daemon import status, statuspage
 from daemon.pipeline.feedback import CorrectionError, InvalidCorrection, UnknownDocument, correct
 
 if TYPE_CHECKING:
@@ -258,6 +258,7 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/webhooks/{profile}", webhook, methods=["POST"]),
             Route("/webhooks/{profile}/{tail:path}", webhook, methods=["POST"]),
             Route("/api/v1/documents/{document_id:int}/corrections", corrections, methods=["POST"]),
+            *statuspage.routes(daemon),
         ]
     )
 
