@@ -53,8 +53,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2",
-           "#8c564b", "#bcbd22", "#7f7f7f")  # fmt: skip
+PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#e6700a", "#0f9fb0", "#d4459f",
+           "#8c564b", "#a8a812", "#5d6873", "#3b4cc0", "#6a8f00", "#b8860b", "#c51b7d",
+           "#00796b", "#7b3294")  # fmt: skip
 """Box colours, one per field in table order (the table shows the same colour)."""
 FIELD_ORDER = {name: index for index, name in enumerate(DOCUMENT_FIELDS)}
 
@@ -476,6 +477,50 @@ def _overlay(
                 {**placed(box, where.get("page_width"), where.get("page_height")),
                  "label": f"#{line['line_no']} {name}", "kind": "line"}
             )  # fmt: skip
-    label = max(6.0, min(width, height) / 70)
+    size = max(6.0, min(width, height) / 64)
+    _place_labels(boxes, size, width, height)
     return {"width": width, "height": height, "boxes": boxes, "cells": cells,
-            "elsewhere": elsewhere, "label_size": label}  # fmt: skip
+            "elsewhere": elsewhere, "label_size": size}  # fmt: skip
+
+
+Rect = tuple[float, float, float, float]
+
+
+def _place_labels(boxes: list[dict[str, Any]], size: float, width: float, height: float) -> None:
+    """Put each box's name where it covers no other box and no name placed before it: above
+    the box, else below, right or left of it, else wherever it covers least. Sets ``tx``,
+    ``ty`` (the text's baseline start) on each box. The text's width is estimated (bold sans
+    at ~0.66 em a character, generously): no font metrics without a browser."""
+
+    def overlap(a: Rect, b: Rect) -> float:
+        dx = min(a[2], b[2]) - max(a[0], b[0])
+        dy = min(a[3], b[3]) - max(a[1], b[1])
+        return dx * dy if dx > 0 and dy > 0 else 0.0
+
+    taken: list[Rect] = [(b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]) for b in boxes]
+    for box in sorted(boxes, key=lambda b: (b["y"], b["x"])):
+        text_w, text_h = 0.66 * size * len(box["label"]), size
+        left, top, right, bottom = box["x"], box["y"], box["x"] + box["w"], box["y"] + box["h"]
+        candidates = [
+            (left, top - 1.5 - text_h),  # above
+            (left, bottom + 1.5),  # below
+            (right + 2, (top + bottom - text_h) / 2),  # right
+            (left - 2 - text_w, (top + bottom - text_h) / 2),  # left
+            (right - text_w, top - 1.5 - text_h),  # above, right-aligned
+        ]
+        own = (left, top, right, bottom)
+        best: tuple[float, Rect] | None = None
+        for x, y in candidates:
+            x = min(max(x, 0.0), max(width - text_w, 0.0))
+            y = min(max(y, 0.0), max(height - text_h, 0.0))
+            rect = (x, y, x + text_w, y + text_h)
+            cost = sum(overlap(rect, other) for other in taken if other != own)
+            cost += overlap(rect, own) * 0.5  # on its own box: better than on another's
+            if best is None or cost < best[0]:
+                best = (cost, rect)
+            if cost == 0:
+                break
+        assert best is not None
+        rect = best[1]
+        taken.append(rect)
+        box["tx"], box["ty"] = rect[0], rect[1] + text_h * 0.82
