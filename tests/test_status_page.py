@@ -307,6 +307,26 @@ def test_screenshots_are_not_blank(site: Site, artefacts: Path) -> None:
     print(f"screenshots in {artefacts}")
 
 
+def test_a_correction_shows_as_the_current_value(site: Site) -> None:
+    """Runs after the others: a correction exports a new version (the counts change)."""
+    import sys
+
+    document_id = site.document_id("rossum-1.pdf")
+    corrected = "CORR <i>1</i>"
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--config", str(site.daemon.config), "correct",
+         str(document_id), f"invoice_number={corrected}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    page = site.browser.dom(f"{site.daemon.url}/documents/{document_id}")
+    row = text_of(page.xpath('//section[@id="fields"]//tr[@data-field="invoice_number"]')[0])
+    assert corrected in row and "corrected" in row
+    assert page.xpath("//i") == []
+    assert page.xpath('//section[@id="history"]//tr[@data-kind="corrected"]')
+    assert page.xpath('//*[local-name()="g"][@data-field="invoice_number"]')  # its box stays
+
+
 def test_page_rendering_is_bounded(tmp_path: Path) -> None:
     """A page claiming a huge size is drawn within the pixel caps; an image declaring more
     pixels than the preview's limit is refused from its header, before any decoding."""
@@ -340,3 +360,47 @@ def test_page_rendering_is_bounded(tmp_path: Path) -> None:
         pageimage.first_page(tmp_path / "gone", "application/pdf")
     with pytest.raises(pageimage.NoPage, match="no preview"):
         pageimage.first_page(path, "text/plain")
+
+
+@pytest.mark.postgres
+def test_the_pages_read_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
+    """The same queries on PostgreSQL (typed timestamps, JSON columns as objects), read over
+    plain HTTP: the browser's part is covered above."""
+    from sqlalchemy import create_engine, text
+
+    daemon = DaemonProcess(write_config(tmp_path, store_url=pg_url, local='ocr = "off"'))
+    daemon.start()
+    inbox = tmp_path / "inbox"
+    drop_invoices(inbox, 2, prefix="pg", first_seed=50)
+    (inbox / SCAN).write_bytes(scanned_pdf_bytes(random_spec(51), dpi=100))
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+
+            def states() -> dict[str, int]:
+                rows = conn.execute(
+                    text("SELECT state, COUNT(*) FROM docrelay_documents GROUP BY state")
+                )
+                conn.rollback()  # the next poll sees the daemon's newer commits
+                return dict(rows.all())
+
+            wait_until(lambda: states() == {"done": 2, "rejected": 1}, 60, what="3 documents")
+            ids = dict(conn.execute(text("SELECT filename, id FROM documents")).all())
+        overview = html.fromstring(httpx.get(f"{daemon.url}/", timeout=30).text)
+        tiles = {
+            tile.get("data-state"): int(tile.xpath('.//div[@class="n"]')[0].text_content())
+            for tile in overview.xpath('//section[@id="documents"]//div[@data-state]')
+        }
+        assert tiles == {"done": 2, "rejected": 1}
+        failures = text_of(overview.get_element_by_id("failures"))
+        assert SCAN in failures and "OCR" in failures
+        answer = httpx.get(f"{daemon.url}/documents/{ids['pg-0.pdf']}", timeout=30)
+        assert answer.status_code == 200
+        page = html.fromstring(answer.text)
+        assert page.xpath('//section[@id="fields"]//tr[@data-field="invoice_number"]')
+        assert page.xpath('//section[@id="history"]//tr[@data-kind="received"]')
+        png = httpx.get(f"{daemon.url}/documents/{ids['pg-0.pdf']}/page.png", timeout=30)
+        assert Image.open(io.BytesIO(png.content)).size[1] == pageimage.MAX_SIDE  # A4: taller
+    finally:
+        engine.dispose()
+        assert daemon.stop() == 0, daemon.log()
