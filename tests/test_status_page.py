@@ -113,10 +113,17 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("status")
     emulator = EmulatorProcess("rossum", log=root / "emulator.log")
-    folders = {"boxed": "rossum_main", "locked": "rossum_locked"}
+    # source → (vendor profile, destination); "archive" is a folder that cannot be made
+    folders = {
+        "boxed": ("rossum_main", "outbox"),
+        "locked": ("rossum_locked", "outbox"),
+        "unexported": ("local", "archive"),
+    }
+    (root / "not-a-folder").write_text("a file where the archive folder should be")
     extra = emulator.vendor_toml(poll_interval=0.3, timeout=5)
     extra += emulator.vendor_toml("rossum_locked", password="wrong", poll_interval=0.3, timeout=5)
-    for source, profile in folders.items():
+    extra += f'[destinations.archive]\nkind = "folder"\npath = "{root}/not-a-folder/archive"\n'
+    for source, (profile, destination) in folders.items():
         (root / source).mkdir()
         extra += f"""
 [[sources.folder]]
@@ -128,9 +135,10 @@ settle_seconds = 0.2
 [[routes]]
 match = {{ source = "{source}" }}
 vendor = "{profile}"
-destinations = ["outbox"]
+destinations = ["{destination}"]
 """
-    daemon = DaemonProcess(write_config(root, extra=extra, local='ocr = "off"', settle=0.2))
+    config = write_config(root, extra=extra, local='ocr = "off"', settle=0.2)
+    daemon = DaemonProcess(config, env={"DOCRELAY_PIPELINE__MAX_ATTEMPTS": "3"})  # dead sooner
     try:
         daemon.start()
         RUNNING.remove(daemon)  # lives for the module, not one test (see conftest)
@@ -140,17 +148,20 @@ destinations = ["outbox"]
         (inbox / TRUNCATED).write_bytes(truncated_pdf_bytes(random_spec(42)))
         drop_invoices(root / "boxed", 2, prefix="rossum", first_seed=43)
         drop_invoices(root / "locked", 1, prefix="locked", first_seed=45)
+        drop_invoices(root / "unexported", 1, prefix="unexported", first_seed=46)
         finished = "SELECT 1 FROM docrelay_documents WHERE state IN ('done', 'rejected')"
         delivered = "SELECT 1 FROM deliveries WHERE state = 'delivered'"
+        dead = "SELECT 1 FROM deliveries WHERE state = 'dead'"
         paused = "SELECT 1 FROM connector_health WHERE name = 'rossum_locked'"
         wait_until(
             lambda: (
-                len(query(root, finished)) == 6
+                len(query(root, finished)) == 7
                 and len(query(root, delivered)) == 4
+                and len(query(root, dead)) == 1
                 and query(root, paused)
             ),
             60,
-            what=f"documents finished and rossum_locked paused (log: {daemon.log_path})",
+            what=f"all finished, rossum_locked paused (log: {daemon.log_path})",
         )
         yield Site(root, daemon, Browser(chromium, root))
     finally:
@@ -170,7 +181,7 @@ def test_overview_counts_are_the_stores(site: Site) -> None:
     }
     states = site.rows("SELECT state, COUNT(*) AS n FROM docrelay_documents GROUP BY state")
     assert tiles == {r["state"]: r["n"] for r in states}
-    assert tiles["done"] == 4 and tiles["rejected"] == 2
+    assert tiles["done"] == 5 and tiles["rejected"] == 2
 
     for section, table, key in (("submissions", "submissions", "profile"),
                                 ("deliveries", "deliveries", "destination")):  # fmt: skip
@@ -191,6 +202,13 @@ def test_overview_counts_are_the_stores(site: Site) -> None:
     assert set(vendors) == {"local", "rossum_main", "rossum_locked"}
     assert "needs re-auth" in vendors["rossum_locked"]
     assert vendors["rossum_main"].split()[1] == "ok", vendors
+    destinations = {
+        row.get("data-name"): text_of(row)
+        for row in page.xpath('//section[@id="destinations"]//tr[@data-name]')
+    }
+    assert destinations["outbox"].split()[1] == "ok"
+    assert destinations["archive"].split()[1] == "errors"
+    assert "not-a-folder" in destinations["archive"]  # its last error
 
 
 def test_overview_says_what_needs_a_person_and_why(site: Site) -> None:
@@ -201,6 +219,11 @@ def test_overview_says_what_needs_a_person_and_why(site: Site) -> None:
     reauth = text_of(page.get_element_by_id("reauth"))
     reason = site.rows("SELECT reason FROM connector_health WHERE name = 'rossum_locked'")
     assert "rossum_locked" in reauth and reason[0]["reason"] in reauth
+
+    dead = site.rows("SELECT document_id, error FROM deliveries WHERE state = 'dead'")
+    problems = text_of(page.get_element_by_id("delivery-problems"))
+    assert "archive" in problems and dead[0]["error"] in problems
+    assert f"#{dead[0]['document_id']} unexported-0.pdf" in problems
 
     failures = {
         int(row.get("data-document")): text_of(row)
