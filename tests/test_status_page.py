@@ -379,6 +379,12 @@ def test_page_rendering_is_bounded(tmp_path: Path) -> None:
     bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
     with pytest.raises(pageimage.NoPage, match="limit"):
         pageimage.first_page(bomb, "image/png")
+    scan = tmp_path / "scan.png"
+    Image.new("RGB", (2480, 3508), "white").save(scan, dpi=(300, 300))  # A4 at 300 dpi
+    page = pageimage.first_page(scan, "image/png")
+    assert (page.width, page.height) == (990, 1400)  # scaled down, proportions kept
+    assert (page.page_width, page.page_height) == pytest.approx((595.2, 841.92), abs=0.01)
+    assert Image.open(io.BytesIO(page.png)).size == (990, 1400)
     with pytest.raises(pageimage.NoPage, match="not in the blob store"):
         pageimage.first_page(tmp_path / "gone", "application/pdf")
     with pytest.raises(pageimage.NoPage, match="no preview"):
