@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 MAX_SIDE = 1400
 """Pixels on the longer side of a rendering (a 96 dpi screen shows A4 at about 800 x 1100)."""
 MAX_PIXELS = 2_000_000
-MAX_SOURCE_PIXELS = 60_000_000
-"""An image document declaring more pixels than this (a 600 dpi A3 scan has ~70 M) is not
+MAX_SOURCE_PIXELS = 40_000_000
+"""An image document declaring more pixels than this (a 600 dpi A4 scan has ~35 M) is not
 decoded for the page view."""
 CONCURRENT = 2
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/tiff", "image/gif", "image/webp"})
@@ -127,8 +127,8 @@ def _image(path: Path) -> PageImage:
             scale = min(1.0, _fit(image.width, image.height))
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             image.draft("RGB", size)  # JPEG decodes at a reduced size straight away
+            image.thumbnail(size)  # in its own mode (a grayscale scan: 1 byte a pixel)
             frame = image.convert("RGB")
-            frame.thumbnail(size)
     except (OSError, ValueError, SyntaxError, EOFError, UnidentifiedImageError) as exc:
         raise NoPage(f"the image cannot be read: {exc}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -63,16 +63,20 @@ FIELD_ORDER = {name: index for index, name in enumerate(DOCUMENT_FIELDS)}
 def routes(daemon: Daemon) -> list[Route]:
     """The page's routes, for ``daemon.web``'s route list."""
 
-    async def overview(request: Request) -> Response:
-        data = await asyncio.to_thread(overview_data, daemon)
-        return _html("overview.html.j2", data)
+    def overview_page() -> Response:
+        return _html("overview.html.j2", overview_data(daemon))
 
-    async def document(request: Request) -> Response:
-        document_id = request.path_params["document_id"]
-        data = await asyncio.to_thread(document_data, daemon, document_id)
+    def document_page(document_id: int) -> Response:
+        data = document_data(daemon, document_id)
         if data is None:
             return _html("missing.html.j2", {"document_id": document_id}, status_code=404)
         return _html("document.html.j2", data)
+
+    async def overview(request: Request) -> Response:
+        return await asyncio.to_thread(overview_page)
+
+    async def document(request: Request) -> Response:
+        return await asyncio.to_thread(document_page, request.path_params["document_id"])
 
     async def page_png(request: Request) -> Response:
         document_id = request.path_params["document_id"]
