@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -43,7 +43,11 @@ log = logging.getLogger(__name__)
 LIST_LIMIT = 15
 """Rows per list on the overview (newest first); the counts above them are complete."""
 EVENT_LIMIT = 500
-FAILED_STATES = (SubmissionState.REJECTED, SubmissionState.DEAD, SubmissionState.FAILED)
+FAILED_STATES = ("rejected", "dead", "failed", "unrouted")
+"""Documents listed under "Recent failures": refused, given up, retrying, or sent nowhere."""
+STATE_ORDER = {state: index for index, state in enumerate(
+    ["accepted", *SubmissionState, "unrouted", "duplicate"])}  # fmt: skip
+"""The order of the document counts: the way through the pipeline, then the side exits."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; "
@@ -160,10 +164,10 @@ def overview_data(daemon: Daemon) -> dict[str, Any]:
             conn.execute(
                 text(
                     "SELECT document_id, filename, state, vendor, error, received_at, attempts "
-                    "FROM docrelay_documents WHERE state IN ('rejected', 'dead', 'failed') "
+                    "FROM docrelay_documents WHERE state IN :states "
                     "ORDER BY document_id DESC LIMIT :n"
-                ),
-                {"n": LIST_LIMIT},
+                ).bindparams(bindparam("states", expanding=True)),
+                {"n": LIST_LIMIT, "states": list(FAILED_STATES)},
             )
         )
         recent = _rows(
@@ -223,7 +227,9 @@ def overview_data(daemon: Daemon) -> dict[str, Any]:
             "storage": daemon.storage_health(),
         },
         "sources": [{"name": s.context.name, "health": s.health()} for s in daemon.sources],
-        "documents": dict(sorted(documents.items())),
+        "documents": dict(
+            sorted(documents.items(), key=lambda kv: (STATE_ORDER.get(kv[0], 99), kv[0]))
+        ),
         "documents_total": sum(documents.values()),
         "submission_states": _pivot(summary["submissions"], "vendor"),
         "delivery_states": _pivot(summary["deliveries"], "destination"),
