@@ -138,7 +138,8 @@ vendor = "{profile}"
 destinations = ["{destination}"]
 """
     config = write_config(root, extra=extra, local='ocr = "off"', settle=0.2)
-    daemon = DaemonProcess(config, env={"DOCRELAY_PIPELINE__MAX_ATTEMPTS": "3"})  # dead sooner
+    env = {"DOCRELAY_PIPELINE__MAX_ATTEMPTS": "3", "DOCRELAY_PIPELINE__CORRECTIONS_INTERVAL": "0.5"}
+    daemon = DaemonProcess(config, env=env)  # dead sooner, docrelay_corrections read often
     try:
         daemon.start()
         RUNNING.remove(daemon)  # lives for the module, not one test (see conftest)
@@ -350,6 +351,27 @@ def test_a_correction_shows_as_the_current_value(site: Site) -> None:
     assert page.xpath('//*[local-name()="g"][@data-field="invoice_number"]')  # its box stays
 
 
+def test_a_refused_correction_row_needs_a_person(site: Site) -> None:
+    """An ERP's row in ``docrelay_corrections`` that the daemon refuses shows with its reason."""
+    from sqlalchemy import create_engine, text
+
+    document_id = site.document_id("rossum-0.pdf")
+    engine = create_engine(f"sqlite:///{site.root}/var/docrelay.db")
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO docrelay_corrections (document_id, field, value, action) "
+                 "VALUES (:id, 'total_amount', '1', 'shred')"),
+            {"id": document_id},
+        )  # fmt: skip
+    engine.dispose()
+    refused = "SELECT id, reason FROM docrelay_corrections WHERE state = 'refused'"
+    row = wait_until(lambda: site.rows(refused), 30, what="the row refused")[0]
+    page = site.browser.dom(f"{site.daemon.url}/")
+    shown = text_of(page.get_element_by_id("corrections-refused"))
+    assert row["reason"] in shown and "shred" in shown
+    assert f"#{document_id} rossum-0.pdf" in shown
+
+
 def test_page_rendering_is_bounded(tmp_path: Path) -> None:
     """A page claiming a huge size is drawn within the pixel caps; an image declaring more
     pixels than the preview's limit is refused from its header, before any decoding."""
@@ -433,3 +455,43 @@ def test_the_pages_read_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
     finally:
         engine.dispose()
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_every_needs_a_person_list_renders_escaped() -> None:
+    """The lists the daemon above did not fill (a review, a dead submission, refused feedback),
+    rendered from the shapes ``overview_data`` gives them: each is shown, with its reason, as
+    text."""
+    from datetime import UTC, datetime
+
+    from daemon import statuspage
+
+    at = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)
+    evil = "<script>x</script>"
+    data = {
+        "instance": {"host": "h", "pid": 1, "uptime": "1 min 0 s", "ready": True,
+                     "healthy": False, "storage": {"state": "disk_full", "reason": "no space"}},
+        "sources": [], "documents": {}, "documents_total": 0,
+        "submission_states": {"columns": [], "rows": {}},
+        "delivery_states": {"columns": [], "rows": {}},
+        "vendors": [], "destinations": [], "oldest_waiting": None, "reauth": [],
+        "in_review": [{"document_id": 1, "vendor": "v", "reason": f"split? {evil}",
+                       "since": at.isoformat(), "deadline": None}],
+        "dead": [{"id": 2, "document_id": 2, "profile": "v", "error": f"gave up {evil}",
+                  "updated_at": at}],
+        "delivery_problems": [],
+        "feedback_problems": [{"document_id": 3, "vendor": "v", "field": "total_amount",
+                               "state": "refused", "reason": f"no such id {evil}",
+                               "at": at.isoformat()}],
+        "corrections_refused": [], "attention": 3, "failures": [], "recent": [],
+        "filenames": {1: f"a{evil}.pdf", 2: "b.pdf", 3: "c.pdf"},
+    }  # fmt: skip
+    response = statuspage._html("overview.html.j2", data)
+    page = html.fromstring(response.body)
+    assert page.xpath("//script") == []
+    assert f"split? {evil}" in text_of(page.get_element_by_id("review"))
+    assert f"a{evil}.pdf" in text_of(page.get_element_by_id("review"))
+    assert f"gave up {evil}" in text_of(page.get_element_by_id("dead"))
+    assert f"no such id {evil}" in text_of(page.get_element_by_id("feedback-problems"))
+    assert "3 items need a person" in text_of(page.get_element_by_id("attention"))
+    assert "no space" in text_of(page.xpath("//main")[0])
+    assert "default-src 'none'" in response.headers["content-security-policy"]
