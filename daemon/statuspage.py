@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -107,6 +108,7 @@ def _environment() -> Environment:
     )
     env.filters["when"] = when
     env.filters["ago"] = ago
+    env.filters["number"] = number
     return env
 
 
@@ -147,6 +149,20 @@ def ago(value: Any) -> str:
         if seconds >= size:
             return f"{int(seconds // size)} {unit} ago"
     return f"{int(seconds)} s ago"
+
+
+def number(value: Any, places: int = 0) -> str:
+    """A stored number as people write it: ``5379.1000`` (or SQLite's float 5379.1) is
+    ``5379.10`` with ``places=2``, ``6.5000`` is ``6.5``; not a number: as it is."""
+    if value is None or isinstance(value, bool):
+        return ""
+    try:
+        exact = Decimal(str(value)).normalize()
+    except InvalidOperation:
+        return str(value)
+    if exact.is_finite() and places and exact.as_tuple().exponent > -places:  # type: ignore[operator]
+        exact = exact.quantize(Decimal(1).scaleb(-places))
+    return f"{exact:f}"
 
 
 def overview_data(daemon: Daemon) -> dict[str, Any]:

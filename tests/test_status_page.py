@@ -319,6 +319,7 @@ def test_screenshots_are_not_blank(site: Site, artefacts: Path) -> None:
         "overview.png": f"{base}/",
         "document-boxes.png": f"{base}/documents/{site.document_id('rossum-0.pdf')}",
         "document-rejected.png": f"{base}/documents/{site.document_id(SCAN)}",
+        "document-no-boxes.png": f"{base}/documents/{site.document_id('local-0.pdf')}",
     }
     for name, url in shots.items():
         image = site.browser.screenshot(url, artefacts / name).convert("RGB")
