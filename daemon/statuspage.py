@@ -21,12 +21,12 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy import Connection, bindparam, func, or_, select, text
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -34,7 +34,13 @@ from starlette.routing import Route
 from connectors.base import DOCUMENT_FIELDS
 from daemon import pageimage, status
 from daemon.pipeline import ledger
-from daemon.store.models import DeliveryState, SubmissionState
+from daemon.store.models import (
+    CorrectionRequestState,
+    DeliveryState,
+    FeedbackState,
+    SubmissionState,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from daemon.runtime import Daemon
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 LIST_LIMIT = 15
 """Rows per list on the overview (newest first); the counts above them are complete."""
 EVENT_LIMIT = 500
+CORRECTIONS_WINDOW = timedelta(hours=24)
+"""Refused ``docrelay_corrections`` rows younger than this need a person."""
 FAILED_STATES = ("rejected", "dead", "failed", "unrouted")
 """Documents listed under "Recent failures": refused, given up, retrying, or sent nowhere."""
 STATE_ORDER = {state: index for index, state in enumerate(
@@ -207,6 +215,7 @@ def overview_data(daemon: Daemon) -> dict[str, Any]:
             conn, dead, summary["in_review"], summary["delivery_problems"],
             summary["feedback_problems"], summary["corrections_refused"],
         )  # fmt: skip
+        totals = _needs_a_person(conn)
         vendor_errors = _last_errors(conn, sub, sub.c.profile, sub.c.updated_at)
         destination_errors = _last_errors(conn, dl, dl.c.destination, dl.c.created_at)
     health = {row["name"]: row for row in summary["connectors"]}
@@ -229,10 +238,7 @@ def overview_data(daemon: Daemon) -> dict[str, Any]:
         trouble=(DeliveryState.FAILED, DeliveryState.DEAD),
     )
     reauth = [c for c in (*vendors, *destinations) if c["needs_reauth"]]
-    attention = (
-        len(summary["in_review"]) + len(reauth) + len(dead) + len(summary["delivery_problems"])
-        + len(summary["feedback_problems"]) + len(summary["corrections_refused"])
-    )  # fmt: skip
+    attention = len(reauth) + sum(totals.values())
     return {
         "instance": {
             "host": socket.gethostname(),
@@ -257,12 +263,42 @@ def overview_data(daemon: Daemon) -> dict[str, Any]:
         "dead": dead,
         "delivery_problems": summary["delivery_problems"],
         "feedback_problems": summary["feedback_problems"],
-        "corrections_refused": summary["corrections_refused"],
+        "corrections_refused": [
+            row
+            for row in summary["corrections_refused"]
+            if (at := _as_datetime(row["at"])) is not None and at >= utcnow() - CORRECTIONS_WINDOW
+        ],
         "attention": attention,
+        "totals": totals,
         "failures": failures,
         "recent": recent,
         "filenames": names,
     }
+
+
+def _needs_a_person(conn: Connection) -> dict[str, int]:
+    """How many of each kind wait for a person (the lists show the newest ``LIST_LIMIT``).
+
+    A refused row of ``docrelay_corrections`` stays refused for good (the ERP inserts a new
+    one): only those of the last ``CORRECTIONS_WINDOW`` count, or the page would never be
+    quiet again."""
+    sub, dl, fb = ledger.submissions, ledger.deliveries, ledger.feedback
+    since = utcnow() - CORRECTIONS_WINDOW
+    ct = status.ct
+    queries = {
+        "in_review": select(func.count()).where(sub.c.state == SubmissionState.REVIEW),
+        "dead": select(func.count()).where(sub.c.state == SubmissionState.DEAD),
+        "delivery_problems": select(func.count()).where(
+            or_(dl.c.state == DeliveryState.DEAD, dl.c.outcome == "rejected")
+        ),
+        "feedback_problems": select(func.count()).where(
+            fb.c.state.in_((FeedbackState.REFUSED, FeedbackState.DEAD))
+        ),
+        "corrections_refused": select(func.count()).where(
+            ct.c.state == CorrectionRequestState.REFUSED, ct.c.applied_at >= since
+        ),
+    }
+    return {name: conn.execute(query).scalar_one() for name, query in queries.items()}
 
 
 def _rows(result: Iterable[Any]) -> list[dict[str, Any]]:

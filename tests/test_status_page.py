@@ -483,7 +483,9 @@ def test_every_needs_a_person_list_renders_escaped() -> None:
         "feedback_problems": [{"document_id": 3, "vendor": "v", "field": "total_amount",
                                "state": "refused", "reason": f"no such id {evil}",
                                "at": at.isoformat()}],
-        "corrections_refused": [], "attention": 3, "failures": [], "recent": [],
+        "corrections_refused": [], "attention": 42, "failures": [], "recent": [],
+        "totals": {"in_review": 40, "dead": 1, "delivery_problems": 0, "feedback_problems": 1,
+                   "corrections_refused": 0},
         "filenames": {1: f"a{evil}.pdf", 2: "b.pdf", 3: "c.pdf"},
     }  # fmt: skip
     response = statuspage._html("overview.html.j2", data)
@@ -493,6 +495,7 @@ def test_every_needs_a_person_list_renders_escaped() -> None:
     assert f"a{evil}.pdf" in text_of(page.get_element_by_id("review"))
     assert f"gave up {evil}" in text_of(page.get_element_by_id("dead"))
     assert f"no such id {evil}" in text_of(page.get_element_by_id("feedback-problems"))
-    assert "3 items need a person" in text_of(page.get_element_by_id("attention"))
+    assert "42 items need a person" in text_of(page.get_element_by_id("attention"))
+    assert "In review (newest 1 of 40)" in text_of(page.get_element_by_id("needs-person"))
     assert "no space" in text_of(page.xpath("//main")[0])
     assert "default-src 'none'" in response.headers["content-security-policy"]
