@@ -244,6 +244,12 @@ class DocumentRef:
 SettingsConfig = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+class DatabaseUrl:
+    """Field metadata, ``Annotated[str, DatabaseUrl()]``: a SQLAlchemy URL whose SQLite file,
+    written relative in the configuration file, is relative to that file's directory — as a
+    ``Path`` setting is (the engine resolves both when it loads the file)."""
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -471,6 +477,14 @@ class WebhookRequest:
     query: Mapping[str, str] = field(default_factory=dict)
     client: str | None = None
     """The caller's address, for a source-address allow-list."""
+
+    def json(self) -> Any:
+        """The body parsed as JSON; ``ValueError`` for anything else — not UTF-8, not JSON,
+        nested deeper than 1,024 levels, a number beyond 64 bits — never a RecursionError: a
+        connector turns it into ``WebhookRejected`` (400), since a vendor retries a 5xx."""
+        from connectors import jsonio
+
+        return jsonio.loads(self.body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,17 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Relay documents from folders and mailboxes to document-AI vendors and ERPs.",
     )
     parser.add_argument("--version", action="version", version=f"docrelay {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="configuration file (default: $DOCRELAY_CONFIG, /etc/docrelay/config.toml if it "
-        "exists, else ./config.toml)",
+    config_help = (
+        "configuration file (default: $DOCRELAY_CONFIG, /etc/docrelay/config.toml if it "
+        "exists, else ./config.toml)"
     )
+    parser.add_argument("--config", type=Path, default=None, help=config_help)
+    # ``docrelay status --config X`` too: every command takes it after its name, and a value
+    # given there wins; SUPPRESS keeps one given before the command from being reset to None.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         p.set_defaults(func=func)
         return p
 
@@ -91,10 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = command("db", None, "database maintenance")
     db = p.add_subparsers(title="db commands", metavar="DBCOMMAND")
-    up = db.add_parser("upgrade", help="migrate the store schema to the newest revision")
+    up = db.add_parser(
+        "upgrade", help="migrate the store schema to the newest revision", parents=[common]
+    )
     up.add_argument("--revision", default="head")
     up.set_defaults(func=cmd_db_upgrade)
-    cur = db.add_parser("current", help="show the schema revision of the store")
+    cur = db.add_parser("current", help="show the schema revision of the store", parents=[common])
     cur.set_defaults(func=cmd_db_current)
     p = command(
         "correct", cmd_correct, "correct fields of a document; the vendor gets them as feedback"
@@ -130,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "test",
         help="docrelay check for a mailbox: log in, list folders and count what the rules "
         "would take; changes nothing",
+        parents=[common],
     )
     test.add_argument("name", help="the mailbox source's name")
     test.add_argument("--limit", type=int, default=200, help="newest messages examined per folder")
@@ -153,14 +158,36 @@ def load_config(args: argparse.Namespace, *, quiet: bool = False) -> Any:
         raise SystemExit(EXIT_CONFIG) from None
 
 
-def open_store(config: Any) -> Any:
+EXIT_NO_STORE = 1
+
+
+def open_store(config: Any, *, create: bool = False) -> Any:
+    """The store's engine, migrated to the newest schema. Only a command that takes documents
+    in (``create``) makes a store where there is none: the others say "no store at …" and
+    exit, instead of reporting on an empty store made by mistake (a wrong --config)."""
     from daemon.store import engine as store_engine
 
+    url = config.core.store.url
+    file = store_engine.sqlite_file(url)
+    if not create and file is not None and not file.is_file():
+        _no_store(config, str(file.absolute()))
     engine = store_engine.make_engine(
-        config.core.store.url, busy_timeout_ms=int(config.core.store.busy_timeout * 1000)
+        url, busy_timeout_ms=int(config.core.store.busy_timeout * 1000)
     )
+    if not create and store_engine.current_revision(engine) is None:
+        engine.dispose()
+        _no_store(config, str(file.absolute()) if file else engine.url.render_as_string())
     store_engine.ensure_schema(engine)
     return engine
+
+
+def _no_store(config: Any, where: str) -> None:
+    print(
+        f"no store at {where} (from {config.path}): nothing has been taken in with this "
+        "configuration yet — is it the daemon's?",
+        file=sys.stderr,
+    )
+    raise SystemExit(EXIT_NO_STORE)
 
 
 def setup_logging(config: Any) -> None:
@@ -177,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
     setup_logging(config)
     from daemon import notify
-    from daemon.runtime import Daemon, StoreLocked
+    from daemon.runtime import CannotListen, Daemon, StoreLocked
 
     stop = threading.Event()
 
@@ -193,7 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(config)
     try:
         daemon.open()
-    except StoreLocked as exc:
+    except (StoreLocked, CannotListen) as exc:
         log.error("%s", exc)
         return 1
     daemon.start()
@@ -285,7 +312,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("\nlast errors:")
         for err in data["last_errors"]:
             print(
-                f"  document {err['document_id']} ({err['vendor']}, {err['state']}): {err['error']}"
+                f"  document {err['document_id']} ({err['vendor'] or 'intake'}, {err['state']}): "
+                f"{err['error']}"
             )
     return 0
 
@@ -341,7 +369,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     files = _files(args.paths)
     if not files:
         return 1
-    engine = open_store(config)
+    engine = open_store(config, create=True)
     blobs = BlobStore(config.core.store.blob_dir)
     blobs.tmp.mkdir(parents=True, exist_ok=True)
     intake = Intake(engine, blobs, config)
@@ -372,9 +400,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     intake.flush_releases()
     progress.close()
     print(", ".join(f"{n} {status}" for status, n in counts.items()))
+    code = 1 if counts.get(IngestStatus.REJECTED) else 0  # a script must see it failed
     if args.wait and ids:
-        return _wait_for(config, engine, ids)
-    return 0
+        return max(code, _wait_for(config, engine, ids))
+    return code
 
 
 def _open(path: Path) -> AbstractContextManager[IO[bytes]]:
@@ -382,11 +411,12 @@ def _open(path: Path) -> AbstractContextManager[IO[bytes]]:
 
 
 def _wait_for(config: Any, engine: Any, ids: list[int]) -> int:
-    """Wait until the documents are final; run the workers here when no daemon owns the store."""
+    """Wait until the documents are final; run the workers here when no daemon owns the store.
+    Exit 1 when one ended without a result (rejected or dead at every vendor), with why."""
     from sqlalchemy import func, select
 
     from daemon.pipeline import ledger
-    from daemon.pipeline.states import FINAL
+    from daemon.pipeline.states import ACTIVE, FINAL
     from daemon.runtime import Daemon, StoreLocked
     from daemon.store import engine as store_engine
 
@@ -410,6 +440,10 @@ def _wait_for(config: Any, engine: Any, ids: list[int]) -> int:
                     select(func.count(func.distinct(sub.c.document_id))).where(
                         sub.c.document_id.in_(ids),
                         sub.c.state.in_(FINAL),
+                        # a rejected primary is final while its fallback still works
+                        ~sub.c.document_id.in_(
+                            select(sub.c.document_id).where(sub.c.state.in_(ACTIVE))
+                        ),
                         ~sub.c.document_id.in_(
                             select(dl.c.document_id).where(dl.c.state.in_(("pending", "failed")))
                         ),
@@ -423,23 +457,40 @@ def _wait_for(config: Any, engine: Any, ids: list[int]) -> int:
         progress.close()
         if local is not None:
             local.stop()
-    return 0
+    with store_engine.reader(engine).connect() as conn:
+        ended = conn.execute(
+            select(sub.c.document_id, sub.c.profile, sub.c.state, sub.c.error)
+            .where(
+                sub.c.document_id.in_(ids),
+                ~sub.c.document_id.in_(select(sub.c.document_id).where(sub.c.state == "done")),
+            )
+            .order_by(sub.c.document_id, sub.c.id)
+        ).all()
+    for row in ended:
+        print(f"document {row.document_id}: {row.state} at {row.profile}: {row.error}",
+              file=sys.stderr)  # fmt: skip
+    return 1 if ended else 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from daemon.pipeline.admin import retry
+    """Exit 1 when a document named by id was not taken, after saying why for each."""
+    from daemon.pipeline.admin import not_retried, retry
 
     config = load_config(args)
     if not (args.documents or args.state or args.vendor or args.all):
         print("say which: document ids, --state, --vendor or --all", file=sys.stderr)
         return EXIT_CONFIG
     states = args.state or ["dead", "failed"]
-    counts = retry(open_store(config), documents=args.documents, states=states, vendor=args.vendor)
+    engine = open_store(config)
+    skipped = not_retried(engine, args.documents, states=states, vendor=args.vendor)
+    counts = retry(engine, documents=args.documents, states=states, vendor=args.vendor)
+    for document_id, reason in skipped.items():
+        print(f"document {document_id}: not retried: {reason}", file=sys.stderr)
     print(
         f"requeued {counts['submissions']} submission(s), {counts['deliveries']} delivery(ies), "
         f"{counts['feedback']} feedback item(s)"
     )
-    return 0
+    return 1 if skipped else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -490,6 +541,9 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     from daemon.store import engine as store_engine
 
     config = load_config(args)
+    file = store_engine.sqlite_file(config.core.store.url)
+    if file is not None and not file.is_file():
+        _no_store(config, str(file.absolute()))
     engine = store_engine.make_engine(config.core.store.url)
     current = store_engine.current_revision(engine)
     head = store_engine.head_revision(engine)

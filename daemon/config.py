@@ -4,6 +4,12 @@ Loading happens in two passes: the core sections are validated by pydantic-setti
 merged under environment variables), then every connector entry is validated by the settings
 model of the connector its ``kind`` names. All problems are collected and reported together, each
 with its key path, e.g. ``vendors.rossum_main.password: field required``.
+
+A relative path written in the file — every setting typed ``Path``, a SQLite URL
+(``DatabaseUrl``), a ``<key>_file`` secret — is relative to the file's directory, so a command
+run from anywhere finds the same store and folders. Defaults and environment overrides are not
+written in the file: they stay relative to the current directory (systemd's
+``WorkingDirectory``).
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from connectors import registry
-from connectors.base import ConnectorSettings, SourceSettings
+from connectors.base import ConnectorSettings, DatabaseUrl, SourceSettings
 
 SYSTEM_CONFIG = Path("/etc/docrelay/config.toml")
 ENV_PREFIX = "DOCRELAY_"
@@ -31,18 +39,42 @@ Section = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 class StoreSettings(BaseModel):
     model_config = Section
 
-    url: str = "sqlite:///var/docrelay.db"
-    """SQLAlchemy URL: ``sqlite:///path`` (default) or ``postgresql+psycopg://user@host/db``."""
+    url: Annotated[str, DatabaseUrl()] = "sqlite:///var/docrelay.db"
+    """SQLAlchemy URL: ``sqlite:///path`` (default) or ``postgresql+psycopg://user@host/db``.
+    A relative SQLite path given in the file is relative to the file's directory; the default
+    is relative to the current directory."""
     blob_dir: Path = Path("var/blobs")
-    """Where document bytes are kept, content-addressed by SHA-256."""
+    """Where document bytes are kept, content-addressed by SHA-256 (relative: as ``url``). The
+    connectors' state (``state/``) lives beside it."""
     busy_timeout: float = Field(10.0, gt=0)
     """SQLite: seconds a writer waits for the lock before the step is retried."""
     pool_size: int = Field(8, ge=1)
     """Connections kept open to the database."""
 
 
+def _one_token_per_line(value: Any) -> Any:
+    """A ``*tokens_file``'s content as a list: one token per line, blank and ``#`` lines
+    skipped."""
+    if isinstance(value, str):
+        lines = (line.strip() for line in value.splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
+    return value
+
+
+def _long_tokens(value: list[SecretStr]) -> list[SecretStr]:
+    if any(len(token.get_secret_value().strip()) < 16 for token in value):
+        raise ValueError("each token must have at least 16 characters")
+    return value
+
+
+BUILTIN_SOURCES = ("cli", "api")
+"""Source names the engine gives documents itself: ``docrelay submit`` and ``POST
+/api/v1/documents``. Routes may match them (``match = { source = "api" }``)."""
+
+
 class ApiSettings(BaseModel):
-    """The authenticated HTTP API (``POST /api/v1/documents/{id}/corrections``)."""
+    """The authenticated HTTP API: ``POST /api/v1/documents`` (intake), ``GET
+    /api/v1/documents/{id}`` and ``POST /api/v1/documents/{id}/corrections``."""
 
     model_config = Section
 
@@ -50,22 +82,24 @@ class ApiSettings(BaseModel):
     """Bearer tokens that may call the API; none (the default) turns the API off. With
     ``tokens_file`` the file holds one token per line (blank lines and ``#`` lines skipped)."""
     max_body_bytes: int = Field(65_536, ge=256)
-    """Request bodies larger than this are refused (413) before they are parsed."""
+    """Request bodies larger than this are refused (413) before they are parsed; also the limit
+    for the ``route`` and ``metadata`` fields of an upload."""
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    """``POST /api/v1/documents``: a request body larger than this is refused (413) and nothing
+    of it is kept."""
+    upload_timeout: float = Field(300.0, gt=0)
+    """Seconds an upload may take to arrive in full; a slower one is answered 408 and dropped
+    (``web.body_timeout`` is the limit for every other body)."""
 
     @field_validator("tokens", mode="before")
     @classmethod
     def _one_per_line(cls, value: Any) -> Any:
-        if isinstance(value, str):  # the content of tokens_file
-            lines = (line.strip() for line in value.splitlines())
-            return [line for line in lines if line and not line.startswith("#")]
-        return value
+        return _one_token_per_line(value)
 
     @field_validator("tokens")
     @classmethod
     def _not_blank(cls, value: list[SecretStr]) -> list[SecretStr]:
-        if any(len(token.get_secret_value().strip()) < 16 for token in value):
-            raise ValueError("each token must have at least 16 characters")
-        return value
+        return _long_tokens(value)
 
 
 class WebSettings(BaseModel):
@@ -75,34 +109,69 @@ class WebSettings(BaseModel):
     """Serve health, metrics and (for vendors that call back) webhooks."""
     listen: str = "127.0.0.1:8080"
     """``host:port`` to listen on; port 0 picks a free one (written to the log)."""
+    webhook_listen: str | None = None
+    """A second ``host:port`` that serves only the vendor webhooks (``/webhooks/…``); ``listen``
+    then serves everything else and no webhook. Put this one where vendors can reach it and
+    keep ``listen`` (status, metrics, API) on an internal address."""
     public_url: str | None = None
-    """The address vendors call back, when it differs from ``listen``."""
+    """The address vendors call back, when it differs from ``webhook_listen`` (or ``listen``)."""
     max_body_bytes: int = Field(1_048_576, ge=1024)
     """Webhook bodies larger than this are refused before any signature check."""
+    status_tokens: list[SecretStr] = []
+    """Bearer tokens that may read ``/status``, ``/metrics`` and the status page (``/``, where a
+    browser gives the token as the password of the login prompt, any user name); none (the
+    default) leaves them open. ``status_tokens_file``: one token per line. ``/healthz`` and
+    ``/readyz`` stay open."""
+    body_timeout: float = Field(30.0, gt=0)
+    """Seconds a request body (webhook, API call) may take to arrive in full; a slower client
+    is answered 408 and disconnected."""
+    limit_concurrency: int = Field(200, ge=1)
+    """Connections and requests served at once per listener; more are answered 503."""
+    keep_alive_timeout: float = Field(5.0, gt=0)
+    """Seconds an idle keep-alive connection is kept open between requests."""
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a connection may take to send a complete request line and headers (counted from
+    its opening or its last response); a slower one is closed."""
+    max_header_bytes: int = Field(16_384, ge=1024)
+    """The largest request line plus headers accepted (h11's incomplete-event limit); more is
+    answered 400."""
     api: ApiSettings = ApiSettings()
-    """``[web.api]``: the HTTP API for ERPs and people (corrections)."""
+    """``[web.api]``: the HTTP API for ERPs, scanners and people (intake, corrections)."""
 
     def callback_base(self) -> str | None:
-        """Where vendors reach the web app: ``public_url``, else the listen address (a wildcard
-        host answers on loopback: right for emulators, not for a real vendor); None when the
-        web app is off or listens on a port chosen at start."""
+        """Where vendors reach the web app: ``public_url``, else the webhook listener's address
+        (``webhook_listen``, else ``listen``; a wildcard host answers on loopback: right for
+        emulators, not for a real vendor); None when the web app is off or listens on a port
+        chosen at start."""
         if not self.enabled:
             return None
         if self.public_url:
             return self.public_url.rstrip("/")
-        host, _, port = self.listen.rpartition(":")
+        host, _, port = (self.webhook_listen or self.listen).rpartition(":")
         if port == "0":
             return None
         wildcard = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}  # noqa: S104
         return f"http://{wildcard.get(host, host)}:{port}"
 
-    @field_validator("listen")
+    @field_validator("listen", "webhook_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
         return value
+
+    @field_validator("status_tokens", mode="before")
+    @classmethod
+    def _one_per_line(cls, value: Any) -> Any:
+        return _one_token_per_line(value)
+
+    @field_validator("status_tokens")
+    @classmethod
+    def _not_blank(cls, value: list[SecretStr]) -> list[SecretStr]:
+        return _long_tokens(value)
 
 
 class LoggingSettings(BaseModel):
@@ -119,7 +188,9 @@ class PipelineSettings(BaseModel):
     duplicates: Literal["skip", "process"] = "skip"
     """Same bytes arriving again: record and skip (default), or send to the vendor again."""
     max_attempts: int = Field(8, ge=1)
-    """Transient failures before a submission or delivery is declared dead."""
+    """Transient failures before a submission or delivery is declared dead; also the number
+    of times a submission may crash the worker process (killed, out of memory) before it is
+    declared dead as a poison pill ("crashed the worker")."""
     backoff_initial: float = Field(2.0, gt=0)
     """Seconds before the first retry; doubles per attempt (with jitter) up to backoff_max."""
     backoff_max: float = Field(900.0, gt=0)
@@ -147,7 +218,8 @@ class RouteMatch(BaseModel):
     model_config = Section
 
     source: str | list[str] | None = None
-    """Source name(s) this route takes documents from."""
+    """Source name(s) this route takes documents from; ``cli`` (``docrelay submit``) and
+    ``api`` (``POST /api/v1/documents`` without a ``route`` field) are built in."""
     filename: str | list[str] | None = None
     """Glob pattern(s) on the original filename, case-insensitive (``*.pdf``)."""
     mime_type: str | list[str] | None = None
@@ -260,9 +332,12 @@ def load(path: Path) -> Config:
 
 
 def validate(raw: Mapping[str, Any], path: Path) -> Config:
+    """Validate the file's data; relative paths in it are relative to ``path``'s directory."""
     problems: list[Problem] = []
     secrets: list[str] = []
-    data = _resolve_secret_files(dict(raw), CoreSettings, (), problems, secrets)
+    base = Path(os.path.abspath(path)).parent  # normalised: no "conf/../var" in messages
+    data = _resolve_secret_files(dict(raw), CoreSettings, (), problems, secrets, base)
+    data = _relative_to(data, CoreSettings, base)
     core: CoreSettings | None
     try:
         core = CoreSettings(**data)
@@ -284,7 +359,7 @@ def validate(raw: Mapping[str, Any], path: Path) -> Config:
             loc = ("sources", kind, str(index))
             model = _connector("source", kind, loc[:2], problems)
             if model is not None and isinstance(entry, dict):
-                built = _build(model, {**entry, "kind": kind}, loc, problems, secrets)
+                built = _build(model, {**entry, "kind": kind}, loc, problems, secrets, base)
                 if isinstance(built, SourceSettings):
                     sources.append(built)
                 elif built is not None:
@@ -293,9 +368,9 @@ def validate(raw: Mapping[str, Any], path: Path) -> Config:
                             _key(loc[:2]), "this source's settings do not extend SourceSettings"
                         )
                     )
-    vendors = _connectors("vendor", "vendors", table("vendors"), problems, secrets)
+    vendors = _connectors("vendor", "vendors", table("vendors"), problems, secrets, base)
     destinations = _connectors(
-        "destination", "destinations", table("destinations"), problems, secrets
+        "destination", "destinations", table("destinations"), problems, secrets, base
     )
     if core is None:
         raise ConfigError(path, problems)
@@ -312,6 +387,7 @@ def _connectors(
     entries: Mapping[str, Mapping[str, Any]],
     problems: list[Problem],
     secrets: list[str],
+    base: Path,
 ) -> dict[str, ConnectorSettings]:
     built: dict[str, ConnectorSettings] = {}
     for name, entry in entries.items():
@@ -321,7 +397,7 @@ def _connectors(
             problems.append(Problem(_key((*loc, "kind")), "field required (the connector kind)"))
             continue
         model = _connector(role, kind, (*loc, "kind"), problems)
-        if model is not None and (settings := _build(model, entry, loc, problems, secrets)):
+        if model is not None and (settings := _build(model, entry, loc, problems, secrets, base)):
             built[name] = settings
     return built
 
@@ -342,8 +418,10 @@ def _build(
     loc: tuple[str, ...],
     problems: list[Problem],
     secrets: list[str],
+    base: Path,
 ) -> ConnectorSettings | None:
-    data = _resolve_secret_files(dict(entry), model, loc, problems, secrets)
+    data = _resolve_secret_files(dict(entry), model, loc, problems, secrets, base)
+    data = _relative_to(data, model, base)
     try:
         settings = model.model_validate(data)
     except ValidationError as exc:
@@ -359,17 +437,21 @@ def _resolve_secret_files(
     loc: tuple[str, ...],
     problems: list[Problem],
     secrets: list[str],
+    base: Path,
 ) -> dict[str, Any]:
     """Replace ``<key>_file = "path"`` by the file's content under ``<key>``.
 
     A relative path is looked up in ``$CREDENTIALS_DIRECTORY`` first, so systemd's
-    ``LoadCredential=`` works without absolute paths.
+    ``LoadCredential=`` works without absolute paths, then in ``base`` (the configuration
+    file's directory).
     """
     for key, value in list(data.items()):
         info = model.model_fields.get(key)
         nested = _model_type(info.annotation) if info is not None else None
         if isinstance(value, dict) and nested is not None:
-            data[key] = _resolve_secret_files(dict(value), nested, (*loc, key), problems, secrets)
+            data[key] = _resolve_secret_files(
+                dict(value), nested, (*loc, key), problems, secrets, base
+            )
     for key in [k for k in data if k.endswith("_file")]:
         target = key.removesuffix("_file")
         if target not in model.model_fields or key in model.model_fields:
@@ -378,6 +460,8 @@ def _resolve_secret_files(
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
         if not file_path.is_absolute() and creds and (Path(creds) / file_path).is_file():
             file_path = Path(creds) / file_path
+        elif not file_path.is_absolute():
+            file_path = base / file_path
         try:
             value = file_path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
@@ -389,6 +473,61 @@ def _resolve_secret_files(
         data[target] = value
         secrets.append(value)
     return data
+
+
+def _relative_to(data: dict[str, Any], model: type[BaseModel], base: Path) -> dict[str, Any]:
+    """Make the relative paths in ``data`` (as written in the file) relative to ``base``.
+
+    Fields typed ``Path`` (also optional, or a list of them) and ``DatabaseUrl`` fields naming
+    a SQLite file, in nested settings and lists of settings too. ``""`` and ``"."`` stay as
+    they are, for the fields' own checks to refuse.
+    """
+    for key, value in data.items():
+        info = model.model_fields.get(key)
+        if info is None or typing.get_origin(info.annotation) is dict:
+            continue
+        if (nested := _model_type(info.annotation)) is not None:
+            if isinstance(value, dict):
+                data[key] = _relative_to(dict(value), nested, base)
+            elif isinstance(value, list):
+                data[key] = [
+                    _relative_to(dict(v), nested, base) if isinstance(v, dict) else v for v in value
+                ]
+        elif any(isinstance(m, DatabaseUrl) for m in info.metadata):
+            if isinstance(value, str):
+                data[key] = _sqlite_relative_to(value, base)
+        elif _holds_path(info.annotation):
+            if isinstance(value, str):
+                data[key] = _path_relative_to(value, base)
+            elif isinstance(value, list):
+                data[key] = [_path_relative_to(v, base) if isinstance(v, str) else v for v in value]
+    return data
+
+
+def _holds_path(annotation: Any) -> bool:
+    if annotation is Path:
+        return True
+    return any(_holds_path(arg) for arg in typing.get_args(annotation))
+
+
+def _path_relative_to(value: str, base: Path) -> str:
+    path = Path(value)
+    if path.is_absolute() or path == Path():
+        return value
+    return str(base / path)
+
+
+def _sqlite_relative_to(url: str, base: Path) -> str:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url  # the field's own validation (or the engine) says what is wrong
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(base / database)).render_as_string(hide_password=False)
 
 
 def _model_type(annotation: Any) -> type[BaseModel] | None:
@@ -433,7 +572,7 @@ def _check_references(
                 )
         wanted = route.match.source
         for source in [wanted] if isinstance(wanted, str) else wanted or []:
-            if source not in names and source != "cli":
+            if source not in names and source not in BUILTIN_SOURCES:
                 problems.append(Problem(_key((*loc, "match", "source")), f"no source {source!r}"))
     route_names = {route.name or f"routes[{i}]" for i, route in enumerate(core.routes)}
     seen: dict[str, int] = {}

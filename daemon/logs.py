@@ -2,6 +2,10 @@
 
 Every configured secret is replaced by ``***`` in the final log line, whatever put it there: a
 message, an argument, an exception text or a traceback.
+
+The ids of what a thread works on (``document_id``, ``submission_id``, ``delivery_id``,
+``feedback_id``) are fields of every line it logs while it does, connectors' lines included,
+so ``jq 'select(.document_id == 42)'`` finds all there is about one document.
 """
 
 from __future__ import annotations
@@ -9,11 +13,46 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+_NONE: Mapping[str, int] = MappingProxyType({})
+_ids: ContextVar[Mapping[str, int]] = ContextVar("docrelay_log_ids", default=_NONE)
+"""The ids the current thread works on; each thread starts with none."""
+
+
+@contextmanager
+def bound(**ids: int) -> Iterator[None]:
+    """Put ``ids`` on every line logged in this block (and what ``bind`` adds in it)."""
+    token = _ids.set({**_ids.get(), **ids})
+    try:
+        yield
+    finally:
+        _ids.reset(token)
+
+
+def bind(**ids: int) -> None:
+    """Add ids learnt inside a ``bound`` block (the document of a claimed row); they go
+    when the block ends."""
+    _ids.set({**_ids.get(), **ids})
+
+
+class IdsFilter(logging.Filter):
+    """Copies the bound ids onto each record, unless the call named them itself (a group
+    commit logs other threads' deliveries with their own ids in ``extra``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _ids.get().items():
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
 
 
 class Redactor:
@@ -69,6 +108,7 @@ def setup(level: str = "info", fmt: str = "console", secrets: Iterable[str] = ()
     redact = Redactor(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(redact) if fmt == "json" else ConsoleFormatter(redact))
+    handler.addFilter(IdsFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -88,6 +89,30 @@ def lock_sqlite_store(url: str) -> IO[str] | None:
     return handle
 
 
+class CannotListen(RuntimeError):
+    pass
+
+
+def check_listen(listen: str) -> None:
+    """Bind the web app's address once and let go, before anything starts: a port another
+    process holds is one clear error (``CannotListen``), not a traceback after the sources
+    have begun taking files. Binds as uvicorn will (``SO_REUSEADDR``)."""
+    host, _, port = listen.rpartition(":")
+    if port == "0":
+        return
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            hint = " (another docrelay or another program)" if exc.errno == errno.EADDRINUSE else ""
+            raise CannotListen(
+                f"web.listen {listen}: {exc.strerror or exc}{hint}; nothing started"
+            ) from None
+
+
 class Daemon:
     """Everything one ``docrelay run`` process owns."""
 
@@ -133,6 +158,13 @@ class Daemon:
         self.web: Any = None
         self.ready = threading.Event()
         self.started_at = time.time()
+        self.instance = {
+            "id": secrets.token_hex(8),
+            "store": store_engine.store_identity(core.store.url),
+            "pid": os.getpid(),
+        }
+        """Which daemon this is, in ``/healthz``: new at every start, and the store it runs
+        on, so ``docrelay status`` can tell its own daemon from another one on the port."""
         self._lock: IO[str] | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -140,6 +172,8 @@ class Daemon:
     def open(self) -> None:
         """Lock, migrate and build the connectors; nothing runs yet."""
         self._lock = lock_sqlite_store(self.config.core.store.url)
+        if self.config.core.web.enabled:
+            check_listen(self.config.core.web.listen)
         store_engine.ensure_schema(self.engine)
         self.blobs.prepare()
         self._recover_leases()

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, or_, select
 from daemon.config import Config
 from daemon.pipeline import ledger
 from daemon.pipeline.states import ACTIVE
-from daemon.store.engine import reader
+from daemon.store.engine import reader, store_identity
 from daemon.store.models import (
     CorrectionRequest,
     CorrectionRequestState,
@@ -87,6 +87,26 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
             .order_by(sub.c.created_at)
             .limit(1)
         ).first()
+        # Documents refused before any vendor saw them (rejected or unrouted at intake) are
+        # errors too; they have no submission, so they were missing here before.
+        intake_errors = [
+            {
+                "submission_id": None,
+                "document_id": r.id,
+                "vendor": None,
+                "state": r.intake_state,
+                "error": r.error,
+                "at": r.received_at,
+            }
+            for r in conn.execute(
+                select(documents.c.id, documents.c.intake_state, documents.c.error,
+                       documents.c.received_at)
+                .where(documents.c.intake_state.in_(("rejected", "unrouted")),
+                       documents.c.error.is_not(None))
+                .order_by(documents.c.received_at.desc(), documents.c.id.desc())
+                .limit(errors)
+            )
+        ]  # fmt: skip
         last_errors = [
             {
                 "submission_id": r.id,
@@ -94,7 +114,7 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
                 "vendor": r.profile,
                 "state": r.state,
                 "error": r.error,
-                "at": _iso(r.updated_at),
+                "at": r.updated_at,
             }
             for r in conn.execute(
                 select(
@@ -110,6 +130,10 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
                 .limit(errors)
             )
         ]
+        merged = sorted([*last_errors, *intake_errors], key=lambda e: e["at"], reverse=True)
+        last_errors = merged[:errors]
+        for item in last_errors:
+            item["at"] = _iso(item["at"])
         health = [
             {"name": r.name, "state": r.state, "reason": r.reason, "since": _iso(r.since)}
             for r in conn.execute(select(ProfileHealth.__table__))
@@ -214,6 +238,24 @@ def live(config: Config, timeout: float = 2.0) -> dict[str, Any]:
         body = response.json()
     except ValueError:
         return {"running": None, "reason": f"{url} answered {response.status_code}, not JSON"}
+    instance = body.get("instance") if isinstance(body, dict) else None
+    if not isinstance(instance, dict):
+        return {
+            "running": None,
+            "url": url,
+            "reason": f"something answers at {url} but does not say which docrelay it is "
+            "(another program on the port, or an older docrelay)",
+        }
+    if instance.get("store") != store_identity(config.core.store.url):
+        # Another docrelay on the port (a second configuration, a test instance): its counts
+        # and health are not this store's, and this configuration's daemon cannot be there.
+        return {
+            "running": False,
+            "url": url,
+            "other": instance,
+            "reason": f"another docrelay (pid {instance.get('pid')}) answers at {url}, on a "
+            f"different store than {config.path}'s",
+        }
     return {"running": True, "url": url, **body}
 
 
@@ -223,7 +265,11 @@ def live_line(state: Mapping[str, Any]) -> str:
     if running is not True:
         word = "not running" if running is False else "unknown"
         return f"daemon: {word}: {state.get('reason')}"
-    lines = [f"daemon: running, {state.get('status', '?')}"]
+    instance = state.get("instance") or {}
+    lines = [
+        f"daemon: running, {state.get('status', '?')}",
+        f"  this store's daemon: pid {instance.get('pid')}, instance {instance.get('id')}",
+    ]
     storage = state.get("storage") or {}
     if storage.get("state", "ok") != "ok":
         lines.append(f"  storage: {storage['state']}: {storage.get('reason')}")

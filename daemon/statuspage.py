@@ -14,18 +14,20 @@ resources; a Content-Security-Policy forbids both. Every query and rendering run
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from pydantic import SecretStr
 from sqlalchemy import Connection, bindparam, func, or_, select, text
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 LIST_LIMIT = 15
 """Rows per list on the overview (newest first); the counts above them are complete."""
 EVENT_LIMIT = 500
@@ -98,11 +101,49 @@ def routes(daemon: Daemon) -> list[Route]:
             return Response(reason or "no page", status_code=404, headers=SECURITY_HEADERS)
         return Response(page.png, media_type="image/png", headers=SECURITY_HEADERS)
 
+    tokens = daemon.config.core.web.status_tokens
     return [
-        Route("/", overview),
-        Route("/documents/{document_id:int}", document),
-        Route("/documents/{document_id:int}/page.png", page_png),
+        Route("/", _guarded(tokens, overview)),
+        Route("/documents/{document_id:int}", _guarded(tokens, document)),
+        Route("/documents/{document_id:int}/page.png", _guarded(tokens, page_png)),
     ]
+
+
+def _guarded(tokens: Sequence[SecretStr], endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` behind ``web.status_tokens``, like ``/status`` (it shows more): open when
+    there are none. A browser cannot send a bearer token, so the token is also taken as the
+    password of HTTP Basic (any user name), and the 401 asks for that: the browser prompts."""
+    if not tokens:
+        return endpoint
+
+    async def checked(request: Request) -> Response:
+        if not status_token_given(request.headers.get("authorization"), tokens):
+            return Response(
+                "a status token is required (web.status_tokens): as the password, any user\n",
+                status_code=401,
+                headers={
+                    **SECURITY_HEADERS,
+                    "WWW-Authenticate": 'Basic realm="docrelay status", charset="UTF-8"',
+                },
+            )
+        return await endpoint(request)
+
+    return checked
+
+
+def status_token_given(header: str | None, tokens: Sequence[SecretStr]) -> bool:
+    """``Authorization`` names one of ``tokens``: ``Bearer <token>``, or ``Basic`` with the
+    token as the password. Compared as ``daemon.web.bearer_token`` does (constant time)."""
+    from daemon.web import bearer_token  # web imports this module
+
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(given.strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        header = "Bearer " + decoded.partition(":")[2]
+    return bearer_token(header, tokens) is not None
 
 
 @functools.cache

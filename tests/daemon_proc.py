@@ -59,6 +59,7 @@ def write_config(
     settle: float = 0.3,
     vendor: str = "local",
     log_level: str = "info",
+    log_format: str = "console",
 ) -> Path:
     """A config like config.example.toml, rooted in a test directory; ``vendor`` is the
     profile the folder's route sends to (defined in ``extra`` unless it is ``local``)."""
@@ -74,6 +75,7 @@ listen = "127.0.0.1:{port}"
 
 [logging]
 level = "{log_level}"
+format = "{log_format}"
 
 [pipeline]
 backoff_initial = 0.2

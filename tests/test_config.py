@@ -114,7 +114,7 @@ def test_secret_file_and_env_override(tmp_path, monkeypatch):
     path = tmp_path / "config.toml"
     path.write_text(f'[store]\nurl_file = "{secret}"\n[logging]\nlevel = "info"\n')
     config = config_mod.load(path)
-    assert config.core.store.url == "sqlite:///from-secret.db"
+    assert config.core.store.url == f"sqlite:///{tmp_path}/from-secret.db"  # beside the file
     assert "sqlite:///from-secret.db" in config.secrets
     monkeypatch.setenv("DOCRELAY_LOGGING__LEVEL", "debug")
     assert config_mod.load(path).core.logging.level == "debug"
@@ -139,7 +139,7 @@ def test_secret_file_from_credentials_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     path = tmp_path / "config.toml"
     path.write_text('[store]\nurl_file = "dburl"\n')
-    assert config_mod.load(path).core.store.url == "sqlite:///creds.db"
+    assert config_mod.load(path).core.store.url == f"sqlite:///{tmp_path}/creds.db"
 
 
 def test_check_config_cli_exit_codes(tmp_path):

@@ -606,3 +606,54 @@ def test_a_locked_store_leaves_mail_on_the_server_until_it_is_back(harness, dove
     assert source.health()["state"] == "ok"
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].exc_info is None, caplog.text
+
+
+def test_a_server_that_gives_no_size_cannot_make_a_big_mail_download_unbounded(
+    harness, dovecot, monkeypatch
+):
+    """RELIABILITY 14 without RFC822.SIZE: the FETCH answers lose their sizes on the way (as
+    from a server that omits them); a message is then read with a partial fetch of one byte
+    over the limit, and one that fills it is rejected as too large."""
+    from connectors.sources import mailbox as mailbox_mod
+
+    limit = 64 * 1024
+    big = dovecot.append("alice", "INBOX", mail(40, [("big.pdf", pdf_bytes("B") * 200)]))
+    small = dovecot.append("alice", "INBOX", mail(41, [("small.pdf", pdf_bytes("S"))]))
+    assert len(mail(40, [("big.pdf", pdf_bytes("B") * 200)])) > 4 * limit
+    asked: list[tuple[list[int], list[str]]] = []
+    received: dict[int, int] = {}
+    real_connect = mailbox_mod.connect
+
+    def connect(*args, **kwargs):
+        client = real_connect(*args, **kwargs)
+        real_fetch = client.fetch
+
+        def fetch(uids, items):
+            asked.append((list(uids), list(items)))
+            answer = real_fetch(uids, items)
+            for uid, data in answer.items():
+                data.pop(b"RFC822.SIZE", None)
+                for key, value in data.items():
+                    if key.startswith(b"BODY[") and value is not None:
+                        received[uid] = received.get(uid, 0) + len(value)
+            return answer
+
+        client.fetch = fetch
+        return client
+
+    monkeypatch.setattr(mailbox_mod, "connect", connect)
+    h = harness(max_message_bytes=limit)
+    h.start()
+    wait_until(lambda: h.polled_after("INBOX", small), 20, what="poll")
+    h.stop()
+    rows = h.rows("SELECT filename, state, error FROM docrelay_documents ORDER BY 1")
+    assert [(r.filename, r.state) for r in rows] == [
+        ("Invoice 40.eml", "rejected"),
+        ("small.pdf", "queued"),
+    ]
+    assert "too large" in rows[0].error and "gave no size" in rows[0].error, rows[0].error
+    assert received[big] <= limit + 1, "read no more than one byte over the limit"
+    bodies = [(uids, items) for uids, items in asked if any("BODY" in i for i in items)]
+    assert bodies and all(items == [f"BODY.PEEK[]<0.{limit + 1}>"] for _, items in bodies)
+    assert big in dovecot.uids("alice", "INBOX"), "the original stays in the mailbox"
+    assert "$DocrelayTaken" not in dovecot.flags("alice", "INBOX")[big]

@@ -304,6 +304,9 @@ def test_expired_leases_are_freed_with_an_event(make_daemon):
         assert ledger.expire_leases(conn) == 0
     assert sub_state(daemon, doc)["lease_owner"] is None
     assert ("lease_expired", "processing", "processing") in events(daemon, doc)
+    # Its worker died holding it: counted as a crash, so it runs alone from now on.
+    assert sub_state(daemon, doc)["crashes"] == 1
+    assert ("crashed", "processing", "processing") in events(daemon, doc)
 
 
 def test_export_status_and_corrections_reach_the_vendor(make_daemon, tmp_path):

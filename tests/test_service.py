@@ -93,7 +93,8 @@ def test_cli_submit_wait_status_history_retry(tmp_path):
     for seed in range(3):
         (files / f"inv{seed}.pdf").write_bytes(render_pdf(random_spec(200 + seed)))
     (files / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
-    result = cli(config, "submit", str(files), "--wait")
+    result = cli(config, "submit", str(files), "--wait", check=False)
+    assert result.returncode == 1, "a file was rejected"
     assert "3 ingested" in result.stdout and "1 rejected" in result.stdout
     assert "broken.pdf: rejected: " in result.stderr
     assert len(list((tmp_path / "outbox").glob("*.json"))) == 3

@@ -417,11 +417,18 @@ def test_page_rendering_is_bounded(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_the_pages_read_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
     """The same queries on PostgreSQL (typed timestamps, JSON columns as objects), read over
-    plain HTTP: the browser's part is covered above."""
+    plain HTTP (the browser's part is covered above), behind ``web.status_tokens``: the token
+    as a Basic password (what a browser's prompt sends) or a bearer token."""
+    import base64
+
     from sqlalchemy import create_engine, text
 
-    daemon = DaemonProcess(write_config(tmp_path, store_url=pg_url, local='ocr = "off"'))
+    token = "status-token-0123456789"
+    config = write_config(tmp_path, store_url=pg_url, local='ocr = "off"')
+    daemon = DaemonProcess(config, env={"DOCRELAY_WEB__STATUS_TOKENS": json.dumps([token])})
     daemon.start()
+    basic = "Basic " + base64.b64encode(f"ops:{token}".encode()).decode()
+    client = httpx.Client(base_url=daemon.url, headers={"authorization": basic}, timeout=30)
     inbox = tmp_path / "inbox"
     drop_invoices(inbox, 2, prefix="pg", first_seed=50)
     (inbox / SCAN).write_bytes(scanned_pdf_bytes(random_spec(51), dpi=100))
@@ -438,7 +445,18 @@ def test_the_pages_read_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
 
             wait_until(lambda: states() == {"done": 2, "rejected": 1}, 60, what="3 documents")
             ids = dict(conn.execute(text("SELECT filename, id FROM documents")).all())
-        overview = html.fromstring(httpx.get(f"{daemon.url}/", timeout=30).text)
+        for path in (
+            "/",
+            f"/documents/{ids['pg-0.pdf']}",
+            f"/documents/{ids['pg-0.pdf']}/page.png",
+        ):
+            refused = httpx.get(daemon.url + path, timeout=30)
+            assert refused.status_code == 401 and "Basic" in refused.headers["www-authenticate"]
+            wrong = "Basic " + base64.b64encode(b"ops:not-the-token-at-all").decode()
+            assert httpx.get(daemon.url + path, headers={"authorization": wrong}).status_code == 401
+        bearer = {"authorization": f"Bearer {token}"}
+        assert httpx.get(f"{daemon.url}/", headers=bearer, timeout=30).status_code == 200
+        overview = html.fromstring(client.get("/").text)
         tiles = {
             tile.get("data-state"): int(tile.xpath('.//div[@class="n"]')[0].text_content())
             for tile in overview.xpath('//section[@id="documents"]//div[@data-state]')
@@ -446,14 +464,16 @@ def test_the_pages_read_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
         assert tiles == {"done": 2, "rejected": 1}
         failures = text_of(overview.get_element_by_id("failures"))
         assert SCAN in failures and "OCR" in failures
-        answer = httpx.get(f"{daemon.url}/documents/{ids['pg-0.pdf']}", timeout=30)
+        assert "Nothing needs a person" in text_of(overview.get_element_by_id("attention"))
+        answer = client.get(f"/documents/{ids['pg-0.pdf']}")
         assert answer.status_code == 200
         page = html.fromstring(answer.text)
         assert page.xpath('//section[@id="fields"]//tr[@data-field="invoice_number"]')
         assert page.xpath('//section[@id="history"]//tr[@data-kind="received"]')
-        png = httpx.get(f"{daemon.url}/documents/{ids['pg-0.pdf']}/page.png", timeout=30)
+        png = client.get(f"/documents/{ids['pg-0.pdf']}/page.png")
         assert Image.open(io.BytesIO(png.content)).size[1] == pageimage.MAX_SIDE  # A4: taller
     finally:
+        client.close()
         engine.dispose()
         assert daemon.stop() == 0, daemon.log()
 

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from sqlalchemy import (
@@ -56,6 +56,7 @@ from connectors.base import (
     DATE_FIELDS,
     DOCUMENT_FIELDS,
     ConnectorContext,
+    DatabaseUrl,
     DeliveryReceipt,
     Destination,
     DestinationSettings,
@@ -104,9 +105,10 @@ def _identifier(value: str, what: str) -> str:
 class SqlDestinationSettings(DestinationSettings):
     kind: Literal["sql"] = "sql"
     """Selects the SQL table destination: one row per document, upserted."""
-    url: SecretStr
+    url: Annotated[SecretStr, DatabaseUrl()]
     """SQLAlchemy URL of the database (``postgresql+psycopg://…``, ``mysql+pymysql://…``,
-    ``sqlite:///…``); ``url_file`` reads it from a file, for one that holds a password."""
+    ``sqlite:///…``, a relative file relative to the configuration file's directory);
+    ``url_file`` reads it from a file, for one that holds a password."""
     table: str
     """Name of the table the rows go to."""
     db_schema: str | None = Field(None, alias="schema")

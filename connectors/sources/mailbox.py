@@ -4,7 +4,9 @@ Exactly-once, in this order, per batch of new messages of one folder:
 
 1. ``UID SEARCH UID <highest seen + 1>:*`` — only new messages, never the whole mailbox;
 2. ``UID FETCH`` of size and envelope first: rules are matched on the envelope, messages over
-   ``max_message_bytes`` are recorded as rejected without being downloaded;
+   ``max_message_bytes`` are recorded as rejected without being downloaded (a server that
+   gives no ``RFC822.SIZE`` is asked for at most one byte over the limit,
+   ``BODY.PEEK[]<0.limit+1>``: a message that fills it is too large, the others are whole);
 3. ``UID FETCH BODY.PEEK[]`` (reading never marks a mail seen), parts chosen by the rule
    (``mailparts``), each committed by the engine (``sink.ingest``) under a ``unique`` reference:
    the message key (Message-ID, else a hash of the bytes) plus the part's position;
@@ -28,9 +30,10 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -170,8 +173,9 @@ class MailboxSettings(SourceSettings):
     """``implicit`` (IMAPS), ``starttls``, or ``plain`` (only with ``allow_plain = true``)."""
     allow_plain: bool = False
     """Permit ``tls = "plain"``: passwords in clear text, for a loopback test server only."""
-    ca_file: str | None = None
-    """Certificates to trust instead of the system's (a private CA, a test server)."""
+    ca_file: Path | None = None
+    """Certificates to trust instead of the system's (a private CA, a test server); a
+    relative path is relative to the configuration file's directory."""
     username: str
     """The account's user name (often its e-mail address)."""
     password: SecretStr | None = None
@@ -265,7 +269,7 @@ def connect(settings: MailboxSettings, tokens: OAuth2 | None = None) -> Any:
     """Open an authenticated IMAP connection (imapclient, UID commands only)."""
     from imapclient import IMAPClient
 
-    context = ssl.create_default_context(cafile=settings.ca_file)
+    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
     port = settings.effective_port
     try:
         client = IMAPClient(
@@ -508,7 +512,18 @@ class MailboxSource(Source):
             if rule is None:
                 taken.append(_Taken(uid, None, "no rule matched"))
                 continue
-            size = int(head.get(b"RFC822.SIZE", 0))
+            size = declared_size(head)
+            if size is None:  # the server did not say: read no more than the limit allows
+                raw = self._fetch_bounded(client, uid)
+                if raw is None:  # expunged meanwhile
+                    continue
+                if len(raw) > self.cfg.max_message_bytes:
+                    self._reject_too_large(folder, uidvalidity, uid, envelope, None, rule)
+                    taken.append(_Taken(uid, None, "too large"))
+                    continue
+                outcome, message_id = self._take_message(folder, uidvalidity, uid, raw, rule)
+                taken.append(_Taken(uid, rule, outcome, message_id))
+                continue
             if size > self.cfg.max_message_bytes:
                 self._reject_too_large(folder, uidvalidity, uid, envelope, size, rule)
                 taken.append(_Taken(uid, None, "too large"))
@@ -523,6 +538,17 @@ class MailboxSource(Source):
                 outcome, message_id = self._take_message(folder, uidvalidity, uid, bytes(raw), rule)
                 taken.append(_Taken(uid, rule, outcome, message_id))
         return taken
+
+    def _fetch_bounded(self, client: Any, uid: int) -> bytes | None:
+        """The message, or its first ``max_message_bytes + 1`` bytes when it is longer (then
+        it is too large): what a mail of unknown size may cost. None when it is gone."""
+        limit = self.cfg.max_message_bytes + 1
+        item = f"BODY.PEEK[]<0.{limit}>"
+        answer = client.fetch([uid], [item]).get(uid, {})
+        for key, value in answer.items():  # b"BODY[]<0>", as the server names it
+            if isinstance(key, bytes) and key.upper().startswith(b"BODY[]") and value is not None:
+                return bytes(value)[:limit]
+        return None
 
     def _rule_for(self, envelope: _Envelope) -> MailRule | None:
         for rule in self.cfg.rules:
@@ -614,15 +640,23 @@ class MailboxSource(Source):
         uidvalidity: int,
         uid: int,
         envelope: _Envelope,
-        size: int,
+        size: int | None,
         rule: MailRule,
     ) -> None:
+        """``size`` None: the server gave none, and the first bytes over the limit showed."""
         assert self._sink is not None
-        key = envelope.key(size)
-        reason = (
-            f"too large: the message has {size:,} bytes, over max_message_bytes "
-            f"({self.cfg.max_message_bytes:,}); not downloaded, left in the mailbox"
-        )
+        key = envelope.key(size or 0)
+        limit = self.cfg.max_message_bytes
+        if size is None:
+            reason = (
+                f"too large: the message has more than max_message_bytes ({limit:,}) bytes "
+                "(the server gave no size); not downloaded beyond the limit, left in the mailbox"
+            )
+        else:
+            reason = (
+                f"too large: the message has {size:,} bytes, over max_message_bytes "
+                f"({limit:,}); not downloaded, left in the mailbox"
+            )
         self._sink.reject_unstored(
             IntakeItem(
                 source=self.name,
@@ -748,10 +782,17 @@ class MailboxSource(Source):
                     report.matched += 1
                     label = rule.name or "#"
                     report.rules[label] = report.rules.get(label, 0) + 1
-                    if int(head.get(b"RFC822.SIZE", 0)) > self.cfg.max_message_bytes:
+                    size = declared_size(head)
+                    if size is not None and size > self.cfg.max_message_bytes:
                         report.too_large += 1
                         continue
-                    body = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {}).get(b"BODY[]")
+                    if size is None:
+                        body = self._fetch_bounded(client, uid)
+                        if body is not None and len(body) > self.cfg.max_message_bytes:
+                            report.too_large += 1
+                            continue
+                    else:
+                        body = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {}).get(b"BODY[]")
                     if body is None:
                         continue
                     _, parts, _ = extract_parts(
@@ -830,6 +871,17 @@ def _eml_name(subject: str) -> str:
 
 def _is_new_mail(response: Any) -> bool:
     return isinstance(response, tuple) and len(response) >= 2 and response[1] == b"EXISTS"
+
+
+def declared_size(head: Mapping[bytes, Any]) -> int | None:
+    """The message's ``RFC822.SIZE`` from a FETCH answer, or None when the server gave none
+    (or nothing that reads as a size): the caller must not trust it to bound a download."""
+    value = head.get(b"RFC822.SIZE")
+    try:
+        size = int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return size if size is not None and size >= 0 else None
 
 
 def _chunks_by_size(

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from daemon.pipeline import ledger
+from daemon.pipeline.states import ACTIVE
 from daemon.store.engine import reader
 from daemon.store.models import DeliveryState, SubmissionState, utcnow
 
@@ -38,6 +39,7 @@ def retry(
                 conn, dict(row), target, owner=None, actor=actor, kind="retry",
                 message="requeued by an operator", attempts=0, next_attempt_at=utcnow(),
                 lease_owner=None, lease_expires_at=None, completed_at=None,
+                crashes=min(row["crashes"], 1),  # a crash suspect still runs alone
             )  # fmt: skip
             counts["submissions"] += 1
         dquery = select(dl).where(dl.c.state.in_((DeliveryState.DEAD, DeliveryState.FAILED)))
@@ -67,6 +69,94 @@ def retry(
                 ),
             )
     return counts
+
+
+def not_retried(
+    engine: Engine,
+    documents: Sequence[int],
+    *,
+    states: Sequence[str] = ("dead", "failed"),
+    vendor: str | None = None,
+) -> dict[int, str]:
+    """Why ``retry`` with the same arguments takes nothing of some of ``documents``: document
+    id → the reason, in words an operator can act on (no such document, refused at intake,
+    still in progress, done, in a state not asked for)."""
+    sub, dl, fb = ledger.submissions, ledger.deliveries, ledger.feedback
+    wanted_feedback = [s for s in ("dead", "refused") if s in states]
+    reasons: dict[int, str] = {}
+    with reader(engine).connect() as conn:
+        for document_id in dict.fromkeys(documents):
+            doc = conn.execute(
+                select(ledger.documents).where(ledger.documents.c.id == document_id)
+            ).first()
+            if doc is None:
+                reasons[document_id] = "no such document"
+                continue
+            subs = conn.execute(
+                select(sub).where(sub.c.document_id == document_id).order_by(sub.c.id)
+            ).all()
+            if not subs:
+                if doc.duplicate_of is not None:
+                    reasons[document_id] = (
+                        f"a duplicate of document {doc.duplicate_of}, never sent on its own: "
+                        "retry that one"
+                    )
+                else:
+                    reasons[document_id] = (
+                        f"{doc.intake_state} at intake ({doc.error or 'no reason recorded'}): "
+                        "nothing was sent to a vendor; fix the file or the routes and submit it "
+                        "again"
+                    )
+                continue
+            mine = [r for r in subs if vendor is None or r.profile == vendor]
+            if not mine:
+                profiles = ", ".join(sorted({r.profile for r in subs}))
+                reasons[document_id] = f"not at vendor profile {vendor!r} (it went to {profiles})"
+                continue
+            takes = any(r.state in states for r in mine)
+            if not takes and ("dead" in states or "failed" in states):
+                takes = bool(
+                    conn.execute(
+                        select(dl.c.id).where(
+                            dl.c.document_id == document_id,
+                            dl.c.submission_id.in_([r.id for r in mine]),
+                            dl.c.state.in_((DeliveryState.DEAD, DeliveryState.FAILED)),
+                        )
+                    ).first()
+                )
+            if not takes and wanted_feedback:
+                takes = bool(
+                    conn.execute(
+                        select(fb.c.id).where(
+                            fb.c.document_id == document_id,
+                            fb.c.profile.in_([r.profile for r in mine]),
+                            fb.c.state.in_(wanted_feedback),
+                        )
+                    ).first()
+                )
+            if not takes:
+                done = [r for r in mine if r.state == S.DONE]  # a rejected primary is history
+                reasons[document_id] = "; ".join(_why_not(r, states) for r in done or mine)
+    return reasons
+
+
+def _why_not(row: Any, states: Sequence[str]) -> str:
+    if row.state == S.FAILED:
+        return (
+            f"{row.profile}: failed ({row.error or 'no reason recorded'}), tried again by itself "
+            f"at {row.next_attempt_at:%Y-%m-%d %H:%M:%S}; --state failed retries it now"
+        )
+    if row.state in ACTIVE:
+        return f"{row.profile}: {row.state}, still in progress (nothing to retry yet)"
+    if row.state == S.DONE:
+        return (
+            f"{row.profile}: done, its exports delivered or under way (docrelay replay sends "
+            "one again)"
+        )
+    return (
+        f"{row.profile}: {row.state} ({row.error or 'no reason recorded'}); --state "
+        f"{row.state} retries it (asked for: {', '.join(states)})"
+    )
 
 
 def _requeue(

@@ -29,6 +29,7 @@ from connectors.base import (
     Provenance,
 )
 from connectors.ratelimit import RateLimiter
+from daemon import logs
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
@@ -248,6 +249,7 @@ class DeliveryRunner:
         (see Destination.inline).
         """
         with self.in_hand.hold(delivery["id"]) as mine:
+            logs.bind(document_id=delivery["document_id"], submission_id=delivery["submission_id"])
             return mine and self._push(delivery, payload, owner, inline)
 
     def _push(
@@ -422,6 +424,21 @@ class DeliveryRunner:
                 )
                 if o.final is not None and (after := self.on_final(conn, delivery, *o.final)):
                     afters.append(after)
+        for o in outcomes:
+            if o.state == DeliveryState.DELIVERED:
+                delivery = o.delivery
+                log.info(
+                    "document %s exported to %s (version %s): %s",
+                    delivery["document_id"],
+                    self.name,
+                    delivery.get("version", 1),
+                    o.receipt.ref if o.receipt is not None else "",
+                    extra={
+                        "document_id": delivery["document_id"],
+                        "submission_id": delivery["submission_id"],
+                        "delivery_id": delivery["id"],
+                    },
+                )
         for after in afters:
             after()
 

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select,
 from connectors.base import Correction, CorrectionKind, Vendor
 from connectors.errors import TerminalError
 from connectors.normalize import FieldValueError, parse_field_strictly
+from daemon import logs
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.deliveries import load_result
@@ -428,6 +429,9 @@ class FeedbackRunner:
             first, target = known
         if first["lease_owner"] != owner:
             return
+        logs.bind(submission_id=first["submission_id"])
+        if "document_id" in first:
+            logs.bind(document_id=first["document_id"])
         rows = [first]
         if first["kind"] == FeedbackKind.CORRECTION:  # take its siblings along: one confirm
             rows.extend(self._lease_siblings(first, owner))

@@ -597,10 +597,59 @@ def release_leases(conn: Connection, owner: str) -> int:
     return released
 
 
+def blame_crash(conn: Connection, rows: Sequence[Any], *, actor: str, why: str) -> int:
+    """Count a crash against submissions a dead worker held (``rows`` of id, document_id,
+    state, crashes, lease_owner): the lease, taken by the claim before the step and given back
+    when it ends, says the step began and never finished. A first offence makes the row a
+    suspect (``crashes`` = 1), which then runs alone; a suspect's own runs are counted as they
+    start (``SubmissionRunner``), so one that only waited its turn beside a poison pill is not
+    blamed again. Returns how many were blamed."""
+    first = [r for r in rows if not r.crashes]
+    if not first:
+        return 0
+    conn.execute(
+        update(submissions)
+        .where(submissions.c.id.in_([r.id for r in first]), submissions.c.crashes == 0)
+        .values(crashes=1)
+    )
+    conn.execute(
+        INSERT_EVENT,
+        [
+            {
+                "at": utcnow(),
+                "actor": actor,
+                "kind": "crashed",
+                "document_id": r.document_id,
+                "submission_id": r.id,
+                "from_state": r.state,
+                "to_state": r.state,
+                "message": f"{why} while {r.lease_owner} had it in hand ({r.state}); "
+                "it runs alone from now on, and goes dead if it keeps crashing the worker",
+            }
+            for r in first
+        ],
+    )
+    return len(first)
+
+
+CRASH_SUSPECT_COLUMNS = (
+    submissions.c.id,
+    submissions.c.document_id,
+    submissions.c.state,
+    submissions.c.crashes,
+    submissions.c.lease_owner,
+)
+
+
 def release_dead_owners(conn: Connection, owners: Sequence[str]) -> int:
-    """Free leases held by processes known to be gone (after a crash on this host)."""
+    """Free leases held by processes known to be gone (after a crash on this host), counting
+    the crash against the submissions they held (``blame_crash``)."""
     if not owners:
         return 0
+    held = conn.execute(
+        select(*CRASH_SUSPECT_COLUMNS).where(submissions.c.lease_owner.in_(owners))
+    ).all()
+    blame_crash(conn, held, actor="recovery", why="the worker process died")
     released = 0
     for table in LEASED:
         result = conn.execute(
@@ -662,13 +711,18 @@ def expire_leases(conn: Connection, *, actor: str = "scheduler") -> int:
     now = utcnow()
     expired = 0
     for table, key in ((submissions, "submission_id"), (deliveries, "delivery_id")):
+        columns = (
+            CRASH_SUSPECT_COLUMNS
+            if table is submissions
+            else (table.c.id, table.c.document_id, table.c.state, table.c.lease_owner)
+        )
         rows = conn.execute(
-            select(table.c.id, table.c.document_id, table.c.state, table.c.lease_owner).where(
-                table.c.lease_owner.is_not(None), table.c.lease_expires_at < now
-            )
+            select(*columns).where(table.c.lease_owner.is_not(None), table.c.lease_expires_at < now)
         ).all()
         if not rows:
             continue
+        if table is submissions:  # renewed while in hand: a lease runs out when its worker died
+            blame_crash(conn, rows, actor=actor, why="the lease ran out")
         conn.execute(
             update(table)
             .where(table.c.id.in_([r.id for r in rows]), table.c.lease_expires_at < now)

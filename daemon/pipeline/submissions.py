@@ -28,13 +28,14 @@ from connectors.base import (
     VendorSettings,
 )
 from connectors.errors import TerminalError
+from daemon import logs
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.deliveries import DeliveryRunner, export_payload, load_result
 from daemon.pipeline.intake import Routed, queue_submission
 from daemon.pipeline.retry import poll_delay
-from daemon.pipeline.workers import InHand
+from daemon.pipeline.workers import InHand, Isolation
 from daemon.store.blobs import BlobStore
 from daemon.store.engine import RawJSON, reader, relaxed
 from daemon.store.models import (
@@ -118,6 +119,8 @@ class Hooks:
     adopt_delivery: Callable[[str, int], None] = lambda destination, delivery_id: None
     """(destination, delivery): a row leased to this process whose inline push the store did
     not record; the destination's pool runs it again."""
+    isolation: Isolation = field(default_factory=Isolation)
+    """Shared by every profile's runner: a crash suspect's step runs alone in the process."""
 
 
 def document_ref(row: Mapping[str, Any], blobs: BlobStore) -> DocumentRef:
@@ -238,10 +241,73 @@ class SubmissionRunner:
         self.fresh.discard(submission_id)
         if sub["lease_owner"] != owner:
             return None
+        logs.bind(document_id=sub["document_id"])
         work = _Work(sub, doc, document_ref(doc, self.blobs), owner, f"worker:{owner}")
         work.first_attempt = first_attempt
         work.processing = row.get("w_processing")
         work.keys = row.get("w_keys") or {}
+        if not sub["crashes"]:
+            with self.hooks.isolation.shared():
+                return self._steps(work)
+        with self.hooks.isolation.alone():
+            if not self._suspect_starts(work):
+                return None
+            again = self._steps(work)
+            with self.engine.begin() as conn:  # it ran and this process lives: not the culprit
+                conn.execute(
+                    update(ledger.submissions)
+                    .where(ledger.submissions.c.id == submission_id)
+                    .values(crashes=0)
+                )
+            sub["crashes"] = 0
+            if (kept := self.claimed.get(submission_id)) is not None:
+                kept["s_crashes"] = 0
+            return again
+
+    def _suspect_starts(self, work: _Work) -> bool:
+        """Before a crash suspect's run: dead once it crashed the worker ``max_attempts``
+        times, else this run is counted as a crash until it ends (it is written first: a
+        SIGKILL or the OOM killer leaves no chance to write afterwards). False: not to run."""
+        sub = work.sub
+        crashes, limit = sub["crashes"], self.settings.max_attempts
+        if crashes >= limit:
+            reason = (
+                f"crashed the worker {crashes} times (last in {sub['state']}): "
+                "a document that kills the process reading it is not tried again"
+            )
+            log.error("submission %s (%s) goes dead: %s", sub["id"], self.profile, reason)
+            try:
+                self._end(sub, S.DEAD, work.owner, work.actor, reason, "crash")
+            except ledger.LeaseLost:
+                pass
+            return False
+        with self.engine.begin() as conn:
+            counted = conn.execute(
+                update(ledger.submissions)
+                .where(
+                    ledger.submissions.c.id == sub["id"],
+                    ledger.submissions.c.lease_owner == work.owner,
+                )
+                .values(crashes=crashes + 1)
+            ).rowcount
+            if counted != 1:
+                return False
+            ledger.event(
+                conn, actor=work.actor, kind="suspect", document_id=sub["document_id"],
+                submission_id=sub["id"], from_state=sub["state"], to_state=sub["state"],
+                message=f"it crashed the worker {crashes} time(s): running it alone "
+                f"(dead after {limit})",
+            )  # fmt: skip
+        log.warning(
+            "submission %s (%s) crashed the worker %d time(s); running it alone",
+            sub["id"], self.profile, crashes,
+        )  # fmt: skip
+        sub["crashes"] = crashes + 1
+        return True
+
+    def _steps(self, work: _Work) -> float | None:
+        """The steps of one run, until the submission must wait or has ended."""
+        sub, submission_id, owner = work.sub, work.sub["id"], work.owner
         step = sub["state"]
         try:
             while sub["state"] in states.ACTIVE:
@@ -314,6 +380,7 @@ class SubmissionRunner:
                     f"{self.vendor.kind} offers no look-up: sending again, so the vendor may "
                     "process (and bill) this document twice",
                 )  # fmt: skip
+        crash_point("in_vendor_call", work.doc["filename"])
         result = self.vendor.submit(work.document, first_attempt=work.first_attempt)
         work.first_attempt = False
         crash_point("after_upload_response")
@@ -404,6 +471,7 @@ class SubmissionRunner:
                     )
             self._reject(sub, owner, work.actor, result.reason or "the vendor rejected it")
             return False
+        crash_point("in_vendor_call", work.doc["filename"])
         raw = self.vendor.fetch(ref, data, work.document)
         self._store_result(work, raw, changes=changes)
         return False
@@ -539,6 +607,13 @@ class SubmissionRunner:
         if mapping_error is not None:
             raise mapping_error
         if sub["state"] == S.DONE:
+            log.info(
+                "document %s extracted by %s: %d fields, %d line items",
+                sub["document_id"],
+                self.profile,
+                len(canonical.fields) if canonical else 0,
+                len(canonical.line_items) if canonical else 0,
+            )
             self._deliver(work)
 
     def _close_unchanged(

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import OperationalError
 
+from daemon import logs
 from daemon.periodic import Periodic
 from daemon.pipeline import ledger
 from daemon.store.engine import reader
@@ -60,7 +61,8 @@ class InHand:
         if not mine:
             log.warning("%s %s is still being worked on here; not run twice", self.what, item_id)
         try:
-            yield mine
+            with logs.bound(**{f"{self.what}_id": item_id}):
+                yield mine
         finally:
             if mine:
                 with self._lock:
@@ -71,6 +73,59 @@ class InHand:
         since = time.monotonic() - seconds
         with self._lock:
             return [item_id for item_id, began in self._ids.items() if began <= since]
+
+
+class Isolation:
+    """Lets a crash suspect run alone: no other submission step of this process runs beside it.
+
+    After the worker process died, every submission it had in hand is a suspect (one of them
+    may be a poison pill: a document that kills whatever reads it). A suspect's run waits
+    until the steps in progress have ended, and holds back new ones until it is over, so when
+    the process dies again only that run is to blame. Ordinary steps pay two uncontended lock
+    round-trips; suspects are rare, and the wait lasts one step.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        """Ordinary steps in progress."""
+        self._alone = False
+        """A suspect is running."""
+        self._waiting = 0
+        """Suspects waiting for their turn: ordinary steps let them go first."""
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        """An ordinary step: runs beside others, not beside a suspect."""
+        with self._cond:
+            while self._alone or self._waiting:
+                self._cond.wait()
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                if not self._running:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """A suspect's run: the only step of this process while it lasts."""
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._alone or self._running:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
 
 
 class LeaseKeeper(Periodic):

@@ -6,7 +6,9 @@ so concurrent writers queue on the busy timeout instead of failing on a lock upg
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -41,6 +43,28 @@ def dump_json(value: Any) -> str:
     if isinstance(value, RawJSON):
         return str(value)
     return jsonio.dumps(value)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file a SQLite URL names; None for other databases and in-memory ones."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else Path(database)
+
+
+def store_identity(url: str) -> str:
+    """A short name of one store, alike in every process that opens it and telling nothing
+    of it (``/healthz`` shows it to anyone): 16 hex digits of the SHA-256 of the SQLite file's
+    real path (however the configuration spelled it), else of the URL without password or
+    query."""
+    file = sqlite_file(url)
+    if file is not None:
+        name = f"sqlite:{os.path.realpath(file)}"
+    else:
+        name = make_url(url).set(password=None, query={}).render_as_string(hide_password=True)
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 8) -> Engine:

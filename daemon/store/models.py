@@ -154,6 +154,11 @@ class Submission(Base):
     """For `failed`: the state the retry resumes from."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     polls: Mapped[int] = mapped_column(Integer, default=0)
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Runs of this submission's steps that the worker process did not survive (killed, out
+    of memory, a crash in a parser): a poison pill goes `dead` after ``max_attempts``. Set
+    when a dead worker's lease is recovered, raised before each run of a suspect, and back
+    to 0 when a run ends normally."""
     next_attempt_at: Mapped[datetime | None]
     deadline_at: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(255))

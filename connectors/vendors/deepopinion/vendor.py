@@ -13,7 +13,6 @@ Every choice the seed and the shared API page leave open is listed in NOTES.md.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import random
 import threading
@@ -303,8 +302,8 @@ class DeepOpinionVendor(Vendor):
                 f"webhooks from {request.client} are not allowed", status_code=403
             )
         try:
-            body = json.loads(request.body) if request.body else None
-        except (ValueError, UnicodeDecodeError):
+            body = request.json() if request.body else None
+        except ValueError:
             body = None
         name = body.get("document_name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
@@ -393,8 +392,9 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 18:  # "²" is a digit, a bad int
+        return int(text)
     return None
 
 

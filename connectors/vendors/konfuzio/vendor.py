@@ -11,7 +11,6 @@ Every choice the API reference leaves open is listed in NOTES.md.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import random
@@ -458,18 +457,18 @@ class KonfuzioVendor(Vendor):
         given, _, rest = request.tail.strip("/").partition("/")
         if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             raise WebhookRejected("unknown callback path", status_code=404)
-        if rest and not rest.isdigit():
+        if rest and _int(rest) is None:  # ASCII digits of a sane length only
             raise WebhookRejected("unknown callback path", status_code=404)
         networks = self.settings.networks()
         if networks and not _allowed(request.client, networks):
             raise WebhookRejected(
                 f"callbacks from {request.client} are not allowed", status_code=403
             )
-        document_id = int(rest) if rest else None
+        document_id = _int(rest) if rest else None
         vendor_ref = None
         try:
-            body = json.loads(request.body) if request.body else None
-        except (ValueError, UnicodeDecodeError):
+            body = request.json() if request.body else None
+        except ValueError:
             body = None
         if isinstance(body, dict):
             konfuzio_id = _int(body.get("id"))
@@ -618,8 +617,9 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 18:  # "²" is a digit, a bad int
+        return int(text)
     return None
 
 

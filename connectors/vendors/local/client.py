@@ -28,7 +28,13 @@ from connectors.base import (
 )
 from connectors.errors import TerminalError
 from connectors.extract.templates import INSTALL_HINT, SupplierTemplates
-from connectors.extract.text import SUPPORTED_TYPES, base_mime_type, extract_text
+from connectors.extract.text import (
+    MAX_PAGE_PIXELS,
+    OCR_MEMORY_MB,
+    SUPPORTED_TYPES,
+    base_mime_type,
+    extract_text,
+)
 from connectors.vendors.local import mapping
 
 
@@ -42,7 +48,14 @@ class LocalSettings(VendorSettings):
     max_pages: int = Field(50, ge=1)
     """Documents with more pages than this are rejected rather than read."""
     ocr_timeout: float = Field(60, gt=0)
-    """Seconds OCR may take for one whole document before it is rejected."""
+    """Seconds OCR may take for one whole document before it is rejected (each tesseract
+    process also gets as many seconds of CPU time)."""
+    max_page_pixels: int = Field(MAX_PAGE_PIXELS, ge=1_000_000)
+    """Pixels one page may have to be OCRed (a PDF page at 300 dpi, or an image as declared),
+    checked before it is rendered or decoded; a larger one is rejected. The default, 40
+    million, is an A2 sheet at 300 dpi."""
+    ocr_memory_mb: int = Field(OCR_MEMORY_MB, ge=256)
+    """Address space (MiB) of one tesseract process; OCR that needs more is rejected."""
     concurrency: int = Field(2, ge=1)
     """Worker threads extracting at the same time (PDF parsing itself is serialised)."""
     templates: Path | None = None
@@ -111,6 +124,8 @@ class LocalVendor(Vendor):
             ocr=self.settings.ocr,
             max_pages=self.settings.max_pages,
             ocr_timeout=self.settings.ocr_timeout,
+            max_page_pixels=self.settings.max_page_pixels,
+            ocr_memory_mb=self.settings.ocr_memory_mb,
         )
         found = find_fields(extracted.pages, method=extracted.method)
         return self.templates.apply("\n".join(extracted.pages), found)

@@ -475,8 +475,8 @@ class RossumVendor(Vendor):
         if not hmac.compare_digest(expected.encode("ascii"), given_bytes):
             raise WebhookRejected("webhook signature does not match", status_code=401)
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            payload = request.json()
+        except ValueError:
             raise WebhookRejected("webhook body is not JSON", status_code=400) from None
         if not isinstance(payload, dict):
             raise WebhookRejected("webhook body is not a JSON object", status_code=400)
@@ -487,10 +487,7 @@ class RossumVendor(Vendor):
         annotation_id: Any = annotation.get("id") if isinstance(annotation, dict) else None
         if not (isinstance(annotation_id, int) and not isinstance(annotation_id, bool)):
             url = annotation.get("url") if isinstance(annotation, dict) else None
-            match = ANNOTATION_PATH.search(urlsplit(url).path) if isinstance(url, str) else None
-            if match is None:
-                raise WebhookRejected("webhook names no annotation", status_code=400)
-            annotation_id = int(match.group(1))
+            annotation_id = _annotation_in(url)
         request_id = payload.get("request_id")
         return [
             WebhookHint(
@@ -574,6 +571,19 @@ class RossumVendor(Vendor):
 EDITED = frozenset({"updated", "user_update", "confirm"})
 """``annotation_content`` actions that mean a person changed (or confirmed) the values: a
 finished document is fetched again and exported anew when its values differ (NOTES.md)."""
+
+
+def _annotation_in(url: Any) -> int:
+    """The annotation id a hook payload's URL names; WebhookRejected (400) for anything else,
+    an unparseable URL (``http://[bad]/``) or an id of absurd length included."""
+    try:
+        match = ANNOTATION_PATH.search(urlsplit(url).path) if isinstance(url, str) else None
+    except ValueError:
+        match = None
+    digits = match.group(1) if match is not None else ""
+    if not (digits.isascii() and 0 < len(digits) <= 18):
+        raise WebhookRejected("webhook names no annotation", status_code=400)
+    return int(digits)
 
 
 def _timestamp(value: Any) -> float | None:
