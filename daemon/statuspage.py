@@ -53,6 +53,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 LIST_LIMIT = 15
 """Rows per list on the overview (newest first); the counts above them are complete."""
 EVENT_LIMIT = 500
+"""A document's history shows its latest this many events (oldest of them first)."""
 CORRECTIONS_WINDOW = timedelta(hours=24)
 """Refused ``docrelay_corrections`` rows younger than this need a person."""
 FAILED_STATES = ("rejected", "dead", "failed", "unrouted")
@@ -471,10 +472,10 @@ def document_data(daemon: Daemon, document_id: int) -> dict[str, Any] | None:
         )
         events = _rows(
             conn.execute(
-                select(ev).where(ev.c.document_id == document_id).order_by(ev.c.id)
+                select(ev).where(ev.c.document_id == document_id).order_by(ev.c.id.desc())
                 .limit(EVENT_LIMIT)
             )
-        )  # fmt: skip
+        )[::-1]  # fmt: skip
     fields.sort(key=lambda f: (FIELD_ORDER.get(f["field"], len(FIELD_ORDER)), f["field"]))
     for index, field in enumerate(fields):
         field["colour"] = PALETTE[index % len(PALETTE)]
