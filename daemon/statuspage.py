@@ -36,10 +36,14 @@ from starlette.routing import Route
 from connectors.base import DOCUMENT_FIELDS
 from daemon import pageimage, status
 from daemon.pipeline import ledger
+from daemon.pipeline.feedback import LATEST_RESULT
 from daemon.store.models import (
     CorrectionRequestState,
     DeliveryState,
+    Extraction,
     FeedbackState,
+    FieldRow,
+    LineItemRow,
     SubmissionState,
     utcnow,
 )
@@ -444,32 +448,35 @@ def document_data(daemon: Daemon, document_id: int) -> dict[str, Any] | None:
         stored = conn.execute(select(docs).where(docs.c.id == document_id)).mappings().first()
         if stored is None:
             return None
-        view = conn.execute(
-            text("SELECT * FROM docrelay_documents WHERE document_id = :id"), {"id": document_id}
-        ).mappings().one()  # fmt: skip
         submissions = _rows(
             conn.execute(select(sub).where(sub.c.document_id == document_id).order_by(sub.c.id))
         )
+        dl = ledger.deliveries
         deliveries = _rows(
             conn.execute(
-                text(
-                    "SELECT * FROM docrelay_deliveries WHERE document_id = :id "
-                    "ORDER BY destination, version"
-                ),
-                {"id": document_id},
+                select(dl).where(dl.c.document_id == document_id)
+                .order_by(dl.c.destination, dl.c.version)
             )
-        )
-        fields = _rows(
-            conn.execute(
-                text("SELECT * FROM docrelay_fields WHERE document_id = :id"), {"id": document_id}
-            )
-        )
-        lines = _rows(
-            conn.execute(
-                text("SELECT * FROM docrelay_line_items WHERE document_id = :id ORDER BY line_no"),
-                {"id": document_id},
-            )
-        )
+        )  # fmt: skip
+        # The latest normalised extraction, as docrelay_fields and the corrections take it;
+        # looked up for this document alone (the views compute theirs for every document).
+        latest = conn.execute(LATEST_RESULT, {"document_id": document_id}).first()
+        fields: list[dict[str, Any]] = []
+        lines: list[dict[str, Any]] = []
+        version = None
+        if latest is not None:
+            fl, li, ex = FieldRow.__table__, LineItemRow.__table__, Extraction.__table__
+            version = conn.execute(select(ex.c.version).where(ex.c.id == latest.id)).scalar()
+            fields = _rows(
+                conn.execute(
+                    select(fl.c.name.label("field"), *(c for c in fl.c if c.name != "name"))
+                    .where(fl.c.extraction_id == latest.id)
+                )
+            )  # fmt: skip
+            lines = _rows(
+                conn.execute(select(li).where(li.c.extraction_id == latest.id)
+                             .order_by(li.c.line_no))
+            )  # fmt: skip
         events = _rows(
             conn.execute(
                 select(ev).where(ev.c.document_id == document_id).order_by(ev.c.id.desc())
@@ -483,7 +490,7 @@ def document_data(daemon: Daemon, document_id: int) -> dict[str, Any] | None:
     page, reason = _page_of(daemon, document_id, stored)
     overlay = _overlay(page, fields, lines) if page is not None else None
     return {
-        "doc": dict(view),
+        "doc": _document_row(stored, submissions, deliveries, version),
         "stored": dict(stored),
         "submissions": submissions,
         "deliveries": deliveries,
@@ -494,6 +501,30 @@ def document_data(daemon: Daemon, document_id: int) -> dict[str, Any] | None:
         "page": page,
         "page_reason": reason,
         "overlay": overlay,
+    }
+
+
+def _document_row(
+    stored: Mapping[str, Any],
+    submissions: list[dict[str, Any]],
+    deliveries: list[dict[str, Any]],
+    version: int | None,
+) -> dict[str, Any]:
+    """The document's ``docrelay_documents`` row, as the view defines it (the latest
+    submission's state, vendor and error, else intake's; the last delivery's time)."""
+    last = submissions[-1] if submissions else {}
+    delivered = [d["delivered_at"] for d in deliveries if d["state"] == DeliveryState.DELIVERED]
+    return {
+        **stored,
+        "document_id": stored["id"],
+        "state": last.get("state") or stored["intake_state"],
+        "vendor": last.get("profile"),
+        "vendor_ref": last.get("vendor_ref"),
+        "completed_at": last.get("completed_at"),
+        "exported_at": max(delivered) if delivered else None,
+        "error": last.get("error") or stored["error"],
+        "review_reason": last.get("review_reason"),
+        "extraction_version": version,
     }
 
 

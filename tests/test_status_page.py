@@ -245,6 +245,11 @@ def test_document_page_shows_fields_history_and_boxes_on_the_page(site: Site) ->
     url = f"{site.daemon.url}/documents/{document_id}"
     page = site.browser.dom(url)
     assert text_of(page.get_element_by_id("filename")) == "rossum-0.pdf"
+    row = site.rows(f"SELECT * FROM docrelay_documents WHERE document_id = {document_id}")[0]
+    assert text_of(page.xpath("//h1")[0]).endswith(row["state"])  # as the public view has it
+    facts = text_of(page.get_element_by_id("facts"))
+    assert row["vendor"] in facts and row["vendor_ref"] in facts and row["sha256"] in facts
+    assert str(row["exported_at"])[:19] in facts  # the store's UTC time, to the second
 
     fields = site.rows(f"SELECT * FROM docrelay_fields WHERE document_id = {document_id}")
     assert len(fields) >= 8
