@@ -9,6 +9,7 @@ drawn over it (an inline SVG in PDF points over the PNG of ``/documents/{id}/pag
 Server-rendered with Jinja2 (``daemon/templates``), autoescaped: everything shown comes from
 documents and vendors, so a filename like ``<script>`` is text. No JavaScript, no external
 resources; a Content-Security-Policy forbids both. Every query and rendering runs in a thread.
+It is on the admin listener, behind ``web.status_tokens`` when there are any, like ``/status``.
 """
 
 from __future__ import annotations
