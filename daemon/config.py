@@ -118,8 +118,10 @@ class WebSettings(BaseModel):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     """Webhook bodies larger than this are refused before any signature check."""
     status_tokens: list[SecretStr] = []
-    """Bearer tokens that may read ``/status`` and ``/metrics``; none (the default) leaves them
-    open. ``status_tokens_file``: one token per line. ``/healthz`` and ``/readyz`` stay open."""
+    """Bearer tokens that may read ``/status``, ``/metrics`` and the status page (``/``, where a
+    browser gives the token as the password of the login prompt, any user name); none (the
+    default) leaves them open. ``status_tokens_file``: one token per line. ``/healthz`` and
+    ``/readyz`` stay open."""
     body_timeout: float = Field(30.0, gt=0)
     """Seconds a request body (webhook, API call) may take to arrive in full; a slower client
     is answered 408 and disconnected."""

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.base import WebhookRequest
 from connectors.errors import StoreUnavailable, WebhookRejected
-from daemon import status, webintake
+from daemon import status, statuspage, webintake
 from daemon.metrics import webhook_result
 from daemon.pipeline.feedback import CorrectionError, InvalidCorrection, UnknownDocument, correct
 from daemon.webintake import BadUpload, BodyTooLarge
@@ -391,6 +391,7 @@ def create_app(daemon: Daemon, serves: Serves = "all") -> Starlette:
         Route("/api/v1/documents", intake, methods=["POST"]),
         Route("/api/v1/documents/{document_id:int}", document),
         Route("/api/v1/documents/{document_id:int}/corrections", corrections, methods=["POST"]),
+        *statuspage.routes(daemon),
     ]
     webhooks: list[BaseRoute] = [
         Route("/webhooks/{profile}", webhook, methods=["POST"]),
