@@ -313,3 +313,24 @@ def test_no_store_in_an_empty_postgresql_database(pg_url, tmp_path):
         engine.dispose()
     assert cli("db", "upgrade", "--config", str(config), cwd=tmp_path).returncode == 0
     assert cli("status", "--config", str(config), cwd=tmp_path).returncode == 0
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`docrelay connectors | head -0`: the reader is gone before the first line; no
+    traceback, the exit status of a command killed by SIGPIPE (128 + 13)."""
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will read: the first write fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "connectors"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 141, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
