@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,21 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+@contextmanager
+def module_daemon(proc: DaemonProcess) -> Iterator[DaemonProcess]:
+    """Start ``proc`` for a whole test module: out of ``RUNNING`` (which the conftest kills
+    after each test), stopped, or killed, when the block ends."""
+    proc.start()
+    RUNNING.remove(proc)
+    try:
+        yield proc
+    finally:
+        try:
+            proc.stop()
+        finally:
+            proc.kill()
 
 
 class EmulatorProcess:

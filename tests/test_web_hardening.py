@@ -21,9 +21,9 @@ from daemon import web
 from daemon.runtime import Daemon
 from tests import fakes
 from tests.daemon_proc import (
-    RUNNING,
     DaemonProcess,
     free_port,
+    module_daemon,
     toml_table,
     wait_until,
     write_config,
@@ -95,16 +95,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         f"header_timeout = {HEADER_TIMEOUT}\n"
     )
     path.write_text(text.replace(listen + "\n", listen + "\n" + web_keys, 1))
-    proc = DaemonProcess(path).start()
-    proc.hook_url = f"http://127.0.0.1:{hook_port}"  # type: ignore[attr-defined]
-    RUNNING.remove(proc)  # one daemon for the module: not killed after each test
-    try:
+    with module_daemon(DaemonProcess(path)) as proc:
+        proc.hook_url = f"http://127.0.0.1:{hook_port}"  # type: ignore[attr-defined]
         yield proc
-    finally:
-        try:
-            proc.stop()
-        finally:
-            proc.kill()
 
 
 def rossum(daemon: DaemonProcess, body: bytes) -> httpx.Response:

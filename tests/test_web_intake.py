@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemon_proc import RUNNING, DaemonProcess, query, wait_until, write_config
+from tests.daemon_proc import DaemonProcess, module_daemon, query, wait_until, write_config
 from tests.invoices import expected_fields, random_spec, render_pdf
 
 pytestmark = pytest.mark.e2e
@@ -37,15 +37,8 @@ tokens = ["{TOKEN}"]
 max_upload_bytes = {LIMIT}
 upload_timeout = 2
 """
-    proc = DaemonProcess(write_config(root, extra=extra)).start()
-    RUNNING.remove(proc)  # one daemon for the module: not killed after each test
-    try:
+    with module_daemon(DaemonProcess(write_config(root, extra=extra))) as proc:
         yield proc
-    finally:
-        try:
-            proc.stop()
-        finally:
-            proc.kill()
 
 
 @pytest.fixture
