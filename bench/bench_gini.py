@@ -91,6 +91,8 @@ def run_daemon(
         daemon = DaemonProcess(config).start()
         inbox = work / "inbox"
         files = sorted(staging.iterdir())
+        assert daemon.proc is not None
+        cpu_before = cpu_seconds(daemon.proc.pid)
         began = time.time()
         for path in files:
             os.link(path, inbox / path.name)
@@ -115,6 +117,7 @@ def run_daemon(
             interval=0.5,
             what="exported",
         )
+        cpu = cpu_seconds(daemon.proc.pid) - cpu_before
         assert daemon.stop() == 0
         with engine.connect() as conn:
             delivered = conn.execute(
@@ -136,9 +139,17 @@ def run_daemon(
             "tokens": seen["tokens"],
             "requests": seen["requests"]["by_path"],
             "latencies": latencies,
+            "cpu_ms_per_doc": 1000 * cpu / len(files),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process so far (``/proc/<pid>/stat`` fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_script(staging: Path, emulator: EmulatorProcess) -> dict[str, Any]:
@@ -223,7 +234,8 @@ def main() -> None:
                   f"({daemon['elapsed_s']:.1f}s to fields in SQL; uploads {daemon['uploads']}, "
                   f"delivered {daemon['delivered']}, tokens {daemon['tokens']}), script "
                   f"{script['docs_per_s']:.1f} docs/s ({script['elapsed_s']:.1f}s); ratio "
-                  f"{ratio:.2f} (target >= 0.6)", flush=True)  # fmt: skip
+                  f"{ratio:.2f} (target >= 0.6); daemon CPU {daemon['cpu_ms_per_doc']:.1f} ms"
+                  " per document", flush=True)  # fmt: skip
             print("  daemon requests:", json.dumps(daemon["requests"]))
             print("  script requests:", json.dumps(script["requests"]))
         ideal = args.docs / 50 * 2
