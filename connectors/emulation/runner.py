@@ -7,7 +7,7 @@ app, prints the base URL and the ready account, and serves until interrupted:
 
     --host 127.0.0.1 --port 8765 --delay S --fail-rate 0-1 --faults KIND[=WEIGHT],...
     --seed N --rate-limit PER_SECOND --slow S
-    --error-rate 0-1 --miss-rate 0-1 --field-error-rate FIELD=RATE --field-miss-rate FIELD=RATE
+    --wrong-rate 0-1 --miss-rate 0-1 --field-wrong-rate FIELD=RATE --field-miss-rate FIELD=RATE
     --wrong-seed N
 
 The last ones make the engine wrong on purpose (``wrongness``): a share of document fields
@@ -114,9 +114,9 @@ def add_common_arguments(
         help="seconds a 'slow' fault holds a request (default: %(default)s)",
     )
     parser.add_argument(
-        "--error-rate",
+        "--wrong-rate",
         type=float,
-        default=defaults.error_rate,
+        default=defaults.wrong_rate,
         help="share of document fields, 0-1, read wrong on purpose (default: %(default)s)",
     )
     parser.add_argument(
@@ -125,7 +125,7 @@ def add_common_arguments(
         default=defaults.miss_rate,
         help="share of document fields, 0-1, left out on purpose (default: %(default)s)",
     )
-    for flag, what in (("--field-error-rate", "error"), ("--field-miss-rate", "miss")):
+    for flag, what in (("--field-wrong-rate", "wrong"), ("--field-miss-rate", "miss")):
         parser.add_argument(
             flag,
             action="append",
@@ -153,9 +153,9 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
             "rate_limit": args.rate_limit,
             "slow_seconds": args.slow,
-            "error_rate": args.error_rate,
+            "wrong_rate": args.wrong_rate,
             "miss_rate": args.miss_rate,
-            "field_error_rates": parse_field_rates(args.field_error_rate),
+            "field_wrong_rates": parse_field_rates(args.field_wrong_rate),
             "field_miss_rates": parse_field_rates(args.field_miss_rate),
             "wrong_seed": args.wrong_seed,
         }
@@ -203,9 +203,9 @@ def banner(command: EmulatorCommand, args: argparse.Namespace, common: dict[str,
     )
     if common["seed"] is not None:
         behaviour += f", seed {common['seed']}"
-    if common.get("error_rate") or common.get("miss_rate"):
-        behaviour += f", error rate {common['error_rate']}, miss rate {common['miss_rate']}"
-    if common.get("field_error_rates") or common.get("field_miss_rates"):
+    if common.get("wrong_rate") or common.get("miss_rate"):
+        behaviour += f", wrong rate {common['wrong_rate']}, miss rate {common['miss_rate']}"
+    if common.get("field_wrong_rates") or common.get("field_miss_rates"):
         behaviour += ", per-field rates"
     rows = [
         *command.banner(args, root),

@@ -1,7 +1,7 @@
 """Emulators that are wrong on purpose, so a test knows the right answer and what went wrong.
 
 Every emulator's "AI engine" (``extraction.extract``) passes its result through ``apply``: with
-``error_rate`` / ``miss_rate`` above 0 (or per field, ``field_error_rates`` /
+``wrong_rate`` / ``miss_rate`` above 0 (or per field, ``field_wrong_rates`` /
 ``field_miss_rates``) a document field is **missed** (left out of the result) or **wrong** (a
 plausible wrong value of the same kind: an amount a few per cent off, a date some days away, an
 id or name with one character changed — printed text changed to match, box kept). Line items are
@@ -12,7 +12,8 @@ order of requests — so a test or an accuracy report re-computes the outcome of
 every document with ``verdict`` and compares it with what came back. ``confidence`` gives the
 confidence the engine reports for a field: right values lie in ``right_confidence``, wrong ones
 in ``wrong_confidence`` (lower on average), so how confidence relates to being right is
-measurable. Nothing here imports the rest of the kit; ``extraction`` and ``faults`` import it.
+measurable. (``wrong_rate``, not ``error_rate``: Gini's emulator has an ``error_rate`` of
+uploads that end in ERROR.) Nothing here imports the rest of the kit; ``extraction`` and ``faults`` import it.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ if TYPE_CHECKING:
 Verdict = Literal["right", "wrong", "missed"]
 
 SETTINGS: tuple[str, ...] = (
-    "error_rate",
+    "wrong_rate",
     "miss_rate",
-    "field_error_rates",
+    "field_wrong_rates",
     "field_miss_rates",
     "wrong_seed",
     "right_confidence",
@@ -73,12 +74,12 @@ class WrongnessSettings:
     """How often an emulator's engine is wrong or misses a field. Read on every extraction, so
     ``POST /_emulator/faults`` (or a test) may change them on a running emulator."""
 
-    error_rate: float = 0.0
+    wrong_rate: float = 0.0
     """Share of document fields, 0-1, that come back with a wrong value."""
     miss_rate: float = 0.0
     """Share of document fields, 0-1, left out of the result."""
-    field_error_rates: dict[str, float] = field(default_factory=dict)
-    """Canonical field name → error rate, instead of ``error_rate`` for that field."""
+    field_wrong_rates: dict[str, float] = field(default_factory=dict)
+    """Canonical field name → wrong rate, instead of ``wrong_rate`` for that field."""
     field_miss_rates: dict[str, float] = field(default_factory=dict)
     """Canonical field name → miss rate, instead of ``miss_rate`` for that field."""
     wrong_seed: int = 0
@@ -90,24 +91,24 @@ class WrongnessSettings:
 
     def check_wrongness(self) -> None:
         """ValueError for impossible values; normalises mappings and ranges in place."""
-        self.field_error_rates = _rate_map(self.field_error_rates)
+        self.field_wrong_rates = _rate_map(self.field_wrong_rates)
         self.field_miss_rates = _rate_map(self.field_miss_rates)
         self.right_confidence = _range(self.right_confidence, "right_confidence")
         self.wrong_confidence = _range(self.wrong_confidence, "wrong_confidence")
         self.wrong_seed = int(self.wrong_seed)
-        rates = [self.error_rate, self.miss_rate]
-        rates += [*self.field_error_rates.values(), *self.field_miss_rates.values()]
+        rates = [self.wrong_rate, self.miss_rate]
+        rates += [*self.field_wrong_rates.values(), *self.field_miss_rates.values()]
         if not all(0 <= rate <= 1 for rate in rates):
-            raise ValueError("error and miss rates must be between 0 and 1")
-        for name in {"", *self.field_error_rates, *self.field_miss_rates}:
+            raise ValueError("wrong and miss rates must be between 0 and 1")
+        for name in {"", *self.field_wrong_rates, *self.field_miss_rates}:
             if rates_of(self, name)[0] + rates_of(self, name)[1] > 1:
-                raise ValueError(f"error rate and miss rate of {name or 'a field'} exceed 1")
+                raise ValueError(f"wrong rate and miss rate of {name or 'a field'} exceed 1")
 
     @property
     def wrongness_on(self) -> bool:
         """Whether any field may be wrong or missed (confidences are only drawn then)."""
-        per_field = [*self.field_error_rates.values(), *self.field_miss_rates.values()]
-        return any([self.error_rate, self.miss_rate, *per_field])
+        per_field = [*self.field_wrong_rates.values(), *self.field_miss_rates.values()]
+        return any([self.wrong_rate, self.miss_rate, *per_field])
 
 
 def fingerprint(settings: WrongnessSettings) -> str:
@@ -119,9 +120,9 @@ def fingerprint(settings: WrongnessSettings) -> str:
 
 
 def rates_of(settings: WrongnessSettings, field_name: str) -> tuple[float, float]:
-    """``(error rate, miss rate)`` of one field: its own if given, else the global ones."""
+    """``(wrong rate, miss rate)`` of one field: its own if given, else the global ones."""
     return (
-        settings.field_error_rates.get(field_name, settings.error_rate),
+        settings.field_wrong_rates.get(field_name, settings.wrong_rate),
         settings.field_miss_rates.get(field_name, settings.miss_rate),
     )
 
@@ -134,7 +135,7 @@ def _unit(*parts: object) -> float:
 
 def verdict(settings: WrongnessSettings, document_hash: str, field_name: str) -> Verdict:
     """What the engine does with ``field_name`` of the document whose SHA-256 (hex) is
-    ``document_hash``: ``missed`` with probability miss rate, ``wrong`` with probability error
+    ``document_hash``: ``missed`` with probability miss rate, ``wrong`` with probability wrong
     rate, else ``right``. Pure: the same arguments always give the same answer."""
     error, miss = rates_of(settings, field_name)
     draw = _unit("verdict", settings.wrong_seed, document_hash, field_name)
