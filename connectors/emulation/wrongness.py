@@ -13,7 +13,8 @@ every document with ``verdict`` and compares it with what came back. ``confidenc
 confidence the engine reports for a field: right values lie in ``right_confidence``, wrong ones
 in ``wrong_confidence`` (lower on average), so how confidence relates to being right is
 measurable. (``wrong_rate``, not ``error_rate``: Gini's emulator has an ``error_rate`` of
-uploads that end in ERROR.) Nothing here imports the rest of the kit; ``extraction`` and ``faults`` import it.
+uploads that end in ERROR.) Nothing here imports the rest of the kit; ``extraction`` and
+``faults`` import it.
 """
 
 from __future__ import annotations
@@ -100,9 +101,11 @@ class WrongnessSettings:
         rates += [*self.field_wrong_rates.values(), *self.field_miss_rates.values()]
         if not all(0 <= rate <= 1 for rate in rates):
             raise ValueError("wrong and miss rates must be between 0 and 1")
-        for name in {"", *self.field_wrong_rates, *self.field_miss_rates}:
-            if rates_of(self, name)[0] + rates_of(self, name)[1] > 1:
-                raise ValueError(f"wrong rate and miss rate of {name or 'a field'} exceed 1")
+        if self.wrong_rate + self.miss_rate > 1:
+            raise ValueError("wrong_rate and miss_rate together exceed 1")
+        for name in set(self.field_wrong_rates) & set(self.field_miss_rates):
+            if self.field_wrong_rates[name] + self.field_miss_rates[name] > 1:
+                raise ValueError(f"the wrong and miss rates of {name} together exceed 1")
 
     @property
     def wrongness_on(self) -> bool:
@@ -120,11 +123,12 @@ def fingerprint(settings: WrongnessSettings) -> str:
 
 
 def rates_of(settings: WrongnessSettings, field_name: str) -> tuple[float, float]:
-    """``(wrong rate, miss rate)`` of one field: its own if given, else the global ones."""
-    return (
-        settings.field_wrong_rates.get(field_name, settings.wrong_rate),
-        settings.field_miss_rates.get(field_name, settings.miss_rate),
-    )
+    """``(wrong rate, miss rate)`` of one field: its own if given, else the global ones. A
+    field's own miss rate beside the global wrong rate may add up to more than 1: the miss rate
+    wins and the wrong rate is what is left (``total_amount`` missed always: never wrong)."""
+    miss = settings.field_miss_rates.get(field_name, settings.miss_rate)
+    wrong = settings.field_wrong_rates.get(field_name, settings.wrong_rate)
+    return min(wrong, 1 - miss), miss
 
 
 def _unit(*parts: object) -> float:
