@@ -250,10 +250,14 @@ def test_the_emulator_is_wrong_on_purpose_exactly_as_verdict_says(run):
             raw = vendor.fetch(ref, data, doc)
         results[number] = (doc, vendor.normalize(json.loads(json.dumps(raw))))
     outcomes = {}
+    confidences: dict[str, list[float]] = {"right": [], "wrong": []}
     for number, (doc, result) in results.items():
         got = {f.name: f for f in result.fields}
         for name, want in expected_fields(random_spec(1000 + number)).items():
-            outcomes[number, name] = (_outcome(want, got.get(name)), doc.sha256)
+            seen = _outcome(want, got.get(name))
+            outcomes[number, name] = (seen, doc.sha256)
+            if seen != "missed" and got[name].confidence is not None:
+                confidences[seen].append(got[name].confidence)
     carried = {name for (_, name), (seen, _) in outcomes.items() if seen == "right"}
     carried -= run.derived
     assert len(carried) >= 4, f"{run.kind} maps few fields: {sorted(carried)}"
@@ -265,3 +269,6 @@ def test_the_emulator_is_wrong_on_purpose_exactly_as_verdict_says(run):
     assert mismatched == [], mismatched[:10]
     seen_kinds = {seen for (_, name), (seen, _) in outcomes.items() if name in carried}
     assert seen_kinds == {"right", "wrong", "missed"}
+    if confidences["right"] and confidences["wrong"]:  # a vendor that reports confidence
+        mean = {k: sum(v) / len(v) for k, v in confidences.items()}
+        assert mean["wrong"] < mean["right"] - 0.1, mean
