@@ -16,8 +16,11 @@ Admin endpoints (no auth, never logged, throttled or faulted), for other process
   with any of ``fail_rate``, ``fault_mix`` (``{"503": 1}``, ``[["503", 1]]`` or
   ``"503=1,drop_after"``), ``seed``, ``rate_limit``, ``slow_seconds`` changes them, and
   ``"next": ["drop_after", {"kind": "503", "method": "POST", "path": "/api/v1/uploads"}]``
-  schedules faults for the next matching requests. 400 ``{"detail": ...}`` and no change for
-  an impossible value.
+  schedules faults for the next matching requests. The engine's wrongness settings
+  (``wrongness.WrongnessSettings``: ``wrong_rate``, ``miss_rate``, ``field_wrong_rates``
+  ``{"total_amount": 0.3}``, ``field_miss_rates``, ``wrong_seed``, ``right_confidence`` and
+  ``wrong_confidence`` ``[low, high]``) are shown and changed here too. 400 ``{"detail": ...}``
+  and no change for an impossible value.
 * ``GET /_emulator/callbacks`` → ``{"pending": n, "attempts": [...]}`` when the emulator sends
   callbacks.
 """

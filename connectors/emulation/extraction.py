@@ -13,10 +13,15 @@ emulator must return.
 a long document do (Gini: the first 10). ``pdf_facts`` says how many pages a PDF has and whether
 it is protected; ``pdf_words`` gives every word on a PDF's pages with its box and font, for
 vendors that return a document's layout.
+
+``extract(..., wrongness=options)`` makes fields wrong or missed on purpose as the emulator's
+options say (``wrongness``: per document and field, fixed by the file's SHA-256), so every
+emulator that reads through here supports the error and miss rates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,6 +30,8 @@ from typing import Any
 
 from connectors import pdfium as pdfium_lock
 from connectors.base import BBox, FieldValue, LineItem
+from connectors.emulation.wrongness import WrongnessSettings
+from connectors.emulation.wrongness import apply as apply_wrongness
 from connectors.errors import TerminalError
 from connectors.extract import canonical, rules
 from connectors.extract import text as text_layer
@@ -69,6 +76,9 @@ class FoundValue:
     amount its currency came from …); None when a label stood next to it."""
     canonical: FieldValue | None = None
     """The canonical value behind it (number, date, currency) for document fields."""
+    confidence: float | None = None
+    """The engine's confidence, set only when wrongness is on (``wrongness.confidence``: lower
+    for wrong values); None lets the vendor's emulator give its own."""
 
 
 @dataclass(slots=True)
@@ -115,10 +125,14 @@ def extract(
     max_pages: int = DEFAULT_MAX_PAGES,
     ocr_timeout: float = 60.0,
     read_pages: int | None = None,
+    wrongness: WrongnessSettings | None = None,
 ) -> Extraction:
     """Read a document (PDF, PNG, JPEG, TIFF or plain text). OCR (tesseract) only when ``ocr``
     is set: without it scans and images fail with a reason, as they do at a vendor that
-    rejects them. ``read_pages`` (PDFs only): read the first pages only, ignore the rest."""
+    rejects them. ``read_pages`` (PDFs only): read the first pages only, ignore the rest.
+    ``wrongness`` (the emulator's options): fields wrong or missed on purpose, drawn by the
+    SHA-256 of ``data`` as given (``wrongness.verdict``)."""
+    document_hash = hashlib.sha256(data).hexdigest()
     kind = text_layer.base_mime_type(mime_type)
     if kind not in text_layer.SUPPORTED_TYPES:
         return Extraction(error=f"unsupported file type {mime_type or 'unknown'}")
@@ -153,6 +167,8 @@ def extract(
             zip(sizes, read.pages, strict=False), start=1
         )
     ]
+    if wrongness is not None:
+        apply_wrongness(result, wrongness, document_hash)
     return result
 
 

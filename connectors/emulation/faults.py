@@ -39,6 +39,8 @@ from typing import Any
 
 from connectors.emulation.clock import SYSTEM_CLOCK, Clock
 from connectors.emulation.requestlog import is_api_path, log_now, note_fault
+from connectors.emulation.wrongness import SETTINGS as WRONGNESS_SETTINGS
+from connectors.emulation.wrongness import WrongnessSettings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -131,7 +133,8 @@ def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
 class FaultSettings:
     """How often and how an emulator misbehaves. Read on every request, so a test (or
     ``POST /_emulator/faults``) may change the fields of a running emulator; a vendor's
-    options dataclass subclasses this (through ``CommonOptions``)."""
+    options dataclass subclasses this (through ``CommonOptions``, which adds the engine's
+    error and miss rates, ``wrongness.WrongnessSettings``)."""
 
     fail_rate: float = 0.0
     """Share of API requests, 0-1, that get a fault from ``fault_mix``."""
@@ -235,11 +238,15 @@ class FaultInjector:
             self._scheduled.extend(ScheduledFault(kind, method, path) for _ in range(times))
 
     def configure(self, **changes: Any) -> None:
-        """Change settings at run time (``FaultSettings`` field names); a new ``seed`` restarts
-        the draw. All or nothing: ValueError and no change for an impossible value."""
-        unknown = sorted(
-            set(changes) - {"fail_rate", "fault_mix", "seed", "rate_limit", "slow_seconds"}
-        )
+        """Change settings at run time (``FaultSettings`` field names, and the
+        ``WrongnessSettings`` ones when the settings are an emulator's ``CommonOptions``); a new
+        ``seed`` restarts the draw. All or nothing: ValueError and no change for an impossible
+        value."""
+        known = {"fail_rate", "fault_mix", "seed", "rate_limit", "slow_seconds"}
+        wrongness = isinstance(self.settings, WrongnessSettings)
+        if wrongness:
+            known |= set(WRONGNESS_SETTINGS)
+        unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown fault settings {unknown}")
         if "fault_mix" in changes and isinstance(changes["fault_mix"], Mapping):
@@ -252,9 +259,16 @@ class FaultInjector:
                 for name in ("fail_rate", "fault_mix", "seed", "rate_limit", "slow_seconds")
             }
         )
+        wrong_trial = None
+        if wrongness:
+            wrong_trial = WrongnessSettings(
+                **{n: changes.get(n, getattr(self.settings, n)) for n in WRONGNESS_SETTINGS}
+            )
+            wrong_trial.check_wrongness()
         with self._lock:
             for name in changes:
-                setattr(self.settings, name, getattr(trial, name))
+                source = wrong_trial if name in WRONGNESS_SETTINGS else trial
+                setattr(self.settings, name, getattr(source, name))
             if "seed" in changes:
                 self._rng = random.Random(trial.seed)
             if "rate_limit" in changes:
@@ -275,6 +289,11 @@ class FaultInjector:
                     {"kind": s.kind, "method": s.method, "path": s.path} for s in self._scheduled
                 ],
                 "kinds": dict(KINDS),
+                **{
+                    name: getattr(self.settings, name)
+                    for name in WRONGNESS_SETTINGS
+                    if isinstance(self.settings, WrongnessSettings)
+                },
             }
 
 

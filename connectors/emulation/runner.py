@@ -7,6 +7,13 @@ app, prints the base URL and the ready account, and serves until interrupted:
 
     --host 127.0.0.1 --port 8765 --delay S --fail-rate 0-1 --faults KIND[=WEIGHT],...
     --seed N --rate-limit PER_SECOND --slow S
+    --wrong-rate 0-1 --miss-rate 0-1 --field-wrong-rate FIELD=RATE --field-miss-rate FIELD=RATE
+    --wrong-seed N
+
+The last ones make the engine wrong on purpose (``wrongness``): a share of document fields
+comes back with a wrong value or not at all, fixed per document and field by ``--wrong-seed``
+and the file's SHA-256, so a test re-computes which with ``wrongness.verdict``. The per-field
+flags may be repeated and override the global rate for that canonical field.
 
 The common options become ``CommonOptions`` fields (``common_options``), which the vendor's
 options dataclass inherits.
@@ -106,6 +113,33 @@ def add_common_arguments(
         default=defaults.slow_seconds,
         help="seconds a 'slow' fault holds a request (default: %(default)s)",
     )
+    parser.add_argument(
+        "--wrong-rate",
+        type=float,
+        default=defaults.wrong_rate,
+        help="share of document fields, 0-1, read wrong on purpose (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--miss-rate",
+        type=float,
+        default=defaults.miss_rate,
+        help="share of document fields, 0-1, left out on purpose (default: %(default)s)",
+    )
+    for flag, what in (("--field-wrong-rate", "wrong"), ("--field-miss-rate", "miss")):
+        parser.add_argument(
+            flag,
+            action="append",
+            default=[],
+            metavar="FIELD=RATE",
+            help=f"{what} rate of one canonical field instead of --{what}-rate (repeatable)",
+        )
+    parser.add_argument(
+        "--wrong-seed",
+        type=int,
+        default=defaults.wrong_seed,
+        help="seed of which fields are wrong or missed, with each file's SHA-256 "
+        "(default: %(default)s)",
+    )
 
 
 def common_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,11 +153,34 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
             "rate_limit": args.rate_limit,
             "slow_seconds": args.slow,
+            "wrong_rate": args.wrong_rate,
+            "miss_rate": args.miss_rate,
+            "field_wrong_rates": parse_field_rates(args.field_wrong_rate),
+            "field_miss_rates": parse_field_rates(args.field_miss_rate),
+            "wrong_seed": args.wrong_seed,
         }
         CommonOptions(**values)  # validates
     except ValueError as exc:
         raise SystemExit(f"docrelay emulate: {exc}") from None
     return values
+
+
+def parse_field_rates(items: Sequence[str]) -> dict[str, float]:
+    """``["total_amount=0.3", ...]`` → ``{"total_amount": 0.3}``; ValueError for a bad item or
+    a name that is not a canonical document field."""
+    from connectors.base import DOCUMENT_FIELDS
+
+    rates: dict[str, float] = {}
+    for item in items:
+        name, sep, rate = item.partition("=")
+        name = name.strip()
+        if not sep or name not in DOCUMENT_FIELDS:
+            raise ValueError(f"{item!r}: give FIELD=RATE with a canonical field name")
+        try:
+            rates[name] = float(rate)
+        except ValueError:
+            raise ValueError(f"{item!r}: the rate is not a number") from None
+    return rates
 
 
 def build_parser(command: EmulatorCommand) -> argparse.ArgumentParser:
@@ -146,6 +203,10 @@ def banner(command: EmulatorCommand, args: argparse.Namespace, common: dict[str,
     )
     if common["seed"] is not None:
         behaviour += f", seed {common['seed']}"
+    if common.get("wrong_rate") or common.get("miss_rate"):
+        behaviour += f", wrong rate {common['wrong_rate']}, miss rate {common['miss_rate']}"
+    if common.get("field_wrong_rates") or common.get("field_miss_rates"):
+        behaviour += ", per-field rates"
     rows = [
         *command.banner(args, root),
         ("behaviour", behaviour),

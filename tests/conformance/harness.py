@@ -84,6 +84,9 @@ class VendorRun:
     document: Callable[..., DocumentRef] = document
     """Makes the generated invoice the vendor is given (``document``'s signature): a vendor
     that reads something else than the printed page (an embedded e-invoice) gets its own."""
+    derived: frozenset[str] = frozenset()
+    """Fields the vendor's answer or mapping fills from other values when its own is missing
+    (Gini: the currency from the amounts'), so their outcome is not the engine's alone."""
 
     made: list[Vendor] = dataclasses.field(default_factory=list)
 
@@ -158,6 +161,7 @@ def emulated(
     *,
     upload_path: str,
     uploads: Callable[[Any], int],
+    derived: frozenset[str] = frozenset(),
 ) -> Iterator[VendorRun]:
     """A vendor emulator built on the kit, served on loopback for one test: ``settings`` maps
     its URL to a working profile, ``uploads`` its state to the documents it holds."""
@@ -173,6 +177,7 @@ def emulated(
             faults=app.state.faults,
             upload_path=upload_path,
             uploads=lambda: uploads(state),
+            derived=derived,
         )
 
 
@@ -252,6 +257,7 @@ def gini_vendor(tmp_path: Path) -> AbstractContextManager[VendorRun]:
         },
         upload_path="/documents",
         uploads=lambda state: len(state.documents),
+        derived=frozenset({"currency", "payment_reference"}),  # amounts' currency; invoice no.
     )
 
 

@@ -18,6 +18,7 @@ from connectors.base import (
     BBox,
     CanonicalResult,
 )
+from connectors.emulation import wrongness
 from connectors.errors import AuthFailed, TransientError
 from daemon import config as config_mod
 from daemon.runtime import Daemon
@@ -207,3 +208,67 @@ def test_poll_and_fetch_change_nothing_at_the_vendor(run):
     vendor.fetch(ref, data, doc)
     assert [(r.method, r.path) for r in run.requests.mutations(since=mark)] == []
     assert run.requests.entries(since=mark), "they did ask the vendor"
+
+
+# --------------------------------------------------------------------------- wrong on purpose
+
+WRONG_DOCS = 30
+"""Generated invoices per vendor for the wrongness check (~450 field outcomes, ~8 s)."""
+
+
+def _outcome(want: object, got) -> str:
+    """right / wrong / missed of one mapped value against the generated invoice's."""
+    if got is None:
+        return "missed"
+    if isinstance(want, Decimal):
+        return "right" if got.value_number == want else "wrong"
+    if hasattr(want, "isoformat"):
+        return "right" if got.value_date == want else "wrong"
+    return "right" if got.value_text == want else "wrong"
+
+
+@pytest.mark.parametrize("run", HTTP, indirect=True)
+def test_the_emulator_is_wrong_on_purpose_exactly_as_verdict_says(run):
+    """Error and miss rates set on the running emulator (as ``POST /_emulator/faults`` does):
+    every field of every document comes back through the vendor's own client and mapping
+    right, wrong or missed exactly as ``wrongness.verdict`` computes from the file's hash."""
+    assert run.faults is not None
+    run.faults.configure(wrong_rate=0.2, miss_rate=0.1, wrong_seed=11)
+    run.faults.settings.delay = 0  # type: ignore[attr-defined]
+    settings = run.faults.settings
+    assert isinstance(settings, wrongness.WrongnessSettings)
+    vendor = run.vendor()
+    sent = []
+    for number in range(1, WRONG_DOCS + 1):
+        doc = run.document(run.tmp_path, 1000 + number, document_id=number)
+        sent.append((number, doc, vendor.submit(doc, first_attempt=True)))
+    results = {}
+    for number, doc, submitted_ in sent:
+        raw = submitted_.raw
+        if raw is None:
+            ref, data = ready(vendor, submitted_.vendor_ref, submitted_.data)
+            raw = vendor.fetch(ref, data, doc)
+        results[number] = (doc, vendor.normalize(json.loads(json.dumps(raw))))
+    outcomes = {}
+    confidences: dict[str, list[float]] = {"right": [], "wrong": []}
+    for number, (doc, result) in results.items():
+        got = {f.name: f for f in result.fields}
+        for name, want in expected_fields(random_spec(1000 + number)).items():
+            seen = _outcome(want, got.get(name))
+            outcomes[number, name] = (seen, doc.sha256)
+            if seen != "missed" and got[name].confidence is not None:
+                confidences[seen].append(got[name].confidence)
+    carried = {name for (_, name), (seen, _) in outcomes.items() if seen == "right"}
+    carried -= run.derived
+    assert len(carried) >= 4, f"{run.kind} maps few fields: {sorted(carried)}"
+    mismatched = [
+        (number, name, seen, wrongness.verdict(settings, sha, name))
+        for (number, name), (seen, sha) in outcomes.items()
+        if name in carried and seen != wrongness.verdict(settings, sha, name)
+    ]
+    assert mismatched == [], mismatched[:10]
+    seen_kinds = {seen for (_, name), (seen, _) in outcomes.items() if name in carried}
+    assert seen_kinds == {"right", "wrong", "missed"}
+    if confidences["right"] and confidences["wrong"]:  # a vendor that reports confidence
+        mean = {k: sum(v) / len(v) for k, v in confidences.items()}
+        assert mean["wrong"] < mean["right"] - 0.1, mean

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.emulation import extraction as engine
-from connectors.emulation import forms
+from connectors.emulation import forms, wrongness
 from connectors.emulation.app import admin_body, emulator_app
 from connectors.emulation.callbacks import DEFAULT_RETRY_DELAYS
 from connectors.emulation.clock import Clock
@@ -289,18 +289,19 @@ async def _upload(request: Request) -> tuple[bytes, str]:
 
 def _read(data: bytes, mime: str, state: DeepOpinionState) -> content.Reading:
     """The scored reading of a file (worker thread); the same bytes are read only once."""
-    cached = state.cached_reading(hashlib.sha256(data).hexdigest())
+    options = state.options
+    key = hashlib.sha256(data).hexdigest() + wrongness.fingerprint(options)
+    cached = state.cached_reading(key)
     if cached is not None:
         return cached
-    reading = content.read_file(data, mime)
-    options = state.options
+    reading = content.read_file(data, mime, options)
     content.score(
         reading,
         seed=options.seed,
         threshold=options.threshold,
         low_confidence_rate=options.low_confidence_rate,
     )
-    state.keep_reading(reading)
+    state.keep_reading(reading, key)
     return reading
 
 

@@ -82,6 +82,8 @@ class Value:
     """In PDF points from the top-left of ``page``."""
     converts: bool
     confidence: float = 1.0
+    given: float | None = None
+    """The engine's confidence when wrongness is on (``score`` keeps it then)."""
 
 
 @dataclass(slots=True)
@@ -140,9 +142,9 @@ def values_of(read: engine.Extraction) -> list[Value]:
         entry = read.get(name)
         if entry is None or not entry.text:
             continue
-        found.append(
-            Value(label, entry.text, _page_index(entry.page), entry.box, _converts(label, entry))
-        )
+        page = _page_index(entry.page)
+        converts = _converts(label, entry)
+        found.append(Value(label, entry.text, page, entry.box, converts, given=entry.confidence))
     for item in read.line_items:
         for cell_name, label in LINE_LABELS.items():
             cell = item.cells.get(cell_name)
@@ -165,11 +167,14 @@ def score(
 ) -> None:
     """Give every value its confidence: at or above ``threshold`` (percent), except one or
     two values of a ``low_confidence_rate`` share of files, which land in 0.40-0.85 (and below
-    the threshold). Drawn from the file's SHA-256 and ``seed`` only."""
+    the threshold). Drawn from the file's SHA-256 and ``seed`` only. A value the engine gave a
+    confidence (wrongness on: lower for wrong values) keeps it, lowering aside."""
     floor = min(max(threshold / 100, 0.0), 1.0)
     key = (seed, reading.sha256)
     for index, value in enumerate(reading.values):
         value.confidence = floor + (1 - floor) * (0.2 + 0.79 * _unit(*key, "confidence", index))
+        if value.given is not None:
+            value.confidence = value.given
     if not reading.values or _unit(*key, "low") >= low_confidence_rate:
         return
     count = min(len(reading.values), 1 if _unit(*key, "how-many") < 0.5 else 2)
@@ -182,11 +187,14 @@ def score(
         reading.values[index].confidence = lowered
 
 
-def read_file(data: bytes, mime_type: str) -> Reading:
+def read_file(
+    data: bytes, mime_type: str, wrongness: engine.WrongnessSettings | None = None
+) -> Reading:
     """The engine's reading of one file, without confidences (``score`` adds them). An
-    unreadable file (a scan without a text layer, an image) is a reading without values."""
+    unreadable file (a scan without a text layer, an image) is a reading without values.
+    ``wrongness``: the emulator's options, for fields wrong or missed on purpose."""
     digest = hashlib.sha256(data).hexdigest()
-    read = engine.extract(data, mime_type)
+    read = engine.extract(data, mime_type, wrongness=wrongness)
     pages = page_count(data, mime_type)
     sizes = [(p.width, p.height) for p in read.pages]
     sizes += [(None, None)] * (pages - len(sizes))

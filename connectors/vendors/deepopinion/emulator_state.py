@@ -344,16 +344,17 @@ class DeepOpinionState:
 
     # ------------------------------------------------------------------ extraction
 
-    def cached_reading(self, sha256: str) -> content.Reading | None:
+    def cached_reading(self, key: str) -> content.Reading | None:
+        """The kept reading for ``key`` (the file's SHA-256 and the wrongness settings)."""
         with self.lock:
-            reading = self._readings.get(sha256)
+            reading = self._readings.get(key)
             if reading is not None:
-                self._readings.move_to_end(sha256)
+                self._readings.move_to_end(key)
             return reading
 
-    def keep_reading(self, reading: content.Reading) -> None:
+    def keep_reading(self, reading: content.Reading, key: str | None = None) -> None:
         with self.lock:
-            self._readings[reading.sha256] = reading
+            self._readings[key or reading.sha256] = reading
             while len(self._readings) > READING_CACHE:
                 self._readings.popitem(last=False)
 

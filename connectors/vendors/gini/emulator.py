@@ -323,9 +323,11 @@ def _gif_frames(data: bytes) -> int:
         return 1
 
 
-def _inspect(data: bytes, mime: str, ocr: bool) -> tuple[int, engine.Extraction]:
+def _inspect(
+    data: bytes, mime: str, ocr: bool, wrongness: engine.WrongnessSettings | None = None
+) -> tuple[int, engine.Extraction]:
     """Gini's checks of one file (400/413 when it breaks a limit), its page count and what
-    the engine reads of it."""
+    the engine reads of it (``wrongness``: the options, for fields wrong on purpose)."""
     if mime == "text/plain":
         if len(data) >= MAX_TEXT_BYTES:
             raise ApiError(413, "Plain text documents must be smaller than 512 KiB")
@@ -334,7 +336,7 @@ def _inspect(data: bytes, mime: str, ocr: bool) -> tuple[int, engine.Extraction]
         except UnicodeDecodeError:
             raise ApiError(400, "Plain text documents have to be encoded in UTF-8") from None
         pages = max(1, len([p for p in text.split("\f") if p.strip()]))
-        return pages, content.extract(data, mime)
+        return pages, content.extract(data, mime, wrongness=wrongness)
     if mime == "image/gif" and _gif_frames(data) > 1:
         raise ApiError(400, "Animated GIF files are not supported")
     pages = 1
@@ -345,7 +347,7 @@ def _inspect(data: bytes, mime: str, ocr: bool) -> tuple[int, engine.Extraction]
                 400, "PDF files must not have any security restrictions such as passwords"
             )
         pages = facts.pages or 0
-    return pages, content.extract(data, mime, ocr=ocr)
+    return pages, content.extract(data, mime, ocr=ocr, wrongness=wrongness)
 
 
 async def create_document(request: Request, state: GiniState, user: str) -> Response:
@@ -375,7 +377,7 @@ async def create_document(request: Request, state: GiniState, user: str) -> Resp
     mime = _sniff(data, name, declared)
     if mime not in ACCEPTED_TYPES:
         raise ApiError(400, f"Unsupported file format {mime}")
-    pages, read = await run_in_threadpool(_inspect, data, mime, state.options.ocr)
+    pages, read = await run_in_threadpool(_inspect, data, mime, state.options.ocr, state.options)
     metadata = {
         key[len(METADATA_PREFIX) :]: value
         for key, value in request.headers.items()

@@ -72,9 +72,18 @@ LINE_ITEM_LABELS: dict[str, tuple[str, str]] = {
 DOC_TYPES = {"invoice": "Invoice", "credit_note": "CreditNote"}
 
 
-def extract(data: bytes, mime_type: str, *, ocr: bool = False) -> engine.Extraction:
-    """The engine's reading of the first ``MAX_PAGES`` pages of one file."""
-    return engine.extract(data, mime_type, ocr=ocr, read_pages=MAX_PAGES, max_pages=MAX_PAGES)
+def extract(
+    data: bytes,
+    mime_type: str,
+    *,
+    ocr: bool = False,
+    wrongness: engine.WrongnessSettings | None = None,
+) -> engine.Extraction:
+    """The engine's reading of the first ``MAX_PAGES`` pages of one file; ``wrongness``: the
+    emulator's options, for fields wrong or missed on purpose."""
+    return engine.extract(
+        data, mime_type, ocr=ocr, read_pages=MAX_PAGES, max_pages=MAX_PAGES, wrongness=wrongness
+    )
 
 
 # --------------------------------------------------------------------------- extractions

@@ -290,7 +290,9 @@ async def create_document(request: Request, state: KonfuzioState, user: str) -> 
     mime = sniff_mime_type(file.data, file.filename, declared)
     if mime not in ACCEPTED_TYPES:
         raise ApiError(400, {"data_file": [f"File type {mime} is not supported."]})
-    extraction = await run_in_threadpool(content.extract, file.data, mime, ocr=state.options.ocr)
+    extraction = await run_in_threadpool(
+        content.extract, file.data, mime, ocr=state.options.ocr, wrongness=state.options
+    )
     doc = state.create_document(
         name=file.filename,
         mime_type=mime,

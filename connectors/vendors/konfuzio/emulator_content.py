@@ -44,9 +44,16 @@ _LABEL_BY_SOURCE = {
 }
 
 
-def extract(data: bytes, mime_type: str, *, ocr: bool = False) -> engine.Extraction:
-    """The engine's reading of one file (at most ``MAX_PAGES`` pages)."""
-    return engine.extract(data, mime_type, ocr=ocr, max_pages=MAX_PAGES)
+def extract(
+    data: bytes,
+    mime_type: str,
+    *,
+    ocr: bool = False,
+    wrongness: engine.WrongnessSettings | None = None,
+) -> engine.Extraction:
+    """The engine's reading of one file (at most ``MAX_PAGES`` pages); ``wrongness``: the
+    emulator's options, for fields wrong or missed on purpose."""
+    return engine.extract(data, mime_type, ocr=ocr, max_pages=MAX_PAGES, wrongness=wrongness)
 
 
 def document_text(extraction: engine.Extraction) -> str:
@@ -159,6 +166,8 @@ def find_annotations(extraction: engine.Extraction) -> list[Found]:
         after = find_text(text, value.label) if value.label else None
         where = find_text(text, value.text, after[1] if after else 0) or find_text(text, value.text)
         confidence = CONFIDENCE_INFERRED if value.inferred else CONFIDENCE_LABELLED
+        if value.confidence is not None:
+            confidence = value.confidence
         span = _span(extraction, starts, value, where)
         found.append(Found(label, None, span["offset_string"], value.value, confidence, span))
     cursor: dict[int, int] = {}

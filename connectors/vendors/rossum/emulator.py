@@ -255,7 +255,9 @@ async def _upload_files(
     files = []
     for name, data, declared in raw:
         mime = sniff_mime_type(data, name, declared)
-        extraction = await run_in_threadpool(content.extract, data, mime, ocr=state.options.ocr)
+        extraction = await run_in_threadpool(
+            content.extract, data, mime, ocr=state.options.ocr, wrongness=state.options
+        )
         files.append(FileIn(name=name, data=data, mime_type=mime, extraction=extraction))
     return files, metadata, values
 

@@ -127,11 +127,18 @@ class Extraction:
     page_sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
-def extract(data: bytes, mime_type: str, *, ocr: bool = False) -> Extraction:
-    """Read a document like Rossum's engine would, or say why the import fails."""
+def extract(
+    data: bytes,
+    mime_type: str,
+    *,
+    ocr: bool = False,
+    wrongness: engine.WrongnessSettings | None = None,
+) -> Extraction:
+    """Read a document like Rossum's engine would, or say why the import fails (``wrongness``:
+    the emulator's options, for fields wrong or missed on purpose)."""
     if mime_type not in EXTRACTABLE_TYPES:
         return Extraction(error=f"Unsupported file type {mime_type}.")
-    read = engine.extract(data, mime_type, ocr=ocr, max_pages=MAX_PAGES)
+    read = engine.extract(data, mime_type, ocr=ocr, max_pages=MAX_PAGES, wrongness=wrongness)
     if read.error is not None:
         return Extraction(error=f"Import failed: {read.error}.")
     return _to_schema(read)
@@ -173,7 +180,7 @@ def _to_schema(read: engine.Extraction) -> Extraction:
         if schema_id is None:
             continue
         confidence = CONFIDENCE_INFERRED if value.inferred else CONFIDENCE_LABELLED
-        found = _found(value, confidence)
+        found = _found(value, confidence if value.confidence is None else value.confidence)
         if name == "currency":
             option = (value.value or "").lower()
             found.value = found.normalized = option if option in invoice_schema.CURRENCIES else ""

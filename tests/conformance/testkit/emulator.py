@@ -111,7 +111,7 @@ class State:
                     self._finish(doc)
 
     def _finish(self, doc: Document) -> None:
-        read = extract(doc.data, doc.mime_type)
+        read = extract(doc.data, doc.mime_type, wrongness=self.options)
         if not read.ok:
             doc.status, doc.error = "rejected", read.error
             return
@@ -184,7 +184,7 @@ def _result(doc: Document, read: Any, *, needs_review: bool) -> dict[str, Any]:
             {
                 "label": name,
                 "text": found.text,
-                "confidence": confidence,
+                "confidence": confidence if found.confidence is None else found.confidence,
                 "page": found.page,
                 "box": box(found),
             }
