@@ -45,7 +45,7 @@ from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import feedback_t
 from daemon.pipeline.states import ACTIVE, DELIVERY_ACTIVE
 from daemon.replay import ReplayedWebhook
-from daemon.store.models import Document, utcnow
+from daemon.store.models import CircuitBreaker, Document, utcnow
 
 if TYPE_CHECKING:
     from daemon.runtime import Daemon
@@ -114,6 +114,13 @@ class DaemonMetrics:
             "Connections a source lost or renewed, by reason (error, idle: broke during IMAP "
             "IDLE, token: renewed for fresh credentials).",
             ["source", "reason"],
+            registry=self.registry,
+        )
+        self.fallback_moves = Counter(
+            "docrelay_fallback_moves",
+            "Documents moved to their route's fallback before the primary saw them, by "
+            "trigger (circuit_open, paused: the primary out longer than outage_after).",
+            ["trigger"],
             registry=self.registry,
         )
         self.registry.register(StoreCollector(daemon))
@@ -267,4 +274,16 @@ class StoreCollector(Collector):
                 ):
                     if since is not None:
                         oldest.add_metric([queue, name], (now - since).total_seconds())
-        yield from (documents, submissions, deliveries, oldest)
+            circuit = GaugeMetricFamily(
+                "docrelay_vendor_circuit_open",
+                "1 while a vendor profile's circuit breaker is open or half-open (after "
+                "breaker_failures transient failures in a row), else 0.",
+                labels=["vendor"],
+            )
+            cb = CircuitBreaker.__table__
+            not_closed = {
+                row[0] for row in conn.execute(select(cb.c.profile).where(cb.c.state != "closed"))
+            }
+            for name in self.daemon.vendors:
+                circuit.add_metric([name], 1 if name in not_closed else 0)
+        yield from (documents, submissions, deliveries, oldest, circuit)
