@@ -361,6 +361,9 @@ class Daemon:
                 hooks=hooks,
             )
             self.submission_runners[name] = runner
+            if runner.breaker.enabled:  # shown as closed until it opens
+                with self.engine.begin() as conn:
+                    breaker_mod.ensure(conn, name, utcnow())
             concurrency = runner.profile_settings.concurrency
             self.pools[name] = self._vendor_pool(f"vendor-{name}", name, runner, concurrency)
             if vendor.capabilities.webhooks:
