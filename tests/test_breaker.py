@@ -177,7 +177,7 @@ def uploads_accepted(emulator: EmulatorProcess) -> list[dict[str, object]]:
 
 
 def exports_per_document(root: Path) -> Counter[int]:
-    rows = query(root, "SELECT document_id FROM deliveries WHERE state = 'done'")
+    rows = query(root, "SELECT document_id FROM deliveries WHERE state = 'delivered'")
     return Counter(row["document_id"] for row in rows)
 
 

@@ -189,7 +189,12 @@ class Breaker:
                 cooldown=self.cooldown,
                 now=self.now(),
             )
-        if self.view.state == OPEN and before != OPEN:
+        if self.view.state == OPEN and before == HALF_OPEN:
+            log.warning(
+                "profile %s: the probe failed, circuit open again; next probe in %.0f s",
+                self.profile, self.cooldown,
+            )  # fmt: skip
+        elif self.view.state == OPEN and before != OPEN:
             log.warning(
                 "profile %s: circuit open after %d transient failures in a row; "
                 "next probe in %.0f s",
