@@ -255,3 +255,27 @@ def test_an_outage_moves_waiting_documents_to_the_fallback_and_the_probe_brings_
         assert daemon.stop() == 0
     finally:
         emulator.stop()
+
+
+@pytest.mark.e2e
+def test_a_profile_paused_for_reauth_hands_its_waiting_documents_to_the_fallback(tmp_path):
+    root = tmp_path
+    emulator = EmulatorProcess("rossum", log=root / "emulator.log")
+    try:
+        vendor = emulator.vendor_toml(concurrency=1, password="wrong", max_retries=0)
+        extra = 'fallback = "local"\noutage_after = 2\n' + vendor
+        config = write_config(root, port=free_port(), extra=extra, vendor="rossum_main")
+        daemon = DaemonProcess(config).start()
+        drop_invoices(root / "inbox", 4, prefix="paused", first_seed=760)
+        wait_until(lambda: len(exports_per_document(root)) >= 3, 40, what="fallback exports")
+        moves = query(root, "SELECT message FROM events WHERE kind = 'moved'")
+        assert moves and all(
+            m["message"].startswith("moved to fallback local: paused for re-auth for ")
+            for m in moves
+        )
+        assert set(exports_per_document(root).values()) == {1}
+        assert not uploads_accepted(emulator)  # Rossum never took one
+        assert metric(daemon.url, "docrelay_fallback_moves_total", trigger="paused") == len(moves)
+        assert daemon.stop() == 0
+    finally:
+        emulator.stop()
