@@ -4,6 +4,8 @@ made to fail and the local extractor as the route's fallback."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,6 +208,13 @@ def test_an_outage_moves_waiting_documents_to_the_fallback_and_the_probe_brings_
         wait_until(lambda: circuit(daemon).get("state") in ("open", "half_open"), 30,
                    what="the circuit opens")  # fmt: skip
         assert metric(daemon.url, "docrelay_vendor_circuit_open", vendor="rossum_main") == 1
+        shown = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "--config", str(config), "status"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+        line = shown.split("circuit breakers:\n")[1].splitlines()[0]
+        assert line.split()[:2] in (["rossum_main", "open"], ["rossum_main", "half_open"]), shown
+        assert "next probe" in line, shown
         moved = wait_until(
             lambda: query(root, "SELECT * FROM submissions WHERE role = 'fallback'"),
             30,
