@@ -6,12 +6,14 @@ figures:
 
 * **read from the store at scrape time** (``StoreCollector``): documents by intake state,
   submissions by profile and state, deliveries by destination and state, the age of the oldest
-  waiting item of each queue, plus what the daemon holds in memory: paused vendors and
+  waiting item of each queue, each profile's circuit (open or not), plus what the daemon
+  holds in memory: paused vendors and
   destinations, the scheduler's job counters. Nothing is cached: a scrape shows the store as
   it is, also what another process on the same PostgreSQL store did.
 * **counted as they happen**: HTTP exchanges with vendors and destinations (reported by the
   kit's ``HttpClient`` through each connector's ``ConnectorMetrics``), webhook calls by result,
-  source polls and reconnects (IMAP passes and IDLE reconnects).
+  source polls and reconnects (IMAP passes and IDLE reconnects), documents moved to a
+  route's fallback by an outage.
 
 Process figures (CPU, memory, open files) come from ``prometheus_client``'s own collectors.
 The names are documented in README "Metrics"; ``contrib/grafana/docrelay-dashboard.json`` uses
