@@ -315,6 +315,13 @@ class VendorSettings(ConnectorSettings):
     review_timeout: float = Field(14.0, gt=0)
     """Days a document may wait for a person's review at the vendor before docrelay gives up
     on it (dead, or the route's fallback); polling keeps going until then."""
+    breaker_failures: int = Field(0, ge=0)
+    """Circuit breaker: after this many transient failures of vendor calls in a row the
+    profile opens (claims nothing) for ``breaker_cooldown`` seconds, then lets one probe
+    through; 0 (the default) turns it off. A route's ``outage_after`` moves the documents
+    waiting meanwhile to its fallback."""
+    breaker_cooldown: float = Field(60.0, gt=0)
+    """Seconds an open circuit waits before its next probe."""
 
     @field_validator("mapping")
     @classmethod

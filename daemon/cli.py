@@ -350,6 +350,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         if state == "auth_failed":
             state = "needs re-authentication (credentials refused)"
         print(f"\n{health['name']}: {state} since {health['since']}: {health['reason']}")
+    if breakers := data.get("breakers"):
+        print("\ncircuit breakers:")
+        for item in breakers:
+            line = f"  {item['vendor']:<20} {item['state']:<10} {item['failures']} failure(s)"
+            if item["state"] != "closed":
+                line += f", open since {item['opened_at']}, next probe {item['retry_at']}"
+            print(line)
     if data["in_review"]:
         print("\nwaiting for review at the vendor:")
         for item in data["in_review"]:

@@ -237,7 +237,12 @@ class Route(BaseModel):
     vendor: str
     """The vendor profile (a key of ``[vendors]``) documents go to."""
     fallback: str | None = None
-    """A second profile used when the first rejects the document or gives up."""
+    """A second profile used when the first rejects the document or gives up, or is in an
+    outage for longer than ``outage_after``."""
+    outage_after: float = Field(300.0, gt=0)
+    """Seconds the primary profile may be out (its circuit open, or paused for
+    re-authentication) before the documents it has not seen yet move to ``fallback``; only
+    with a fallback. Documents the vendor may already have stay with it."""
     destinations: list[str] = []
     """Destinations (keys of ``[destinations]``) that receive each extraction."""
 

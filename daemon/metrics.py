@@ -6,12 +6,14 @@ figures:
 
 * **read from the store at scrape time** (``StoreCollector``): documents by intake state,
   submissions by profile and state, deliveries by destination and state, the age of the oldest
-  waiting item of each queue, plus what the daemon holds in memory: paused vendors and
+  waiting item of each queue, each profile's circuit (open or not), plus what the daemon
+  holds in memory: paused vendors and
   destinations, the scheduler's job counters. Nothing is cached: a scrape shows the store as
   it is, also what another process on the same PostgreSQL store did.
 * **counted as they happen**: HTTP exchanges with vendors and destinations (reported by the
   kit's ``HttpClient`` through each connector's ``ConnectorMetrics``), webhook calls by result,
-  source polls and reconnects (IMAP passes and IDLE reconnects).
+  source polls and reconnects (IMAP passes and IDLE reconnects), documents moved to a
+  route's fallback by an outage.
 
 Process figures (CPU, memory, open files) come from ``prometheus_client``'s own collectors.
 The names are documented in README "Metrics"; ``contrib/grafana/docrelay-dashboard.json`` uses
@@ -45,7 +47,7 @@ from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import feedback_t
 from daemon.pipeline.states import ACTIVE, DELIVERY_ACTIVE
 from daemon.replay import ReplayedWebhook
-from daemon.store.models import Document, utcnow
+from daemon.store.models import CircuitBreaker, Document, utcnow
 
 if TYPE_CHECKING:
     from daemon.runtime import Daemon
@@ -114,6 +116,13 @@ class DaemonMetrics:
             "Connections a source lost or renewed, by reason (error, idle: broke during IMAP "
             "IDLE, token: renewed for fresh credentials).",
             ["source", "reason"],
+            registry=self.registry,
+        )
+        self.fallback_moves = Counter(
+            "docrelay_fallback_moves",
+            "Documents moved to their route's fallback before the primary saw them, by "
+            "trigger (circuit_open, paused: the primary out longer than outage_after).",
+            ["trigger"],
             registry=self.registry,
         )
         self.registry.register(StoreCollector(daemon))
@@ -267,4 +276,16 @@ class StoreCollector(Collector):
                 ):
                     if since is not None:
                         oldest.add_metric([queue, name], (now - since).total_seconds())
-        yield from (documents, submissions, deliveries, oldest)
+            circuit = GaugeMetricFamily(
+                "docrelay_vendor_circuit_open",
+                "1 while a vendor profile's circuit breaker is open or half-open (after "
+                "breaker_failures transient failures in a row), else 0.",
+                labels=["vendor"],
+            )
+            cb = CircuitBreaker.__table__
+            not_closed = {
+                row[0] for row in conn.execute(select(cb.c.profile).where(cb.c.state != "closed"))
+            }
+            for name in self.daemon.vendors:
+                circuit.add_metric([name], 1 if name in not_closed else 0)
+        yield from (documents, submissions, deliveries, oldest, circuit)

@@ -34,12 +34,14 @@ from connectors.http import reporting_to
 from daemon.clock import ClockWatch
 from daemon.config import Config
 from daemon.metrics import DaemonMetrics
+from daemon.pipeline import breaker as breaker_mod
 from daemon.pipeline import ledger
 from daemon.pipeline.deliveries import DeliveryRunner
 from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import FeedbackRunner, feedback_t, queue_export_status
 from daemon.pipeline.intake import Intake
 from daemon.pipeline.outcomes import OutcomeFollower
+from daemon.pipeline.routing import route_name
 from daemon.pipeline.states import DELIVERY_ACTIVE
 from daemon.pipeline.submissions import Hooks, SubmissionRunner, vendor_settings
 from daemon.pipeline.workers import InHand, LeaseKeeper, WorkerPool
@@ -359,6 +361,9 @@ class Daemon:
                 hooks=hooks,
             )
             self.submission_runners[name] = runner
+            if runner.breaker.enabled:  # shown as closed until it opens
+                with self.engine.begin() as conn:
+                    breaker_mod.ensure(conn, name, utcnow())
             concurrency = runner.profile_settings.concurrency
             self.pools[name] = self._vendor_pool(f"vendor-{name}", name, runner, concurrency)
             if vendor.capabilities.webhooks:
@@ -596,12 +601,13 @@ class Daemon:
     ) -> WorkerPool:
         settings = self.config.core.pipeline
         max_in_flight = runner.profile_settings.max_in_flight
-        return WorkerPool(
-            name=pool_name,
-            size=size,
-            engine=self.engine,
-            owner=self.owner,
-            claim=lambda conn, owner, limit: ledger.claim_submissions(
+        breaker = runner.breaker
+
+        def claim(conn: ledger.Connection, owner: str, limit: int) -> list[int]:
+            # An open circuit lets nothing through, a half-open one a single probe.
+            if (limit := breaker.claim_limit(conn, limit)) <= 0:
+                return []
+            return ledger.claim_submissions(
                 conn,
                 profile=profile,
                 owner=owner,
@@ -611,7 +617,14 @@ class Daemon:
                 fresh=runner.fresh,
                 only=only,
                 rows=runner.claimed,
-            ),
+            )
+
+        return WorkerPool(
+            name=pool_name,
+            size=size,
+            engine=self.engine,
+            owner=self.owner,
+            claim=claim,
             run=runner.run,
             next_due=lambda conn: ledger.next_due(
                 conn,
@@ -620,7 +633,7 @@ class Daemon:
                 profile,
                 ledger.claimable_states(conn, profile, max_in_flight, only),
             ),
-            paused=lambda: profile in self.paused,
+            paused=lambda: profile in self.paused or breaker.holding(),
         )
 
     def _hands(self) -> list[InHand]:
@@ -736,6 +749,45 @@ class Daemon:
                 .values(next_attempt_at=utcnow(), error=None, error_class=None)
             )
         self.wake_profile(profile)
+
+    def check_outages(self) -> int:
+        """The outage job: wake the pools of profiles whose circuit may send a probe now, and
+        move what waits at a profile out for longer than its route's ``outage_after`` to the
+        route's fallback. Returns how many documents moved."""
+        now = utcnow()
+        for name, runner in self.submission_runners.items():
+            view = runner.breaker.view
+            if view.state != breaker_mod.CLOSED and (view.retry_at is None or view.retry_at <= now):
+                self.wake_profile(name)  # a pool asleep behind the open circuit: probe
+        routes = [
+            (route_name(index, route), route)
+            for index, route in enumerate(self.config.routes)
+            if route.fallback in self.vendors and route.vendor in self.vendors
+        ]
+        if not routes:
+            return 0
+        with self.reader.connect() as conn:
+            out = breaker_mod.outages(conn)
+        moved = 0
+        for name, route in routes:
+            outage = out.get(route.vendor)
+            if outage is None or (now - outage.since).total_seconds() < route.outage_after:
+                continue
+            assert route.fallback is not None
+            count = breaker_mod.move_waiting(
+                self.engine,
+                route=name,
+                profile=route.vendor,
+                fallback=route.fallback,
+                fallback_kind=self.vendors[route.fallback].kind,
+                outage=outage,
+                owner=self.owner,
+            )
+            if count:
+                self.metrics.fallback_moves.labels(outage.trigger).inc(count)
+                self.wake_profile(route.fallback)
+                moved += count
+        return moved
 
     def tell_source_rejected(self, document_id: int, reason: str) -> None:
         """Let the document's source show a vendor's rejection (a folder copies it to failed/)."""

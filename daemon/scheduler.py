@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+OUTAGE_INTERVAL = 2.0
+"""Seconds between looks at open circuits (wake for a probe) and long outages (move to the
+route's fallback)."""
+
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
 
 
@@ -91,6 +95,20 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
         seconds=daemon.config.core.pipeline.sweep_interval,
         id="sweep",
         name="retry and lease sweep",
+    )
+
+    def check_outages() -> None:
+        try:
+            daemon.check_outages()
+        except OperationalError as exc:
+            log.warning("outage check skipped, the store is unavailable: %s", exc.orig)
+
+    scheduler.add_job(
+        check_outages,
+        "interval",
+        seconds=OUTAGE_INTERVAL,
+        id="outages",
+        name="circuit probes and outage moves to fallbacks",
     )
     for profile, vendor in daemon.vendors.items():
         if vendor.retention_days() is None:

@@ -15,6 +15,7 @@ from daemon.pipeline import ledger
 from daemon.pipeline.states import ACTIVE
 from daemon.store.engine import reader, store_identity
 from daemon.store.models import (
+    CircuitBreaker,
     CorrectionRequest,
     CorrectionRequestState,
     DeliveryState,
@@ -138,6 +139,12 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
             {"name": r.name, "state": r.state, "reason": r.reason, "since": _iso(r.since)}
             for r in conn.execute(select(ProfileHealth.__table__))
         ]
+        cb = CircuitBreaker.__table__
+        breakers = [
+            {"vendor": r.profile, "state": r.state, "failures": r.failures,
+             "opened_at": _iso(r.opened_at), "retry_at": _iso(r.retry_at)}
+            for r in conn.execute(select(cb).order_by(cb.c.profile))
+        ]  # fmt: skip
         fb = ledger.feedback
         feedback = [
             {"vendor": r.profile, "kind": r.kind, "state": r.state, "count": r.n}
@@ -211,6 +218,7 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
         "oldest_waiting": waiting,
         "last_errors": last_errors,
         "connectors": health,
+        "breakers": breakers,
         "feedback": feedback,
         "feedback_problems": refused,
         "in_review": in_review,

@@ -27,10 +27,11 @@ from connectors.base import (
     Vendor,
     VendorSettings,
 )
-from connectors.errors import TerminalError
+from connectors.errors import RateLimited, StoreUnavailable, TerminalError, TransientError
 from daemon import logs
 from daemon.config import PipelineSettings
 from daemon.pipeline import ledger, states
+from daemon.pipeline.breaker import Breaker
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.deliveries import DeliveryRunner, export_payload, load_result
 from daemon.pipeline.intake import Routed, queue_submission
@@ -195,6 +196,13 @@ class SubmissionRunner:
         self.settings = settings
         self.profile_settings = vendor_settings(vendor)
         self.hooks = hooks
+        self.breaker = Breaker(
+            engine,
+            profile,
+            failures=self.profile_settings.breaker_failures,
+            cooldown=self.profile_settings.breaker_cooldown,
+        )
+        """Shared by this profile's pools: what they may claim while the vendor is out."""
         self.fresh: set[int] = set()
         """Submissions this process just moved from `queued` to `uploading` (first attempts)."""
         self.claimed: dict[int, dict[str, Any]] = {}
@@ -382,6 +390,7 @@ class SubmissionRunner:
                 )  # fmt: skip
         crash_point("in_vendor_call", work.doc["filename"])
         result = self.vendor.submit(work.document, first_attempt=work.first_attempt)
+        self.breaker.success()
         work.first_attempt = False
         crash_point("after_upload_response")
         now = utcnow()
@@ -451,6 +460,7 @@ class SubmissionRunner:
         ref = pending.get("vendor_ref", sub["vendor_ref"])
         data = pending.get("vendor_data", sub["vendor_data"]) or {}
         result = self.vendor.poll(ref, data)
+        self.breaker.success()
         if result.data is not None:
             data = result.data
         work.keys.update(result.keys)
@@ -473,6 +483,7 @@ class SubmissionRunner:
             return False
         crash_point("in_vendor_call", work.doc["filename"])
         raw = self.vendor.fetch(ref, data, work.document)
+        self.breaker.success()
         self._store_result(work, raw, changes=changes)
         return False
 
@@ -771,6 +782,13 @@ class SubmissionRunner:
             self._apply(sub, verdict, owner, actor)
         except ledger.LeaseLost:
             log.warning("lost the lease on submission %s while recording an error", sub["id"])
+        if isinstance(error, TransientError) and not isinstance(
+            error, RateLimited | StoreUnavailable
+        ):  # the vendor is out (a rate limit is the vendor answering)
+            try:
+                self.breaker.failure()
+            except OperationalError as exc:
+                log.warning("circuit of %s not updated, the store failed: %s", self.profile, exc)
 
     def _apply(self, sub: dict[str, Any], verdict: states.Verdict, owner: str, actor: str) -> None:
         outcome = verdict.outcome

@@ -432,6 +432,27 @@ class ProfileHealth(Base):
     since: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class CircuitBreaker(Base):
+    """A vendor profile's circuit breaker, in the store so every process on it agrees: after
+    ``breaker_failures`` transient failures in a row the profile is `open` (claims nothing)
+    until ``retry_at``, then `half_open` (one probe claim, which holds it until ``retry_at``
+    again); the probe's success closes it, a failure opens it again."""
+
+    __tablename__ = "circuit_breakers"
+
+    profile: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="closed")
+    """`closed`, `open` or `half_open`."""
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Transient failures of vendor calls in a row (a success sets it back to 0)."""
+    opened_at: Mapped[datetime | None]
+    """When this outage began (its first opening; a failed probe keeps it)."""
+    retry_at: Mapped[datetime | None]
+    """Open: when the next probe may go; half-open: when a probe that never reported is
+    given up and another one may go."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class SourceState(Base):
     """What a source remembers between runs, e.g. a mailbox folder's UIDVALIDITY and highest
     UID. In the store rather than a file so that any daemon sharing the store can take over."""
