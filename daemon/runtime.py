@@ -159,10 +159,10 @@ class Daemon:
         self._hinter = threading.Thread(target=self._apply_hints, name="hints", daemon=True)
         self.replay_guard = ReplayGuard()
         self.paused: dict[str, str] = {}
+        """Profiles whose credentials were refused, with the reason."""
         self.paused_destinations: dict[str, str] = {}
         """Destinations whose credentials were refused: their deliveries wait (until a
         restart with fixed credentials), the other destinations go on."""
-        """Profiles whose credentials were refused, with the reason."""
         self.intake: Intake | None = None
         self.scheduler: Any = None
         self.job_counters = JobCounters()

@@ -274,6 +274,7 @@ def overview_data(daemon: Daemon) -> dict[str, Any]:
         health,
         vendor_errors,
         trouble=(SubmissionState.FAILED, SubmissionState.DEAD),
+        circuits={row["vendor"]: row for row in summary.get("breakers", [])},
     )
     destinations = _connectors(
         sorted(daemon.destinations),
@@ -387,9 +388,11 @@ def _connectors(
     errors: Mapping[str, Mapping[str, Any]],
     *,
     trouble: tuple[str, ...],
+    circuits: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per vendor profile or destination: configured ones, and any the store still
-    has work for. ``status`` is the word the page leads with."""
+    has work for. ``status`` is the word the page leads with; a vendor's open circuit breaker
+    (``circuits``, ``status.summary``'s rows) comes right after a refused login."""
     states: dict[str, dict[str, int]] = {}
     for row in counts:
         states.setdefault(row[key], {})[row["state"]] = row["count"]
@@ -398,8 +401,12 @@ def _connectors(
         record = health.get(name)
         needs_reauth = name in paused or bool(record and record["state"] == "auth_failed")
         by_state = states.get(name, {})
+        circuit = (circuits or {}).get(name)
+        open_circuit = circuit is not None and circuit["state"] != "closed"
         if needs_reauth:
             word = "needs re-auth"
+        elif open_circuit:
+            word = "circuit half-open" if circuit["state"] == "half_open" else "circuit open"
         elif name not in configured:
             word = "not configured"
         elif any(by_state.get(state) for state in trouble):
@@ -411,14 +418,27 @@ def _connectors(
                 "name": name,
                 "status": word,
                 "needs_reauth": needs_reauth,
-                "reason": paused.get(name) or (record or {}).get("reason"),
-                "since": (record or {}).get("since"),
+                "reason": paused.get(name)
+                or (record or {}).get("reason")
+                or (_circuit_reason(circuit) if open_circuit else None),
+                "since": (record or {}).get("since")
+                or (circuit["opened_at"] if open_circuit else None),
                 "states": dict(sorted(by_state.items())),
                 "total": sum(by_state.values()),
                 "last_error": errors.get(name),
             }
         )
     return result
+
+
+def _circuit_reason(circuit: Mapping[str, Any]) -> str:
+    """What an open breaker means for the documents, in the words of the health column."""
+    failures = circuit.get("failures") or 0
+    probe = f"; next probe at {circuit['retry_at']}" if circuit.get("retry_at") else ""
+    return (
+        f"{failures} transient failure(s) in a row: nothing is sent to the vendor{probe} "
+        "(a route with a fallback moves its waiting documents there after outage_after)"
+    )
 
 
 def _pivot(counts: list[dict[str, Any]], key: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lxml import html as lxml_html
 
 from daemon.pipeline import breaker as breaker_mod
 from daemon.pipeline import ledger
@@ -215,6 +216,11 @@ def test_an_outage_moves_waiting_documents_to_the_fallback_and_the_probe_brings_
         line = shown.split("circuit breakers:\n")[1].splitlines()[0]
         assert line.split()[:2] in (["rossum_main", "open"], ["rossum_main", "half_open"]), shown
         assert "next probe" in line, shown
+        # and on the status page, in the vendor's row, with what it means for the documents
+        page = lxml_html.fromstring(httpx.get(f"{daemon.url}/", timeout=10).content)
+        row = page.xpath('//tr[@data-name="rossum_main"]')[0].text_content()
+        assert "circuit open" in row or "circuit half-open" in row, row
+        assert "transient failure(s) in a row" in row, row
         moved = wait_until(
             lambda: query(root, "SELECT * FROM submissions WHERE role = 'fallback'"),
             30,
