@@ -543,7 +543,7 @@ def _clean(text: str | None) -> str | None:
     return cleaned or None
 
 
-_ID_FIELDS: Final = {
+ID_VALIDATORS: Final = {
     "supplier_iban": validate_iban,
     "supplier_bic": validate_bic,
     "supplier_vat_id": normalize_vat_id,
@@ -551,6 +551,8 @@ _ID_FIELDS: Final = {
     "currency": normalize_currency,
     "document_type": normalize_document_type,
 }
+"""The fields whose value must have a valid shape, with the function that checks (and
+normalises) it: None for a value that is no such id."""
 
 
 def normalize_field(
@@ -596,8 +598,8 @@ def normalize_field(
         if parsed is not None:
             value.value_date = parsed
             value.value_text = parsed.isoformat()
-    elif name in _ID_FIELDS:
-        normalized = _ID_FIELDS[name](text)
+    elif name in ID_VALIDATORS:
+        normalized = ID_VALIDATORS[name](text)
         if normalized is not None:
             value.value_text = normalized
             if name == "currency":
@@ -668,6 +670,6 @@ def parse_field_strictly(name: str, text: str) -> FieldValue:
         raise FieldValueError(f"{name}: {text!r} is not an amount (e.g. 1234.50 or 1.234,50 EUR)")
     if name in DATE_FIELDS and value.value_date is None:
         raise FieldValueError(f"{name}: {text!r} is not a date (e.g. 2026-03-31 or 31.03.2026)")
-    if name in _ID_FIELDS and _ID_FIELDS[name](value.value_text) is None:
+    if name in ID_VALIDATORS and ID_VALIDATORS[name](value.value_text) is None:
         raise FieldValueError(f"{name}: {text!r} is not {_KIND_OF_ID[name]}")
     return value

@@ -23,8 +23,8 @@ every family.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,7 +37,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Connection, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.base import ConnectorMetrics
@@ -166,6 +166,17 @@ class _Bound(ConnectorMetrics):
         self._metrics.reconnects.labels(self._name, reason).inc()
 
 
+def _counted(
+    conn: Connection, name: str, documentation: str, labels: Mapping[str, ColumnElement[Any]]
+) -> GaugeMetricFamily:
+    """Rows counted per combination of ``labels``' columns (label name → column)."""
+    family = GaugeMetricFamily(name, documentation, labels=list(labels))
+    columns = list(labels.values())
+    for *values, count in conn.execute(select(*columns, func.count()).group_by(*columns)):
+        family.add_metric(list(values), count)
+    return family
+
+
 class StoreCollector(Collector):
     """Gauges read from the store (and the daemon's memory) at each scrape."""
 
@@ -223,35 +234,22 @@ class StoreCollector(Collector):
     def _from_store(self) -> Iterator[Metric]:
         sub, dl, docs = ledger.submissions, ledger.deliveries, Document.__table__
         with self.daemon.reader.connect() as conn:
-            documents = GaugeMetricFamily(
-                "docrelay_documents", "Documents by intake state.", labels=["intake_state"]
+            documents = _counted(
+                conn,
+                "docrelay_documents",
+                "Documents by intake state.",
+                {"intake_state": docs.c.intake_state},
             )
-            for row in conn.execute(
-                select(docs.c.intake_state, func.count()).group_by(docs.c.intake_state)
-            ):
-                documents.add_metric([row[0]], row[1])
-            submissions = GaugeMetricFamily(
+            submissions = _counted(
+                conn,
                 "docrelay_submissions",
                 "Submissions per vendor profile and state.",
-                labels=["vendor", "state"],
+                {"vendor": sub.c.profile, "state": sub.c.state},
             )
-            for row in conn.execute(
-                select(sub.c.profile, sub.c.state, func.count()).group_by(
-                    sub.c.profile, sub.c.state
-                )
-            ):
-                submissions.add_metric([row[0], row[1]], row[2])
-            deliveries = GaugeMetricFamily(
-                "docrelay_deliveries",
-                "Deliveries per destination and state.",
-                labels=["destination", "state"],
-            )
-            for row in conn.execute(
-                select(dl.c.destination, dl.c.state, func.count()).group_by(
-                    dl.c.destination, dl.c.state
-                )
-            ):
-                deliveries.add_metric([row[0], row[1]], row[2])
+            deliveries = _counted(
+                conn, "docrelay_deliveries", "Deliveries per destination and state.",
+                {"destination": dl.c.destination, "state": dl.c.state},
+            )  # fmt: skip
             oldest = GaugeMetricFamily(
                 "docrelay_queue_oldest_age_seconds",
                 "Age of the oldest item still waiting (not final) in a queue: submissions per "

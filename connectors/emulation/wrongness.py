@@ -22,21 +22,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from connectors.base import AMOUNT_FIELDS, DATE_FIELDS, FieldValue
-from connectors.normalize import (
-    normalize_currency,
-    normalize_document_type,
-    normalize_field,
-    normalize_vat_id,
-    validate_bic,
-    validate_iban,
-)
+from connectors.normalize import ID_VALIDATORS, normalize_field
 
 if TYPE_CHECKING:
     from connectors.emulation.extraction import Extraction, FoundValue
@@ -173,14 +166,6 @@ _DATE_FORMATS = (
 )  # fmt: skip
 _CURRENCIES = ("EUR", "USD", "CHF", "GBP")
 _NAMES = frozenset({"supplier_name", "customer_name"})
-_VALIDATORS: dict[str, Callable[[str], str | None]] = {
-    "supplier_iban": validate_iban,
-    "supplier_bic": validate_bic,
-    "supplier_vat_id": normalize_vat_id,
-    "customer_vat_id": normalize_vat_id,
-    "currency": normalize_currency,
-    "document_type": normalize_document_type,
-}
 ATTEMPTS = 40
 """Tries at a changed id that still has a valid shape (a VAT id, a BIC) before giving up."""
 
@@ -318,7 +303,7 @@ def _parsed(value: FieldValue, text: str) -> bool:
         return value.value_number is not None
     if value.name in DATE_FIELDS:
         return value.value_date is not None
-    check = _VALIDATORS.get(value.name)
+    check = ID_VALIDATORS.get(value.name)
     if check is not None:
         return check(text) is not None
     return value.value_text is not None
