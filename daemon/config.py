@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connectors import registry
-from connectors.base import ConnectorSettings, DatabaseUrl, SourceSettings
+from connectors.base import DOCUMENT_FIELDS, ConnectorSettings, DatabaseUrl, SourceSettings
 
 SYSTEM_CONFIG = Path("/etc/docrelay/config.toml")
 ENV_PREFIX = "DOCRELAY_"
@@ -214,6 +214,10 @@ class PipelineSettings(BaseModel):
     the table intake off."""
 
 
+FallbackTrigger = Literal["rejected", "dead", "deadline", "outage", "low_confidence", "budget"]
+FALLBACK_TRIGGERS: tuple[FallbackTrigger, ...] = typing.get_args(FallbackTrigger)
+
+
 class RouteMatch(BaseModel):
     model_config = Section
 
@@ -236,15 +240,58 @@ class Route(BaseModel):
     """All given conditions must hold; an empty match takes everything."""
     vendor: str
     """The vendor profile (a key of ``[vendors]``) documents go to."""
-    fallback: str | None = None
-    """A second profile used when the first rejects the document or gives up, or is in an
-    outage for longer than ``outage_after``."""
+    fallback: list[str] = []
+    """The fallback chain: profiles tried in this order when the one before hits one of the
+    ``fallback_on`` triggers (one name or a list). A profile that already read the document as
+    a shadow is not asked again: its result becomes the one that counts."""
+    fallback_on: list[FallbackTrigger] = list(FALLBACK_TRIGGERS)
+    """What moves a document on along the chain: ``rejected`` (the vendor refused it),
+    ``dead`` (it finally failed), ``deadline`` (not done ``deadline`` seconds after it was
+    queued at the profile), ``outage`` (the profile's circuit open, or paused for
+    re-authentication, for longer than ``outage_after``), ``low_confidence`` (a ``required``
+    field missing or below its ``min_confidence``), ``budget`` (the profile's budget is spent).
+    Default: all of them. The last profile of the chain keeps what it has."""
     outage_after: float = Field(300.0, gt=0)
-    """Seconds the primary profile may be out (its circuit open, or paused for
-    re-authentication) before the documents it has not seen yet move to ``fallback``; only
-    with a fallback. Documents the vendor may already have stay with it."""
+    """Seconds a profile may be out (its circuit open, or paused for re-authentication) before
+    the documents it has not seen yet move on to the next of the chain. Documents the vendor
+    may already have stay with it."""
+    deadline: float | None = Field(None, gt=0)
+    """Seconds a profile has to finish a document after it was queued there before the
+    document moves on (the vendor's late answer is then ignored); unset: no deadline.
+    Documents waiting for a person's review at the vendor are not timed (``review_timeout``)."""
+    required: list[str] = []
+    """Canonical fields the result must have; a result without one moves on (low_confidence)."""
+    min_confidence: dict[str, float] = {}
+    """Canonical field → the lowest confidence accepted for it (``"*"``: every field the
+    result has); a value below moves the document on (low_confidence). A value without a
+    confidence passes."""
     destinations: list[str] = []
     """Destinations (keys of ``[destinations]``) that receive each extraction."""
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("required")
+    @classmethod
+    def _known_fields(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in DOCUMENT_FIELDS:
+                raise ValueError(
+                    f"{name!r} is not a canonical field ({', '.join(DOCUMENT_FIELDS)})"
+                )
+        return value
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            if name != "*" and name not in DOCUMENT_FIELDS:
+                raise ValueError(f'{name!r} is neither a canonical field nor "*"')
+            if not 0 <= threshold <= 1:
+                raise ValueError(f"{name}: {threshold} is not a confidence between 0 and 1")
+        return value
 
 
 class CoreSettings(BaseSettings):
@@ -566,10 +613,14 @@ def _check_references(
         problems.append(Problem("sources", f"source name {dup!r} is used more than once"))
     for index, route in enumerate(core.routes):
         loc = ("routes", str(index))
-        for key in ("vendor", "fallback"):
-            profile = getattr(route, key)
-            if profile is not None and profile not in vendors and profile not in core.vendors:
+        for key, profile in [("vendor", route.vendor), *(("fallback", p) for p in route.fallback)]:
+            if profile not in vendors and profile not in core.vendors:
                 problems.append(Problem(_key((*loc, key)), f"no vendor profile named {profile!r}"))
+        chain = [route.vendor, *route.fallback]
+        for again in sorted({p for p in chain if chain.count(p) > 1}):
+            problems.append(
+                Problem(_key((*loc, "fallback")), f"profile {again!r} is in the chain twice")
+            )
         for dest in route.destinations:
             if dest not in destinations and dest not in core.destinations:
                 problems.append(

@@ -12,8 +12,8 @@ figures:
   it is, also what another process on the same PostgreSQL store did.
 * **counted as they happen**: HTTP exchanges with vendors and destinations (reported by the
   kit's ``HttpClient`` through each connector's ``ConnectorMetrics``), webhook calls by result,
-  source polls and reconnects (IMAP passes and IDLE reconnects), documents moved to a
-  route's fallback by an outage.
+  source polls and reconnects (IMAP passes and IDLE reconnects), documents moved on
+  along a route's fallback chain, by trigger.
 
 Process figures (CPU, memory, open files) come from ``prometheus_client``'s own collectors.
 The names are documented in README "Metrics"; ``contrib/grafana/docrelay-dashboard.json`` uses
@@ -120,8 +120,9 @@ class DaemonMetrics:
         )
         self.fallback_moves = Counter(
             "docrelay_fallback_moves",
-            "Documents moved to their route's fallback before the primary saw them, by "
-            "trigger (circuit_open, paused: the primary out longer than outage_after).",
+            "Documents moved on along their route's fallback chain, by trigger: rejected, "
+            "dead, deadline, low_confidence, budget, and for an outage longer than "
+            "outage_after circuit_open or paused.",
             ["trigger"],
             registry=self.registry,
         )

@@ -32,10 +32,10 @@ from connectors.base import (
 )
 from connectors.http import reporting_to
 from daemon.clock import ClockWatch
-from daemon.config import Config
+from daemon.config import Config, Route
 from daemon.metrics import DaemonMetrics
 from daemon.pipeline import breaker as breaker_mod
-from daemon.pipeline import ledger
+from daemon.pipeline import fallbacks, ledger
 from daemon.pipeline.deliveries import DeliveryRunner
 from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import FeedbackRunner, feedback_t, queue_export_status
@@ -335,6 +335,8 @@ class Daemon:
             auth_failed=self.pause_profile,
             rejected=self.tell_source_rejected,
             adopt_delivery=lambda name, item: self.delivery_pools[name].adopt(item),
+            route=self.route_named,
+            moved=self.moved_on,
         )
         for name, delivery_runner in runners.items():
             # A destination may set its own number of threads (a webhook's ``concurrency``).
@@ -752,8 +754,9 @@ class Daemon:
 
     def check_outages(self) -> int:
         """The outage job: wake the pools of profiles whose circuit may send a probe now, and
-        move what waits at a profile out for longer than its route's ``outage_after`` to the
-        route's fallback. Returns how many documents moved."""
+        move documents on along their route's chain: those waiting at a profile out for
+        longer than the route's ``outage_after``, and those past the route's ``deadline``.
+        Returns how many documents moved."""
         now = utcnow()
         for name, runner in self.submission_runners.items():
             view = runner.breaker.view
@@ -762,32 +765,47 @@ class Daemon:
         routes = [
             (route_name(index, route), route)
             for index, route in enumerate(self.config.routes)
-            if route.fallback in self.vendors and route.vendor in self.vendors
+            if route.fallback and route.vendor in self.vendors
         ]
         if not routes:
             return 0
+        kinds = {name: vendor.kind for name, vendor in self.vendors.items()}
         with self.reader.connect() as conn:
             out = breaker_mod.outages(conn)
-        moved = 0
+        moves: list[tuple[fallbacks.Next, fallbacks.Move]] = []
         for name, route in routes:
-            outage = out.get(route.vendor)
-            if outage is None or (now - outage.since).total_seconds() < route.outage_after:
+            if route.deadline is not None and fallbacks.moves_on(route, "deadline"):
+                moves += fallbacks.move_overdue(
+                    self.engine, route=name, deadline=route.deadline, profiles=kinds,
+                    owner=self.owner, avoid=out,
+                )  # fmt: skip
+            if not fallbacks.moves_on(route, "outage"):
                 continue
-            assert route.fallback is not None
-            count = breaker_mod.move_waiting(
-                self.engine,
-                route=name,
-                profile=route.vendor,
-                fallback=route.fallback,
-                fallback_kind=self.vendors[route.fallback].kind,
-                outage=outage,
-                owner=self.owner,
-            )
-            if count:
-                self.metrics.fallback_moves.labels(outage.trigger).inc(count)
-                self.wake_profile(route.fallback)
-                moved += count
-        return moved
+            for profile in [route.vendor, *route.fallback[:-1]]:
+                outage = out.get(profile)
+                if outage is None or (now - outage.since).total_seconds() < route.outage_after:
+                    continue
+                moves += breaker_mod.move_waiting(
+                    self.engine, route=name, profile=profile, outage=outage, profiles=kinds,
+                    owner=self.owner, avoid=out,
+                )  # fmt: skip
+        for nxt, move in moves:
+            self.moved_on(nxt, move)
+        return len(moves)
+
+    def moved_on(self, nxt: fallbacks.Next, move: fallbacks.Move) -> None:
+        """A document moved on along its chain (committed): count it, wake who is next."""
+        self.metrics.fallback_moves.labels(move.metric_label).inc()
+        self.wake_profile(nxt.profile)
+        for destination in nxt.exports:
+            self.wake_destination(destination)
+
+    def route_named(self, name: str | None) -> Route | None:
+        """The route of that name as configured now (after the last reload)."""
+        for index, route in enumerate(self.config.routes):
+            if route_name(index, route) == name:
+                return route
+        return None
 
     def tell_source_rejected(self, document_id: int, reason: str) -> None:
         """Let the document's source show a vendor's rejection (a folder copies it to failed/)."""

@@ -118,11 +118,16 @@ class ScriptedVendor(Vendor):
 
     def _result(self, document_id: int) -> dict[str, Any]:
         """The vendor's result; ``<profile>:fetch`` scripts it: ``needs_review`` (confidence
-        too low for this profile's human review), ``total:<amount>`` (a person changed it)."""
+        too low for this profile's human review), ``total:<amount>`` (a person changed it),
+        ``confidence:<0..1>`` (of the total), ``no_total``."""
         outcome = _next(f"{self.context.name}:fetch")
         raw: dict[str, Any] = {"invoice_number": f"INV-{document_id}", "total": "12.50"}
         if outcome.startswith("total:"):
             raw["total"] = outcome.split(":", 1)[1]
+        if outcome.startswith("confidence:"):
+            raw["confidence"] = float(outcome.split(":", 1)[1])
+        if outcome == "no_total":
+            del raw["total"]
         review = outcome == "needs_review"
         raw["quality"] = {"all_confidence_thresholds_met": not review}
         if review:
@@ -152,12 +157,19 @@ class ScriptedVendor(Vendor):
         return CanonicalResult(
             fields=[
                 FieldValue("invoice_number", raw["invoice_number"], vendor_label="num"),
-                FieldValue(
-                    "total_amount",
-                    raw["total"],
-                    value_number=Decimal(raw["total"]),
-                    currency="EUR",
-                    vendor_label="total",
+                *(
+                    [
+                        FieldValue(
+                            "total_amount",
+                            raw["total"],
+                            value_number=Decimal(raw["total"]),
+                            currency="EUR",
+                            confidence=raw.get("confidence"),
+                            vendor_label="total",
+                        )
+                    ]
+                    if "total" in raw
+                    else []
                 ),
             ],
             quality=dict(raw.get("quality") or {}),

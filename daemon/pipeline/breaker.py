@@ -17,15 +17,14 @@ ones the vendor never saw move to the route's fallback (``move_waiting``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from daemon.pipeline import ledger
-from daemon.pipeline.intake import Routed, queue_submission
+from daemon.pipeline import fallbacks, ledger
 from daemon.store.models import CircuitBreaker, Document, SubmissionState, utcnow
 
 log = logging.getLogger(__name__)
@@ -260,79 +259,47 @@ def move_waiting(
     *,
     route: str,
     profile: str,
-    fallback: str,
-    fallback_kind: str,
     outage: Outage,
+    profiles: Mapping[str, str],
     owner: str,
+    avoid: Collection[str] = (),
     limit: int = 100,
-) -> int:
-    """Hand the waiting submissions of ``route`` at ``profile`` (in ``outage``) to the route's
-    fallback, as a final failure does: the old one ends `dead` with the reason, a fallback
-    submission is queued, and both events name the trigger. Returns how many moved."""
+) -> list[tuple[fallbacks.Next, fallbacks.Move]]:
+    """Hand the waiting submissions of ``route`` at ``profile`` (in ``outage``) on along their
+    chain, as a final failure does: the old one ends `dead` with the reason, the next profile
+    gets the document, and both events name the trigger. ``avoid``: profiles out as well,
+    passed over when the chain has another. Returns the moves made."""
     sub, docs = ledger.submissions, Document.__table__
     with engine.connect() as conn:
         rows = conn.execute(
-            select(sub.c.id, sub.c.document_id, sub.c.state, sub.c.destinations)
+            select(
+                sub.c.id, sub.c.document_id, sub.c.state, sub.c.profile, sub.c.role,
+                sub.c.destinations, sub.c.fallback, sub.c.later_fallbacks,
+            )
             .join(docs, docs.c.id == sub.c.document_id)
             .where(
                 sub.c.profile == profile,
-                sub.c.role == "primary",
-                sub.c.fallback == fallback,
+                sub.c.role != "shadow",
+                sub.c.fallback.is_not(None),
                 sub.c.lease_owner.is_(None),
                 docs.c.route == route,
                 WAITING,
             )
             .order_by(sub.c.id)
             .limit(limit)
-        ).all()
-    moved = 0
-    actor = f"outage:{owner}"
-    for row in rows:
-        now = utcnow()
-        reason = f"moved to fallback {fallback}: {outage.describe(now)}"
-        with engine.begin() as conn:
-            taken = conn.execute(
-                update(sub)
-                .where(sub.c.id == row.id, sub.c.lease_owner.is_(None), sub.c.state == row.state)
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=60))
-            ).rowcount
-            if taken != 1:
-                continue  # a worker claimed it meanwhile: the vendor may have it now
-            there = conn.execute(
-                select(sub.c.id).where(
-                    sub.c.document_id == row.document_id, sub.c.profile == fallback
-                )
-            ).first()
-            work = {"id": row.id, "document_id": row.document_id, "state": row.state}
-            if there is not None:
-                conn.execute(
-                    update(sub)
-                    .where(sub.c.id == row.id)
-                    .values(lease_owner=None, lease_expires_at=None)
-                )
-                continue
-            ledger.move_submission(
-                conn, work, S.DEAD, owner=owner, actor=actor, message=reason, kind="moved",
-                error=reason, error_class="outage", completed_at=now, lease_owner=None,
-                lease_expires_at=None, next_attempt_at=None,
-            )  # fmt: skip
-            queue_submission(
-                conn,
-                row.document_id,
-                Routed(
-                    profile=fallback,
-                    vendor_kind=fallback_kind,
-                    destinations=list(row.destinations or []),
-                    fallback=None,
-                    route=f"fallback of {profile} ({outage.trigger}: {outage.describe(now)})",
-                ),
-                actor=actor,
-                role="fallback",
-            )
-        moved += 1
-    if moved:
+        ).all()  # fmt: skip
+    moves = fallbacks.move_unleased(
+        engine,
+        rows,
+        end_state=S.DEAD,
+        move=lambda row: fallbacks.Move("outage", outage.describe(utcnow()), outage.trigger),
+        profiles=profiles,
+        owner=owner,
+        avoid=avoid,
+    )
+    if moves:
         log.warning(
-            "moved %d document(s) of route %s from %s to its fallback %s: %s",
-            moved, route, profile, fallback, outage.describe(utcnow()),
+            "moved %d document(s) of route %s from %s on along its fallback chain: %s",
+            len(moves), route, profile, outage.describe(utcnow()),
         )  # fmt: skip
-    return moved
+    return moves

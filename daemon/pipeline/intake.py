@@ -89,7 +89,8 @@ class Routed:
     profile: str
     vendor_kind: str
     destinations: list[str]
-    fallback: str | None
+    fallbacks: list[str]
+    """The chain after ``profile``, in order."""
     route: str
 
 
@@ -324,7 +325,7 @@ class Intake:
             profile=route.vendor,
             vendor_kind=config.vendors[route.vendor].kind,
             destinations=list(route.destinations),
-            fallback=route.fallback,
+            fallbacks=list(route.fallback),
             route=route_name(index, route),
         )
 
@@ -455,7 +456,8 @@ def queue_submission(
             "role": role,
             "state": SubmissionState.QUEUED,
             "destinations": routed.destinations,
-            "fallback": routed.fallback,
+            "fallback": routed.fallbacks[0] if routed.fallbacks else None,
+            "later_fallbacks": routed.fallbacks[1:] or None,
             "vendor_data": {},
             "created_at": now,
             "updated_at": now,

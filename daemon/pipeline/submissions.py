@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
@@ -29,12 +29,11 @@ from connectors.base import (
 )
 from connectors.errors import RateLimited, StoreUnavailable, TerminalError, TransientError
 from daemon import logs
-from daemon.config import PipelineSettings
-from daemon.pipeline import ledger, states
+from daemon.config import PipelineSettings, Route
+from daemon.pipeline import fallbacks, ledger, states
 from daemon.pipeline.breaker import Breaker
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.deliveries import DeliveryRunner, export_payload, load_result
-from daemon.pipeline.intake import Routed, queue_submission
 from daemon.pipeline.retry import poll_delay
 from daemon.pipeline.workers import InHand, Isolation
 from daemon.store.blobs import BlobStore
@@ -122,6 +121,10 @@ class Hooks:
     not record; the destination's pool runs it again."""
     isolation: Isolation = field(default_factory=Isolation)
     """Shared by every profile's runner: a crash suspect's step runs alone in the process."""
+    route: Callable[[str | None], Route | None] = lambda name: None
+    """The route of that name as configured now (its ``fallback_on``, confidence rules)."""
+    moved: Callable[[fallbacks.Next, fallbacks.Move], None] = lambda nxt, move: None
+    """A document moved on along its chain (committed): count it, wake the next profile."""
 
 
 def document_ref(row: Mapping[str, Any], blobs: BlobStore) -> DocumentRef:
@@ -160,6 +163,14 @@ class _Work:
     """No earlier upload can exist (queued until this claim): the vendor may skip reconciling."""
     again_in: float | None = None
     """Seconds after which this process runs the submission again, its lease kept."""
+    moved: list[tuple[fallbacks.Next, fallbacks.Move]] = field(default_factory=list)
+    """Moves on along the chain made in the transaction now open, for ``Hooks.moved``."""
+
+    def announce(self, hooks: Hooks) -> None:
+        """After the commit: tell the engine of the moves made."""
+        moved, self.moved = self.moved, []
+        for nxt, move in moved:
+            hooks.moved(nxt, move)
 
 
 def vendor_settings(vendor: Vendor) -> VendorSettings:
@@ -209,6 +220,11 @@ class SubmissionRunner:
         """Rows of submissions just claimed, as the claim left them (``WORK_COLUMNS``): the
         first step of each starts from its row instead of reading it again."""
         self.in_hand = InHand("submission", ledger.submissions)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Every configured profile's vendor kind: the profiles a chain may move on to."""
+        return {name: vendor.kind for name, vendor in self.vendors.items()}
 
     # ------------------------------------------------------------------ entry point
 
@@ -373,6 +389,7 @@ class SubmissionRunner:
                     self._to_review(conn, work, latest.review_reason)
                     return False
                 self._finish(conn, work, latest.id, latest.version)
+            work.announce(self.hooks)
             self._deliver(work)
             return False
         raise states.IllegalTransition(f"no step for state {state}")
@@ -446,6 +463,8 @@ class SubmissionRunner:
 
     def _poll(self, work: _Work) -> bool:
         sub, owner = work.sub, work.owner
+        if self._past_deadline(work):
+            return False
         now = utcnow()
         pending = work.processing or {}
         deadline = pending.get("deadline_at", sub["deadline_at"])
@@ -612,6 +631,7 @@ class SubmissionRunner:
                 else:
                     self._finish(conn, work, extraction_id, version)
         crash_point("after_fetch_commit")
+        work.announce(self.hooks)
         # A place at the vendor is free (max_in_flight): an idle worker may start an upload
         # now rather than when its sleep ends; this one still has the delivery to make.
         self.hooks.wake_profile(self.profile)
@@ -705,41 +725,55 @@ class SubmissionRunner:
         transaction. ``version`` is the extraction's: after the document's first one, each
         delivery is a new version of the one made before."""
         sub = work.sub
+        if sub["role"] == "shadow":
+            fallbacks.promoted(conn, sub)  # promoted meanwhile: it exports after all
+        elif self._moved_for_weakness(conn, work, extraction_id):
+            return
         now = utcnow()
-        lease = now + timedelta(seconds=self.settings.lease_seconds)
-        destinations = list(sub["destinations"] or [])
-        if version > 1:
-            keys = delivery_keys(conn, sub["document_id"], work.doc["sha256"], destinations)
-            versions = next_delivery_versions(conn, list(keys.values()))
-        else:
-            sha256 = work.doc["sha256"]
-            keys = {name: delivery_key(sub["document_id"], sha256, name) for name in destinations}
-            versions = {}
-        for destination in destinations:
-            inline = destination in self.hooks.inline
-            key = keys[destination]
-            row = {
-                "document_id": sub["document_id"],
-                "submission_id": sub["id"],
-                "extraction_id": extraction_id,
-                "destination": destination,
-                "idempotency_key": key,
-                "version": versions.get(key, 1),
-                "state": "pending",
-                "attempts": 0,
-                "created_at": now,
-                "lease_owner": work.owner if inline else None,
-                "lease_expires_at": lease if inline else None,
-            }
-            row["id"] = conn.execute(INSERT_DELIVERY, row).scalar_one()
-            if inline:
-                work.outbox.append(row)
+        work.outbox.extend(
+            queue_exports(
+                conn, sub, sha256=work.doc["sha256"], extraction_id=extraction_id,
+                version=version, inline=self.hooks.inline, owner=work.owner,
+                lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
+            )
+        )  # fmt: skip
         work.extraction_id = extraction_id
         ledger.move_submission(
             conn, sub, S.DONE, owner=work.owner, actor=work.actor, completed_at=now,
             lease_owner=None, lease_expires_at=None, next_attempt_at=None, error=None,
             error_class=None, review_reason=None, reopened_at=None,
         )  # fmt: skip
+
+    def _moved_for_weakness(self, conn: ledger.Connection, work: _Work, extraction_id: int) -> bool:
+        """A result too weak for the route (``required``, ``min_confidence``) with a profile
+        left in the chain: this submission ends `done` unexported and the document moves on.
+        The last profile of the chain keeps what it read."""
+        sub = work.sub
+        if not fallbacks.chain(sub):
+            return False
+        route = self.hooks.route(work.doc["route"])
+        if route is None or not fallbacks.moves_on(route, "low_confidence"):
+            return False
+        if not route.required and not route.min_confidence:
+            return False
+        result = work.canonical or load_result(conn, extraction_id)
+        detail = fallbacks.weak_result(result, route)
+        if detail is None:
+            return False
+        nxt = fallbacks.choose(conn, sub, self.kinds)
+        if nxt is None:
+            return False
+        move = fallbacks.Move("low_confidence", detail)
+        reason = f"moved to fallback {nxt.profile}: {detail}"
+        ledger.move_submission(
+            conn, sub, S.DONE, owner=work.owner, actor=work.actor, kind="moved", message=reason,
+            completed_at=utcnow(), lease_owner=None, lease_expires_at=None,
+            next_attempt_at=None, error=reason, error_class=move.trigger, review_reason=None,
+            reopened_at=None,
+        )  # fmt: skip
+        work.moved.append((fallbacks.take(conn, sub, nxt, move, kinds=self.kinds,
+                                          actor=work.actor), move))  # fmt: skip
+        return True
 
     def _deliver(self, work: _Work) -> None:
         """After `done` is committed: push to inline destinations here, wake the other pools."""
@@ -855,32 +889,128 @@ class SubmissionRunner:
         reason: str,
         error_class: str,
     ) -> None:
-        """A final failure; hands the document to the route's fallback profile if there is one."""
-        fallback = sub["fallback"] if sub["role"] == "primary" else None
+        """A final failure; hands the document on to the next profile of its route's chain
+        when the route moves on for it (``rejected``, ``dead``)."""
+        trigger = "rejected" if state == S.REJECTED else "dead"
+        move = fallbacks.Move(trigger, f"{trigger}: {reason}")
+        if self._move_on(sub, state, owner, actor, move, error=reason, error_class=error_class):
+            return
         with self.engine.begin() as conn:
             ledger.move_submission(
                 conn, sub, state, owner=owner, actor=actor, message=reason, error=reason,
                 error_class=error_class, completed_at=utcnow(), lease_owner=None,
                 lease_expires_at=None, next_attempt_at=None,
             )  # fmt: skip
-            if fallback and fallback in self.vendors:
-                queue_submission(
-                    conn,
-                    sub["document_id"],
-                    Routed(
-                        profile=fallback,
-                        vendor_kind=self.vendors[fallback].kind,
-                        destinations=list(sub["destinations"] or []),
-                        fallback=None,
-                        route=f"fallback of {self.profile}",
-                    ),
-                    actor=actor,
-                    role="fallback",
-                )
-        if fallback and fallback in self.vendors:
-            self.hooks.wake_profile(fallback)
-        elif state == S.REJECTED:
+        if state == S.REJECTED and sub["role"] != "shadow":
             self.hooks.rejected(sub["document_id"], reason)
+
+    def _move_on(
+        self,
+        sub: dict[str, Any],
+        state: str,
+        owner: str,
+        actor: str,
+        move: fallbacks.Move,
+        *,
+        error: str | None = None,
+        error_class: str | None = None,
+    ) -> bool:
+        """End ``sub`` in ``state`` and hand its document to the next profile of its chain,
+        when the route moves on for ``move``'s trigger and a profile is left; else False and
+        nothing is written."""
+        if not fallbacks.chain(sub) and sub["role"] != "shadow":
+            return False
+        with self.engine.begin() as conn:
+            if sub["role"] == "shadow":
+                fallbacks.promoted(conn, sub)
+            nxt = self._next(conn, sub, move.trigger)
+            if nxt is None:
+                return False
+            message = f"moved to fallback {nxt.profile}: {error or move.detail}"
+            ledger.move_submission(
+                conn, sub, state, owner=owner, actor=actor, message=message, kind="moved",
+                error=error or message, error_class=error_class or move.trigger,
+                completed_at=utcnow(), lease_owner=None, lease_expires_at=None,
+                next_attempt_at=None,
+            )  # fmt: skip
+            nxt = fallbacks.take(conn, sub, nxt, move, kinds=self.kinds, actor=actor)
+        self.hooks.moved(nxt, move)
+        return True
+
+    def _past_deadline(self, work: _Work) -> bool:
+        """The route's ``deadline`` passed while this profile still works on the document:
+        it moves on (and a late answer from here is ignored)."""
+        sub = work.sub
+        if not fallbacks.chain(sub) or sub["state"] == S.REVIEW or work.processing is not None:
+            return False
+        route = self.hooks.route(work.doc["route"])
+        if route is None or route.deadline is None or not fallbacks.moves_on(route, "deadline"):
+            return False
+        waited = (utcnow() - sub["created_at"]).total_seconds()
+        if waited < route.deadline:
+            return False
+        detail = fallbacks.overdue(self.profile, waited, route.deadline)
+        move = fallbacks.Move("deadline", detail)
+        return self._move_on(sub, S.DEAD, work.owner, work.actor, move)
+
+    def _next(
+        self, conn: ledger.Connection, sub: dict[str, Any], trigger: str
+    ) -> fallbacks.Next | None:
+        """The profile the document of ``sub`` moves on to for ``trigger``, if any."""
+        if not fallbacks.chain(sub):
+            return None
+        route_name = conn.execute(
+            select(documents.c.route).where(documents.c.id == sub["document_id"])
+        ).scalar()
+        if not fallbacks.moves_on(self.hooks.route(route_name), trigger):
+            return None
+        return fallbacks.choose(conn, sub, self.kinds)
+
+
+def queue_exports(
+    conn: ledger.Connection,
+    sub: Mapping[str, Any],
+    *,
+    sha256: str,
+    extraction_id: int,
+    version: int,
+    inline: Collection[str] = (),
+    owner: str | None = None,
+    lease_expires_at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The outbox rows of one extraction, one per destination of ``sub``; ``version`` is the
+    extraction's: after the document's first one, each delivery is a new version of the one
+    made before. Rows for ``inline`` destinations are leased to ``owner`` (the vendor worker
+    pushes them itself) and returned."""
+    destinations = list(sub["destinations"] or [])
+    if version > 1:
+        keys = delivery_keys(conn, sub["document_id"], sha256, destinations)
+        versions = next_delivery_versions(conn, list(keys.values()))
+    else:
+        keys = {name: delivery_key(sub["document_id"], sha256, name) for name in destinations}
+        versions = {}
+    now = utcnow()
+    leased = []
+    for destination in destinations:
+        mine = destination in inline and owner is not None
+        key = keys[destination]
+        row = {
+            "document_id": sub["document_id"],
+            "submission_id": sub["id"],
+            "extraction_id": extraction_id,
+            "destination": destination,
+            "idempotency_key": key,
+            "version": versions.get(key, 1),
+            "state": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "lease_owner": owner if mine else None,
+            "lease_expires_at": lease_expires_at if mine else None,
+        }
+        row["id"] = conn.execute(INSERT_DELIVERY, row).scalar_one()
+        if mine:
+            leased.append(row)
+    return leased
 
 
 def delivery_key(document_id: int, sha256: str, destination: str) -> str:

@@ -148,7 +148,8 @@ class Submission(Base):
     profile: Mapped[str] = mapped_column(String(255))
     vendor_kind: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16), default="primary")
-    """`primary` or `fallback`."""
+    """`primary`, `fallback` (the document moved on to it along the route's chain) or
+    `shadow` (the same document read by another vendor for comparison: never exported)."""
     state: Mapped[str] = mapped_column(String(16))
     resume_state: Mapped[str | None] = mapped_column(String(16))
     """For `failed`: the state the retry resumes from."""
@@ -167,6 +168,10 @@ class Submission(Base):
     vendor_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     destinations: Mapped[list[str]] = mapped_column(JSON, default=list)
     fallback: Mapped[str | None] = mapped_column(String(255))
+    """The profile the document moves on to when this one hits a trigger of its route's
+    ``fallback_on``; None at the end of the chain."""
+    later_fallbacks: Mapped[list[str] | None] = mapped_column(JSON)
+    """The rest of the chain after ``fallback``, in order (None: none)."""
     error: Mapped[str | None] = mapped_column(Text)
     error_class: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
