@@ -108,7 +108,7 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
         "interval",
         seconds=OUTAGE_INTERVAL,
         id="outages",
-        name="circuit probes and outage moves to fallbacks",
+        name="circuit probes, and moves on along fallback chains (outages, deadlines)",
     )
     for profile, vendor in daemon.vendors.items():
         if vendor.retention_days() is None:

@@ -216,8 +216,10 @@ def module_daemon(proc: DaemonProcess) -> Iterator[DaemonProcess]:
 class EmulatorProcess:
     """`docrelay emulate <vendor>` as its own process, as users run it."""
 
-    def __init__(self, vendor: str, *args: str, log: Path | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, vendor: str, *args: str, log: Path | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("ab") if log is not None else None
         self.proc = subprocess.Popen(

@@ -112,9 +112,7 @@ def test_low_confidence_moves_on_and_the_last_profile_keeps_what_it_read(make_da
     assert (c["state"], c["error"]) == ("done", None)  # the end of the chain: it stands
     with daemon.engine.connect() as conn:
         sent = conn.execute(
-            select(ledger.deliveries.c.submission_id).where(
-                ledger.deliveries.c.document_id == doc
-            )
+            select(ledger.deliveries.c.submission_id).where(ledger.deliveries.c.document_id == doc)
         ).scalars()
         assert list(sent) == [c["id"]]
         total = conn.execute(

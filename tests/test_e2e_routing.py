@@ -1,0 +1,185 @@
+"""Vendors as interchangeable suppliers, end to end: the real daemon with two vendor emulators
+(Rossum first, Konfuzio as shadow and fallback), each wrong on purpose at its own seeded
+rates, so the test knows every right answer.
+
+One run shows shadow reading on every document and agreement reported, the primary's emulator
+killed mid-run and documents moving on to the fallback within ``outage_after`` (none lost, none
+exported twice), back to the primary once it returns; a second shows a spent budget and a
+low-confidence result moving documents on."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.emulation import wrongness
+from tests.daemon_proc import (
+    DaemonProcess,
+    EmulatorProcess,
+    drop_invoices,
+    free_port,
+    metric,
+    query,
+    toml_table,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.e2e
+
+ROSSUM = {"wrong_rate": 0.1, "miss_rate": 0.05, "wrong_seed": 11}
+KONFUZIO = {"wrong_rate": 0.2, "miss_rate": 0.1, "wrong_seed": 22}
+
+
+def flags(rates: dict[str, Any]) -> list[str]:
+    return [f"--{key.replace('_', '-')}={value}" for key, value in rates.items()]
+
+
+def konfuzio_toml(emulator: EmulatorProcess, **keys: Any) -> str:
+    values = {
+        "kind": "konfuzio",
+        "base_url": emulator.url,
+        "username": "user@example.com",
+        "password": "secret",
+        "project": 1,
+        "poll_interval": 0.3,
+        "timeout": 10,
+        **keys,
+    }
+    return toml_table("[vendors.konfuzio_main]", values)
+
+
+def exports(root: Path) -> Counter[int]:
+    rows = query(root, "SELECT document_id FROM deliveries WHERE state = 'delivered'")
+    return Counter(row["document_id"] for row in rows)
+
+
+def outbox_records(root: Path) -> dict[int, tuple[int, str]]:
+    """Exports as the destination holds them: document → (version, vendor). A second export
+    of a document would be a version 2 of its file."""
+    found = {}
+    for path in (root / "outbox").glob("*.json"):
+        record = json.loads(path.read_text())
+        found[int(path.stem)] = (record["version"], record["vendor"])
+    return found
+
+
+def circuit_state(daemon: DaemonProcess) -> str | None:
+    data = httpx.get(f"{daemon.url}/status", timeout=10).json()
+    return next((b["state"] for b in data["breakers"] if b["vendor"] == "rossum_main"), None)
+
+
+def sha_of(root: Path) -> dict[int, str]:
+    return {r["id"]: r["sha256"] for r in query(root, "SELECT id, sha256 FROM documents")}
+
+
+def test_shadow_agreement_outage_and_back(tmp_path):
+    root = tmp_path
+    rossum = EmulatorProcess("rossum", *flags(ROSSUM), log=root / "rossum.log")
+    konfuzio = EmulatorProcess(
+        "konfuzio", "--rate-limit", "0", *flags(KONFUZIO), log=root / "konfuzio.log"
+    )
+    try:
+        extra = (
+            'fallback = "konfuzio_main"\nshadow = ["konfuzio_main"]\noutage_after = 3\n'
+            + rossum.vendor_toml(
+                concurrency=2,
+                poll_interval=0.3,
+                timeout=3,
+                max_retries=0,
+                breaker_failures=3,
+                breaker_cooldown=2,
+            )
+            + konfuzio_toml(konfuzio, concurrency=2)
+        )
+        config = write_config(root, port=free_port(), extra=extra, vendor="rossum_main")
+        daemon = DaemonProcess(config).start()
+        inbox = root / "inbox"
+
+        # Phase 1: both vendors read every document; only the primary's result is exported.
+        specs = drop_invoices(inbox, 30, prefix="both", first_seed=900)
+        wait_until(lambda: len(exports(root)) == 30, 90, what="30 exports")
+        wait_until(
+            lambda: len(query(root, "SELECT id FROM submissions WHERE role = 'shadow' "
+                                    "AND state = 'done'")) == 30,
+            60, what="30 shadow readings",
+        )  # fmt: skip
+        public = query(root, "SELECT document_id, vendor FROM docrelay_documents")
+        assert {r["vendor"] for r in public} == {"rossum_main"}
+        agreement = query(root, "SELECT * FROM docrelay_field_agreement")
+        assert {r["shadow_profile"] for r in agreement} == {"konfuzio_main"}
+        assert {r["document_id"] for r in agreement} == {r["document_id"] for r in public}
+        rossum_cfg = wrongness.WrongnessSettings(**ROSSUM)
+        konfuzio_cfg = wrongness.WrongnessSettings(**KONFUZIO)
+        shas = sha_of(root)
+        for row in agreement:
+            sha = shas[row["document_id"]]
+            mine = wrongness.verdict(rossum_cfg, sha, row["field"])
+            theirs = wrongness.verdict(konfuzio_cfg, sha, row["field"])
+            if mine == "missed" and theirs != "missed":
+                assert row["agreement"] == "primary_missing", row
+            elif theirs == "missed" and mine != "missed":
+                assert row["agreement"] == "shadow_missing", row
+            elif mine == theirs == "right":
+                assert row["agreement"] == "agree", row
+            elif "wrong" in (mine, theirs) and "missed" not in (mine, theirs):
+                assert row["agreement"] == "disagree", row
+        assert Counter(r["agreement"] for r in agreement)["disagree"] > 0
+        assert konfuzio.stats()["documents"]["total"] == 30  # each uploaded there once
+
+        # Phase 2: the primary's emulator dies; new documents move on within outage_after.
+        port = rossum.port
+        rossum.stop()
+        drop_invoices(inbox, 12, prefix="outage", first_seed=950)
+        wait_until(lambda: circuit_state(daemon) in ("open", "half_open"), 40, what="opens")
+        moved = wait_until(
+            lambda: query(root, "SELECT * FROM submissions WHERE role = 'fallback'"),
+            30, what="documents moved on",
+        )  # fmt: skip
+        assert {m["profile"] for m in moved} == {"konfuzio_main"}
+        events = query(root, "SELECT message FROM events WHERE kind = 'moved'")
+        assert events and all(
+            e["message"].startswith("moved to fallback konfuzio_main: circuit open for ")
+            for e in events
+        ), events
+        # The fallback read them already as shadow: promoted, not uploaded a second time.
+        promoted = query(root, "SELECT submission_id FROM events WHERE kind = 'promoted'")
+        assert {p["submission_id"] for p in promoted} == {m["id"] for m in moved}
+
+        # Phase 3: the primary returns; the probe closes the circuit, documents go there again.
+        rossum = EmulatorProcess("rossum", *flags(ROSSUM), log=root / "rossum.log", port=port)
+        wait_until(lambda: len(exports(root)) == 42, 120, what="42 exports")
+        wait_until(lambda: circuit_state(daemon) == "closed", 60, what="closed again")
+        specs |= drop_invoices(inbox, 4, prefix="after", first_seed=980)
+        wait_until(lambda: len(exports(root)) == 46, 60, what="46 exports")
+        after = query(
+            root,
+            "SELECT s.profile, s.role, s.state FROM submissions s JOIN documents d "
+            "ON d.id = s.document_id WHERE d.filename LIKE 'after-%' AND s.role != 'shadow'",
+        )
+        assert Counter((r["profile"], r["state"]) for r in after) == {("rossum_main", "done"): 4}
+
+        # None lost, none exported twice: counted in the store and at the destination.
+        assert set(exports(root).values()) == {1}
+        records = outbox_records(root)
+        fallback_docs = {
+            r["document_id"] for r in query(root, "SELECT document_id FROM submissions "
+                                                  "WHERE role = 'fallback'")
+        }  # fmt: skip
+        assert records == {
+            doc: (1, "konfuzio_main" if doc in fallback_docs else "rossum_main")
+            for doc in sha_of(root)
+        }
+        assert konfuzio.stats()["documents"]["total"] == 46  # shadows, promoted or not: once
+        assert metric(daemon.url, "docrelay_fallback_moves_total", trigger="circuit_open") == len(
+            query(root, "SELECT id FROM submissions WHERE role = 'fallback'")
+        )
+        assert daemon.stop() == 0
+    finally:
+        rossum.stop()
+        konfuzio.stop()
