@@ -91,6 +91,9 @@ class Routed:
     destinations: list[str]
     fallback: str | None
     route: str
+    shadows: tuple[tuple[str, str], ...] = ()
+    """(profile, vendor kind) of each of the route's ``shadow`` profiles: queued beside the
+    primary, with no destinations."""
 
 
 P = ParamSpec("P")
@@ -209,9 +212,9 @@ class Intake:
                 found = inspect(path, mime)
             except TerminalError as exc:
                 reason = str(exc)
-        outcome, profile = self._commit(item, sha, size, mime, found, reason)
+        outcome, profiles = self._commit(item, sha, size, mime, found, reason)
         crash_point("after_document_commit")
-        if profile is not None:
+        for profile in profiles:
             self.on_queued(profile)
         return outcome
 
@@ -223,7 +226,8 @@ class Intake:
         mime: str,
         found: Inspection,
         reason: str | None,
-    ) -> tuple[IngestOutcome, str | None]:
+    ) -> tuple[IngestOutcome, list[str]]:
+        """Returns the outcome and the profiles that got a submission (to wake)."""
         actor = f"intake:{item.source}"
         with ledger.begin(self.engine) as conn:  # its events in one statement
             if conn.dialect.name == "postgresql":
@@ -239,7 +243,7 @@ class Intake:
                     if earlier.intake_state == "rejected"
                     else IngestStatus.ALREADY
                 )
-                return IngestOutcome(status, earlier.id, reason), None
+                return IngestOutcome(status, earlier.id, reason), []
 
             row = {
                 "sha256": sha,
@@ -255,7 +259,7 @@ class Intake:
             }
             if reason is not None:
                 doc_id = self._insert(conn, row, "rejected", reason, actor)
-                return IngestOutcome(IngestStatus.REJECTED, doc_id, reason), None
+                return IngestOutcome(IngestStatus.REJECTED, doc_id, reason), []
 
             if self.config.core.pipeline.duplicates == "skip":
                 first = conn.execute(FIRST_WITH_BYTES, {"sha256": sha}).scalar()
@@ -268,15 +272,19 @@ class Intake:
                         actor,
                         message=f"same bytes as document {first} (sha256 {sha[:12]}…); not sent",
                     )
-                    return IngestOutcome(IngestStatus.DUPLICATE, doc_id), None
+                    return IngestOutcome(IngestStatus.DUPLICATE, doc_id), []
 
             routed = self._route(item, mime)
             if routed is None:
                 doc_id = self._insert(conn, row, "unrouted", "no route matched", actor)
-                return IngestOutcome(IngestStatus.INGESTED, doc_id, "no route matched"), None
+                return IngestOutcome(IngestStatus.INGESTED, doc_id, "no route matched"), []
             doc_id = self._insert(conn, {**row, "route": routed.route}, "accepted", None, actor)
             queue_submission(conn, doc_id, routed, actor=actor)
-            return IngestOutcome(IngestStatus.INGESTED, doc_id), routed.profile
+            queue_shadows(conn, doc_id, routed, actor=actor)
+            return IngestOutcome(IngestStatus.INGESTED, doc_id), [
+                routed.profile,
+                *(profile for profile, _kind in routed.shadows),
+            ]
 
     @staticmethod
     def _earlier(conn: ledger.Connection, item: IntakeItem, sha: str) -> Any:
@@ -326,6 +334,9 @@ class Intake:
             destinations=list(route.destinations),
             fallback=route.fallback,
             route=route_name(index, route),
+            shadows=tuple(
+                (name, config.vendors[name].kind) for name in route.shadow if name in config.vendors
+            ),
         )
 
     @_store_errors
@@ -474,3 +485,26 @@ def queue_submission(
         at=now,
     )
     return sub_id
+
+
+def queue_shadows(
+    conn: ledger.Connection, document_id: int, routed: Routed, *, actor: str
+) -> list[int]:
+    """One ``shadow`` submission per shadow profile of the route, in the primary's
+    transaction: the same document, for comparison only (no destinations, no fallback)."""
+    return [
+        queue_submission(
+            conn,
+            document_id,
+            Routed(
+                profile=profile,
+                vendor_kind=kind,
+                destinations=[],
+                fallback=None,
+                route=f"shadow of {routed.profile} via {routed.route}",
+            ),
+            actor=actor,
+            role="shadow",
+        )
+        for profile, kind in routed.shadows
+    ]

@@ -879,7 +879,7 @@ class SubmissionRunner:
                 )
         if fallback and fallback in self.vendors:
             self.hooks.wake_profile(fallback)
-        elif state == S.REJECTED:
+        elif state == S.REJECTED and sub["role"] != "shadow":  # only the primary's word counts
             self.hooks.rejected(sub["document_id"], reason)
 
 

@@ -148,7 +148,8 @@ class Submission(Base):
     profile: Mapped[str] = mapped_column(String(255))
     vendor_kind: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16), default="primary")
-    """`primary` or `fallback`."""
+    """`primary`, `fallback`, or `shadow` (a route's ``shadow`` profile: compared with the
+    primary, never exported)."""
     state: Mapped[str] = mapped_column(String(16))
     resume_state: Mapped[str | None] = mapped_column(String(16))
     """For `failed`: the state the retry resumes from."""
