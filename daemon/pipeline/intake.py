@@ -94,6 +94,8 @@ class Routed:
     shadows: tuple[tuple[str, str], ...] = ()
     """(profile, vendor kind) of each of the route's ``shadow`` profiles: queued beside the
     primary, with no destinations."""
+    shadow_feedback: bool = False
+    """The route's ``shadow_feedback``: corrections go to the shadow profiles too."""
 
 
 P = ParamSpec("P")
@@ -337,6 +339,7 @@ class Intake:
             shadows=tuple(
                 (name, config.vendors[name].kind) for name in route.shadow if name in config.vendors
             ),
+            shadow_feedback=route.shadow_feedback,
         )
 
     @_store_errors
@@ -467,6 +470,7 @@ def queue_submission(
             "state": SubmissionState.QUEUED,
             "destinations": routed.destinations,
             "fallback": routed.fallback,
+            "shadow_feedback": role == "shadow" and routed.shadow_feedback,
             "vendor_data": {},
             "created_at": now,
             "updated_at": now,
@@ -502,6 +506,7 @@ def queue_shadows(
                 destinations=[],
                 fallback=None,
                 route=f"shadow of {routed.profile} via {routed.route}",
+                shadow_feedback=routed.shadow_feedback,
             ),
             actor=actor,
             role="shadow",

@@ -12,8 +12,7 @@ AMOUNT_COLUMNS = ("total_amount", "net_amount", "tax_amount", "amount_due")
 DATE_COLUMNS = ("issue_date", "due_date")
 
 _LATEST_SUBMISSION = (
-    "SELECT document_id, MAX(id) AS id FROM submissions "
-    "WHERE role <> 'shadow' GROUP BY document_id"
+    "SELECT document_id, MAX(id) AS id FROM submissions WHERE role <> 'shadow' GROUP BY document_id"
 )
 """Per document, the submission whose result is the document's: the primary or its fallback,
 never a shadow (a route's ``shadow`` profiles are only compared, in docrelay_field_agreement)."""
@@ -30,7 +29,9 @@ _LATEST_SHADOW_EXTRACTION = (
     "GROUP BY ex.document_id, ex.submission_id"
 )
 """Per shadow submission, its latest normalised extraction."""
-_HAS_VALUE = "({f}.value_text IS NOT NULL OR {f}.value_number IS NOT NULL OR {f}.value_date IS NOT NULL)"
+_HAS_VALUE = (
+    "({f}.value_text IS NOT NULL OR {f}.value_number IS NOT NULL OR {f}.value_date IS NOT NULL)"
+)
 
 
 def _invoice_column(name: str) -> str:

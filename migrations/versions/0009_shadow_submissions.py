@@ -1,5 +1,6 @@
 """shadow submissions: the public views ignore a route's shadow profiles (they show the
-primary's or its fallback's result), and docrelay_field_agreement compares them with it
+primary's or its fallback's result), docrelay_field_agreement compares them with it, and
+a shadow remembers whether corrections go to its vendor too
 
 Revision ID: 0009
 Revises: 0008
@@ -7,6 +8,7 @@ Create Date: 2026-12-04
 """
 
 from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0009'
@@ -179,8 +181,13 @@ def _replace_views(drop: list[str], views: dict[str, str]) -> None:
 
 
 def upgrade() -> None:
+    op.add_column(
+        'submissions',
+        sa.Column('shadow_feedback', sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     _replace_views(list(reversed(PREVIOUS_VIEWS)), VIEWS)
 
 
 def downgrade() -> None:
     _replace_views(list(reversed(VIEWS)), PREVIOUS_VIEWS)
+    op.drop_column('submissions', 'shadow_feedback')
