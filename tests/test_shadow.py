@@ -7,6 +7,7 @@ two Rossum emulators, one of them wrong on purpose."""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -125,10 +126,12 @@ def submissions_of(daemon: Daemon, doc: int) -> dict[str, dict]:
 
 def both_done(daemon: Daemon, doc: int) -> dict[str, dict]:
     return wait_until(
-        lambda: (s := submissions_of(daemon, doc))
-        and all(r["state"] in ("done", "rejected") for r in s.values())
-        and len(s) == 2
-        and s,
+        lambda: (
+            (s := submissions_of(daemon, doc))
+            and all(r["state"] in ("done", "rejected") for r in s.values())
+            and len(s) == 2
+            and s
+        ),
         15,
         what="primary and shadow finished",
     )
@@ -171,9 +174,7 @@ def test_intake_queues_a_shadow_beside_the_primary_and_views_keep_the_primary(
     assert rows(daemon, "SELECT * FROM feedback WHERE profile = 'b'") == []
     assert not [c for c in fakes.CALLS["b"] if c[0] in ("report", "feedback")]
 
-    agreement = {
-        r["field"]: r for r in rows(daemon, "SELECT * FROM docrelay_field_agreement")
-    }
+    agreement = {r["field"]: r for r in rows(daemon, "SELECT * FROM docrelay_field_agreement")}
     assert set(agreement) == {"invoice_number", "total_amount"}
     assert agreement["invoice_number"]["agreement"] == "agree"
     total = agreement["total_amount"]
@@ -204,9 +205,7 @@ def test_intake_queues_a_shadow_beside_the_primary_and_views_keep_the_primary(
     feedback = rows(daemon, "SELECT submission_id, profile FROM feedback WHERE kind = :k",
                     k=FeedbackKind.CORRECTION)  # fmt: skip
     assert feedback == [{"submission_id": primary["id"], "profile": "a"}]
-    total = rows(
-        daemon, "SELECT * FROM docrelay_field_agreement WHERE field = 'total_amount'"
-    )[0]
+    total = rows(daemon, "SELECT * FROM docrelay_field_agreement WHERE field = 'total_amount'")[0]
     assert (total["primary_value"], total["agreement"]) == ("14.00", "disagree")
     assert total["primary_corrected"] in (True, 1)
     # the corrected result is exported again (for the primary only), b never hears of it
@@ -214,9 +213,7 @@ def test_intake_queues_a_shadow_beside_the_primary_and_views_keep_the_primary(
         lambda: {r["version"] for r in rows(daemon, "SELECT version FROM deliveries")} == {1, 2},
         10,
     )
-    assert {d["submission_id"] for d in rows(daemon, "SELECT * FROM deliveries")} == {
-        primary["id"]
-    }
+    assert {d["submission_id"] for d in rows(daemon, "SELECT * FROM deliveries")} == {primary["id"]}
     wait_until(lambda: [c for c in fakes.CALLS["a"] if c[0] == "feedback"], 10, what="a's feedback")
     assert not [c for c in fakes.CALLS["b"] if c[0] == "feedback"]
     # the document's history labels the shadow's steps
@@ -344,8 +341,13 @@ def test_agreement_compares_normalised_values_of_each_latest_extraction(engine):
             "value_text": "13.00", "value_number": Decimal("13.00")}})  # fmt: skip
         # a document whose shadow has no result yet has no rows
         waiting = _document(conn, "two.pdf")
-        _extraction(conn, waiting, _submission(conn, waiting, "a", "primary"), "a",
-                    {"total_amount": {"value_text": "1.00", "value_number": Decimal("1")}})
+        _extraction(
+            conn,
+            waiting,
+            _submission(conn, waiting, "a", "primary"),
+            "a",
+            {"total_amount": {"value_text": "1.00", "value_number": Decimal("1")}},
+        )
         _submission(conn, waiting, "b", "shadow")
     with engine.connect() as conn:
         found = conn.execute(
@@ -432,8 +434,10 @@ def test_a_wrong_shadow_vendor_is_compared_never_exported(tmp_path):
         assert len(deliveries) == COUNT and not {d["submission_id"] for d in deliveries} & shadows
         assert not query(root, "SELECT * FROM feedback WHERE profile = 'rossum_shadow'")
         # nothing at the wrong emulator was marked exported (no export status sent there)
+        wait_until(lambda: {a["status"] for a in right.annotations()} == {"exported"}, 30,
+                   what="the primary told of each export")  # fmt: skip
         statuses = {a["status"] for a in wrong.annotations()}
-        assert "exported" not in statuses, statuses
+        assert len(wrong.annotations()) == COUNT and "exported" not in statuses, statuses
 
         documents = query(root, "SELECT * FROM docrelay_documents")
         assert {d["vendor"] for d in documents} == {"rossum_main"}
@@ -453,6 +457,8 @@ def test_a_wrong_shadow_vendor_is_compared_never_exported(tmp_path):
             said = verdict(WRONG, sha[row["document_id"]], row["field"])
             assert row["agreement"] == expected[said], (row, said)
             made_wrong += said != "right"
+        seen = Counter(r["agreement"] for r in rows)
+        assert seen["disagree"] and seen["shadow_missing"] and seen["agree"], seen
         assert made_wrong >= COUNT // 2, "the wrong emulator was wrong about enough fields"
         assert not [r for r in rows if r["agreement"] == "primary_missing"]
     finally:
