@@ -359,6 +359,15 @@ def test_agreement_compares_normalised_values_of_each_latest_extraction(engine):
         invoices = conn.execute(text("SELECT * FROM docrelay_invoices ORDER BY 1")).mappings()
         first = next(iter(invoices))
         assert (first["invoice_number"], first["tax_amount"]) == ("INV-1", None)
+    with engine.connect() as conn:  # README's example query runs as printed
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+        example = readme.split("FROM docrelay_field_agreement\n", 1)[0].rsplit("```sql\n", 1)[1]
+        example += (
+            "FROM docrelay_field_agreement\n"
+            + readme.split("FROM docrelay_field_agreement\n", 1)[1].split(";", 1)[0]
+        )
+        rates = {(r[0], r[1]): float(r[2]) for r in conn.execute(text(example))}
+    assert rates[("b", "total_amount")] == 1.0 and rates[("c", "total_amount")] == 0.0
     got = {(r["shadow_profile"], r["field"]): r["agreement"] for r in found}
     assert got == {
         ("b", "currency"): "shadow_missing",
