@@ -591,8 +591,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         move = f"{row['from_state'] or ''}→{row['to_state'] or ''}" if row["to_state"] else ""
+        shadow = "[shadow] " if row.get("role") == "shadow" else ""
         print(f"{row['at']:%Y-%m-%d %H:%M:%S} {row['kind']:<10} {move:<24} {row['actor']}: "
-              f"{row['message'] or ''}")  # fmt: skip
+              f"{shadow}{row['message'] or ''}")  # fmt: skip
     return 0
 
 

@@ -267,6 +267,12 @@ class Route(BaseModel):
     confidence passes."""
     destinations: list[str] = []
     """Destinations (keys of ``[destinations]``) that receive each extraction."""
+    shadow: list[str] = []
+    """Profiles that get every document as well, to compare with ``vendor`` (the view
+    ``docrelay_field_agreement``): their results are stored but never exported, never shown
+    in the public views and never tell the source of a rejection."""
+    shadow_feedback: bool = False
+    """Send the corrections made to the primary's result to the ``shadow`` profiles too."""
 
     @field_validator("fallback", mode="before")
     @classmethod
@@ -621,6 +627,14 @@ def _check_references(
             problems.append(
                 Problem(_key((*loc, "fallback")), f"profile {again!r} is in the chain twice")
             )
+        for position, profile in enumerate(route.shadow):
+            key = _key((*loc, "shadow"))
+            if profile not in vendors and profile not in core.vendors:
+                problems.append(Problem(key, f"no vendor profile named {profile!r}"))
+            elif profile == route.vendor:
+                problems.append(Problem(key, f"{profile!r} is the route's own vendor"))
+            elif profile in route.shadow[:position]:
+                problems.append(Problem(key, f"{profile!r} is named more than once"))
         for dest in route.destinations:
             if dest not in destinations and dest not in core.destinations:
                 problems.append(

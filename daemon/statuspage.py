@@ -504,6 +504,9 @@ def document_data(daemon: Daemon, document_id: int) -> dict[str, Any] | None:
                 .limit(EVENT_LIMIT)
             )
         )[::-1]  # fmt: skip
+    shadows = {s["id"] for s in submissions if s["role"] == "shadow"}
+    for event in events:
+        event["shadow"] = event["submission_id"] in shadows
     fields.sort(key=lambda f: (FIELD_ORDER.get(f["field"], len(FIELD_ORDER)), f["field"]))
     for index, field in enumerate(fields):
         field["colour"] = PALETTE[index % len(PALETTE)]
@@ -532,8 +535,9 @@ def _document_row(
     version: int | None,
 ) -> dict[str, Any]:
     """The document's ``docrelay_documents`` row, as the view defines it (the latest
-    submission's state, vendor and error, else intake's; the last delivery's time)."""
-    last = submissions[-1] if submissions else {}
+    non-shadow submission's state, vendor and error, else intake's; the last delivery's
+    time)."""
+    last = next((s for s in reversed(submissions) if s["role"] != "shadow"), {})
     delivered = [d["delivered_at"] for d in deliveries if d["state"] == DeliveryState.DELIVERED]
     return {
         **stored,

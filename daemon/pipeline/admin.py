@@ -185,12 +185,15 @@ def _requeue(
 
 
 def history(engine: Engine, document_id: int) -> list[dict[str, Any]]:
-    events = ledger.events
+    """The document's events, oldest first, each with its submission's ``role`` (None for the
+    document's own), so a shadow's steps can be told from the primary's."""
+    events, sub = ledger.events, ledger.submissions
     with reader(engine).connect() as conn:
         return [
             dict(row)
             for row in conn.execute(
-                select(events)
+                select(events, sub.c.role)
+                .outerjoin(sub, sub.c.id == events.c.submission_id)
                 .where(events.c.document_id == document_id)
                 .order_by(events.c.at, events.c.id)
             ).mappings()

@@ -8,6 +8,7 @@ sends them with the vendor's API; the rows make every send safe to repeat after 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -15,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 
-from connectors.base import Correction, CorrectionKind, Vendor
+from connectors.base import CanonicalResult, Correction, CorrectionKind, FieldValue, Vendor
 from connectors.errors import TerminalError
 from connectors.normalize import FieldValueError, parse_field_strictly
 from daemon import logs
@@ -60,9 +61,9 @@ LATEST_OF_SUBMISSION = (
     .order_by(extractions.c.id.desc())
     .limit(1)
 )
-SELECT_TARGET = select(ledger.submissions.c.vendor_ref, ledger.submissions.c.vendor_data).where(
-    ledger.submissions.c.id == bindparam("submission_id")
-)
+SELECT_TARGET = select(
+    ledger.submissions.c.vendor_ref, ledger.submissions.c.vendor_data, ledger.submissions.c.role
+).where(ledger.submissions.c.id == bindparam("submission_id"))
 
 
 class CorrectionError(ValueError):
@@ -92,10 +93,24 @@ LATEST_RESULT = (
     .where(
         extractions.c.document_id == bindparam("document_id"),
         extractions.c.normalized_at.is_not(None),
+        ledger.submissions.c.role != "shadow",  # the document's result is the primary's
     )
     .order_by(extractions.c.id.desc())
     .limit(1)
 )
+"""The document's result: the latest extraction of its primary (or fallback) submission."""
+SHADOWS_TAKING_FEEDBACK = (
+    select(extractions.c.id, extractions.c.submission_id, ledger.submissions.c.profile)
+    .join(ledger.submissions, ledger.submissions.c.id == extractions.c.submission_id)
+    .where(
+        extractions.c.document_id == bindparam("document_id"),
+        extractions.c.normalized_at.is_not(None),
+        ledger.submissions.c.role == "shadow",
+        ledger.submissions.c.shadow_feedback.is_(True),
+    )
+    .order_by(extractions.c.id.desc())
+)
+"""The extractions of the document's shadows whose route has ``shadow_feedback``, latest first."""
 
 
 def correct(
@@ -222,6 +237,9 @@ def apply_correction(
             + ("" if send else f" ({row.profile} takes no feedback)")
             + (f"; {note}" if note else ""),
         )
+    truth = {item["field"]: item["new_value"] for item in queued}
+    for line in _queue_for_shadows(conn, document_id, truth, vendors, origin):
+        changed.append(line)
     if any(item["correction"] != CorrectionKind.CONFIRM for item in queued):
         if versions := export_again(
             conn, document_id, row.submission_id, actor=origin, skip=skip_destination
@@ -234,6 +252,58 @@ def apply_correction(
             + (f"; {elsewhere}" if elsewhere else " (the vendor never learns of it)")
         )
     return changed
+
+
+def _queue_for_shadows(
+    conn: Connection,
+    document_id: int,
+    truth: Mapping[str, str | None],
+    vendors: Mapping[str, Any] | None,
+    origin: str,
+) -> list[str]:
+    """The same word on each field, for each shadow whose route sends it feedback: judged
+    against the shadow's own result (what it got right is confirmed), which stays as the
+    vendor gave it (the agreement view compares it). Nothing is exported for a shadow."""
+    said = []
+    seen: set[int] = set()
+    for target in conn.execute(SHADOWS_TAKING_FEEDBACK, {"document_id": document_id}):
+        if target.submission_id in seen:
+            continue  # an older extraction of the same shadow
+        seen.add(target.submission_id)
+        vendor = (vendors or {}).get(target.profile)
+        if vendor is not None and not vendor.capabilities.feedback:
+            continue
+        stored = {
+            r.name: r
+            for r in conn.execute(
+                select(fields_t.c.name, fields_t.c.value_text, fields_t.c.vendor_label).where(
+                    fields_t.c.extraction_id == target.id
+                )
+            )
+        }
+        for name, after in truth.items():
+            old = stored.get(name)
+            before = old.value_text if old is not None else None
+            if after is None:
+                kind = CorrectionKind.ABSENT
+            elif before is None:
+                kind = CorrectionKind.ADD
+            elif before.strip().casefold() == after.strip().casefold():
+                kind = CorrectionKind.CONFIRM
+            else:
+                kind = CorrectionKind.CORRECT
+            conn.execute(
+                feedback_t.insert(),
+                _feedback_row(target, document_id, name, kind, before, after, old, origin),
+            )
+        if truth:
+            ledger.event(
+                conn, actor=origin, kind="corrected", document_id=document_id,
+                submission_id=target.submission_id,
+                message=f"shadow {target.profile}: {', '.join(truth)} sent to it too",
+            )  # fmt: skip
+            said.append(f"shadow {target.profile}: the same feedback queued")
+    return said
 
 
 def _feedback_row(
@@ -468,6 +538,8 @@ class FeedbackRunner:
                 LATEST_OF_SUBMISSION, {"submission_id": submission_id}
             ).scalar_one()
             result = load_result(conn, extraction_id)
+        if target.get("role") == "shadow":  # its result stays as it was: correct it here
+            result = _corrected(result, _latest_per_field(rows))
         corrections = []
         for row in _latest_per_field(rows):
             value = result.get(row["field"])
@@ -563,6 +635,30 @@ class FeedbackRunner:
                     to_state=state,
                     message=f"{what}: {message}",
                 )
+
+
+def _corrected(result: CanonicalResult, rows: Sequence[Mapping[str, Any]]) -> CanonicalResult:
+    """A shadow's result with the corrections applied (as the primary's is in the store), its
+    own labels and ids kept, so a vendor that takes the full set gets the corrected set."""
+    fields = {f.name: f for f in result.fields}
+    for row in rows:
+        name, value = row["field"], row["new_value"]
+        if value is None:
+            fields.pop(name, None)
+            continue
+        try:
+            parsed = parse_field_strictly(name, value)
+        except FieldValueError:  # it parsed when it was made: the field's rules have changed
+            parsed = FieldValue(name=name, value_text=value, raw_text=value)
+        own = fields.get(name)
+        fields[name] = dataclasses.replace(
+            parsed,
+            vendor_label=own.vendor_label if own else row["vendor_label"],
+            vendor_id=own.vendor_id if own else None,
+            page=own.page if own else None,
+            bbox=own.bbox if own else None,
+        )
+    return dataclasses.replace(result, fields=list(fields.values()))
 
 
 def _latest_per_field(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -92,6 +92,11 @@ class Routed:
     fallbacks: list[str]
     """The chain after ``profile``, in order."""
     route: str
+    shadows: tuple[tuple[str, str], ...] = ()
+    """(profile, vendor kind) of each of the route's ``shadow`` profiles: queued beside the
+    primary, with no destinations."""
+    shadow_feedback: bool = False
+    """The route's ``shadow_feedback``: corrections go to the shadow profiles too."""
 
 
 P = ParamSpec("P")
@@ -210,9 +215,9 @@ class Intake:
                 found = inspect(path, mime)
             except TerminalError as exc:
                 reason = str(exc)
-        outcome, profile = self._commit(item, sha, size, mime, found, reason)
+        outcome, profiles = self._commit(item, sha, size, mime, found, reason)
         crash_point("after_document_commit")
-        if profile is not None:
+        for profile in profiles:
             self.on_queued(profile)
         return outcome
 
@@ -224,7 +229,8 @@ class Intake:
         mime: str,
         found: Inspection,
         reason: str | None,
-    ) -> tuple[IngestOutcome, str | None]:
+    ) -> tuple[IngestOutcome, list[str]]:
+        """Returns the outcome and the profiles that got a submission (to wake)."""
         actor = f"intake:{item.source}"
         with ledger.begin(self.engine) as conn:  # its events in one statement
             if conn.dialect.name == "postgresql":
@@ -240,7 +246,7 @@ class Intake:
                     if earlier.intake_state == "rejected"
                     else IngestStatus.ALREADY
                 )
-                return IngestOutcome(status, earlier.id, reason), None
+                return IngestOutcome(status, earlier.id, reason), []
 
             row = {
                 "sha256": sha,
@@ -256,7 +262,7 @@ class Intake:
             }
             if reason is not None:
                 doc_id = self._insert(conn, row, "rejected", reason, actor)
-                return IngestOutcome(IngestStatus.REJECTED, doc_id, reason), None
+                return IngestOutcome(IngestStatus.REJECTED, doc_id, reason), []
 
             if self.config.core.pipeline.duplicates == "skip":
                 first = conn.execute(FIRST_WITH_BYTES, {"sha256": sha}).scalar()
@@ -269,15 +275,19 @@ class Intake:
                         actor,
                         message=f"same bytes as document {first} (sha256 {sha[:12]}…); not sent",
                     )
-                    return IngestOutcome(IngestStatus.DUPLICATE, doc_id), None
+                    return IngestOutcome(IngestStatus.DUPLICATE, doc_id), []
 
             routed = self._route(item, mime)
             if routed is None:
                 doc_id = self._insert(conn, row, "unrouted", "no route matched", actor)
-                return IngestOutcome(IngestStatus.INGESTED, doc_id, "no route matched"), None
+                return IngestOutcome(IngestStatus.INGESTED, doc_id, "no route matched"), []
             doc_id = self._insert(conn, {**row, "route": routed.route}, "accepted", None, actor)
             queue_submission(conn, doc_id, routed, actor=actor)
-            return IngestOutcome(IngestStatus.INGESTED, doc_id), routed.profile
+            queue_shadows(conn, doc_id, routed, actor=actor)
+            return IngestOutcome(IngestStatus.INGESTED, doc_id), [
+                routed.profile,
+                *(profile for profile, _kind in routed.shadows),
+            ]
 
     @staticmethod
     def _earlier(conn: ledger.Connection, item: IntakeItem, sha: str) -> Any:
@@ -327,6 +337,10 @@ class Intake:
             destinations=list(route.destinations),
             fallbacks=list(route.fallback),
             route=route_name(index, route),
+            shadows=tuple(
+                (name, config.vendors[name].kind) for name in route.shadow if name in config.vendors
+            ),
+            shadow_feedback=route.shadow_feedback,
         )
 
     @_store_errors
@@ -458,6 +472,7 @@ def queue_submission(
             "destinations": routed.destinations,
             "fallback": routed.fallbacks[0] if routed.fallbacks else None,
             "later_fallbacks": routed.fallbacks[1:] or None,
+            "shadow_feedback": role == "shadow" and routed.shadow_feedback,
             "vendor_data": {},
             "created_at": now,
             "updated_at": now,
@@ -476,3 +491,27 @@ def queue_submission(
         at=now,
     )
     return sub_id
+
+
+def queue_shadows(
+    conn: ledger.Connection, document_id: int, routed: Routed, *, actor: str
+) -> list[int]:
+    """One ``shadow`` submission per shadow profile of the route, in the primary's
+    transaction: the same document, for comparison only (no destinations, no fallback)."""
+    return [
+        queue_submission(
+            conn,
+            document_id,
+            Routed(
+                profile=profile,
+                vendor_kind=kind,
+                destinations=[],
+                fallbacks=[],
+                route=f"shadow of {routed.profile} via {routed.route}",
+                shadow_feedback=routed.shadow_feedback,
+            ),
+            actor=actor,
+            role="shadow",
+        )
+        for profile, kind in routed.shadows
+    ]

@@ -24,6 +24,7 @@ from connectors.errors import DocrelayError
 from connectors.normalize import FieldValueError, parse_field_strictly
 from daemon.pipeline import ledger
 from daemon.pipeline.feedback import (
+    LATEST_RESULT,
     CorrectionError,
     apply_correction,
     fields_t,
@@ -211,14 +212,10 @@ class OutcomeFollower:
         """The posted values that differ from the latest extraction's, compared normalised
         (``19.0`` and ``19.00`` agree); a value that does not parse is left out, logged."""
         latest = (
-            select(extractions.c.id)
-            .where(
-                extractions.c.document_id == document_id, extractions.c.normalized_at.is_not(None)
-            )
-            .order_by(extractions.c.id.desc())
-            .limit(1)
+            LATEST_RESULT.with_only_columns(extractions.c.id)
+            .params(document_id=document_id)
             .scalar_subquery()
-        )
+        )  # the primary's result: the one exported, never a shadow's
         stored = dict(
             conn.execute(
                 select(fields_t.c.name, fields_t.c.value_text).where(

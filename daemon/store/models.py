@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -150,6 +151,9 @@ class Submission(Base):
     role: Mapped[str] = mapped_column(String(16), default="primary")
     """`primary`, `fallback` (the document moved on to it along the route's chain) or
     `shadow` (the same document read by another vendor for comparison: never exported)."""
+    shadow_feedback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A shadow of a route with ``shadow_feedback``: corrections of the primary's result are
+    sent to this vendor too."""
     state: Mapped[str] = mapped_column(String(16))
     resume_state: Mapped[str | None] = mapped_column(String(16))
     """For `failed`: the state the retry resumes from."""

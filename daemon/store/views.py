@@ -11,10 +11,26 @@ from connectors.base import DOCUMENT_FIELDS
 AMOUNT_COLUMNS = ("total_amount", "net_amount", "tax_amount", "amount_due")
 DATE_COLUMNS = ("issue_date", "due_date")
 
-_LATEST_SUBMISSION = "SELECT document_id, MAX(id) AS id FROM submissions GROUP BY document_id"
+_LATEST_SUBMISSION = (
+    "SELECT document_id, MAX(id) AS id FROM submissions WHERE role <> 'shadow' GROUP BY document_id"
+)
+"""Per document, the submission whose result is the document's: the primary or its fallback,
+never a shadow (a route's ``shadow`` profiles are only compared, in docrelay_field_agreement)."""
 _LATEST_EXTRACTION = (
-    "SELECT document_id, MAX(id) AS id FROM extractions "
-    "WHERE normalized_at IS NOT NULL GROUP BY document_id"
+    "SELECT ex.document_id, MAX(ex.id) AS id FROM extractions ex "
+    "JOIN submissions es ON es.id = ex.submission_id "
+    "WHERE ex.normalized_at IS NOT NULL AND es.role <> 'shadow' GROUP BY ex.document_id"
+)
+"""Per document, the latest normalised extraction of a primary or fallback submission."""
+_LATEST_SHADOW_EXTRACTION = (
+    "SELECT ex.document_id, ex.submission_id, MAX(ex.id) AS id FROM extractions ex "
+    "JOIN submissions es ON es.id = ex.submission_id "
+    "WHERE ex.normalized_at IS NOT NULL AND es.role = 'shadow' "
+    "GROUP BY ex.document_id, ex.submission_id"
+)
+"""Per shadow submission, its latest normalised extraction."""
+_HAS_VALUE = (
+    "({f}.value_text IS NOT NULL OR {f}.value_number IS NOT NULL OR {f}.value_date IS NOT NULL)"
 )
 
 
@@ -66,6 +82,39 @@ SELECT x.document_id, x.vendor, li.line_no, li.description, li.quantity, li.unit
 FROM ({_LATEST_EXTRACTION}) lx
 JOIN extractions x ON x.id = lx.id
 JOIN line_items li ON li.extraction_id = x.id
+""",
+    "docrelay_field_agreement": f"""
+SELECT n.document_id, n.field,
+       ps.profile AS primary_profile, ss.profile AS shadow_profile,
+       pf.value_text AS primary_value, sf.value_text AS shadow_value,
+       pf.confidence AS primary_confidence, sf.confidence AS shadow_confidence,
+       CASE
+         WHEN NOT {_HAS_VALUE.format(f="pf")} AND NOT {_HAS_VALUE.format(f="sf")} THEN 'agree'
+         WHEN NOT {_HAS_VALUE.format(f="pf")} THEN 'primary_missing'
+         WHEN NOT {_HAS_VALUE.format(f="sf")} THEN 'shadow_missing'
+         WHEN pf.value_number IS NOT NULL AND sf.value_number IS NOT NULL THEN
+           CASE WHEN pf.value_number = sf.value_number THEN 'agree' ELSE 'disagree' END
+         WHEN pf.value_date IS NOT NULL AND sf.value_date IS NOT NULL THEN
+           CASE WHEN pf.value_date = sf.value_date THEN 'agree' ELSE 'disagree' END
+         WHEN LOWER(TRIM(pf.value_text)) = LOWER(TRIM(sf.value_text)) THEN 'agree'
+         ELSE 'disagree'
+       END AS agreement,
+       n.primary_submission_id, n.shadow_submission_id,
+       n.primary_extraction_id, n.shadow_extraction_id, pf.corrected AS primary_corrected
+FROM (
+  SELECT p.document_id, px.submission_id AS primary_submission_id,
+         sx.submission_id AS shadow_submission_id, p.id AS primary_extraction_id,
+         sx.id AS shadow_extraction_id, f.name AS field
+  FROM ({_LATEST_EXTRACTION}) p
+  JOIN extractions px ON px.id = p.id
+  JOIN ({_LATEST_SHADOW_EXTRACTION}) sx ON sx.document_id = p.document_id
+  JOIN fields f ON f.extraction_id = p.id OR f.extraction_id = sx.id
+  GROUP BY p.document_id, px.submission_id, sx.submission_id, p.id, sx.id, f.name
+) n
+JOIN submissions ps ON ps.id = n.primary_submission_id
+JOIN submissions ss ON ss.id = n.shadow_submission_id
+LEFT JOIN fields pf ON pf.extraction_id = n.primary_extraction_id AND pf.name = n.field
+LEFT JOIN fields sf ON sf.extraction_id = n.shadow_extraction_id AND sf.name = n.field
 """,
     "docrelay_deliveries": """
 SELECT dl.id AS delivery_id, dl.document_id, dl.destination, dl.version, dl.state,
