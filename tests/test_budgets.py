@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -112,9 +111,7 @@ def test_periods_are_utc_days_and_calendar_months():
     assert period_start("day", late) == datetime(2026, 12, 31, tzinfo=UTC)
     assert period_end("day", period_start("day", late)) == datetime(2027, 1, 1, tzinfo=UTC)
     assert period_start("month", late) == datetime(2026, 12, 1, tzinfo=UTC)
-    assert period_end("month", datetime(2026, 2, 1, tzinfo=UTC)) == datetime(
-        2026, 3, 1, tzinfo=UTC
-    )
+    assert period_end("month", datetime(2026, 2, 1, tzinfo=UTC)) == datetime(2026, 3, 1, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------- the reservation
@@ -327,7 +324,7 @@ def test_report_cost_per_profile_and_month(engine):
 def test_report_cost_command(tmp_path):
     config = write_config(
         tmp_path,
-        local="[vendors.local.budget]\nprice_per_document = 0.05\ncurrency = \"CHF\"\n",
+        local='[vendors.local.budget]\nprice_per_document = 0.05\ncurrency = "CHF"\n',
     )
     store = store_engine.make_engine(f"sqlite:///{tmp_path}/var/docrelay.db")
     (tmp_path / "var").mkdir(exist_ok=True)
