@@ -415,3 +415,47 @@ def test_the_daemon_holds_what_is_over_the_days_budget_until_a_reload_raises_it(
         assert daemon.stop() == 0
     finally:
         emulator.stop()
+
+
+@pytest.mark.e2e
+def test_two_daemons_on_one_store_share_requests_per_second(tmp_path, pg_url):
+    emulator = EmulatorProcess("rossum", log=tmp_path / "emulator.log")
+    try:
+        vendor = emulator.vendor_toml(concurrency=3, poll_interval=0.2)
+        pace = "[vendors.rossum_main.budget]\nrequests_per_second = 4\n"
+        daemons = []
+        for name in ("a", "b"):
+            root = tmp_path / name
+            root.mkdir()
+            config = write_config(
+                root, store_url=pg_url, port=free_port(), extra=vendor + pace,
+                vendor="rossum_main",
+            )  # fmt: skip
+            daemons.append((root, DaemonProcess(config).start()))
+        for n, (root, _) in enumerate(daemons):
+            drop_invoices(root / "inbox", 4, prefix=f"inv{n}", first_seed=60 + 10 * n)
+        engine = store_engine.make_engine(pg_url)
+
+        def done() -> int:
+            with engine.connect() as conn:
+                return len(
+                    conn.execute(
+                        select(ledger.submissions.c.id).where(ledger.submissions.c.state == "done")
+                    ).all()
+                )
+
+        wait_until(lambda: done() == 8, 90, what="eight documents done")
+        engine.dispose()
+        uploads = sorted(datetime.fromisoformat(r["at"]).timestamp()
+                         for r in uploads_accepted(emulator))  # fmt: skip
+        assert len(uploads) == 8
+        # Each upload is one of the calls paced at 4 per second (polls and fetches take
+        # slots too): two processes together never put more than ~4 uploads in a second
+        # (unpaced, these two put 7 of the 8 in one second).
+        densest = max(sum(1 for u in uploads if t <= u < t + 1.0) for t in uploads)
+        assert densest <= 5, uploads
+        assert uploads[-1] - uploads[0] >= 1.5
+        for _, daemon in daemons:
+            assert daemon.stop() == 0
+    finally:
+        emulator.stop()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Double,
     Float,
     ForeignKey,
     Index,
@@ -486,8 +487,8 @@ class RequestPace(Base):
     __tablename__ = "request_pace"
 
     profile: Mapped[str] = mapped_column(String(255), primary_key=True)
-    next_slot: Mapped[float] = mapped_column(Float, default=0.0)
-    """Unix seconds of the next free slot."""
+    next_slot: Mapped[float] = mapped_column(Double, default=0.0)
+    """Unix seconds of the next free slot (a double: a 4-byte float would round to minutes)."""
 
 
 class SourceState(Base):

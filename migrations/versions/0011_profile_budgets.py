@@ -32,7 +32,7 @@ def upgrade() -> None:
     op.create_table(
         "request_pace",
         sa.Column("profile", sa.String(255), nullable=False),
-        sa.Column("next_slot", sa.Float(), nullable=False),
+        sa.Column("next_slot", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("profile", name=op.f("pk_request_pace")),
     )
     op.add_column("submissions", sa.Column("charged_at", sa.DateTime(), nullable=True))
