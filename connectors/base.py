@@ -288,6 +288,51 @@ def check_mapping_targets(
     return value
 
 
+class BudgetSettings(BaseModel):
+    """What a vendor profile may use and what it costs (``[vendors.<profile>.budget]``).
+
+    Counted in the store, so every ``docrelay run`` on one store shares the counts. Days and
+    months are UTC calendar days and months. A document is counted once, when its upload is
+    about to start; its pages are the document's page count (1 when unknown). A document
+    over a limit waits (is held) until the next period, or until a reload raises the limit.
+    """
+
+    model_config = SettingsConfig
+
+    documents_per_day: int | None = Field(None, ge=0)
+    """Documents uploaded per UTC day at most; unset: no limit."""
+    documents_per_month: int | None = Field(None, ge=0)
+    """Documents uploaded per UTC calendar month at most; unset: no limit."""
+    pages_per_day: int | None = Field(None, ge=0)
+    """Pages uploaded per UTC day at most (a document of unknown page count counts 1)."""
+    pages_per_month: int | None = Field(None, ge=0)
+    """Pages uploaded per UTC calendar month at most."""
+    requests_per_second: float | None = Field(None, gt=0)
+    """Vendor calls (upload, status poll, fetch) per second at most, shared through the store
+    by every process on it; a call over the rate waits its turn. Unset: no shared limit (the
+    connector's own in-process ``rate_limit`` still applies)."""
+    price_per_document: Decimal | None = Field(None, ge=0)
+    """What the vendor charges per document, for ``docrelay report cost``."""
+    price_per_page: Decimal | None = Field(None, ge=0)
+    """What the vendor charges per page, for ``docrelay report cost`` (added to the price per
+    document when both are set)."""
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    """ISO 4217 code of the prices."""
+
+    def limits(self) -> dict[str, int]:
+        """The limits that are set, by name (``documents_per_day``...)."""
+        return {
+            name: value
+            for name in ("documents_per_day", "documents_per_month", "pages_per_day",
+                         "pages_per_month")
+            if (value := getattr(self, name)) is not None
+        }  # fmt: skip
+
+    @property
+    def priced(self) -> bool:
+        return self.price_per_document is not None or self.price_per_page is not None
+
+
 class VendorSettings(ConnectorSettings):
     """What every vendor profile has, whatever the vendor: the engine reads these directly."""
 
@@ -322,6 +367,9 @@ class VendorSettings(ConnectorSettings):
     waiting meanwhile to its fallback."""
     breaker_cooldown: float = Field(60.0, gt=0)
     """Seconds an open circuit waits before its next probe."""
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    """Documents and pages per day and month, calls per second, and prices (see
+    ``BudgetSettings``); nothing is limited by default."""
 
     @field_validator("mapping")
     @classmethod

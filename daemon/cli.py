@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
@@ -105,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_db_upgrade)
     cur = db.add_parser("current", help="show the schema revision of the store", parents=[common])
     cur.set_defaults(func=cmd_db_current)
+    p = command("report", None, "reports from the store")
+    report = p.add_subparsers(title="report commands", metavar="REPORT")
+    cost = report.add_parser(
+        "cost",
+        help="documents, pages and cost per vendor profile and UTC month",
+        description="Documents and pages sent per vendor profile and UTC month (counted once "
+        "each, when charged at upload), priced by [vendors.<profile>.budget] prices.",
+        parents=[common],
+    )
+    cost.add_argument("--since", type=date.fromisoformat, help="from this day (YYYY-MM-DD)")
+    cost.add_argument("--until", type=date.fromisoformat, help="through this day (included)")
+    cost.add_argument("--csv", action="store_true", help="CSV, with a total line per currency")
+    cost.set_defaults(func=cmd_report_cost)
     p = command(
         "backup",
         cmd_backup,
@@ -357,6 +371,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             if item["state"] != "closed":
                 line += f", open since {item['opened_at']}, next probe {item['retry_at']}"
             print(line)
+    if budget := [item for item in data.get("budgets", []) if item["of"] is not None]:
+        print("\nbudgets (this UTC day / month):")
+        for item in budget:
+            line = f"  {item['vendor']:<20} {item['limit']:<20} {item['used']}/{item['of']}"
+            if item["exhausted_at"]:
+                line += f", used up since {item['exhausted_at']}: documents held"
+            print(line)
     if data["in_review"]:
         print("\nwaiting for review at the vendor:")
         for item in data["in_review"]:
@@ -605,6 +626,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     before = store_engine.current_revision(engine)
     store_engine.upgrade(engine, args.revision)
     print(f"store schema: {before or 'empty'} → {store_engine.current_revision(engine)}")
+    return 0
+
+
+def cmd_report_cost(args: argparse.Namespace) -> int:
+    from daemon import cost
+    from daemon.pipeline.budgets import budget_of
+
+    config = load_config(args)
+    prices = {name: budget_of(settings) for name, settings in config.vendors.items()}
+    rows = cost.cost_rows(open_store(config), prices, since=args.since, until=args.until)
+    print(cost.as_csv(rows) if args.csv else cost.as_table(rows), end="")
     return 0
 
 

@@ -42,7 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.base import ConnectorMetrics
 from connectors.errors import WebhookRejected
-from daemon.pipeline import ledger
+from daemon.pipeline import budgets, ledger
 from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import feedback_t
 from daemon.pipeline.states import ACTIVE, DELIVERY_ACTIVE
@@ -124,6 +124,13 @@ class DaemonMetrics:
             "dead, deadline, low_confidence, budget, and for an outage longer than "
             "outage_after circuit_open or paused.",
             ["trigger"],
+            registry=self.registry,
+        )
+        self.budget_exhausted = Counter(
+            "docrelay_budget_exhausted",
+            "Documents held because their vendor profile's budget was used up, by profile "
+            "and limit (documents_per_day, pages_per_month, ...); each re-check counts again.",
+            ["profile", "limit"],
             registry=self.registry,
         )
         self.registry.register(StoreCollector(daemon))
@@ -287,4 +294,20 @@ class StoreCollector(Collector):
             }
             for name in self.daemon.vendors:
                 circuit.add_metric([name], 1 if name in not_closed else 0)
-        yield from (documents, submissions, deliveries, oldest, circuit)
+            used = GaugeMetricFamily(
+                "docrelay_budget_used",
+                "What a vendor profile used of its budget in the current UTC day or month, by "
+                "limit (documents_per_day, pages_per_day, documents_per_month, "
+                "pages_per_month), every process on the store together.",
+                labels=["profile", "limit"],
+            )
+            allowed = GaugeMetricFamily(
+                "docrelay_budget_limit",
+                "A vendor profile's budget limit as its last reservation saw it.",
+                labels=["profile", "limit"],
+            )
+            for item in budgets.current_usage(conn, now):
+                used.add_metric([item.profile, item.name], item.used)
+                if item.limit is not None:
+                    allowed.add_metric([item.profile, item.name], item.limit)
+        yield from (documents, submissions, deliveries, oldest, circuit, used, allowed)

@@ -35,7 +35,7 @@ from daemon.clock import ClockWatch
 from daemon.config import Config, Route
 from daemon.metrics import DaemonMetrics
 from daemon.pipeline import breaker as breaker_mod
-from daemon.pipeline import fallbacks, ledger
+from daemon.pipeline import budgets, fallbacks, ledger
 from daemon.pipeline.deliveries import DeliveryRunner
 from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import FeedbackRunner, feedback_t, queue_export_status
@@ -337,6 +337,9 @@ class Daemon:
             adopt_delivery=lambda name, item: self.delivery_pools[name].adopt(item),
             route=self.route_named,
             moved=self.moved_on,
+            budget_held=lambda profile, limit: self.metrics.budget_exhausted.labels(
+                profile, limit
+            ).inc(),
         )
         for name, delivery_runner in runners.items():
             # A destination may set its own number of threads (a webhook's ``concurrency``).
@@ -503,6 +506,8 @@ class Daemon:
                 try:
                     with self.engine.begin() as conn:
                         conn.execute(health_t.delete().where(health_t.c.name.in_(changed)))
+                        # and their held documents about the old budget: check them again
+                        budgets.recheck_held(conn, changed, utcnow())
                 except OperationalError as exc:
                     log.warning("reload: could not clear the old health records: %s", exc.orig)
             if any(pool.alive for pool in old_pools):  # close them when those steps end

@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import Engine, func, or_, select
 
 from daemon.config import Config
-from daemon.pipeline import ledger
+from daemon.pipeline import budgets, ledger
 from daemon.pipeline.states import ACTIVE
 from daemon.store.engine import reader, store_identity
 from daemon.store.models import (
@@ -145,6 +145,11 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
              "opened_at": _iso(r.opened_at), "retry_at": _iso(r.retry_at)}
             for r in conn.execute(select(cb).order_by(cb.c.profile))
         ]  # fmt: skip
+        budget = [
+            {"vendor": u.profile, "limit": u.name, "used": u.used, "of": u.limit,
+             "exhausted_at": _iso(u.exhausted_at) if u.limit is not None else None}
+            for u in budgets.current_usage(conn)
+        ]  # fmt: skip
         fb = ledger.feedback
         feedback = [
             {"vendor": r.profile, "kind": r.kind, "state": r.state, "count": r.n}
@@ -219,6 +224,7 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
         "last_errors": last_errors,
         "connectors": health,
         "breakers": breakers,
+        "budgets": budget,
         "feedback": feedback,
         "feedback_problems": refused,
         "in_review": in_review,

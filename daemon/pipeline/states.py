@@ -36,7 +36,7 @@ FINAL: frozenset[str] = frozenset({S.DONE, S.DEAD, S.REJECTED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.UPLOADING, S.FAILED, S.DEAD, S.REJECTED}),
-    S.UPLOADING: frozenset({S.PROCESSING, S.FETCHED, S.FAILED, S.DEAD, S.REJECTED}),
+    S.UPLOADING: frozenset({S.QUEUED, S.PROCESSING, S.FETCHED, S.FAILED, S.DEAD, S.REJECTED}),
     S.PROCESSING: frozenset(
         {S.PROCESSING, S.REVIEW, S.FETCHED, S.DONE, S.FAILED, S.DEAD, S.REJECTED}
     ),
@@ -61,7 +61,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 """Legal moves. UPLOADING → FETCHED is a synchronous vendor's upload that answered with the
 result; DONE → PROCESSING re-opens a finished submission whose result the vendor says changed,
-and PROCESSING → DONE closes it again when the result turned out unchanged."""
+and PROCESSING → DONE closes it again when the result turned out unchanged. UPLOADING →
+QUEUED is a document held by its profile's budget before anything was sent (see
+``pipeline.budgets``)."""
 
 DELIVERY_ACTIVE: frozenset[str] = frozenset({DeliveryState.PENDING, DeliveryState.FAILED})
 

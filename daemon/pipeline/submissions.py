@@ -30,7 +30,7 @@ from connectors.base import (
 from connectors.errors import RateLimited, StoreUnavailable, TerminalError, TransientError
 from daemon import logs
 from daemon.config import PipelineSettings, Route
-from daemon.pipeline import fallbacks, ledger, states
+from daemon.pipeline import budgets, fallbacks, ledger, states
 from daemon.pipeline.breaker import Breaker
 from daemon.pipeline.crash import crash_point
 from daemon.pipeline.deliveries import DeliveryRunner, export_payload, load_result
@@ -125,6 +125,8 @@ class Hooks:
     """The route of that name as configured now (its ``fallback_on``, confidence rules)."""
     moved: Callable[[fallbacks.Next, fallbacks.Move], None] = lambda nxt, move: None
     """A document moved on along its chain (committed): count it, wake the next profile."""
+    budget_held: Callable[[str, str], None] = lambda profile, limit: None
+    """(profile, limit name): a document was held by the profile's budget (for metrics)."""
 
 
 def document_ref(row: Mapping[str, Any], blobs: BlobStore) -> DocumentRef:
@@ -214,6 +216,9 @@ class SubmissionRunner:
             cooldown=self.profile_settings.breaker_cooldown,
         )
         """Shared by this profile's pools: what they may claim while the vendor is out."""
+        self.budget = self.profile_settings.budget
+        self.pacer = budgets.Pacer(engine, profile, self.budget.requests_per_second)
+        """Spaces this profile's vendor calls by ``requests_per_second``, across processes."""
         self.fresh: set[int] = set()
         """Submissions this process just moved from `queued` to `uploading` (first attempts)."""
         self.claimed: dict[int, dict[str, Any]] = {}
@@ -396,6 +401,14 @@ class SubmissionRunner:
 
     def _upload(self, work: _Work) -> bool:
         sub = work.sub
+        if self.budget.limits() and sub["charged_at"] is None:
+            exhausted = budgets.charge(
+                self.engine, sub, owner=work.owner, profile=self.profile, budget=self.budget,
+                pages=work.doc["pages"],
+            )  # fmt: skip
+            if exhausted is not None:
+                self._over_budget(work, exhausted)
+                return False
         if not work.first_attempt and not self.vendor.capabilities.reconcile_uploads:
             with self.engine.begin() as conn:  # the doubt is on record before the second send
                 ledger.event(
@@ -406,6 +419,7 @@ class SubmissionRunner:
                     "process (and bill) this document twice",
                 )  # fmt: skip
         crash_point("in_vendor_call", work.doc["filename"])
+        self.pacer.wait()
         result = self.vendor.submit(work.document, first_attempt=work.first_attempt)
         self.breaker.success()
         work.first_attempt = False
@@ -420,6 +434,8 @@ class SubmissionRunner:
             "deadline_at": now + timedelta(seconds=self.settings.processing_timeout),
             "next_attempt_at": now + timedelta(seconds=first_poll) if first_poll else None,
         }
+        if sub["charged_at"] is None:  # no budget: counted (for the cost report) as it went
+            processing["charged_at"] = now
         work.keys.update(result.keys)
         if result.raw is not None:  # a synchronous vendor: the answer is the result
             self._store_result(work, result.raw, upload=processing)
@@ -478,6 +494,7 @@ class SubmissionRunner:
             return False
         ref = pending.get("vendor_ref", sub["vendor_ref"])
         data = pending.get("vendor_data", sub["vendor_data"]) or {}
+        self.pacer.wait()
         result = self.vendor.poll(ref, data)
         self.breaker.success()
         if result.data is not None:
@@ -501,6 +518,7 @@ class SubmissionRunner:
             self._reject(sub, owner, work.actor, result.reason or "the vendor rejected it")
             return False
         crash_point("in_vendor_call", work.doc["filename"])
+        self.pacer.wait()
         raw = self.vendor.fetch(ref, data, work.document)
         self.breaker.success()
         self._store_result(work, raw, changes=changes)
@@ -799,6 +817,53 @@ class SubmissionRunner:
         for destination in work.sub["destinations"] or []:
             if destination not in inline:
                 self.hooks.wake_deliveries(destination)
+
+    # ------------------------------------------------------------------ budgets
+
+    def _over_budget(self, work: _Work, exhausted: budgets.Exhausted) -> None:
+        """A document that does not fit in the profile's budget (nothing was sent): on to the
+        next profile of its chain when the route moves on for ``budget`` and no earlier
+        attempt may have reached this vendor; else held."""
+        if work.first_attempt:
+            spent = f"{exhausted.name} reached ({exhausted.used}/{exhausted.limit})"
+            move = fallbacks.Move("budget", f"over budget: {spent}")
+            if self._move_on(work.sub, S.DEAD, work.owner, work.actor, move):
+                return
+        self._hold(work, exhausted)
+
+    def _hold(self, work: _Work, exhausted: budgets.Exhausted) -> None:
+        """Give the submission back unsent (not failed, no attempt counted) until the period
+        ends, or ``HOLD_RECHECK`` sooner; a reload that changes the profile re-checks at
+        once. One warning per profile and period (whichever process runs out first)."""
+        sub, now = work.sub, utcnow()
+        wake = min(exhausted.until, now + timedelta(seconds=budgets.HOLD_RECHECK))
+        reason = exhausted.describe()
+        held = {
+            "lease_owner": None, "lease_expires_at": None, "next_attempt_at": wake,
+            "error": reason, "error_class": budgets.BUDGET,
+        }  # fmt: skip
+        with self.engine.begin() as conn:
+            first = budgets.first_exhaustion(conn, exhausted, now)
+            if sub["state"] == S.UPLOADING and work.first_attempt:  # queued until this claim
+                ledger.move_submission(
+                    conn, sub, S.QUEUED, owner=work.owner, actor=work.actor, kind="held",
+                    message=reason, **held,
+                )  # fmt: skip
+            else:  # an earlier attempt may have reached the vendor: its state stays
+                written = conn.execute(
+                    update(ledger.submissions)
+                    .where(
+                        ledger.submissions.c.id == sub["id"],
+                        ledger.submissions.c.lease_owner == work.owner,
+                    )
+                    .values(**held, updated_at=now)
+                ).rowcount
+                if written != 1:
+                    raise ledger.LeaseLost(f"submission {sub['id']} moved or lease lost")
+        work.first_attempt = False
+        self.hooks.budget_held(self.profile, exhausted.name)
+        if first:
+            log.warning("profile %s: %s; documents wait", self.profile, reason)
 
     # ------------------------------------------------------------------ outcomes
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Double,
     Float,
     ForeignKey,
     Index,
@@ -190,6 +191,9 @@ class Submission(Base):
     reopened_at: Mapped[datetime | None]
     """When a finished submission was re-opened because the vendor said its result changed;
     the next fetch is compared with the result stored before."""
+    charged_at: Mapped[datetime | None]
+    """When this submission was counted as sent to the vendor (its budget reserved, once):
+    what ``docrelay report cost`` counts and bills by."""
 
     __table_args__ = (
         Index(None, "profile", "state", "next_attempt_at"),
@@ -460,6 +464,40 @@ class CircuitBreaker(Base):
     """Open: when the next probe may go; half-open: when a probe that never reported is
     given up and another one may go."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BudgetUsage(Base):
+    """What a vendor profile used in one UTC day or month: documents and pages reserved at
+    upload by guarded UPDATEs (``used + n <= limit``), so processes sharing the store never
+    go over a budget together."""
+
+    __tablename__ = "budget_usage"
+
+    profile: Mapped[str] = mapped_column(String(255), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    """`day` or `month`."""
+    starts_at: Mapped[datetime] = mapped_column(primary_key=True)
+    """The period's first moment (UTC midnight, or the first of the month)."""
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    documents_limit: Mapped[int | None]
+    """The documents limit as the last reservation saw it (for status and metrics)."""
+    pages_limit: Mapped[int | None]
+    exhausted_at: Mapped[datetime | None]
+    """When a document was first held in this period (reset by the next reservation): the
+    one warning per profile and period is logged by whoever sets it."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RequestPace(Base):
+    """The next free slot of a vendor profile's shared ``requests_per_second``: each call
+    takes one by a single UPDATE and waits until it, so processes on one store share the rate."""
+
+    __tablename__ = "request_pace"
+
+    profile: Mapped[str] = mapped_column(String(255), primary_key=True)
+    next_slot: Mapped[float] = mapped_column(Double, default=0.0)
+    """Unix seconds of the next free slot (a double: a 4-byte float would round to minutes)."""
 
 
 class SourceState(Base):
