@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
@@ -155,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("name", help="the mailbox source's name")
     test.add_argument("--limit", type=int, default=200, help="newest messages examined per folder")
     test.set_defaults(func=cmd_mailbox_test)
+    p = command("report", None, "reports over the store (accuracy of the vendors)")
+    reports = p.add_subparsers(title="reports", metavar="REPORT")
+
+    def report(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        """A report under ``docrelay report``; each takes ``--since`` and ``--csv``."""
+        r = reports.add_parser(name, help=help_text, description=help_text, parents=[common])
+        r.add_argument("--since", type=date.fromisoformat, metavar="DATE", help=since_help)
+        r.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+        r.set_defaults(func=func)
+        return r
+
+    since_help = "only documents whose truth (correction, posted) came on or after DATE"
+    report(
+        "accuracy",
+        cmd_report_accuracy,
+        "share right, wrong and missed per vendor and field, against corrected or posted values",
+    )
     return parser
 
 
@@ -699,6 +717,22 @@ def cmd_correct(args: argparse.Namespace) -> int:
         return 1
     for line in changed:
         print(line)
+    return 0
+
+
+def cmd_report_accuracy(args: argparse.Namespace) -> int:
+    from daemon import accuracy
+
+    config = load_config(args)
+    report = accuracy.accuracy(open_store(config), args.since)
+    if args.csv:
+        accuracy.write_csv(report, sys.stdout)
+    if report.empty:
+        print(accuracy.nothing_yet(report), file=sys.stderr)
+        return 0
+    if not args.csv:
+        for line in accuracy.table_lines(report):
+            print(line)
     return 0
 
 

@@ -2,6 +2,21 @@
 
 Add columns freely; never rename or drop one without a migration note in README. The same SQL
 runs on SQLite and PostgreSQL.
+
+``docrelay_field_judgements`` judges every vendor answer against the truth, one row per
+document, submission (any role: primary, fallback, shadow) and field;
+``docrelay_vendor_accuracy`` counts them per vendor profile and field. **The truth:** a
+document has one once a person or an ERP finalised it — a correction or confirmation was
+applied in docrelay (any origin: CLI, API, the ``docrelay_corrections`` table; its
+``corrected``/``confirmed`` event) or a destination reported it ``posted`` (the ERP's values
+were applied as a correction). ``truth_at`` is the last of those moments. Its truth for a field
+is the field's value in the document's latest non-shadow extraction (the corrected one); a
+field absent from it (no value) has no truth and is not counted. A vendor's answer is the
+field in its submission's latest extraction: corrections change an extraction in place, so a
+corrected field keeps the vendor's own value in ``fields.vendor_value_*`` (a row a correction
+added had none: missed; a row corrected before revision 0012 is unknown and left out). Values
+compare normalised: ``value_number`` for amounts, ``value_date`` for dates, else
+``value_text`` trimmed and case-insensitively. A field the vendor left out is ``missed``.
 """
 
 from __future__ import annotations

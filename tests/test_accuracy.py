@@ -1,0 +1,241 @@
+"""Vendor accuracy (``docrelay_field_judgements``, ``docrelay_vendor_accuracy``, ``docrelay
+report accuracy``): hand-made rows on SQLite and PostgreSQL, the real ``correct`` keeping the
+vendor's answer, the CLI table and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, text
+
+from daemon import accuracy, cli
+from daemon.pipeline import ledger
+from daemon.pipeline.feedback import correct
+from daemon.store.engine import ensure_schema, make_engine
+from daemon.store.models import Delivery, Document, Extraction, FieldRow, Submission
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+class Store:
+    """Hand-made rows: documents, submissions, extractions and fields as the pipeline makes."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        ensure_schema(self.engine)
+        self._n = 0
+
+    def document(self) -> int:
+        self._n += 1
+        with self.engine.begin() as conn:
+            return conn.execute(
+                insert(Document.__table__).returning(Document.__table__.c.id),
+                {"sha256": f"{self._n:064d}", "filename": f"{self._n}.pdf",
+                 "mime_type": "application/pdf", "size_bytes": 1, "source": "t",
+                 "received_at": T0},
+            ).scalar_one()  # fmt: skip
+
+    def result(
+        self,
+        document_id: int,
+        profile: str,
+        values: dict[str, tuple[str, float]],
+        *,
+        role: str = "primary",
+    ) -> int:
+        """A submission of ``profile`` with one normalised extraction holding ``values``
+        (field → (text, confidence)); returns the submission id."""
+        from connectors.normalize import parse_field_strictly
+
+        with self.engine.begin() as conn:
+            sub = conn.execute(
+                insert(Submission.__table__).returning(Submission.__table__.c.id),
+                {"document_id": document_id, "profile": profile, "vendor_kind": "fake",
+                 "role": role, "state": "done"},
+            ).scalar_one()  # fmt: skip
+            ext = conn.execute(
+                insert(Extraction.__table__).returning(Extraction.__table__.c.id),
+                {"submission_id": sub, "document_id": document_id, "vendor": profile, "raw": {},
+                 "normalized_at": T0},
+            ).scalar_one()  # fmt: skip
+            for name, (value, conf) in values.items():
+                parsed = parse_field_strictly(name, value)
+                conn.execute(
+                    insert(FieldRow.__table__),
+                    {"extraction_id": ext, "document_id": document_id, "name": name,
+                     "value_text": parsed.value_text, "value_number": parsed.value_number,
+                     "value_date": parsed.value_date, "confidence": conf, "raw_text": value},
+                )  # fmt: skip
+        return sub
+
+    def posted(self, document_id: int, submission_id: int, at: datetime = T0) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(Delivery.__table__),
+                {"document_id": document_id, "submission_id": submission_id,
+                 "extraction_id": 1, "destination": "erp", "idempotency_key": f"k{document_id}",
+                 "state": "delivered", "outcome": "posted", "outcome_at": at},
+            )  # fmt: skip
+
+    def judgements(self) -> list[tuple]:
+        with self.engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT document_id, profile, field, verdict, confidence "
+                        "FROM docrelay_field_judgements ORDER BY document_id, profile, field"
+                    )
+                )
+            ]
+
+    def accuracy_view(self) -> dict[tuple[str, str], dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT * FROM docrelay_vendor_accuracy")).mappings()
+            return {(r["profile"], r["field"]): dict(r) for r in rows}
+
+
+@pytest.fixture
+def store(store_url):
+    s = Store(store_url)
+    yield s
+    s.engine.dispose()
+
+
+def test_a_document_without_a_truth_is_not_judged(store):
+    doc = store.document()
+    store.result(doc, "alpha", {"total_amount": ("10.00", 0.9)})
+    assert store.judgements() == []
+    assert accuracy.accuracy(store.engine).empty
+
+
+def test_posted_values_judge_right_wrong_and_missed_normalised(store):
+    doc = store.document()
+    # The primary's result fell short (it had the total wrong and missed the date): the
+    # fallback's result is the document's; the primary's own answers count too.
+    store.result(doc, "beta", {"total_amount": ("1234.00", 0.4), "supplier_name": ("acme gmbh", 0.95)})
+    primary = store.result(
+        doc, "alpha",
+        {"total_amount": ("1,234.50", 0.9), "issue_date": ("2026-11-30", 0.8),
+         "supplier_name": ("  ACME GmbH ", 0.7), "invoice_number": ("INV-1", 0.6)},
+        role="fallback",
+    )  # fmt: skip
+    store.posted(doc, primary)
+    # The ERP read the invoice number differently: its value becomes the truth.
+    with store.engine.begin() as conn:
+        from daemon.pipeline.feedback import apply_correction
+
+        apply_correction(conn, doc, {"invoice_number": "INV-2"}, origin="erp:erp")
+    assert store.judgements() == [
+        (doc, "alpha", "invoice_number", "wrong", 0.6),
+        (doc, "alpha", "issue_date", "right", 0.8),
+        (doc, "alpha", "supplier_name", "right", 0.7),
+        (doc, "alpha", "total_amount", "right", 0.9),
+        (doc, "beta", "invoice_number", "missed", None),
+        (doc, "beta", "issue_date", "missed", None),
+        (doc, "beta", "supplier_name", "right", 0.95),
+        (doc, "beta", "total_amount", "wrong", 0.4),
+    ]
+
+
+def test_a_correction_is_not_counted_as_the_vendors_answer(store):
+    """``correct`` changes the extraction in place; the vendor's own value is kept, so the
+    corrected value (or one added) never counts as the vendor's."""
+    docs = [store.document() for _ in range(4)]
+    for doc in docs:
+        store.result(doc, "alpha", {"total_amount": ("100.00", 0.9), "due_date": ("2026-12-31", 0.5)})
+    correct(store.engine, docs[0], {"total_amount": "110.00"})  # wrong
+    correct(store.engine, docs[1], {"total_amount": "110.00"})
+    correct(store.engine, docs[1], {"total_amount": "120.00"})  # corrected twice: still wrong
+    correct(store.engine, docs[2], {"invoice_number": "X-1"}, confirm=["total_amount"])  # added
+    correct(store.engine, docs[3], {"due_date": ""})  # absent: no truth for it
+    got = {(d, f): v for d, _p, f, v, _c in store.judgements()}
+    assert got == {
+        (docs[0], "total_amount"): "wrong", (docs[0], "due_date"): "right",
+        (docs[1], "total_amount"): "wrong", (docs[1], "due_date"): "right",
+        (docs[2], "total_amount"): "right", (docs[2], "due_date"): "right",
+        (docs[2], "invoice_number"): "missed",
+        (docs[3], "total_amount"): "right",
+    }  # fmt: skip
+    view = store.accuracy_view()
+    total = view[("alpha", "total_amount")]
+    assert (total["documents"], total["right_count"], total["wrong_count"]) == (4, 2, 2)
+    assert float(total["right_share"]) == pytest.approx(0.5)
+    assert float(total["avg_confidence_wrong"]) == pytest.approx(0.9)
+    assert view[("alpha", "invoice_number")]["missed_count"] == 1
+    assert float(view[("alpha", "invoice_number")]["missed_share"]) == pytest.approx(1.0)
+
+
+def test_a_shadow_result_is_judged_but_is_not_the_truth(store):
+    doc = store.document()
+    primary = store.result(doc, "alpha", {"total_amount": ("50.00", 0.9)})
+    store.result(doc, "gamma", {"total_amount": ("55.00", 0.99)}, role="shadow")  # newer
+    store.posted(doc, primary)
+    assert store.judgements() == [
+        (doc, "alpha", "total_amount", "right", 0.9),
+        (doc, "gamma", "total_amount", "wrong", 0.99),
+    ]
+
+
+def test_the_report_matches_the_view_and_filters_by_when_the_truth_came(store):
+    early, late = store.document(), store.document()
+    for doc, at in ((early, T0), (late, T0 + timedelta(days=3))):
+        sub = store.result(doc, "alpha", {"total_amount": ("1.00", 0.97), "currency": ("EUR", 0.3)})
+        store.posted(doc, sub, at)
+    with store.engine.begin() as conn:
+        ledger.event(conn, actor="cli", kind="corrected", document_id=early, message="x",
+                     at=T0 + timedelta(days=1))  # fmt: skip
+    report = accuracy.accuracy(store.engine)
+    view = store.accuracy_view()
+    for item in report.fields:
+        row = view[(item.profile, item.field)]
+        assert item.documents == row["documents"] == 2
+        assert item.counts["right"] == row["right_count"]
+    later = accuracy.accuracy(store.engine, (T0 + timedelta(days=2)).date())
+    assert [(i.field, i.documents) for i in later.fields] == [("currency", 1), ("total_amount", 1)]
+    assert accuracy.accuracy(store.engine, date(2027, 1, 1)).empty
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[store]\nurl = "{url}"\nblob_dir = "{tmp_path / "blobs"}"\n')
+    return path
+
+
+def test_cli_table_csv_and_nothing_yet(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    config = _config(tmp_path, url)
+    assert cli.main(["report", "accuracy", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "no document has a truth yet" in err
+    for n, conf in enumerate((0.99, 0.6, 0.3, 0.85)):
+        doc = store.document()
+        store.result(doc, "alpha", {"total_amount": ("10.00", conf)})
+        if n % 2:
+            correct(store.engine, doc, {"total_amount": "11.00"})
+        else:
+            correct(store.engine, doc, {}, confirm=["total_amount"])
+    assert cli.main(["report", "accuracy", "--config", str(config)]) == 0
+    out, _ = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].split() == ["vendor", "field", "n", "right", "wrong", "missed", "conf",
+                                "right", "conf", "wrong"]  # fmt: skip
+    assert lines[2].split() == ["alpha", "total_amount", "4", "50.0%", "50.0%", "0.0%", "0.65",
+                                "0.72"]  # fmt: skip
+    assert "alpha: <0.5 100.0% (1), 0.5-0.8 0.0% (1), 0.8-0.95 0.0% (1), >=0.95 100.0% (1)" in out
+    assert cli.main(["report", "accuracy", "--csv", "--config", str(config)]) == 0
+    out, _ = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows == [
+        {"profile": "alpha", "field": "total_amount", "documents": "4", "right": "2",
+         "wrong": "2", "missed": "0", "right_share": "0.5000", "wrong_share": "0.5000",
+         "missed_share": "0.0000", "avg_confidence_right": "0.6450",
+         "avg_confidence_wrong": "0.7250"}
+    ]  # fmt: skip
+    assert cli.main(["report", "accuracy", "--since", "2999-01-01", "--config", str(config)]) == 0
+    assert "since 2999-01-01" in capsys.readouterr().err
