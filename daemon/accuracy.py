@@ -205,3 +205,48 @@ def write_csv(report: AccuracyReport, out: IO[str]) -> None:
                 "" if wrong is None else f"{wrong:.4f}",
             ]
         )
+
+
+CHART_COLOURS = {"right": "#1e7b34", "wrong": "#b42318", "missed": "#9aa5b1"}
+"""Bar colours per verdict (the status page's ok / bad / muted)."""
+LABEL_WIDTH = 190.0
+BAR_WIDTH = 520.0
+ROW_HEIGHT = 22.0
+GROUP_GAP = 30.0
+
+
+def chart(report: AccuracyReport) -> dict[str, Any]:
+    """Geometry of the stacked horizontal bars (share right / wrong / missed per vendor and
+    field) that ``accuracy.html.j2`` draws as SVG: server-side, no script."""
+    groups: list[dict[str, Any]] = []
+    y = 0.0
+    profiles = sorted({item.profile for item in report.fields})
+    for profile in profiles:
+        y += GROUP_GAP
+        heading_y = y - 10
+        rows = []
+        for item in (i for i in report.fields if i.profile == profile):
+            x = LABEL_WIDTH
+            segments = []
+            for verdict in VERDICTS:
+                width = BAR_WIDTH * item.share(verdict)
+                segments.append(
+                    {"verdict": verdict, "x": round(x, 2), "width": round(width, 2),
+                     "colour": CHART_COLOURS[verdict], "count": item.counts[verdict],
+                     "share": _percent(item.share(verdict))}
+                )  # fmt: skip
+                x += width
+            rows.append(
+                {"field": item.field, "y": y, "documents": item.documents, "segments": segments}
+            )
+            y += ROW_HEIGHT
+        groups.append({"profile": profile, "heading_y": heading_y, "rows": rows})
+    return {
+        "groups": groups,
+        "width": LABEL_WIDTH + BAR_WIDTH + 230,
+        "height": y + 10,
+        "label_width": LABEL_WIDTH,
+        "bar_width": BAR_WIDTH,
+        "row_height": ROW_HEIGHT,
+        "colours": CHART_COLOURS,
+    }

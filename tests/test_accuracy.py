@@ -11,7 +11,9 @@ import io
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from lxml import html as lxml_html
 from sqlalchemy import insert, text
 
 from daemon import accuracy, cli
@@ -329,6 +331,7 @@ def test_the_report_measures_an_emulator_wrong_on_purpose(tmp_path, fixed_pdf_da
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr
+        page = httpx.get(f"{daemon.url}/accuracy", timeout=30)
     finally:
         if daemon is not None:
             daemon.stop()
@@ -355,5 +358,12 @@ def test_the_report_measures_an_emulator_wrong_on_purpose(tmp_path, fixed_pdf_da
             totals[kind] += got[kind]
         if row["avg_confidence_wrong"]:
             assert float(row["avg_confidence_wrong"]) < float(row["avg_confidence_right"])
+    # The status page draws the same counts, one bar segment per verdict.
+    assert page.status_code == 200
+    svg = lxml_html.fromstring(page.content).xpath('//svg[@id="accuracy-chart"]')[0]
+    for g in svg.xpath('.//g[@data-profile="rossum_main"]/g[@data-field]'):
+        row = report[g.get("data-field")]
+        drawn_counts = {r.get("class"): int(r.get("data-count")) for r in g.xpath("rect")}
+        assert drawn_counts == {k: int(row[k]) for k in totals if int(row[k])}
     n = sum(totals.values())
     assert abs(totals["wrong"] / n - 0.2) <= 0.02 and abs(totals["missed"] / n - 0.1) <= 0.02
