@@ -107,9 +107,7 @@ def summarise(rows: Iterable[Any], since: date | None = None) -> AccuracyReport:
     per_field: dict[tuple[str, str], FieldAccuracy] = {}
     per_profile: dict[str, Calibration] = {}
     for row in rows:
-        item = per_field.setdefault(
-            (row.profile, row.field), FieldAccuracy(row.profile, row.field)
-        )
+        item = per_field.setdefault((row.profile, row.field), FieldAccuracy(row.profile, row.field))
         item.counts[row.verdict] += 1
         if row.confidence is None:
             continue

@@ -5,9 +5,9 @@ vendor's answer, the CLI table and CSV."""
 from __future__ import annotations
 
 import csv
+import io
 import subprocess
 import sys
-import io
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -121,7 +121,9 @@ def test_posted_values_judge_right_wrong_and_missed_normalised(store):
     doc = store.document()
     # The primary's result fell short (it had the total wrong and missed the date): the
     # fallback's result is the document's; the primary's own answers count too.
-    store.result(doc, "beta", {"total_amount": ("1234.00", 0.4), "supplier_name": ("acme gmbh", 0.95)})
+    store.result(
+        doc, "beta", {"total_amount": ("1234.00", 0.4), "supplier_name": ("acme gmbh", 0.95)}
+    )
     primary = store.result(
         doc, "alpha",
         {"total_amount": ("1,234.50", 0.9), "issue_date": ("2026-11-30", 0.8),
@@ -151,7 +153,9 @@ def test_a_correction_is_not_counted_as_the_vendors_answer(store):
     corrected value (or one added) never counts as the vendor's."""
     docs = [store.document() for _ in range(4)]
     for doc in docs:
-        store.result(doc, "alpha", {"total_amount": ("100.00", 0.9), "due_date": ("2026-12-31", 0.5)})
+        store.result(
+            doc, "alpha", {"total_amount": ("100.00", 0.9), "due_date": ("2026-12-31", 0.5)}
+        )
     correct(store.engine, docs[0], {"total_amount": "110.00"})  # wrong
     correct(store.engine, docs[1], {"total_amount": "110.00"})
     correct(store.engine, docs[1], {"total_amount": "120.00"})  # corrected twice: still wrong
@@ -323,7 +327,9 @@ def test_the_report_measures_an_emulator_wrong_on_purpose(tmp_path, fixed_pdf_da
             lambda: not query(root, "SELECT id FROM docrelay_corrections WHERE state = 'pending'"),
             120, what="the corrections applied",
         )  # fmt: skip
-        refused = query(root, "SELECT field, reason FROM docrelay_corrections WHERE state <> 'applied'")
+        refused = query(
+            root, "SELECT field, reason FROM docrelay_corrections WHERE state <> 'applied'"
+        )
         assert refused == []
         run = subprocess.run(
             [sys.executable, "-m", "daemon.cli", "--config", str(config), "report", "accuracy",

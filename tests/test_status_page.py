@@ -377,7 +377,9 @@ def test_accuracy_chart_shows_the_views_shares_per_vendor_and_field(
     assert sorted(g.get("data-field") for g in drawn) == sorted(by_field)
     for g in drawn:
         row = by_field[g.get("data-field")]
-        counts = {r.get("class"): int(r.get("data-count")) for r in g.xpath('*[local-name()="rect"]')}
+        counts = {
+            r.get("class"): int(r.get("data-count")) for r in g.xpath('*[local-name()="rect"]')
+        }
         want = {k: row[f"{k}_count"] for k in ("right", "wrong", "missed") if row[f"{k}_count"]}
         assert counts == want, g.get("data-field")
     assert page.xpath('//table[@id="calibration"]//td[text()="rossum_main"]') or page.xpath(

@@ -238,9 +238,7 @@ class FieldRow(Base):
     vendor had none, the row was added by the correction), so accuracy can be measured."""
     vendor_value_number: Mapped[Decimal | None]
     vendor_value_date: Mapped[date | None]
-    vendor_value_kept: Mapped[bool] = mapped_column(
-        Boolean, default=False, server_default=false()
-    )
+    vendor_value_kept: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """True once ``vendor_value_*`` hold the vendor's answer; a row corrected before they
     existed (revision 0012) has False: its vendor answer is unknown."""
 
