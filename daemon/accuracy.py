@@ -180,8 +180,8 @@ def table_lines(report: AccuracyReport) -> list[str]:
 
 
 CSV_COLUMNS = (
-    "profile", "field", "documents", "right", "wrong", "missed", "right_share", "wrong_share",
-    "missed_share", "avg_confidence_right", "avg_confidence_wrong",
+    "profile", "field", "documents", "right_count", "wrong_count", "missed_count",
+    "right_share", "wrong_share", "missed_share", "avg_confidence_right", "avg_confidence_wrong",
 )  # fmt: skip
 
 

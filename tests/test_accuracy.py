@@ -240,11 +240,14 @@ def test_cli_table_csv_and_nothing_yet(tmp_path, capsys):
     out, _ = capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows == [
-        {"profile": "alpha", "field": "total_amount", "documents": "4", "right": "2",
-         "wrong": "2", "missed": "0", "right_share": "0.5000", "wrong_share": "0.5000",
+        {"profile": "alpha", "field": "total_amount", "documents": "4", "right_count": "2",
+         "wrong_count": "2", "missed_count": "0", "right_share": "0.5000", "wrong_share": "0.5000",
          "missed_share": "0.0000", "avg_confidence_right": "0.6450",
          "avg_confidence_wrong": "0.7250"}
     ]  # fmt: skip
+    with store.engine.connect() as conn:
+        view_columns = list(conn.execute(text("SELECT * FROM docrelay_vendor_accuracy")).keys())
+    assert list(rows[0]) == view_columns, "the CSV has the view's columns"
     assert cli.main(["report", "accuracy", "--since", "2999-01-01", "--config", str(config)]) == 0
     assert "since 2999-01-01" in capsys.readouterr().err
 
@@ -344,7 +347,7 @@ def test_the_report_measures_an_emulator_wrong_on_purpose(tmp_path, fixed_pdf_da
         emulator.stop()
     report = {row["field"]: row for row in csv.DictReader(io.StringIO(run.stdout))}
     assert {row["profile"] for row in report.values()} == {"rossum_main"}
-    carried = {field for field, row in report.items() if int(row["right"]) > 0}
+    carried = {field for field, row in report.items() if int(row["right_count"]) > 0}
     assert len(carried) >= 8, sorted(report)
     settings = WrongnessSettings(**WRONG)
     totals = {"right": 0, "wrong": 0, "missed": 0}
@@ -354,7 +357,7 @@ def test_the_report_measures_an_emulator_wrong_on_purpose(tmp_path, fixed_pdf_da
             if field in expected_fields(spec):
                 drawn[verdict(settings, documents[name][1], field)] += 1
         row = report[field]
-        got = {kind: int(row[kind]) for kind in drawn}
+        got = {kind: int(row[f"{kind}_count"]) for kind in drawn}
         assert got == drawn, field
         for kind, rate in (("wrong", 0.2), ("missed", 0.1), ("right", 0.7)):
             share = float(row[f"{kind}_share"])
@@ -370,6 +373,6 @@ def test_the_report_measures_an_emulator_wrong_on_purpose(tmp_path, fixed_pdf_da
     for g in svg.xpath('.//g[@data-profile="rossum_main"]/g[@data-field]'):
         row = report[g.get("data-field")]
         drawn_counts = {r.get("class"): int(r.get("data-count")) for r in g.xpath("rect")}
-        assert drawn_counts == {k: int(row[k]) for k in totals if int(row[k])}
+        assert drawn_counts == {k: int(row[f"{k}_count"]) for k in totals if int(row[f"{k}_count"])}
     n = sum(totals.values())
     assert abs(totals["wrong"] / n - 0.2) <= 0.02 and abs(totals["missed"] / n - 0.1) <= 0.02
