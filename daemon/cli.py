@@ -156,22 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("name", help="the mailbox source's name")
     test.add_argument("--limit", type=int, default=200, help="newest messages examined per folder")
     test.set_defaults(func=cmd_mailbox_test)
-    p = command("report", None, "reports over the store (accuracy of the vendors)")
+    p = command("report", None, "reports over the store, as a table or CSV")
     reports = p.add_subparsers(title="reports", metavar="REPORT")
 
-    def report(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        """A report under ``docrelay report``; each takes ``--since`` and ``--csv``."""
+    def report(name: str, func: Any, help_text: str, since: str) -> argparse.ArgumentParser:
+        """A report under ``docrelay report``; each takes ``--since DATE`` (``since`` says
+        of what) and ``--csv``."""
         r = reports.add_parser(name, help=help_text, description=help_text, parents=[common])
-        r.add_argument("--since", type=date.fromisoformat, metavar="DATE", help=since_help)
+        r.add_argument("--since", type=date.fromisoformat, metavar="DATE", help=since)
         r.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
         r.set_defaults(func=func)
         return r
 
-    since_help = "only documents whose truth (correction, posted) came on or after DATE"
     report(
         "accuracy",
         cmd_report_accuracy,
         "share right, wrong and missed per vendor and field, against corrected or posted values",
+        "only documents whose truth (a correction, posted in an ERP) came on or after DATE (UTC)",
     )
     return parser
 
