@@ -169,6 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("name", help="the mailbox source's name")
     test.add_argument("--limit", type=int, default=200, help="newest messages examined per folder")
     test.set_defaults(func=cmd_mailbox_test)
+    p = command("report", None, "reports over the store, as a table or CSV")
+    reports = p.add_subparsers(title="reports", metavar="REPORT")
+
+    def report(name: str, func: Any, help_text: str, since: str) -> argparse.ArgumentParser:
+        """A report under ``docrelay report``; each takes ``--since DATE`` (``since`` says
+        of what) and ``--csv``."""
+        r = reports.add_parser(name, help=help_text, description=help_text, parents=[common])
+        r.add_argument("--since", type=date.fromisoformat, metavar="DATE", help=since)
+        r.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+        r.set_defaults(func=func)
+        return r
+
+    report(
+        "accuracy",
+        cmd_report_accuracy,
+        "share right, wrong and missed per vendor and field, against corrected or posted values",
+        "only documents whose truth (a correction, posted in an ERP) came on or after DATE (UTC)",
+    )
     return parser
 
 
@@ -732,6 +750,22 @@ def cmd_correct(args: argparse.Namespace) -> int:
         return 1
     for line in changed:
         print(line)
+    return 0
+
+
+def cmd_report_accuracy(args: argparse.Namespace) -> int:
+    from daemon import accuracy
+
+    config = load_config(args)
+    report = accuracy.accuracy(open_store(config), args.since)
+    if args.csv:
+        accuracy.write_csv(report, sys.stdout)
+    if report.empty:
+        print(accuracy.nothing_yet(report), file=sys.stderr)
+        return 0
+    if not args.csv:
+        for line in accuracy.table_lines(report):
+            print(line)
     return 0
 
 

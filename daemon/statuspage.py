@@ -94,8 +94,14 @@ def routes(daemon: Daemon) -> list[Route]:
             return _html("missing.html.j2", {"document_id": document_id}, status_code=404)
         return _html("document.html.j2", data)
 
+    def accuracy_page() -> Response:
+        return _html("accuracy.html.j2", accuracy_data(daemon))
+
     async def overview(request: Request) -> Response:
         return await asyncio.to_thread(overview_page)
+
+    async def accuracy(request: Request) -> Response:
+        return await asyncio.to_thread(accuracy_page)
 
     async def document(request: Request) -> Response:
         return await asyncio.to_thread(document_page, request.path_params["document_id"])
@@ -110,6 +116,7 @@ def routes(daemon: Daemon) -> list[Route]:
     tokens = daemon.config.core.web.status_tokens
     return [
         Route("/", _guarded(tokens, overview)),
+        Route("/accuracy", _guarded(tokens, accuracy)),
         Route("/documents/{document_id:int}", _guarded(tokens, document)),
         Route("/documents/{document_id:int}/page.png", _guarded(tokens, page_png)),
     ]
@@ -218,6 +225,18 @@ def number(value: Any, places: int = 0) -> str:
     if exact.is_finite() and places and exact.as_tuple().exponent > -places:  # type: ignore[operator]
         exact = exact.quantize(Decimal(1).scaleb(-places))
     return f"{exact:f}"
+
+
+def accuracy_data(daemon: Daemon) -> dict[str, Any]:
+    """What ``/accuracy`` shows: ``docrelay report accuracy`` as a chart."""
+    from daemon import accuracy
+
+    report = accuracy.accuracy(daemon.reader)
+    return {
+        "chart": accuracy.chart(report),
+        "calibration": report.calibration,
+        "bands": [label for label, _low, _high in accuracy.CONFIDENCE_BANDS],
+    }
 
 
 def overview_data(daemon: Daemon) -> dict[str, Any]:

@@ -357,6 +357,41 @@ def test_a_correction_shows_as_the_current_value(site: Site) -> None:
     assert page.xpath('//*[local-name()="g"][@data-field="invoice_number"]')  # its box stays
 
 
+def test_accuracy_chart_shows_the_views_shares_per_vendor_and_field(
+    site: Site, artefacts: Path
+) -> None:
+    """Runs after the correction above: that document has a truth. ``/accuracy`` (linked from
+    the overview) draws the ``docrelay_vendor_accuracy`` rows as SVG bars, server-side."""
+    overview = site.browser.dom(f"{site.daemon.url}/")
+    assert overview.xpath('//a[@id="accuracy-link"]/@href') == ["/accuracy"]
+    url = f"{site.daemon.url}/accuracy"
+    page = site.browser.dom(url)
+    assert page.xpath("//script") == []
+    rows = site.rows("SELECT * FROM docrelay_vendor_accuracy")
+    assert rows and {r["profile"] for r in rows} == {"rossum_main"}
+    by_field = {r["field"]: r for r in rows}
+    assert by_field["invoice_number"]["wrong_count"] == 1  # corrected: the vendor was wrong
+    svg = page.xpath('//*[local-name()="svg"][@id="accuracy-chart"]')[0]
+    drawn = svg.xpath('.//*[local-name()="g"][@data-profile="rossum_main"]'
+                      '/*[local-name()="g"][@data-field]')  # fmt: skip
+    assert sorted(g.get("data-field") for g in drawn) == sorted(by_field)
+    for g in drawn:
+        row = by_field[g.get("data-field")]
+        counts = {
+            r.get("class"): int(r.get("data-count")) for r in g.xpath('*[local-name()="rect"]')
+        }
+        want = {k: row[f"{k}_count"] for k in ("right", "wrong", "missed") if row[f"{k}_count"]}
+        assert counts == want, g.get("data-field")
+    assert page.xpath('//table[@id="calibration"]//td[text()="rossum_main"]') or page.xpath(
+        '//table[@id="calibration"]//strong[text()="rossum_main"]'
+    )
+    image = site.browser.screenshot(url, artefacts / "accuracy.png").convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, "the accuracy page is (almost) one colour"
+    red = sum(n for n, (r, g, b) in colours if (r, g, b) == (0xB4, 0x23, 0x18))
+    assert red > 100, "the wrong bar is drawn"
+
+
 def test_a_refused_correction_row_needs_a_person(site: Site) -> None:
     """An ERP's row in ``docrelay_corrections`` that the daemon refuses shows with its reason."""
     from sqlalchemy import create_engine, text

@@ -180,6 +180,7 @@ def apply_correction(
         r.name: r
         for r in conn.execute(
             select(fields_t.c.id, fields_t.c.name, fields_t.c.value_text,
+                   fields_t.c.value_number, fields_t.c.value_date, fields_t.c.corrected,
                    fields_t.c.vendor_label).where(fields_t.c.extraction_id == row.id)
         )
     }  # fmt: skip
@@ -206,6 +207,7 @@ def apply_correction(
             "value_date": value.value_date if value else None,
             "currency": value.currency if value else None,
             "corrected": True,
+            **_vendor_answer_kept(old),
         }
         if old is None:
             conn.execute(
@@ -304,6 +306,21 @@ def _queue_for_shadows(
             )  # fmt: skip
             said.append(f"shadow {target.profile}: the same feedback queued")
     return said
+
+
+def _vendor_answer_kept(old: Any) -> dict[str, Any]:
+    """The columns that keep the vendor's own answer when a field is first corrected (none
+    when it was: a row added by a correction), so its accuracy stays measurable."""
+    if old is None:
+        return {"vendor_value_kept": True}
+    if old.corrected:
+        return {}
+    return {
+        "vendor_value_text": old.value_text,
+        "vendor_value_number": old.value_number,
+        "vendor_value_date": old.value_date,
+        "vendor_value_kept": True,
+    }
 
 
 def _feedback_row(

@@ -245,6 +245,14 @@ class FieldRow(Base):
     vendor_id: Mapped[str | None] = mapped_column(String(255))
     """The vendor's id of the value (a datapoint id), for feedback."""
     corrected: Mapped[bool] = mapped_column(Boolean, default=False)
+    vendor_value_text: Mapped[str | None] = mapped_column(Text)
+    """For a corrected row: the vendor's own value before the first correction (NULL: the
+    vendor had none, the row was added by the correction), so accuracy can be measured."""
+    vendor_value_number: Mapped[Decimal | None]
+    vendor_value_date: Mapped[date | None]
+    vendor_value_kept: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """True once ``vendor_value_*`` hold the vendor's answer; a row corrected before they
+    existed (revision 0012) has False: its vendor answer is unknown."""
 
 
 class LineItemRow(Base):

@@ -2,11 +2,26 @@
 
 Add columns freely; never rename or drop one without a migration note in README. The same SQL
 runs on SQLite and PostgreSQL.
+
+``docrelay_field_judgements`` judges every vendor answer against the truth, one row per
+document, submission (any role: primary, fallback, shadow) and field;
+``docrelay_vendor_accuracy`` counts them per vendor profile and field. **The truth:** a
+document has one once a person or an ERP finalised it — a correction or confirmation was
+applied in docrelay (any origin: CLI, API, the ``docrelay_corrections`` table; its
+``corrected``/``confirmed`` event) or a destination reported it ``posted`` (the ERP's values
+were applied as a correction). ``truth_at`` is the last of those moments. Its truth for a field
+is the field's value in the document's latest non-shadow extraction (the corrected one); a
+field absent from it (no value) has no truth and is not counted. A vendor's answer is the
+field in its submission's latest extraction: corrections change an extraction in place, so a
+corrected field keeps the vendor's own value in ``fields.vendor_value_*`` (a row a correction
+added had none: missed; a row corrected before revision 0012 is unknown and left out). Values
+compare normalised: ``value_number`` for amounts, ``value_date`` for dates, else
+``value_text`` trimmed and case-insensitively. A field the vendor left out is ``missed``.
 """
 
 from __future__ import annotations
 
-from connectors.base import DOCUMENT_FIELDS
+from connectors.base import AMOUNT_FIELDS, DATE_FIELDS, DOCUMENT_FIELDS
 
 AMOUNT_COLUMNS = ("total_amount", "net_amount", "tax_amount", "amount_due")
 DATE_COLUMNS = ("issue_date", "due_date")
@@ -32,6 +47,47 @@ _LATEST_SHADOW_EXTRACTION = (
 _HAS_VALUE = (
     "({f}.value_text IS NOT NULL OR {f}.value_number IS NOT NULL OR {f}.value_date IS NOT NULL)"
 )
+
+
+_FINALISED = (
+    "SELECT document_id, MAX(at) AS truth_at FROM ("
+    "SELECT document_id, at FROM events "
+    "WHERE kind IN ('corrected', 'confirmed') AND document_id IS NOT NULL "
+    "UNION ALL SELECT document_id, outcome_at AS at FROM deliveries WHERE outcome = 'posted'"
+    ") finalised GROUP BY document_id"
+)
+"""Documents a person or an ERP finalised, and when they last did."""
+_LATEST_FINAL_EXTRACTION = (
+    "SELECT fx.document_id, MAX(fx.id) AS id FROM extractions fx "
+    "JOIN submissions fs ON fs.id = fx.submission_id "
+    "WHERE fx.normalized_at IS NOT NULL AND fs.role <> 'shadow' GROUP BY fx.document_id"
+)
+_LATEST_OF_EACH_SUBMISSION = (
+    "SELECT submission_id, MAX(id) AS id FROM extractions "
+    "WHERE normalized_at IS NOT NULL GROUP BY submission_id"
+)
+
+
+def _names(names: frozenset[str]) -> str:
+    return ", ".join(f"'{name}'" for name in sorted(names))
+
+
+def _vendor_answer(column: str) -> str:
+    """The vendor's own value of a field row: a corrected row keeps it in ``vendor_*``."""
+    return f"CASE WHEN f.corrected THEN f.vendor_{column} ELSE f.{column} END"
+
+
+_VERDICT = f"""CASE WHEN a.value_text IS NULL THEN 'missed'
+            WHEN t.field IN ({_names(AMOUNT_FIELDS)}) AND a.value_number = t.value_number
+                 THEN 'right'
+            WHEN t.field IN ({_names(DATE_FIELDS)}) AND a.value_date = t.value_date THEN 'right'
+            WHEN t.field NOT IN ({_names(AMOUNT_FIELDS | DATE_FIELDS)})
+                 AND LOWER(TRIM(a.value_text)) = LOWER(TRIM(t.value_text)) THEN 'right'
+            ELSE 'wrong' END"""
+
+
+def _share(verdict: str) -> str:
+    return f"1.0 * SUM(CASE WHEN verdict = '{verdict}' THEN 1 ELSE 0 END) / COUNT(*)"
 
 
 def _invoice_column(name: str) -> str:
@@ -122,6 +178,39 @@ SELECT dl.id AS delivery_id, dl.document_id, dl.destination, dl.version, dl.stat
        dl.outcome, dl.outcome_reason, dl.outcome_at, dl.submission_id, dl.extraction_id,
        dl.idempotency_key
 FROM deliveries dl
+""",
+    "docrelay_field_judgements": f"""
+SELECT t.document_id, s.id AS submission_id, s.profile, s.role, t.field,
+       {_VERDICT} AS verdict,
+       a.confidence, t.truth_at, t.value_text AS truth, a.value_text AS answer
+FROM (SELECT fin.document_id, fin.truth_at, tf.name AS field, tf.value_text, tf.value_number,
+             tf.value_date
+      FROM ({_FINALISED}) fin
+      JOIN ({_LATEST_FINAL_EXTRACTION}) lf ON lf.document_id = fin.document_id
+      JOIN fields tf ON tf.extraction_id = lf.id
+      WHERE tf.value_text IS NOT NULL) t
+JOIN submissions s ON s.document_id = t.document_id
+JOIN ({_LATEST_OF_EACH_SUBMISSION}) ls ON ls.submission_id = s.id
+LEFT JOIN (SELECT f.extraction_id, f.name, f.confidence,
+                  {_vendor_answer("value_text")} AS value_text,
+                  {_vendor_answer("value_number")} AS value_number,
+                  {_vendor_answer("value_date")} AS value_date,
+                  CASE WHEN f.corrected AND NOT f.vendor_value_kept THEN 0 ELSE 1 END AS known
+           FROM fields f) a ON a.extraction_id = ls.id AND a.name = t.field
+WHERE a.known IS NULL OR a.known = 1
+""",
+    "docrelay_vendor_accuracy": f"""
+SELECT profile, field, COUNT(*) AS documents,
+       SUM(CASE WHEN verdict = 'right' THEN 1 ELSE 0 END) AS right_count,
+       SUM(CASE WHEN verdict = 'wrong' THEN 1 ELSE 0 END) AS wrong_count,
+       SUM(CASE WHEN verdict = 'missed' THEN 1 ELSE 0 END) AS missed_count,
+       {_share("right")} AS right_share,
+       {_share("wrong")} AS wrong_share,
+       {_share("missed")} AS missed_share,
+       AVG(CASE WHEN verdict = 'right' THEN confidence END) AS avg_confidence_right,
+       AVG(CASE WHEN verdict = 'wrong' THEN confidence END) AS avg_confidence_wrong
+FROM docrelay_field_judgements
+GROUP BY profile, field
 """,
 }
 """View name → SELECT, in creation order (later views build on earlier ones)."""
