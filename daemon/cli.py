@@ -106,19 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_db_upgrade)
     cur = db.add_parser("current", help="show the schema revision of the store", parents=[common])
     cur.set_defaults(func=cmd_db_current)
-    p = command("report", None, "reports from the store")
-    report = p.add_subparsers(title="report commands", metavar="REPORT")
-    cost = report.add_parser(
-        "cost",
-        help="documents, pages and cost per vendor profile and UTC month",
-        description="Documents and pages sent per vendor profile and UTC month (counted once "
-        "each, when charged at upload), priced by [vendors.<profile>.budget] prices.",
-        parents=[common],
-    )
-    cost.add_argument("--since", type=date.fromisoformat, help="from this day (YYYY-MM-DD)")
-    cost.add_argument("--until", type=date.fromisoformat, help="through this day (included)")
-    cost.add_argument("--csv", action="store_true", help="CSV, with a total line per currency")
-    cost.set_defaults(func=cmd_report_cost)
     p = command(
         "backup",
         cmd_backup,
@@ -186,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_report_accuracy,
         "share right, wrong and missed per vendor and field, against corrected or posted values",
         "only documents whose truth (a correction, posted in an ERP) came on or after DATE (UTC)",
+    )
+    cost = report(
+        "cost",
+        cmd_report_cost,
+        "documents, pages and cost per vendor profile and UTC month (counted once each, when "
+        "charged at upload), priced by [vendors.<profile>.budget] prices",
+        "from this day (UTC)",
+    )
+    cost.add_argument(
+        "--until", type=date.fromisoformat, metavar="DATE", help="through this day (included)"
     )
     return parser
 
