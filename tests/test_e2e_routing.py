@@ -9,7 +9,11 @@ low-confidence result moving documents on."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,9 @@ from tests.daemon_proc import (
     wait_until,
     write_config,
 )
+from tests.invoices import expected_fields
+from tests.test_accuracy import fixed_pdf_date  # noqa: F401 (a fixture)
+from tests.test_e2e_corrections import insert_row
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +72,7 @@ def outbox_records(root: Path) -> dict[int, tuple[int, str]]:
     found = {}
     for path in (root / "outbox").glob("*.json"):
         record = json.loads(path.read_text())
-        found[int(path.stem)] = (record["version"], record["vendor"])
+        found[int(path.stem)] = (record["version"], record["provenance"]["vendor"])
     return found
 
 
@@ -78,7 +85,36 @@ def sha_of(root: Path) -> dict[int, str]:
     return {r["id"]: r["sha256"] for r in query(root, "SELECT id, sha256 FROM documents")}
 
 
-def test_shadow_agreement_outage_and_back(tmp_path):
+def measure(
+    rows: list[dict[str, str]],
+    profile: str,
+    rates: dict[str, Any],
+    judged: list[int],
+    specs: dict[str, Any],
+    documents: dict[str, int],
+    shas: dict[int, str],
+) -> dict[str, float]:
+    """Check the report's counts for ``profile`` against what the emulator drew for every
+    field it carries (``wrongness.verdict``), exactly; returns the measured shares overall."""
+    settings = wrongness.WrongnessSettings(**rates)
+    mine = {row["field"]: row for row in rows if row["profile"] == profile}
+    carried = {field for field, row in mine.items() if int(row["right_count"]) > 0}
+    assert len(carried) >= 6, (profile, sorted(mine))
+    totals = Counter()
+    for field in carried:
+        drawn = Counter(
+            wrongness.verdict(settings, shas[documents[name]], field)
+            for name, spec in specs.items()
+            if documents[name] in judged and field in expected_fields(spec)
+        )
+        got = {kind: int(mine[field][f"{kind}_count"]) for kind in ("right", "wrong", "missed")}
+        assert got == {kind: drawn[kind] for kind in got}, (profile, field, got, drawn)
+        totals.update(got)
+    n = sum(totals.values())
+    return {kind: totals[kind] / n for kind in ("right", "wrong", "missed")}
+
+
+def test_shadow_agreement_outage_and_back(tmp_path, fixed_pdf_date):
     root = tmp_path
     rossum = EmulatorProcess("rossum", *flags(ROSSUM), log=root / "rossum.log")
     konfuzio = EmulatorProcess(
@@ -127,8 +163,11 @@ def test_shadow_agreement_outage_and_back(tmp_path):
                 assert row["agreement"] == "shadow_missing", row
             elif mine == theirs == "right":
                 assert row["agreement"] == "agree", row
-            elif "wrong" in (mine, theirs) and "missed" not in (mine, theirs):
+            elif {mine, theirs} == {"right", "wrong"}:
                 assert row["agreement"] == "disagree", row
+            elif mine == theirs == "wrong":  # two wrong answers may be the same wrong one
+                same = row["primary_value"] == row["shadow_value"]
+                assert row["agreement"] == ("agree" if same else "disagree"), row
         assert Counter(r["agreement"] for r in agreement)["disagree"] > 0
         assert konfuzio.stats()["documents"]["total"] == 30  # each uploaded there once
 
@@ -167,6 +206,7 @@ def test_shadow_agreement_outage_and_back(tmp_path):
         # None lost, none exported twice: counted in the store and at the destination.
         assert set(exports(root).values()) == {1}
         records = outbox_records(root)
+        shas = sha_of(root)
         fallback_docs = {
             r["document_id"] for r in query(root, "SELECT document_id FROM submissions "
                                                   "WHERE role = 'fallback'")
@@ -179,6 +219,33 @@ def test_shadow_agreement_outage_and_back(tmp_path):
         assert metric(daemon.url, "docrelay_fallback_moves_total", trigger="circuit_open") == len(
             query(root, "SELECT id FROM submissions WHERE role = 'fallback'")
         )
+
+        # Accuracy: every document corrected to the values it was generated with (an ERP
+        # job's INSERTs); the report judges both vendors against them.
+        documents = {r["filename"]: r["id"] for r in query(root, "SELECT * FROM documents")}
+        for name, spec in specs.items():
+            for field, value in expected_fields(spec).items():
+                text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+                insert_row(root, document_id=documents[name], field=field, value=text)
+        wait_until(
+            lambda: not query(root, "SELECT id FROM docrelay_corrections WHERE state = 'pending'"),
+            120, what="the corrections applied",
+        )  # fmt: skip
+        assert query(root, "SELECT * FROM docrelay_corrections WHERE state <> 'applied'") == []
+        report = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "--config", str(config), "report", "accuracy",
+             "--csv"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        rows = list(csv.DictReader(io.StringIO(report)))
+        judged = {
+            "rossum_main": [d for name, d in documents.items() if d not in fallback_docs],
+            "konfuzio_main": list(documents.values()),  # shadow on every one
+        }
+        for profile, rates in (("rossum_main", ROSSUM), ("konfuzio_main", KONFUZIO)):
+            measured = measure(rows, profile, rates, judged[profile], specs, documents, shas)
+            assert abs(measured["wrong"] - rates["wrong_rate"]) <= 0.05, (profile, measured)
+            assert abs(measured["missed"] - rates["miss_rate"]) <= 0.05, (profile, measured)
         assert daemon.stop() == 0
     finally:
         rossum.stop()
