@@ -35,6 +35,7 @@ from tests.daemon_proc import (
 )
 from tests.invoices import expected_fields
 from tests.test_accuracy import fixed_pdf_date  # noqa: F401 (a fixture)
+from tests.test_breaker import uploads_accepted
 from tests.test_e2e_corrections import insert_row
 
 pytestmark = pytest.mark.e2e
@@ -246,6 +247,69 @@ def test_shadow_agreement_outage_and_back(tmp_path, fixed_pdf_date):
             measured = measure(rows, profile, rates, judged[profile], specs, documents, shas)
             assert abs(measured["wrong"] - rates["wrong_rate"]) <= 0.05, (profile, measured)
             assert abs(measured["missed"] - rates["miss_rate"]) <= 0.05, (profile, measured)
+        assert daemon.stop() == 0
+    finally:
+        rossum.stop()
+        konfuzio.stop()
+
+
+def test_a_spent_budget_and_a_weak_result_move_documents_on(tmp_path, fixed_pdf_date):
+    root = tmp_path
+    rossum = EmulatorProcess(
+        "rossum", "--field-wrong-rate", "total_amount=0.5", "--wrong-seed", "5",
+        log=root / "rossum.log",
+    )  # fmt: skip
+    konfuzio = EmulatorProcess("konfuzio", "--rate-limit", "0", log=root / "konfuzio.log")
+    try:
+        extra = (
+            'fallback = "konfuzio_main"\nmin_confidence = { total_amount = 0.8 }\n'
+            + rossum.vendor_toml(concurrency=2, poll_interval=0.3)
+            + "[vendors.rossum_main.budget]\ndocuments_per_day = 5\n"
+            + konfuzio_toml(konfuzio, concurrency=2)
+        )
+        config = write_config(root, port=free_port(), extra=extra, vendor="rossum_main")
+        daemon = DaemonProcess(config).start()
+        drop_invoices(root / "inbox", 14, prefix="budget", first_seed=1200)
+        wait_until(lambda: len(exports(root)) == 14, 90, what="14 exports")
+
+        subs = query(root, "SELECT * FROM submissions ORDER BY id")
+        at_rossum = [s for s in subs if s["profile"] == "rossum_main"]
+        read = [s for s in at_rossum if s["vendor_ref"] is not None]
+        assert len(read) == 5 == len(uploads_accepted(rossum))  # counted at the vendor
+        over = [s for s in at_rossum if s["error_class"] == "budget"]
+        assert len(over) == 9 and all(s["state"] == "dead" for s in over)
+        assert all(
+            s["error"] == "moved to fallback konfuzio_main: over budget: documents_per_day "
+            "reached (5/5)"
+            for s in over
+        ), over
+        # Of the five Rossum read, those whose total came with too little confidence moved on.
+        confidence = {
+            r["document_id"]: r["confidence"]
+            for r in query(
+                root,
+                "SELECT x.document_id, f.confidence FROM fields f JOIN extractions x "
+                "ON x.id = f.extraction_id JOIN submissions s ON s.id = x.submission_id "
+                "WHERE s.profile = 'rossum_main' AND f.name = 'total_amount'",
+            )
+        }
+        weak = {s["document_id"] for s in read if s["error_class"] == "low_confidence"}
+        assert weak, confidence  # (fixed PDFs, seed 5: the draw makes some totals weak)
+        assert weak == {doc for doc, c in confidence.items() if c is not None and c < 0.8}
+        for s in read:
+            if s["document_id"] in weak:
+                assert s["state"] == "done" and s["error"].startswith(
+                    "moved to fallback konfuzio_main: low confidence: total_amount 0."
+                ), s
+        fallback_docs = {s["document_id"] for s in subs if s["role"] == "fallback"}
+        assert fallback_docs == weak | {s["document_id"] for s in over}
+        assert outbox_records(root) == {
+            doc: (1, "konfuzio_main" if doc in fallback_docs else "rossum_main")
+            for doc in sha_of(root)
+        }
+        assert metric(daemon.url, "docrelay_fallback_moves_total", trigger="budget") == 9
+        low = metric(daemon.url, "docrelay_fallback_moves_total", trigger="low_confidence")
+        assert low == len(weak)
         assert daemon.stop() == 0
     finally:
         rossum.stop()
