@@ -165,3 +165,42 @@ def test_chain_settings_are_checked(extra, key, words, tmp_path, monkeypatch):
         config_mod.validate(raw, Path("docrelay.toml"))
     text_ = str(caught.value)
     assert f"docrelay.toml: {key}: " in text_ and words in text_, text_
+
+
+@pytest.mark.parametrize("shadow_first", [True, False], ids=["shadow-done", "shadow-busy"])
+def test_a_shadow_of_the_next_profile_stands_in_without_a_second_upload(
+    make_daemon, tmp_path, shadow_first
+):
+    """The next profile of the chain read the document already as a shadow: its submission is
+    promoted, and its result is exported whether it was done (exported at the promotion) or
+    still busy (exported when it finishes)."""
+    if shadow_first:  # a keeps polling until b is done, then rejects
+        fakes.SCRIPTS["a"].extend(["ok", "processing:0.6", "processing:0.6", "rejected"])
+    else:  # a rejects at once, b is still processing
+        fakes.SCRIPTS["a"].append("terminal")
+        fakes.SCRIPTS["b"].extend(["ok", "processing:0.6", "processing:0.6"])
+    daemon = make_daemon(CHAIN, routes=route(shadow=["b"]))
+    doc = offer(daemon, "stand-in.pdf")
+    wait_until(lambda: len(exports(tmp_path)) == 1, 15, what="one export")
+    a, b = sub_state(daemon, doc, "a"), sub_state(daemon, doc, "b")
+    assert a["state"] == "rejected"
+    moved = [e["message"] for e in history(daemon, doc) if e["kind"] == "moved"]
+    assert len(moved) == 1 and moved[0].startswith("moved to fallback b: "), moved
+    assert (b["state"], b["role"], b["destinations"], b["fallback"]) == (
+        "done", "fallback", ["out"], "c",
+    )  # fmt: skip
+    assert [c for c in fakes.CALLS["b"] if c[0] == "submit"] == [("submit", doc)]
+    assert sub_state(daemon, doc, "c") == {}
+    promoted = [e for e in history(daemon, doc) if e["kind"] == "promoted"]
+    assert len(promoted) == 1 and promoted[0]["submission_id"] == b["id"]
+    done = [e["id"] for e in history(daemon, doc)
+            if e["submission_id"] == b["id"] and e["to_state"] == "done"]  # fmt: skip
+    assert (done[0] < promoted[0]["id"]) is shadow_first  # the case the test means to make
+    with daemon.engine.connect() as conn:
+        sent = conn.execute(
+            select(ledger.deliveries.c.submission_id, ledger.deliveries.c.version).where(
+                ledger.deliveries.c.document_id == doc
+            )
+        ).all()
+    assert [tuple(r) for r in sent] == [(b["id"], 1)]
+    assert public_row(daemon, doc) == ("done", "b")
