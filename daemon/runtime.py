@@ -800,6 +800,7 @@ class Daemon:
 
     def moved_on(self, nxt: fallbacks.Next, move: fallbacks.Move) -> None:
         """A document moved on along its chain (committed): count it, wake who is next."""
+        log.info("document %s moved on to %s: %s", nxt.document_id, nxt.profile, move.detail)
         self.metrics.fallback_moves.labels(move.metric_label).inc()
         self.wake_profile(nxt.profile)
         for destination in nxt.exports:

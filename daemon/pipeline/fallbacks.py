@@ -14,6 +14,7 @@ would have been. A profile the document already went through is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Move:
 class Next:
     """The profile a document moves on to, and the chain after it."""
 
+    document_id: int
     profile: str
     rest: list[str]
     shadow_id: int | None = None
@@ -104,7 +106,8 @@ def choose(
         return None
     pick = next((p for p in free if p not in avoid), free[0])
     there = others.get(pick)
-    return Next(pick, [p for p in free if p != pick], there.id if there is not None else None)
+    rest = [p for p in free if p != pick]
+    return Next(sub["document_id"], pick, rest, there.id if there is not None else None)
 
 
 def take(
@@ -167,7 +170,7 @@ def take(
         extraction_id=latest.id,
         version=latest.version,
     )
-    return Next(nxt.profile, nxt.rest, nxt.shadow_id, destinations)
+    return dataclasses.replace(nxt, exports=destinations)
 
 
 def promoted(conn: Connection, sub: dict[str, Any]) -> None:
