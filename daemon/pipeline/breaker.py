@@ -272,10 +272,7 @@ def move_waiting(
     sub, docs = ledger.submissions, Document.__table__
     with engine.connect() as conn:
         rows = conn.execute(
-            select(
-                sub.c.id, sub.c.document_id, sub.c.state, sub.c.profile, sub.c.role,
-                sub.c.destinations, sub.c.fallback, sub.c.later_fallbacks,
-            )
+            select(*fallbacks.MOVABLE)
             .join(docs, docs.c.id == sub.c.document_id)
             .where(
                 sub.c.profile == profile,

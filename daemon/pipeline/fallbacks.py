@@ -209,6 +209,15 @@ def weak_result(result: CanonicalResult, route: Route) -> str | None:
 
 # ---------------------------------------------------------------------- moves by the jobs
 
+MOVABLE = tuple(
+    sub_t.c[name]
+    for name in (
+        "id", "document_id", "state", "profile", "role", "destinations", "fallback",
+        "later_fallbacks",
+    )
+)  # fmt: skip
+"""The columns ``move_unleased`` needs of each row."""
+
 
 def move_unleased(
     engine: Engine,
@@ -220,8 +229,7 @@ def move_unleased(
     owner: str,
     avoid: Collection[str] = (),
 ) -> list[tuple[Next, Move]]:
-    """Hand each of ``rows`` (submissions no worker holds: ``id``, ``document_id``,
-    ``state``, ``profile``, ``role``, ``destinations``, ``fallback``, ``later_fallbacks``) on
+    """Hand each of ``rows`` (submissions no worker holds, with the ``MOVABLE`` columns) on
     along its chain, ending it in ``end_state``. A row a worker claimed meanwhile is left to
     it. ``profiles``: profile → vendor kind. Returns the moves made."""
     done: list[tuple[Next, Move]] = []
@@ -279,11 +287,7 @@ def move_overdue(
     cutoff = now - timedelta(seconds=deadline)
     with engine.connect() as conn:
         rows = conn.execute(
-            select(
-                sub_t.c.id, sub_t.c.document_id, sub_t.c.state, sub_t.c.profile, sub_t.c.role,
-                sub_t.c.destinations, sub_t.c.fallback, sub_t.c.later_fallbacks,
-                sub_t.c.created_at,
-            )
+            select(*MOVABLE, sub_t.c.created_at)
             .join(docs, docs.c.id == sub_t.c.document_id)
             .where(
                 docs.c.route == route,
