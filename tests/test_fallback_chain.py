@@ -121,6 +121,12 @@ def test_low_confidence_moves_on_and_the_last_profile_keeps_what_it_read(make_da
         ).one()
     assert (float(total[0]), total[1]) == (12.5, "c")
     assert len(exports(tmp_path)) == 1
+    with daemon.engine.connect() as conn:  # a's vendor changing its result re-opens nothing
+        named = {"refs": [a["vendor_ref"]], "states": ("done",)}
+        assert ledger.hinted(conn, "a", **named) == []
+        assert [
+            r.id for r in ledger.hinted(conn, "c", refs=[c["vendor_ref"]], states=("done",))
+        ] == [c["id"]]
 
 
 def test_a_confident_result_is_not_moved(make_daemon, tmp_path):

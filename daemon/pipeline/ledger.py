@@ -444,7 +444,12 @@ def hinted(
     if not named:
         return []
     query = select(submissions.c.id, submissions.c.state, submissions.c.document_id).where(
-        submissions.c.profile == profile, submissions.c.state.in_(states), or_(*named)
+        submissions.c.profile == profile,
+        submissions.c.state.in_(states),
+        or_(*named),
+        # A result too weak for its route handed the document on (``done``, unexported):
+        # a change the vendor makes to it later no longer counts.
+        or_(submissions.c.error_class.is_(None), submissions.c.error_class != "low_confidence"),
     )
     return list(conn.execute(query))
 
