@@ -239,7 +239,9 @@ def test_feedback_the_vendor_refuses_is_shown_and_retried(tmp_path):
     app = create_app(Options())
     with serve(app) as url:
         config = kit_config(tmp_path, url, poll_interval=0.3)
-        daemon = DaemonProcess(config, module=RUN).start()
+        daemon = DaemonProcess(
+            config, module=RUN, env={"DOCRELAY_PIPELINE__SWEEP_INTERVAL": "2"}
+        ).start()
         try:
             drop(tmp_path, "fed-back.pdf", 25)
             wait_until(lambda: exported(tmp_path), 20, what="exported")
