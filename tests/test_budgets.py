@@ -420,13 +420,17 @@ def test_the_daemon_holds_what_is_over_the_days_budget_until_a_reload_raises_it(
 @pytest.mark.e2e
 def test_two_daemons_on_one_store_share_requests_per_second(tmp_path, pg_url):
     emulator = EmulatorProcess("rossum", log=tmp_path / "emulator.log")
+    daemons = []
+    engine = store_engine.make_engine(pg_url)
+    blobs = tmp_path / "blobs"  # one store, one blob directory: either daemon reads any file
+    blobs.mkdir()
     try:
         vendor = emulator.vendor_toml(concurrency=3, poll_interval=0.2)
         pace = "[vendors.rossum_main.budget]\nrequests_per_second = 4\n"
-        daemons = []
         for name in ("a", "b"):
             root = tmp_path / name
-            root.mkdir()
+            (root / "var").mkdir(parents=True)
+            (root / "var" / "blobs").symlink_to(blobs)
             config = write_config(
                 root, store_url=pg_url, port=free_port(), extra=vendor + pace,
                 vendor="rossum_main",
@@ -434,7 +438,6 @@ def test_two_daemons_on_one_store_share_requests_per_second(tmp_path, pg_url):
             daemons.append((root, DaemonProcess(config).start()))
         for n, (root, _) in enumerate(daemons):
             drop_invoices(root / "inbox", 4, prefix=f"inv{n}", first_seed=60 + 10 * n)
-        engine = store_engine.make_engine(pg_url)
 
         def done() -> int:
             with engine.connect() as conn:
@@ -445,7 +448,6 @@ def test_two_daemons_on_one_store_share_requests_per_second(tmp_path, pg_url):
                 )
 
         wait_until(lambda: done() == 8, 90, what="eight documents done")
-        engine.dispose()
         uploads = sorted(datetime.fromisoformat(r["at"]).timestamp()
                          for r in uploads_accepted(emulator))  # fmt: skip
         assert len(uploads) == 8
@@ -458,4 +460,7 @@ def test_two_daemons_on_one_store_share_requests_per_second(tmp_path, pg_url):
         for _, daemon in daemons:
             assert daemon.stop() == 0
     finally:
+        for _, daemon in daemons:
+            daemon.stop()
+        engine.dispose()
         emulator.stop()
