@@ -1,13 +1,21 @@
 """Token buckets shared per (account, host): vendors throttle an account, not one profile.
 
 Every HTTP client of the same account on the same host takes its tokens from one bucket, so
-two profiles of one Rossum user stay under the user's 10 requests/s together.
+two profiles of one Rossum user stay under the user's 10 requests/s together. Several
+processes on one store share the account too: the engine counts the running ones (their
+heartbeat rows) and tells ``share_among``, and each bucket then runs at its rate divided by
+that count, so N processes together stay under the account's limit.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
+
+_ALL: weakref.WeakSet[RateLimiter] = weakref.WeakSet()
+_ALL_LOCK = threading.Lock()
+_share = 1
 
 
 class RateLimiter:
@@ -23,18 +31,31 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
-        self.rate = rate
-        self.capacity = max(1.0, rate)
+        self.configured = rate
+        """The account's rate; ``rate`` is this process's share of it."""
+        self.rate = rate / _share
+        self.capacity = max(1.0, self.rate)
         self._tokens = self.capacity
         self._stamp = clock()
+        with _ALL_LOCK:
+            _ALL.add(self)
 
     def slow_down(self, rate: float) -> None:
         """Lower the rate (another client of the same account asked for less)."""
         with self._lock:
-            if rate < self.rate:
-                self.rate = rate
-                self.capacity = max(1.0, rate)
-                self._tokens = min(self._tokens, self.capacity)
+            if rate < self.configured:
+                self.configured = rate
+                self._set(rate / _share)
+
+    def _set(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self._tokens = min(self._tokens, self.capacity)
+
+    def share(self, processes: int) -> None:
+        """Run at ``1 / processes`` of the configured rate."""
+        with self._lock:
+            self._set(self.configured / max(1, processes))
 
     def acquire(self) -> float:
         """Take one token, sleeping until it is there; returns the seconds waited."""
@@ -74,6 +95,16 @@ def shared_limiter(
         else:
             limiter.slow_down(rate)
         return limiter
+
+
+def share_among(processes: int) -> None:
+    """``processes`` run on one store: every bucket of this process takes its share."""
+    global _share
+    with _ALL_LOCK:
+        _share = max(1, processes)
+        limiters = list(_ALL)
+    for limiter in limiters:
+        limiter.share(_share)
 
 
 def reset_shared_limiters() -> None:

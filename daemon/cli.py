@@ -250,6 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config)
     from daemon import notify
     from daemon.runtime import CannotListen, Daemon, StoreLocked
+    from daemon.store.blobs import NotTheStoresBlobs
 
     stop = threading.Event()
     reload = threading.Event()
@@ -273,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(config)
     try:
         daemon.open()
-    except (StoreLocked, CannotListen) as exc:
+    except (StoreLocked, CannotListen, NotTheStoresBlobs) as exc:
         log.error("%s", exc)
         return 1
     daemon.start()
@@ -386,6 +387,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             if item["state"] != "closed":
                 line += f", open since {item['opened_at']}, next probe {item['retry_at']}"
             print(line)
+    if data.get("processes"):
+        print("\nprocesses on this store (heartbeat age; what each holds):")
+        for item in data["processes"]:
+            held = ", ".join(item["holds"]) or "no source or job"
+            rows = ", ".join(f"{n} {table}" for table, n in sorted(item["leased"].items()))
+            line = (
+                f"  {item['id']:<36} {item['state']:<8} {item['heartbeat_age_seconds']:>7.1f} s"
+                f"  {held}"
+            )
+            print(line + (f"; in hand: {rows}" if rows else ""))
     if budget := [item for item in data.get("budgets", []) if item["of"] is not None]:
         print("\nbudgets (this UTC day / month):")
         for item in budget:

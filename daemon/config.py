@@ -207,6 +207,10 @@ class PipelineSettings(BaseModel):
     the vendor (webhooks, where the vendor sends them, wake it sooner)."""
     sweep_interval: float = Field(30.0, gt=0)
     """Seconds between the retry/lease sweeps that run as scheduler jobs."""
+    heartbeat_interval: float = Field(10.0, gt=0)
+    """Seconds between two heartbeats of this process in the store. After three missed ones
+    the other processes on the store take it for lost and take over its work, its sources
+    and its periodic jobs."""
     delivery_concurrency: int = Field(2, ge=1)
     """Worker threads per destination."""
     corrections_interval: float = Field(10.0, ge=0)

@@ -31,11 +31,12 @@ from connectors.base import (
     WebhookHint,
 )
 from connectors.http import reporting_to
+from connectors.ratelimit import share_among
 from daemon.clock import ClockWatch
 from daemon.config import Config, Route
 from daemon.metrics import DaemonMetrics
 from daemon.pipeline import breaker as breaker_mod
-from daemon.pipeline import budgets, fallbacks, ledger
+from daemon.pipeline import budgets, fallbacks, ledger, processes
 from daemon.pipeline.deliveries import DeliveryRunner
 from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import FeedbackRunner, feedback_t, queue_export_status
@@ -63,16 +64,6 @@ class StoreLocked(RuntimeError):
 def owner_id() -> str:
     """Lease owner: host, pid and a nonce (a restarted process never reuses an old identity)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def lock_sqlite_store(url: str) -> IO[str] | None:
@@ -155,6 +146,9 @@ class Daemon:
         self.lease_keeper = LeaseKeeper(
             self.engine, self.owner, config.core.pipeline.lease_seconds, self._hands
         )
+        self.heartbeat = processes.Heartbeat(
+            self.engine, self.owner, core.pipeline.heartbeat_interval, on_count=share_among
+        )
         self._hints: queue.SimpleQueue[tuple[str, list[WebhookHint]] | None] = queue.SimpleQueue()
         self._hinter = threading.Thread(target=self._apply_hints, name="hints", daemon=True)
         self.replay_guard = ReplayGuard()
@@ -194,8 +188,11 @@ class Daemon:
         if self.config.core.web.enabled:
             check_listen(self.config.core.web.listen)
         store_engine.ensure_schema(self.engine)
-        self.blobs.prepare()
+        # Other processes may share the blob directory: their temporary files are recent.
+        self.blobs.prepare(older_than=None if self._lock is not None else 3600.0)
+        self.blobs.bind_to_store(self.engine)
         self._recover_leases()
+        self.heartbeat.register()
         with self.engine.begin() as conn:  # new process, maybe new credentials: try again
             conn.execute(health_t.delete())
         self.vendors, self.destinations, self.sources = self._build(self.config)
@@ -263,26 +260,26 @@ class Daemon:
         )
 
     def _recover_leases(self) -> None:
-        """Free leases of processes that died on this host (or all, for an owned SQLite store)."""
+        """Free the leases of processes that are gone: all of them for an owned SQLite store;
+        on a shared store those of processes whose heartbeat stopped (the others' leases are
+        theirs; a lease of a process that left no row runs out as usual)."""
         with self.engine.begin() as conn:
-            owners = ledger.lease_owners(conn)
-            host = socket.gethostname()
             if self._lock is not None:
-                gone = owners
-            else:
-                gone = [
-                    o
-                    for o in owners
-                    if o.split(":")[0] == host and not _pid_alive(int(o.split(":")[1]))
-                ]
-            if released := ledger.release_dead_owners(conn, gone):
-                log.info("recovered %d leases left by a previous run", released)
+                if released := ledger.release_dead_owners(conn, ledger.lease_owners(conn)):
+                    log.info("recovered %d leases left by a previous run", released)
+                processes.reap(conn, actor="recovery")
+                return
+            processes.reap(conn, actor="recovery")
+            owners = ledger.lease_owners(conn)
+            if released := ledger.release_dead_owners(conn, processes.owners_gone(conn, owners)):
+                log.info("recovered %d leases of processes that had stopped", released)
 
     # ------------------------------------------------------------------ running
 
     def start(self) -> None:
         self._start_pools()
         self.lease_keeper.start()
+        self.heartbeat.start()
         self._hinter.start()
         assert self.intake is not None
         for source in self.sources:
@@ -413,6 +410,7 @@ class Daemon:
         self.lease_keeper.stop()
         with self.engine.begin() as conn:
             ledger.release_leases(conn, self.owner)
+        self.heartbeat.end()
         if self.intake is not None:
             self.intake.flush_releases()
         if self.web is not None:

@@ -3,6 +3,12 @@
 
 Jobs coalesce and never overlap: after a suspend, each runs once on resume, not once per
 missed interval (a run is only counted as missed when it is more than an hour late).
+
+On a store shared by several processes each job that works the store (the sweep's lease
+expiry, outage checks, retention, outcome following, the corrections pickup) runs in one
+process at a time: the holder of the lease ``job:<id>``, renewed at each run and freed by the
+others when the holder's heartbeat stops. What concerns this process only (waking its own
+pools, releasing its own sources' files, the watchdog ping) runs everywhere.
 """
 
 from __future__ import annotations
@@ -63,6 +69,28 @@ class JobCounters:
             log.error("scheduled job %s failed", event.job_id, exc_info=event.exception)
 
 
+def leads(daemon: Daemon, lease: str, every: float) -> bool:
+    """Whether this process runs the job of ``lease`` now (takes or renews the lease)."""
+    assert daemon.intake is not None
+    seconds = max(daemon.config.core.pipeline.lease_seconds, 3 * every)
+    return daemon.intake.hold_lease(lease, seconds)
+
+
+def held(daemon: Daemon, job_id: str, every: float, job: Callable[[], None]) -> Callable[[], None]:
+    """``job``, run only by the process that holds the lease ``job:<job_id>``."""
+
+    def run() -> None:
+        try:
+            if not leads(daemon, f"job:{job_id}", every):
+                return  # another process of this store runs it
+        except (StoreUnavailable, OperationalError) as exc:
+            log.warning("%s skipped, the store is unavailable: %s", job_id, exc)
+            return
+        job()
+
+    return run
+
+
 def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(job_defaults=JOB_DEFAULTS, timezone="UTC")
     scheduler.add_listener(daemon.job_counters.listener, JobCounters.EVENTS)
@@ -78,21 +106,24 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
             name=f"rescan {source.context.name}",
         )
 
+    sweep_every = daemon.config.core.pipeline.sweep_interval
+
     def sweep() -> None:
         try:
             if daemon.intake is not None:
                 daemon.intake.flush_releases()
-            with daemon.engine.begin() as conn:
-                if expired := ledger.expire_leases(conn):
-                    log.warning("%d lease(s) ran out; their work is taken over", expired)
-        except OperationalError as exc:  # locked by another process, or unreachable
-            log.warning("sweep skipped, the store is unavailable: %s", exc.orig)
+            if leads(daemon, "job:sweep", sweep_every):
+                with daemon.engine.begin() as conn:
+                    if expired := ledger.expire_leases(conn):
+                        log.warning("%d lease(s) ran out; their work is taken over", expired)
+        except (StoreUnavailable, OperationalError) as exc:  # locked, or unreachable
+            log.warning("sweep skipped, the store is unavailable: %s", getattr(exc, "orig", exc))
         daemon.wake_all()
 
     scheduler.add_job(
         sweep,
         "interval",
-        seconds=daemon.config.core.pipeline.sweep_interval,
+        seconds=sweep_every,
         id="sweep",
         name="retry and lease sweep",
     )
@@ -104,7 +135,7 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
             log.warning("outage check skipped, the store is unavailable: %s", exc.orig)
 
     scheduler.add_job(
-        check_outages,
+        held(daemon, "outages", OUTAGE_INTERVAL, check_outages),
         "interval",
         seconds=OUTAGE_INTERVAL,
         id="outages",
@@ -119,7 +150,11 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
                 log.info("retention: deleted %d document(s) at %s", count, profile)
 
         scheduler.add_job(
-            purge, "interval", hours=1, id=f"retention:{profile}", name=f"retention {profile}"
+            held(daemon, f"retention:{profile}", 3600.0, purge),
+            "interval",
+            hours=1,
+            id=f"retention:{profile}",
+            name=f"retention {profile}",
         )
     for name, follower in daemon.outcome_followers.items():
 
@@ -130,17 +165,14 @@ def build_scheduler(daemon: Daemon) -> BackgroundScheduler:
                 log.info("%s: %d record(s) came to a final outcome", name, count)
 
         scheduler.add_job(
-            follow, "interval", seconds=follower.interval, id=f"follow:{name}",
-            name=f"follow {name}",
+            held(daemon, f"follow:{name}", follower.interval, follow), "interval",
+            seconds=follower.interval, id=f"follow:{name}", name=f"follow {name}",
         )  # fmt: skip
     if (every := daemon.config.core.pipeline.corrections_interval) > 0:
-        # Held over several passes: a process that dies hands the pickup on after the lease.
-        lease_seconds = max(daemon.config.core.pipeline.lease_seconds, 3 * every)
 
         def corrections() -> None:
-            assert daemon.intake is not None
             try:
-                if not daemon.intake.hold_lease(corrections_mod.LEASE, lease_seconds):
+                if not leads(daemon, corrections_mod.LEASE, every):
                     return  # another process on this store picks them up
                 done = corrections_mod.pick_up(daemon.engine, vendors=daemon.vendors)
             except (StoreUnavailable, OperationalError) as exc:

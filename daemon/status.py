@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import Engine, func, or_, select
 
 from daemon.config import Config
-from daemon.pipeline import budgets, ledger
+from daemon.pipeline import budgets, ledger, processes
 from daemon.pipeline.states import ACTIVE
 from daemon.store.engine import reader, store_identity
 from daemon.store.models import (
@@ -150,6 +150,13 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
              "exhausted_at": _iso(u.exhausted_at) if u.limit is not None else None}
             for u in budgets.current_usage(conn)
         ]  # fmt: skip
+        members = [
+            {"id": m.id, "host": m.host, "pid": m.pid, "version": m.version, "state": m.state,
+             "started_at": _iso(m.started_at), "heartbeat_at": _iso(m.heartbeat_at),
+             "heartbeat_age_seconds": round((utcnow() - m.heartbeat_at).total_seconds(), 1),
+             "holds": list(m.holds), "leased": m.leased}
+            for m in processes.members(conn)
+        ]  # fmt: skip
         fb = ledger.feedback
         feedback = [
             {"vendor": r.profile, "kind": r.kind, "state": r.state, "count": r.n}
@@ -225,6 +232,7 @@ def summary(engine: Engine, *, errors: int = 5) -> dict[str, Any]:
         "connectors": health,
         "breakers": breakers,
         "budgets": budget,
+        "processes": members,
         "feedback": feedback,
         "feedback_problems": refused,
         "in_review": in_review,

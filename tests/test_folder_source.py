@@ -107,6 +107,12 @@ class FakeSink:
         self._by_hash: dict[str, int] = {}
         self._next_id = 1
 
+    def hold_lease(self, name: str, seconds: float) -> bool:
+        return True  # the only process
+
+    def drop_lease(self, name: str) -> None:
+        pass
+
     def ingest(self, item: IntakeItem) -> IngestOutcome:
         with self.lock:
             self.attempts += 1
@@ -218,6 +224,7 @@ def test_file_is_taken_and_moved_to_processed(start_source: Factory) -> None:
     wait_for(lambda: sink.released == [1], what="release")
     assert source.health() == {
         "watch_mode": "inotify",
+        "standby": False,
         "watching": True,
         "pending": 0,
         "path": str(inbox.resolve()),

@@ -655,15 +655,15 @@ CRASH_SUSPECT_COLUMNS = (
 )
 
 
-def release_dead_owners(conn: Connection, owners: Sequence[str]) -> int:
-    """Free leases held by processes known to be gone (after a crash on this host), counting
-    the crash against the submissions they held (``blame_crash``)."""
+def release_dead_owners(conn: Connection, owners: Sequence[str], *, actor: str = "recovery") -> int:
+    """Free leases held by processes known to be gone (they crashed, or their heartbeat
+    stopped), counting the crash against the submissions they held (``blame_crash``)."""
     if not owners:
         return 0
     held = conn.execute(
         select(*CRASH_SUSPECT_COLUMNS).where(submissions.c.lease_owner.in_(owners))
     ).all()
-    blame_crash(conn, held, actor="recovery", why="the worker process died")
+    blame_crash(conn, held, actor=actor, why="the worker process died")
     released = 0
     for table in LEASED:
         result = conn.execute(

@@ -9,14 +9,29 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
 from connectors.fsutil import fsync_dir
+from daemon.store.models import Document, StoreInfo
 
 CHUNK = 1 << 16
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+MARKER = ".docrelay-store"
+"""The file naming the store whose blobs a directory holds."""
+BLOB_DIR_KEY = "blob_dir_token"
+store_info = StoreInfo.__table__
+documents = Document.__table__
+
+
+class NotTheStoresBlobs(RuntimeError):
+    """``store.blob_dir`` is not the directory the other processes of this store use."""
 
 
 class BlobStore:
@@ -24,10 +39,63 @@ class BlobStore:
         self.root = root
         self.tmp = root / "tmp"
 
-    def prepare(self) -> None:
+    def prepare(self, *, older_than: float | None = None) -> None:
+        """Make the directories and delete temporary files a crash left. With ``older_than``
+        (other processes may be writing here now) only files older than that many seconds."""
         self.tmp.mkdir(parents=True, exist_ok=True)
+        cutoff = None if older_than is None else time.time() - older_than
         for stale in self.tmp.iterdir():  # left by a crash mid-write
-            stale.unlink(missing_ok=True)
+            try:
+                if cutoff is None or stale.stat().st_mtime < cutoff:
+                    stale.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
+
+    def bind_to_store(self, engine: Engine) -> None:
+        """Check that this directory holds this store's blobs, and mark it so.
+
+        Every process of a store reads blobs the others wrote, so they must share one
+        directory (one file system, or a network one across hosts). The store keeps a token
+        and the directory a marker file with it: a directory with another store's marker, or
+        an unmarked one that lacks the store's newest blob, is refused before anything runs.
+        """
+        marker = self.root / MARKER
+        mine = marker.read_text().strip() if marker.is_file() else None
+        query = select(store_info.c.value).where(store_info.c.key == BLOB_DIR_KEY)
+        with engine.connect() as conn:
+            token = conn.execute(query).scalar()
+        if token is None:
+            try:
+                with engine.begin() as conn:
+                    token = mine or secrets.token_hex(16)
+                    conn.execute(insert(store_info).values(key=BLOB_DIR_KEY, value=token))
+            except IntegrityError:  # another process marked it at the same moment
+                with engine.connect() as conn:
+                    token = conn.execute(query).scalar_one()
+        with engine.connect() as conn:
+            newest = conn.execute(
+                select(documents.c.sha256)
+                .where(documents.c.size_bytes >= 0)
+                .order_by(documents.c.id.desc())
+                .limit(1)
+            ).scalar()
+        if mine == token:
+            return
+        if mine is not None:
+            raise NotTheStoresBlobs(
+                f"store.blob_dir {self.root}: it holds the blobs of another store (its "
+                f"{MARKER} says {mine}, this store's blob directory is {token}); every "
+                "process of a store must use the store's one blob directory"
+            )
+        if newest is not None and not self.exists(newest):
+            raise NotTheStoresBlobs(
+                f"store.blob_dir {self.root}: the store's documents are not in it (the newest, "
+                f"{newest[:12]}…, is missing); every process of a store must use the store's one "
+                "blob directory (shared, or on a network file system across hosts)"
+            )
+        tmp = marker.with_name(MARKER + ".tmp")
+        tmp.write_text(token + "\n")
+        os.replace(tmp, marker)
 
     def path(self, sha256: str) -> Path:
         if not SHA256_HEX.fullmatch(sha256):

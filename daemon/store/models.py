@@ -529,3 +529,38 @@ class SourceLease(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     owner: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime]
+
+
+class Process(Base):
+    """One ``docrelay run`` on this store, alive while its heartbeat is fresh.
+
+    Liveness is this row, not a host name and pid (containers share host names, pids are
+    reused): a process whose heartbeat is older than its ``lost_after`` is lost, and its
+    leases (work rows, sources, periodic jobs) are given to the others."""
+
+    __tablename__ = "processes"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """The lease owner of everything this process holds."""
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lost_after: Mapped[float] = mapped_column(Double)
+    """Seconds without a heartbeat after which the others take this process for dead."""
+    ended_at: Mapped[datetime | None]
+    ended: Mapped[str | None] = mapped_column(String(16))
+    """`stopped` (a clean stop) or `lost` (its heartbeat stopped)."""
+
+    __table_args__ = (Index(None, "ended", "heartbeat_at"),)
+
+
+class StoreInfo(Base):
+    """Facts about the store itself that every process must agree on (the blob directory's
+    token: processes sharing a store must share its blob directory)."""
+
+    __tablename__ = "store_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

@@ -16,6 +16,11 @@ call the sink (which may be slow) and release it — a file is in the hands of o
 time. ``rejected`` runs on an engine worker thread and shares only the failed folder (under a
 lock) with them.
 
+One process at a time: on a store shared by several processes the folder is worked by the
+holder of the lease ``folder:<path>`` (taken at each scan, renewed while working, given back
+at a stop, freed by the others when the holder's heartbeat stops); the others stand by and
+take it over at a scan.
+
 State: with ``after = "keep"`` the files already taken are remembered in ``kept.json`` in the
 source's private ``data_dir`` (``kept``), so a restart does not offer them again.
 """
@@ -73,6 +78,8 @@ log = logging.getLogger(__name__)
 
 STORE_RETRY_SECONDS = 2.0
 """How long files wait before the next try when the store refused a write."""
+MIN_LEASE_SECONDS = 30.0
+"""The folder's lease lasts three rescan intervals, and at least this long."""
 
 
 class FileChangedError(OSError):
@@ -164,6 +171,10 @@ class FolderSource(Source):
         self._tick = max(0.02, min(0.5, settings.settle_seconds / 4))
         self._kept = self._new_kept()
         """``after = "keep"``: the files taken and left in place."""
+        self._lease_seconds = max(MIN_LEASE_SECONDS, 3 * settings.rescan_interval)
+        self._held_until: float | None = None
+        """While this process holds the folder's lease: when to renew it (context clock)."""
+        self._lease_tried = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -174,6 +185,8 @@ class FolderSource(Source):
         self._started = True
         self._sink = sink
         self._paths = FolderPaths.resolved(self.settings)
+        self.lease = f"folder:{self._paths.root}"
+        self._holding(renew=True)  # before any event: the worker must know who works it
         self._kept = self._new_kept()  # for the resolved root
         if self.settings.after == "keep":
             self._kept.load()
@@ -225,12 +238,19 @@ class FolderSource(Source):
             self._takers.shutdown(wait=True)  # the files in their hands are finished
         self._kept.save()
         self._watch_mode = None
+        if self._held_until is not None and self._sink is not None:
+            self._held_until = None
+            try:
+                self._sink.drop_lease(self.lease)
+            except Exception as exc:  # it runs out on its own
+                log.warning("folder %s: could not give back its lease: %s", self.settings.name, exc)
 
     def health(self) -> dict[str, Any]:
         with self._cond:
             pending = len(self._pending) + len(self._inflight)
         return {
             "watch_mode": self._watch_mode or "stopped",
+            "standby": self._started and self._held_until is None,
             "watching": self._watching(),
             "pending": pending,
             "path": str(self._paths.root),
@@ -463,8 +483,11 @@ class FolderSource(Source):
         """List the folder and mark every candidate file pending; returns how many were found.
 
         Files kept in place (``after = "keep"``) and unchanged since are not counted. A watch
-        that died is restarted first.
+        that died is restarted first. A process standing by (another one holds the folder)
+        finds nothing.
         """
+        if not self._holding(renew=True):
+            return 0
         self._ensure_watching()
         with self._cond:
             walk = _Walk(kept=self._kept.snapshot(), visited={self._paths.root})
@@ -479,6 +502,35 @@ class FolderSource(Source):
             if walk.found or self._kept.dirty:
                 self._cond.notify()
         return len(walk.found)
+
+    def _holding(self, *, renew: bool = False) -> bool:
+        """Whether this process works the folder now: takes or renews the lease when due (or
+        with ``renew``). Standing by, the files the events announce are left to the holder."""
+        now = self.context.clock()
+        if not renew and self._held_until is not None and now < self._held_until:
+            return True
+        if not renew and self._held_until is None:
+            return False  # a standby tries again at the next scan
+        assert self._sink is not None
+        was = self._held_until is not None
+        try:
+            held = self._sink.hold_lease(self.lease, self._lease_seconds)
+        except StoreUnavailable:
+            return was  # the store is down: nobody takes the folder over meanwhile
+        self._held_until = now + self._lease_seconds / 3 if held else None
+        first, self._lease_tried = not self._lease_tried, True
+        if held != was and not (first and held):
+            log.info(
+                "folder %s: %s",
+                self.settings.name,
+                "this process works the folder now"
+                if held
+                else "another docrelay process works the folder; standing by",
+            )
+        if not held:
+            with self._cond:
+                self._pending.clear()
+        return held
 
     def _walk(self, directory: Path, walk: _Walk) -> None:
         try:
@@ -562,6 +614,10 @@ class FolderSource(Source):
                     continue
             if save:
                 self._kept.save()
+            if due and not self._holding():
+                with self._cond:
+                    self._pending.clear()
+                continue
             if rescan:
                 try:
                     self.scan()
