@@ -167,12 +167,19 @@ def _schemas() -> dict[str, Schema]:
         },
         "Corrected": {
             "type": "object",
-            "required": ["document_id"],
+            "required": ["document_id", "changed"],
             "properties": {
                 "document_id": {"type": "integer"},
                 "changed": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "CorrectionRefused": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "document_id": {"type": "integer"},
                 "error": {"type": "string"},
-                "field": {"type": "string"},
+                "field": {"type": "string", "description": "The field refused (422)."},
             },
         },
     }
@@ -180,6 +187,7 @@ def _schemas() -> dict[str, Schema]:
 
 def _paths() -> dict[str, Schema]:
     api = [{"apiToken": []}]
+    refused = _ref("CorrectionRefused")
     status_auth = [{"statusToken": []}, {}]  # open when no `web.status_tokens` are set
     return {
         "/healthz": {
@@ -301,18 +309,18 @@ def _paths() -> dict[str, Schema]:
                     "200": _json("Applied: what changed.", _ref("Corrected")),
                     "400": _error("The body is not JSON of that shape."),
                     "401": UNAUTHORIZED,
-                    "404": _json(f"No such document, or {API_OFF}.", _ref("Corrected")),
+                    "404": _json(f"No such document, or {API_OFF}.", refused),
                     "408": TOO_SLOW,
-                    "409": _json("The document has no result to correct yet.", _ref("Corrected")),
+                    "409": _json("The document has no result to correct yet.", refused),
                     "413": _error("Over `[web.api] max_body_bytes`."),
                     "422": _json(
                         "Nothing to do, or a field or value refused (with the "
                         "`field`); nothing changed.",
-                        _ref("Corrected"),
+                        refused,
                     ),
                     "503": _json(
                         "The store is busy; nothing changed, try again.",
-                        _ref("Corrected"),
+                        refused,
                         **{"Retry-After": "seconds"},
                     ),
                 },
