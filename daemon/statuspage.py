@@ -39,6 +39,7 @@ from daemon import pageimage, status
 from daemon.pipeline import ledger
 from daemon.pipeline.feedback import LATEST_RESULT
 from daemon.store.models import (
+    ID_MAX,
     CorrectionRequestState,
     DeliveryState,
     Extraction,
@@ -483,6 +484,8 @@ def _duration(seconds: float) -> str:
 
 def document_data(daemon: Daemon, document_id: int) -> dict[str, Any] | None:
     """Everything ``/documents/{id}`` shows, or None for an unknown document."""
+    if document_id > ID_MAX:  # from the URL: no such row, and too large for the database
+        return None
     docs, sub, ev = ledger.documents, ledger.submissions, ledger.events
     with daemon.reader.connect() as conn:
         stored = conn.execute(select(docs).where(docs.c.id == document_id)).mappings().first()
@@ -579,7 +582,7 @@ def _page_of(
     if stored is None:
         docs = ledger.documents
         with daemon.reader.connect() as conn:
-            stored = conn.execute(
+            stored = None if document_id > ID_MAX else conn.execute(
                 select(docs.c.sha256, docs.c.mime_type).where(docs.c.id == document_id)
             ).mappings().first()  # fmt: skip
         if stored is None:

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.base import WebhookRequest
 from connectors.errors import StoreUnavailable, WebhookRejected
-from daemon import status, statuspage, webintake
+from daemon import openapi, status, statuspage, webintake
 from daemon.metrics import webhook_result
 from daemon.pipeline.feedback import CorrectionError, InvalidCorrection, UnknownDocument, correct
 from daemon.webintake import BadUpload, BodyTooLarge
@@ -382,12 +382,17 @@ def create_app(daemon: Daemon, serves: Serves = "all") -> Starlette:
             return _error("no such document", 404)
         return JSONResponse(found)
 
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    spec = openapi.document()
     status_tokens = web.status_tokens
     admin: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/status", guarded(status_tokens, status_json)),
         Route("/metrics", guarded(status_tokens, metrics)),
+        Route(openapi.PATH, openapi_json),
         Route("/api/v1/documents", intake, methods=["POST"]),
         Route("/api/v1/documents/{document_id:int}", document),
         Route("/api/v1/documents/{document_id:int}/corrections", corrections, methods=["POST"]),

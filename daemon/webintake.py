@@ -32,6 +32,7 @@ from connectors.emulation.forms import disposition_filename
 from connectors.filecheck import check_file, sniff_mime
 from connectors.filenames import safe_filename
 from daemon.pipeline.intake import Intake
+from daemon.store.models import ID_MAX
 
 SOURCE = "api"
 """The source name API documents carry in the store (``match = { source = "api" }``)."""
@@ -243,6 +244,8 @@ def url(document_id: int) -> str:
 
 
 def document_row(engine: Engine, document_id: int) -> dict[str, Any] | None:
+    if document_id > ID_MAX:  # from a URL: no such row, and too large for the database
+        return None
     with engine.connect() as conn:
         row = (
             conn.execute(

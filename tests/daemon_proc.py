@@ -77,9 +77,11 @@ def write_config(
     vendor: str = "local",
     log_level: str = "info",
     log_format: str = "console",
+    web: str = "",
 ) -> Path:
     """A config like config.example.toml, rooted in a test directory; ``vendor`` is the
-    profile the folder's route sends to (defined in ``extra`` unless it is ``local``)."""
+    profile the folder's route sends to (defined in ``extra`` unless it is ``local``); ``web``
+    adds keys to ``[web]`` (``[web.api]`` goes in ``extra``)."""
     store_url = store_url or f"sqlite:///{root}/var/docrelay.db"
     port = port or free_port()
     text = f"""
@@ -89,7 +91,7 @@ blob_dir = "{root}/var/blobs"
 
 [web]
 listen = "127.0.0.1:{port}"
-
+{web}
 [logging]
 level = "{log_level}"
 format = "{log_format}"

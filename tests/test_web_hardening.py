@@ -41,11 +41,10 @@ HEADER_TIMEOUT = 4
 DEEP = b"[" * 10_000 + b"]" * 10_000
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    root = tmp_path_factory.mktemp("hardening")
-    nowhere = f"http://127.0.0.1:{free_port()}"  # no document is routed to these profiles
-    extra = "\n".join(
+def webhook_profiles(nowhere: str) -> str:
+    """Rossum (signed), Konfuzio and DeepOpinion (a token in the path) profiles whose vendor is
+    ``nowhere``: no document is routed to them, their webhooks are what is tried."""
+    return "\n".join(
         [
             toml_table(
                 "[vendors.rossum_main]",
@@ -85,27 +84,35 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
             ),
         ]
     )
-    path = write_config(root, extra=extra)
-    text = path.read_text()
-    listen = text.split("\n[logging]")[0].rstrip("\n").rsplit("\n", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    root = tmp_path_factory.mktemp("hardening")
     hook_port = free_port()
     web_keys = (
         f'webhook_listen = "127.0.0.1:{hook_port}"\nbody_timeout = 1.5\n'
         f'limit_concurrency = {CONCURRENCY}\nstatus_tokens = ["{STATUS_TOKEN}"]\n'
         f"header_timeout = {HEADER_TIMEOUT}\n"
     )
-    path.write_text(text.replace(listen + "\n", listen + "\n" + web_keys, 1))
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    path = write_config(root, extra=webhook_profiles(nowhere), web=web_keys)
     with module_daemon(DaemonProcess(path)) as proc:
         proc.hook_url = f"http://127.0.0.1:{hook_port}"  # type: ignore[attr-defined]
         yield proc
 
 
-def rossum(daemon: DaemonProcess, body: bytes) -> httpx.Response:
+def rossum_signature(body: bytes) -> dict[str, str]:
+    """The header a Rossum hook with ``SECRET`` signs ``body`` with."""
     signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Rossum-Signature-SHA256": f"sha256={signature}"}
+
+
+def rossum(daemon: DaemonProcess, body: bytes) -> httpx.Response:
     return httpx.post(
         f"{daemon.hook_url}/webhooks/rossum_main",
         content=body,
-        headers={"X-Rossum-Signature-SHA256": f"sha256={signature}"},
+        headers=rossum_signature(body),
         timeout=30,
     )
 

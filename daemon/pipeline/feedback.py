@@ -26,6 +26,7 @@ from daemon.pipeline.deliveries import load_result
 from daemon.pipeline.workers import InHand
 from daemon.store.engine import reader
 from daemon.store.models import (
+    ID_MAX,
     DeliveryState,
     Document,
     Extraction,
@@ -166,9 +167,11 @@ def apply_correction(
     changed: list[str] = []
     # The document's row is locked till the commit: two corrections of one document (from the
     # API and the table, on two daemons) take turns, and each export version is made once.
-    known = conn.execute(
-        select(documents_t.c.id).where(documents_t.c.id == document_id).with_for_update()
-    ).first()
+    known = None
+    if document_id <= ID_MAX:  # a larger id names no row, and the database would fail on it
+        known = conn.execute(
+            select(documents_t.c.id).where(documents_t.c.id == document_id).with_for_update()
+        ).first()
     if known is None:
         raise UnknownDocument(f"document {document_id} is not in the store")
     row = conn.execute(LATEST_RESULT, {"document_id": document_id}).first()

@@ -111,6 +111,12 @@ class FeedbackState(enum.StrEnum):
     """The vendor refused it for good (its reason is the error); ``docrelay retry`` takes it."""
 
 
+ID_MAX = 2**31 - 1
+"""The largest id an ``Integer`` primary key holds on every store (PostgreSQL's and MariaDB's
+``INTEGER``): a larger one, from a URL or a command line, names no row and must not reach the
+database, which would fail on it (SQLite past 2**63, the others past this)."""
+
+
 class Document(Base):
     """One arrival of bytes. The same bytes arriving again is a new row marked ``duplicate_of``."""
 
