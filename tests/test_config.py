@@ -44,7 +44,7 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
     return [line.removeprefix(f"{path}: ") for line in rendered]
 
 
-def test_every_problem_is_reported_with_its_key_path(tmp_path):
+def test_r29_every_problem_is_reported_with_its_key_path(tmp_path):
     found = problems_of(
         tmp_path,
         """
@@ -142,7 +142,7 @@ def test_secret_file_from_credentials_directory(tmp_path, monkeypatch):
     assert config_mod.load(path).core.store.url == f"sqlite:///{tmp_path}/creds.db"
 
 
-def test_check_config_cli_exit_codes(tmp_path):
+def test_r29_check_config_cli_exit_codes(tmp_path):
     ok = run_cli("--config", str(EXAMPLE), "check-config", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout

@@ -171,7 +171,7 @@ def test_a_review_before_the_result_shows_in_status_and_ends_by_callback(tmp_pat
 
 
 @pytest.mark.e2e
-def test_a_crash_after_the_vendor_answered_is_reconciled_not_paid_twice(tmp_path):
+def test_r01_a_crash_after_the_vendor_answered_is_reconciled_not_paid_twice(tmp_path):
     app = create_app(Options())
     state = app.state.emulator
     with serve(app) as url:
