@@ -31,7 +31,7 @@ def documents(db: Path) -> dict[str, dict]:
     return {r["filename"]: dict(r) for r in rows}
 
 
-def test_bad_files_are_rejected_with_reasons_and_kept(tmp_path):
+def test_r20_bad_files_are_rejected_with_reasons_and_kept(tmp_path):
     config = write_config(tmp_path, local='ocr = "off"')
     inbox = tmp_path / "inbox"
     failed = inbox / "failed"
@@ -91,7 +91,7 @@ def test_bad_files_are_rejected_with_reasons_and_kept(tmp_path):
         assert daemon.stop() == 0, daemon.log()
 
 
-def test_a_file_still_being_written_is_waited_for(tmp_path):
+def test_r07_a_file_still_being_written_is_waited_for(tmp_path):
     config = write_config(tmp_path, settle=0.5)
     inbox = tmp_path / "inbox"
     db = tmp_path / "var" / "docrelay.db"

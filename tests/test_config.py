@@ -44,7 +44,7 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
     return [line.removeprefix(f"{path}: ") for line in rendered]
 
 
-def test_every_problem_is_reported_with_its_key_path(tmp_path):
+def test_r29_every_problem_is_reported_with_its_key_path(tmp_path):
     found = problems_of(
         tmp_path,
         """
@@ -142,7 +142,7 @@ def test_secret_file_from_credentials_directory(tmp_path, monkeypatch):
     assert config_mod.load(path).core.store.url == f"sqlite:///{tmp_path}/creds.db"
 
 
-def test_check_config_cli_exit_codes(tmp_path):
+def test_r29_check_config_cli_exit_codes(tmp_path):
     ok = run_cli("--config", str(EXAMPLE), "check-config", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout
@@ -250,3 +250,54 @@ route = "mail"
         "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
     )
     assert "rt-from-file" in config.secrets
+
+
+BAD_CONFIGS = {
+    "unknown key": ('[store]\nurl = "sqlite:///x.db"\ncolour = "blue"\n', "store.colour: "),
+    "wrong type": ("[pipeline]\nmax_attempts = 'many'\n", "pipeline.max_attempts: "),
+    "missing secret": ('[store]\nurl_file = "/nonexistent/secret"\n', "store.url_file: "),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_r29_a_bad_config_fails_check_and_run_and_never_sends_ready(tmp_path, case):
+    """RELIABILITY 29: ``check-config`` and ``run`` exit non-zero naming the exact key path,
+    and ``run`` under systemd sends nothing at all to NOTIFY_SOCKET (so never READY=1)."""
+    import socket
+
+    body, key_path = BAD_CONFIGS[case]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(body)
+    checked = run_cli("--config", str(bad), "check-config", cwd=tmp_path)
+    assert checked.returncode == 2 and f"{bad}: {key_path}" in checked.stderr, checked.stderr
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.setblocking(False)
+    try:
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000"}
+        ran = run_cli("--config", str(bad), "run", cwd=tmp_path, env=env)
+        assert ran.returncode == 2 and f"{bad}: {key_path}" in ran.stderr, ran.stderr
+        with pytest.raises(BlockingIOError):
+            notify.recv(4096)
+    finally:
+        notify.close()
+
+
+def test_r29_an_unreachable_vendor_fails_its_check_by_name(tmp_path):
+    """RELIABILITY 29, the unreachable vendor: ``check <profile>`` exits non-zero naming it."""
+    from tests.daemon_proc import free_port, toml_table, write_config
+
+    vendor = toml_table(
+        "[vendors.rossum_main]",
+        {
+            "kind": "rossum",
+            "base_url": f"http://127.0.0.1:{free_port()}/api/v1",
+            "username": "user@example.com",
+            "password": "secret",
+            "queue": 1,
+        },
+    )
+    config = write_config(tmp_path, extra=vendor)
+    result = run_cli("--config", str(config), "check", "rossum_main", cwd=tmp_path)
+    assert result.returncode == 3, (result.returncode, result.stdout, result.stderr)
+    assert "rossum_main (vendor rossum): cannot be reached" in result.stderr, result.stderr

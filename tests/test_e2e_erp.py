@@ -1,7 +1,7 @@
 """End to end downstream: ERPs and other destinations get each document exactly once, and
 what an accountant does in the ERP flows back.
 
-``test_each_destination_gets_each_document_once_across_crashes_and_failing_answers``: the real
+``test_r03_each_destination_gets_each_document_once_across_crashes_and_failing_answers``: the real
 daemon exports to a real Tryton (behind a proxy that fails a fifth of the invoice writes,
 half of them after Tryton did the work), a webhook receiver failing a fifth of its answers the
 same way, and a table in PostgreSQL, while it is SIGKILLed at the crash points around each
@@ -215,7 +215,7 @@ CRASHES = ("after_delivery_push@3", "before_delivery@4", "after_delivery_push@7"
 """Each run of the daemon but the last dies at one of these (the n-th push of any destination)."""
 
 
-def test_each_destination_gets_each_document_once_across_crashes_and_failing_answers(
+def test_r03_each_destination_gets_each_document_once_across_crashes_and_failing_answers(
     tmp_path, pg_url
 ):
     server = server_or_skip("sqlite")

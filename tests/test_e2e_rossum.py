@@ -156,7 +156,7 @@ def test_rossum_with_webhooks(tmp_path):
     assert stats["webhook_deliveries"]["delivered"] >= DOCS
 
 
-def test_rossum_webhooks_under_a_flood_of_hints_forgeries_and_big_bodies(tmp_path):
+def test_r23_rossum_webhooks_under_a_flood_of_hints_forgeries_and_big_bodies(tmp_path):
     """RELIABILITY 23: while the invoices are worked, 600 signed hints (most for annotations
     the daemon does not know), 200 forgeries and a few 10 MB bodies hit the webhook. Bodies
     over the limit are refused before the signature is checked, valid calls are acknowledged
@@ -216,7 +216,7 @@ def test_rossum_polling_only(tmp_path):
     assert stats["webhook_deliveries"]["attempts"] == 0
 
 
-def test_rossum_with_a_fifth_of_responses_failing(tmp_path):
+def test_r31_rossum_with_a_fifth_of_responses_failing(tmp_path):
     """Also RELIABILITY 31: at log level debug, with errors on every path, neither the log nor
     what the store keeps of errors holds the password, the webhook secret or a bearer token."""
     stats = run_scenario(

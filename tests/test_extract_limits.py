@@ -178,7 +178,7 @@ def test_ocr_within_its_limits_reads_the_page(tmp_path, ocr_by):
 
 
 @pytest.mark.e2e
-def test_hostile_documents_are_rejected_and_the_daemon_stays_healthy(tmp_path):
+def test_r20_hostile_documents_are_rejected_and_the_daemon_stays_healthy(tmp_path):
     bin_dir = tmp_path / "bin"
     fake_tesseract(bin_dir, "sleeps")
     config = write_config(tmp_path, settle=0.2, local="ocr_timeout = 1")

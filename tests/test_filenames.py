@@ -59,7 +59,7 @@ def test_safe_filename(name: str, safe: str) -> None:
         ("", ""),
     ],
 )
-def test_path_traversal_keeps_only_the_last_component(name: str, safe: str) -> None:
+def test_r10_path_traversal_keeps_only_the_last_component(name: str, safe: str) -> None:
     assert safe_filename(name) == safe
 
 

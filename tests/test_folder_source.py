@@ -275,7 +275,7 @@ def test_duplicates_are_released_too(start_source: Factory) -> None:
     wait_for(lambda: sink.released == [1, 1], what="duplicate released under the first id")
 
 
-def test_file_still_being_written_is_taken_only_when_complete(start_source: Factory) -> None:
+def test_r07_file_still_being_written_is_taken_only_when_complete(start_source: Factory) -> None:
     _, sink, inbox = start_source(settle_seconds=0.3)
     chunk = b"line of a slowly written text file\n" * 30
     with (inbox / "slow.txt").open("wb") as stream:
@@ -475,7 +475,7 @@ def test_undecodable_name_is_taken_with_a_readable_ref(start_source: Factory) ->
     assert (inbox / "processed" / raw.name).exists()
 
 
-def test_symlinks_are_skipped(start_source: Factory, tmp_path: Path) -> None:
+def test_r10_symlinks_are_skipped(start_source: Factory, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     (outside / "dir").mkdir(parents=True)
     (outside / "secret.pdf").write_bytes(pdf_bytes("secret"))
@@ -497,7 +497,7 @@ def test_symlinks_are_skipped(start_source: Factory, tmp_path: Path) -> None:
     assert (inbox / "link.pdf").is_symlink()
 
 
-def test_follow_symlinks_still_never_leaves_the_folder(
+def test_r10_follow_symlinks_still_never_leaves_the_folder(
     start_source: Factory, tmp_path: Path
 ) -> None:
     outside = tmp_path / "outside"
@@ -541,7 +541,7 @@ def test_polling_mode(start_source: Factory) -> None:
     assert sorted(sink.refs()) == ["polled.pdf", "sub/deep.pdf"]
 
 
-def test_inotify_failure_falls_back_to_polling(
+def test_r09_inotify_failure_falls_back_to_polling(
     start_source: Factory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def no_watches(self: InotifyEmitter) -> None:
@@ -558,7 +558,7 @@ def test_inotify_failure_falls_back_to_polling(
     wait_for(lambda: moved(inbox, "fallback.pdf"), what="taken by polling")
 
 
-def test_scan_finds_files_when_events_are_lost(
+def test_r08_scan_finds_files_when_events_are_lost(
     start_source: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(FolderSource, "_on_event", lambda self, event: None)

@@ -119,7 +119,7 @@ def client(server: Server, clock: Clock, **options: Any) -> HttpClient:
 # --------------------------------------------------------------------------- retries
 
 
-def test_retry_after_in_seconds_is_honoured(server: Server, clock: Clock) -> None:
+def test_r16_retry_after_in_seconds_is_honoured(server: Server, clock: Clock) -> None:
     server.then(httpx.Response(429, headers={"Retry-After": "30"}))
     assert client(server, clock).request("GET", "items").status_code == 200
     assert clock.sleeps == [30.0]
@@ -133,7 +133,7 @@ def test_retry_after_as_an_http_date_is_honoured(server: Server, clock: Clock) -
     assert 43 <= slept <= 45
 
 
-def test_retry_after_is_capped(server: Server, clock: Clock) -> None:
+def test_r16_retry_after_is_capped(server: Server, clock: Clock) -> None:
     server.then(httpx.Response(429, headers={"Retry-After": "999999"}))
     made = client(server, clock, backoff=Backoff(retry_after_max=60))
     made.request("GET", "items")
@@ -151,7 +151,7 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after(None) is None
 
 
-def test_a_5xx_burst_succeeds_on_attempt_six_with_backoff_gaps(
+def test_r15_a_5xx_burst_succeeds_on_attempt_six_with_backoff_gaps(
     server: Server, clock: Clock
 ) -> None:
     """RELIABILITY 15: 503 x 5 then 200; the gaps follow the backoff within its jitter."""
@@ -402,14 +402,14 @@ def test_json_depth_check_agrees_with_the_parsed_depth() -> None:
                     assert json_depth_ok(data, limit) == (depth <= limit), (data, limit)
 
 
-def test_json_larger_than_its_cap_is_refused(server: Server, clock: Clock) -> None:
+def test_r18_json_larger_than_its_cap_is_refused(server: Server, clock: Clock) -> None:
     server.then(httpx.Response(200, json={"x": "y" * 2000}))
     made = client(server, clock, max_json_bytes=1000)
     with pytest.raises(TransientError, match="at most 1000 are read"):
         made.json(made.request("GET", "items"), "GET", "items")
 
 
-def test_html_with_200_is_not_json(server: Server, clock: Clock) -> None:
+def test_r18_html_with_200_is_not_json(server: Server, clock: Clock) -> None:
     server.then(httpx.Response(200, text="<html>maintenance</html>" + "x" * 5000))
     made = client(server, clock)
     with pytest.raises(TransientError, match="not JSON") as caught:
@@ -495,7 +495,7 @@ def test_urls_on_our_origin_and_below_the_base_path_are_used(server: Server, clo
         "https://api.vendor.example/admin/v2x",  # outside the base path
     ],
 )
-def test_foreign_urls_are_refused_and_nothing_is_sent(
+def test_r32_foreign_urls_are_refused_and_nothing_is_sent(
     server: Server, clock: Clock, url: str
 ) -> None:
     with pytest.raises(TerminalError, match="outside its API"):
@@ -514,7 +514,7 @@ def test_foreign_urls_can_be_rebased_onto_the_configured_origin(
     assert {r.url.host for r in server.requests} == {"api.vendor.example"}
 
 
-def test_an_allowed_host_gets_no_credentials(server: Server, clock: Clock) -> None:
+def test_r32_an_allowed_host_gets_no_credentials(server: Server, clock: Clock) -> None:
     """RELIABILITY 32: only an allow-listed host is reached, and never with our token."""
     made = client(server, clock, allow_hosts={"files.vendor-cdn.example"})
     made.request("GET", "https://files.vendor-cdn.example/abc.pdf?sig=1")
@@ -526,7 +526,7 @@ def test_an_allowed_host_gets_no_credentials(server: Server, clock: Clock) -> No
     assert ours.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
-def test_redirects_are_not_followed(server: Server, clock: Clock) -> None:
+def test_r32_redirects_are_not_followed(server: Server, clock: Clock) -> None:
     moved = httpx.Response(302, headers={"Location": "http://169.254.169.254/latest/"})
     server.then(moved, moved)
     made = client(server, clock)
@@ -540,7 +540,7 @@ def test_redirects_are_not_followed(server: Server, clock: Clock) -> None:
 # --------------------------------------------------------------------------- secrets
 
 
-def test_secrets_echoed_in_a_body_are_scrubbed(server: Server, clock: Clock) -> None:
+def test_r31_secrets_echoed_in_a_body_are_scrubbed(server: Server, clock: Clock) -> None:
     """RELIABILITY 31: no configured secret and no Authorization value in any message."""
     basic = BasicAuth("client-7", PASSWORD, extra={"X-User-Identifier": "user-1"})
     encoded = basic.headers()["Authorization"].removeprefix("Basic ")
@@ -632,7 +632,7 @@ def slow_server() -> Iterator[str]:
     ("path", "timeout"),
     [("trickle?period=1", 2.5), ("trickle?period=0.3", 1.5), ("stall", 1.5)],
 )
-def test_the_total_deadline_against_a_real_slow_body(
+def test_r17_the_total_deadline_against_a_real_slow_body(
     slow_server: str, path: str, timeout: float
 ) -> None:
     """RELIABILITY 17: a body trickling at 1 byte/s (or stalling after a byte) surfaces as

@@ -136,7 +136,7 @@ def test_health_is_recorded_and_cleared(make_intake):
         assert conn.execute(text("SELECT COUNT(*) FROM connector_health")).scalar() == 0
 
 
-def test_the_same_bytes_taken_at_once_are_sent_on_once(make_intake, store_url):
+def test_r06_the_same_bytes_taken_at_once_are_sent_on_once(make_intake, store_url):
     """Two takers (or processes) ingest the same bytes under different names at the same
     moment: one document goes on to the vendor, the other is recorded as its duplicate."""
     from concurrent.futures import ThreadPoolExecutor

@@ -190,7 +190,7 @@ def test_rules_route_and_move_with_folder_created(harness, dovecot):
     assert len(dovecot.uids("alice", "Processed/Invoices")) == 1
 
 
-def test_a_uidvalidity_reset_re_lists_but_takes_nothing_again(harness, dovecot, caplog):
+def test_r11_a_uidvalidity_reset_re_lists_but_takes_nothing_again(harness, dovecot, caplog):
     raws = [mail(n, [(f"r{n}.pdf", pdf_bytes(f"R{n}"))]) for n in range(10, 13)]
     dovecot.append_many("alice", "Scans", raws)
     h = harness(folders=["Scans"])
@@ -215,7 +215,7 @@ def test_a_uidvalidity_reset_re_lists_but_takes_nothing_again(harness, dovecot, 
     assert "UIDVALIDITY of Scans changed" in caplog.text
 
 
-def test_an_oversized_message_is_rejected_without_download_and_kept(harness, dovecot):
+def test_r14_an_oversized_message_is_rejected_without_download_and_kept(harness, dovecot):
     big = dovecot.append("alice", "INBOX", mail(20, [("big.pdf", pdf_bytes("B") * 200)]))
     small = dovecot.append("alice", "INBOX", mail(21, [("small.pdf", pdf_bytes("S"))]))
     h = harness(max_message_bytes=64 * 1024)
@@ -369,7 +369,9 @@ destinations = ["outbox"]
     assert all("\\Seen" in f for f in flags.values())
 
 
-def test_the_mime_corpus_ends_ingested_or_rejected_and_the_daemon_keeps_running(tmp_path, dovecot):
+def test_r13_the_mime_corpus_ends_ingested_or_rejected_and_the_daemon_keeps_running(
+    tmp_path, dovecot
+):
     """Every edge case of the corpus, a 30 MB message over a 10 MB limit among them, through the
     real daemon: each message ends with its parts stored (or rejected with a reason) within
     seconds, and the daemon stays healthy."""
@@ -467,7 +469,7 @@ def test_one_process_per_account_and_a_standby_takes_over(tmp_path, dovecot):
     two.engine.dispose()
 
 
-def test_a_message_expunged_between_search_and_fetch_is_skipped(
+def test_r12_a_message_expunged_between_search_and_fetch_is_skipped(
     harness, dovecot, monkeypatch, caplog
 ):
     from connectors.sources import mailbox as mailbox_mod
@@ -608,7 +610,7 @@ def test_a_locked_store_leaves_mail_on_the_server_until_it_is_back(harness, dove
     assert len(warnings) == 1 and warnings[0].exc_info is None, caplog.text
 
 
-def test_a_server_that_gives_no_size_cannot_make_a_big_mail_download_unbounded(
+def test_r14_a_server_that_gives_no_size_cannot_make_a_big_mail_download_unbounded(
     harness, dovecot, monkeypatch
 ):
     """RELIABILITY 14 without RFC822.SIZE: the FETCH answers lose their sizes on the way (as

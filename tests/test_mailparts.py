@@ -91,7 +91,7 @@ def test_every_case_has_an_expectation() -> None:
     assert len([i for i in ids if i]) == len({i for i in ids if i}), "Message-IDs must be unique"
 
 
-def test_big_base64_with_bad_padding_in_time_and_memory() -> None:
+def test_r13_big_base64_with_bad_padding_in_time_and_memory() -> None:
     raw = CORPUS["big_base64"]()
     assert len(raw) > 30_000_000
     started = time.perf_counter()

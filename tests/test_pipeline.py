@@ -164,7 +164,7 @@ def test_vendor_rejection_on_poll_without_fallback(make_daemon):
     assert row["error"] == "vendor says: not an invoice"
 
 
-def test_auth_failure_pauses_only_that_profile(make_daemon):
+def test_r19_auth_failure_pauses_only_that_profile(make_daemon):
     fakes.SCRIPTS["a"].append("auth")
     daemon = make_daemon()
     doc_a = offer(daemon, "a1.pdf", b"a1")
@@ -191,7 +191,7 @@ def test_processing_deadline_makes_it_dead(make_daemon):
     assert "deadline" in sub_state(daemon, doc)["error"]
 
 
-def test_duplicates_are_recorded_not_sent(make_daemon):
+def test_r06_duplicates_are_recorded_not_sent(make_daemon):
     daemon = make_daemon()
     first = offer(daemon, "x.pdf", b"same bytes")
     second = offer(daemon, "y.pdf", b"same bytes")
@@ -507,7 +507,7 @@ def test_a_step_outliving_its_lease_is_not_run_twice_by_a_sibling(make_daemon):
     assert fakes.CALLS["a"].count(("submit", doc)) == 1
 
 
-def test_a_clock_set_back_does_not_hold_back_waiting_work(make_daemon):
+def test_r27_a_clock_set_back_does_not_hold_back_waiting_work(make_daemon):
     """RELIABILITY 27: after the wall clock is set back ten minutes, a retry that was due in a
     second is still due in a second (not in ten minutes and a second), and the periodic jobs
     run at once instead of waiting the jump out."""
@@ -583,7 +583,7 @@ def test_a_destination_that_refuses_the_credentials_is_held_and_the_others_go_on
     assert [tuple(row) for row in shown] == [("erp", "auth_failed", "the ERP refused the API key")]
 
 
-def test_a_push_whose_answer_was_lost_is_looked_up_not_made_twice(make_daemon):
+def test_r03_a_push_whose_answer_was_lost_is_looked_up_not_made_twice(make_daemon):
     """Delivery v2: before a push to a destination that can look a key up, the delivery is
     marked in doubt; the answer is lost (an ambiguous timeout), so the retry asks first,
     finds the record and records it, with no second push."""
@@ -647,7 +647,7 @@ def test_an_inline_push_the_store_could_not_record_is_finished_by_the_pool(make_
     assert reports == [("report", (f"a-{doc}", True, None))]
 
 
-def test_a_stuck_web_loop_withholds_the_watchdog_ping(make_daemon, tmp_path, monkeypatch):
+def test_r05_a_stuck_web_loop_withholds_the_watchdog_ping(make_daemon, tmp_path, monkeypatch):
     """RELIABILITY 5: while the web app's event loop is blocked (twice the ping interval and
     more), no WATCHDOG=1 reaches systemd, so it would restart the service; pings resume after."""
     import socket

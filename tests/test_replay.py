@@ -18,7 +18,7 @@ class Clock:
         return self.now
 
 
-def test_an_event_id_is_acted_on_once_within_the_window():
+def test_r22_an_event_id_is_acted_on_once_within_the_window():
     clock = Clock()
     guard = ReplayGuard(window=600, clock=clock)
     first = WebhookHint("doc-1", delivery_id="evt-1")
@@ -40,7 +40,7 @@ def test_hints_of_one_call_may_share_its_id_and_hints_without_id_always_pass():
 
 
 @pytest.mark.parametrize("offset", [-301, 301])
-def test_stale_and_future_timestamps_are_refused(offset):
+def test_r22_stale_and_future_timestamps_are_refused(offset):
     clock = Clock()
     guard = ReplayGuard(tolerance=300, clock=clock)
     with pytest.raises(WebhookRejected) as refused:

@@ -1002,7 +1002,7 @@ def test_a_persons_edit_says_the_values_changed(
         "garbage signature",
     ],
 )
-def test_webhook_forgeries_rejected(vendor: RossumVendor, forge: str) -> None:
+def test_r21_webhook_forgeries_rejected(vendor: RossumVendor, forge: str) -> None:
     body = status_payload()
     headers = signed(body)
     if forge == "wrong secret":
@@ -1052,7 +1052,7 @@ def test_webhook_bad_json_and_other_events(vendor: RossumVendor) -> None:
         vendor.parse_webhook(WebhookRequest("POST", signed(nameless), nameless))
 
 
-def test_webhook_uses_hmac_compare_digest(
+def test_r21_webhook_uses_hmac_compare_digest(
     vendor: RossumVendor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[Any, Any]] = []

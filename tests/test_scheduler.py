@@ -11,7 +11,7 @@ from daemon.scheduler import JOB_DEFAULTS, JobCounters
 from tests.daemon_proc import wait_until
 
 
-def test_failing_and_missed_runs_are_counted():
+def test_r28_failing_and_missed_runs_are_counted():
     counters = JobCounters()
     scheduler = BackgroundScheduler(
         job_defaults={**JOB_DEFAULTS, "misfire_grace_time": 1}, timezone="UTC"

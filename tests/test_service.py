@@ -40,7 +40,7 @@ def cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedPro
     return result
 
 
-def test_systemd_notify_ready_watchdog_and_clean_stop(tmp_path):
+def test_r04_systemd_notify_ready_watchdog_and_clean_stop(tmp_path):
     notify_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(notify_path))
@@ -324,7 +324,7 @@ def _job_runs(url: str) -> dict[str, int]:
     }
 
 
-def test_suspended_daemon_catches_up_once_and_loses_nothing(tmp_path):
+def test_r28_suspended_daemon_catches_up_once_and_loses_nothing(tmp_path):
     """RELIABILITY 28: after a suspend each periodic job runs once on resume (coalesced), not
     once per missed interval, and a file dropped meanwhile is still taken."""
     config = write_config(tmp_path)

@@ -14,7 +14,7 @@ from daemon.store.models import Base
 from daemon.store.views import VIEWS
 
 
-def test_migrations_match_models_and_create_views(store_url):
+def test_r30_migrations_match_models_and_create_views(store_url):
     engine = store_engine.make_engine(store_url)
     store_engine.upgrade(engine)
     with engine.connect() as conn:
@@ -62,7 +62,7 @@ def test_pre_serialised_json_is_stored_once_not_as_a_string(store_url):
     engine.dispose()
 
 
-def test_waiting_times_move_back_with_a_clock_set_back(store_url):
+def test_r27_waiting_times_move_back_with_a_clock_set_back(store_url):
     from datetime import timedelta
 
     from sqlalchemy import select
@@ -103,7 +103,7 @@ def test_waiting_times_move_back_with_a_clock_set_back(store_url):
     engine.dispose()
 
 
-def test_an_upgrade_from_0001_resumes_the_work_in_flight(tmp_path, store_url):
+def test_r30_an_upgrade_from_0001_resumes_the_work_in_flight(tmp_path, store_url):
     """RELIABILITY 30: a store left by a release at revision 0001 with work in flight (one
     submission queued, one waiting to retry its upload after a crash) is upgraded by the new
     daemon at start, and both documents end exported."""
@@ -163,7 +163,7 @@ def test_an_upgrade_from_0001_resumes_the_work_in_flight(tmp_path, store_url):
     engine.dispose()
 
 
-def test_sqlite_commits_are_synced_before_they_return(tmp_path):
+def test_r26_sqlite_commits_are_synced_before_they_return(tmp_path):
     """RELIABILITY 26: sources release files and mail right after the intake commit, so a
     commit must survive a power cut, not only a crash of the process (synchronous=FULL)."""
     engine = store_engine.make_engine(f"sqlite:///{tmp_path}/s.db")

@@ -19,7 +19,7 @@ from tests.invoices import random_spec, render_pdf
 pytestmark = pytest.mark.e2e
 
 
-def test_an_external_exclusive_lock_delays_work_but_loses_nothing(tmp_path):
+def test_r24_an_external_exclusive_lock_delays_work_but_loses_nothing(tmp_path):
     """Another process holds `BEGIN EXCLUSIVE` on the SQLite store for 10 s, three times the
     busy timeout, while documents are at every stage: writers wait, retry, and every document
     still ends exported once; the log says so in warnings, not tracebacks."""
@@ -97,7 +97,7 @@ def _fill(path: Path) -> None:
             pass
 
 
-def test_a_full_disk_keeps_files_in_place_and_work_resumes_with_space(tmp_path, small_disk):
+def test_r25_a_full_disk_keeps_files_in_place_and_work_resumes_with_space(tmp_path, small_disk):
     """RELIABILITY 25: the store's file system fills up. The file dropped meanwhile stays in
     the inbox, no temporary blob is left, /healthz says disk_full (still 200: a restart would
     not make room) until there is room again, and then the file is taken and exported once."""

@@ -171,7 +171,7 @@ def test_a_review_before_the_result_shows_in_status_and_ends_by_callback(tmp_pat
 
 
 @pytest.mark.e2e
-def test_a_crash_after_the_vendor_answered_is_reconciled_not_paid_twice(tmp_path):
+def test_r01_a_crash_after_the_vendor_answered_is_reconciled_not_paid_twice(tmp_path):
     app = create_app(Options())
     state = app.state.emulator
     with serve(app) as url:
@@ -273,3 +273,114 @@ def test_feedback_the_vendor_refuses_is_shown_and_retried(tmp_path):
             assert exported(tmp_path)["fields"]["invoice_number"] == "X-77"
         finally:
             assert daemon.stop() == 0
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the emulator that cuts the first upload: it passes the request
+    head and half the body on, then closes both connections, as a crash or a network cut
+    mid-upload would. Everything else it pipes through unchanged."""
+
+    MARKER = b"POST /api/documents "
+
+    def __init__(self, upstream: str) -> None:
+        import socket
+        import threading
+
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port.split("/")[0]))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.cut_at: list[float] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: Any) -> None:
+        import socket
+        import threading
+
+        server = socket.create_connection(self.upstream)
+
+        def back() -> None:
+            try:
+                while data := server.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+            finally:
+                client.close()
+
+        threading.Thread(target=back, daemon=True).start()
+        pending = b""
+        try:
+            while data := client.recv(65536):
+                pending += data
+                with self.lock:
+                    cutting = not self.cut_at and self.MARKER in pending
+                if not cutting:
+                    server.sendall(pending)
+                    pending = b""
+                    continue
+                start = pending.index(self.MARKER)
+                end = pending.find(b"\r\n\r\n", start)
+                if end < 0:
+                    continue
+                head = pending[start:end].decode("latin-1").lower()
+                length = int(head.split("content-length:")[1].split("\r\n")[0])
+                if len(pending) - (end + 4) < length // 2:
+                    continue
+                server.sendall(pending[: end + 4 + length // 2])
+                with self.lock:
+                    self.cut_at.append(time.monotonic())
+                break
+        except OSError:
+            pass
+        finally:
+            for sock in (server, client):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.e2e
+def test_r02_an_upload_cut_at_half_its_body_is_retried_and_uploaded_once(tmp_path):
+    """RELIABILITY 2: the connection of the first upload is cut when half its body went out.
+    The upload is retried within the backoff (0.2 s to 2 s here), the document ends done and
+    exported, and the vendor holds it once."""
+    app = create_app(Options())
+    state = app.state.emulator
+    with serve(app) as url:
+        proxy = CuttingProxy(url)
+        try:
+            config = kit_config(tmp_path, proxy.url, mode="sync")
+            daemon = DaemonProcess(config, module=RUN).start()
+            try:
+                drop(tmp_path, "cut.pdf", 25)
+                wait_until(lambda: exported(tmp_path), 20, what="exported after the cut")
+                done_at = time.monotonic()
+            finally:
+                assert daemon.stop() == 0, daemon.log()
+        finally:
+            proxy.close()
+    assert len(proxy.cut_at) == 1, "the first upload was cut"
+    assert len(state.documents) == 1, "the vendor holds the document once"
+    cut, retried = state.requests.entries(method="POST", path="/api/documents")
+    assert cut.status >= 500 and retried.status == 200, "the cut upload made nothing"
+    assert 0.05 <= retried.at - cut.at <= 2.5, "retried after a backoff, within its maximum"
+    assert done_at - proxy.cut_at[0] < 10
+    assert query(tmp_path, "SELECT state FROM submissions") == [("done",)]
+    assert query(tmp_path, "SELECT COUNT(*) FROM extractions") == [(1,)]
