@@ -317,6 +317,8 @@ def overview_data(daemon: Daemon) -> dict[str, Any]:
             "storage": daemon.storage_health(),
         },
         "sources": [{"name": s.context.name, "health": s.health()} for s in daemon.sources],
+        "processes": [{**p, "this": p["id"] == daemon.owner} for p in summary["processes"]],
+        "budgets": [b for b in summary["budgets"] if b["of"] is not None],
         "documents": dict(
             sorted(documents.items(), key=lambda kv: (STATE_ORDER.get(kv[0], 99), kv[0]))
         ),

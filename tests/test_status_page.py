@@ -210,6 +210,14 @@ def test_overview_counts_are_the_stores(site: Site) -> None:
     assert destinations["outbox"].split()[1] == "ok"
     assert destinations["archive"].split()[1] == "errors"
     assert "not-a-folder" in destinations["archive"]  # its last error
+    processes = {
+        row.get("data-name"): text_of(row)
+        for row in page.xpath('//section[@id="processes"]//tr[@data-name]')
+    }
+    members = site.rows("SELECT id FROM processes WHERE ended IS NULL")
+    assert set(processes) == {r["id"] for r in members} and len(processes) == 1, processes
+    assert "(this one) running" in next(iter(processes.values()))
+    assert "folder:" in next(iter(processes.values()))  # the folder source's lease
 
 
 def test_overview_says_what_needs_a_person_and_why(site: Site) -> None:
