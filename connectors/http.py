@@ -237,10 +237,12 @@ class _Deadline:
 
 
 class _Watch:
-    __slots__ = ("sock",)
+    __slots__ = ("fired", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock: socket.socket | None = sock
+        self.fired = False
+        """Set before the watchdog shuts the socket: the read that then fails ran out of time."""
 
 
 class _Watchdog:
@@ -286,6 +288,7 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 sock, entry.sock = entry.sock, None
+                entry.fired = True
                 try:  # the plain socket's shutdown, also under TLS: the reader sees EOF
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
                 except OSError:
@@ -648,6 +651,12 @@ class HttpClient:
                 if size > cap:
                     raise _TooLarge()
                 parts.append(chunk)
+        except httpx.RequestError:
+            # The watchdog's clock reading and the deadline's are not the same instant: the EOF
+            # it caused may arrive a hair before ``deadline.at`` (under load, by milliseconds).
+            if watch is not None and watch.fired:
+                raise _DeadlineExceeded() from None
+            raise
         finally:
             if watch is not None:
                 _WATCHDOG.done(watch)

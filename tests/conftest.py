@@ -32,6 +32,31 @@ def _pg_admin():
     return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
+UNGROUPED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` each pytest-xdist worker suffixes the node id of a test marked
+    ``xdist_group`` with its group, which is what keeps the group on one worker. Some pytest
+    releases silently defeat that (pytest-dev/pytest-xdist#1386): then every worker would set up
+    the expensive shared servers (Tryton, ~45 s each) and the module-scoped daemons. Those tests
+    fail then (``pytest_runtest_setup``), saying why."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("loadgroup", False):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            item.stash[UNGROUPED] = (
+                f"--dist loadgroup does not group with pytest {pytest.__version__} "
+                "(pytest-dev/pytest-xdist#1386): use a pytest the test extra allows"
+            )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if problem := item.stash.get(UNGROUPED, None):
+        pytest.fail(problem, pytrace=False)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""

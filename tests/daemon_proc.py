@@ -19,11 +19,43 @@ from sqlalchemy import create_engine, text
 
 from tests.invoices import random_spec, render_pdf
 
+WORKER_PORTS = 2000
+"""Ports per pytest-xdist worker, from 20000 up: below Linux' ephemeral range (32768 on), so a
+worker's pick is neither another worker's nor the source port of some client's connection."""
+_worker_ports: Iterator[int] | None = None
+
+
+def _worker_port_range() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", … under pytest-xdist
+    index = int(worker[2:]) % 6 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    first = 20000 + index * WORKER_PORTS
+    offset = os.getpid() % WORKER_PORTS  # a restarted worker does not retrace its predecessor
+    while True:
+        for step in range(WORKER_PORTS):
+            yield first + (offset + step) % WORKER_PORTS
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on, for a server another process binds next.
+
+    Between this pick and that bind the port is unguarded: under pytest-xdist each worker takes
+    its ports, in turn, from a range of its own (``WORKER_PORTS``), so parallel workers never
+    hand out the same one; outside it the kernel picks."""
+    global _worker_ports
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    if _worker_ports is None:
+        _worker_ports = _worker_port_range()
+    for port in _worker_ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))  # fails while anything holds it (or TIME_WAIT)
+            except OSError:
+                continue
+            return port
+    raise AssertionError("unreachable")
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "") -> Any:

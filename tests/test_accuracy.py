@@ -299,7 +299,7 @@ def test_the_report_measures_an_emulator_wrong_on_purpose(tmp_path, fixed_pdf_da
         write_config,
     )
     from tests.invoices import expected_fields
-    from tests.test_e2e_corrections import insert_row
+    from tests.test_e2e_corrections import insert_rows
 
     root = tmp_path
     emulator = EmulatorProcess(
@@ -320,12 +320,12 @@ def test_the_report_measures_an_emulator_wrong_on_purpose(tmp_path, fixed_pdf_da
             r["filename"]: (r["id"], r["sha256"])
             for r in query(root, "SELECT id, filename, sha256 FROM documents")
         }
-        fields = set()
-        for name, spec in specs.items():
-            doc, _sha = documents[name]
-            for field, value in expected_fields(spec).items():
-                insert_row(root, document_id=doc, field=field, value=_text(value))
-                fields.add(field)
+        rows = [
+            {"document_id": documents[name][0], "field": field, "value": _text(value)}
+            for name, spec in specs.items()
+            for field, value in expected_fields(spec).items()
+        ]
+        insert_rows(root, rows)
         wait_until(
             lambda: not query(root, "SELECT id FROM docrelay_corrections WHERE state = 'pending'"),
             120, what="the corrections applied",

@@ -58,7 +58,9 @@ def status(config: Path) -> dict:
 def test_backup_while_the_daemon_runs_restores_the_same_store(tmp_path):
     live, fresh = tmp_path / "live", tmp_path / "fresh"
     config = write_config(live)
-    daemon = DaemonProcess(config).start()
+    # Releases of the originals are recorded at the next intake commit or sweep: a short sweep
+    # lets the test wait for them (below) instead of racing the default 30 s one.
+    daemon = DaemonProcess(config, env={"DOCRELAY_PIPELINE__SWEEP_INTERVAL": "1"}).start()
     drop_invoices(live / "inbox", 3, prefix="a", first_seed=1)
     wait_until(lambda: exported(live) == 3, 60, what="the first exports")
 
@@ -77,6 +79,11 @@ def test_backup_while_the_daemon_runs_restores_the_same_store(tmp_path):
         lambda: all(r["state"] == "done" for r in query(live, "SELECT state FROM submissions")),
         30,
         what="every submission done",
+    )
+    wait_until(
+        lambda: all(r["released_at"] for r in query(live, "SELECT released_at FROM documents")),
+        30,
+        what="every original's release recorded (the store is quiet from here on)",
     )
     quiet = docrelay(config, "backup", str(tmp_path / "quiet"))
     assert quiet.returncode == 0, quiet.stderr

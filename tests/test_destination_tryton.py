@@ -33,7 +33,15 @@ from connectors.destinations.tryton import (
 from connectors.errors import AuthFailed, TerminalError, TransientError
 from daemon import config as config_mod
 from tests.conformance.harness import context
-from tests.tryton_server import PASSWORD, TrytonServer, free_port, tryton  # noqa: F401
+from tests.tryton_server import (  # noqa: F401
+    ON_ONE_WORKER,
+    PASSWORD,
+    TrytonServer,
+    free_port,
+    tryton,
+)
+
+pytestmark = ON_ONE_WORKER
 
 PDF = b"%PDF-1.4\n% docrelay test original\n" + bytes(range(256)) + b"\n%%EOF\n"
 

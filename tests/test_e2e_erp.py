@@ -41,10 +41,10 @@ from tests.daemon_proc import (
 from tests.fault_proxy import FaultProxy
 from tests.servers import serve
 from tests.test_e2e_gini import Emulator, gini_config
-from tests.tryton_server import server_or_skip
+from tests.tryton_server import ON_ONE_WORKER, server_or_skip
 from tests.webhook_receiver import SECRET, create_app
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, ON_ONE_WORKER]
 
 
 class Tryton:

@@ -201,7 +201,9 @@ def test_konfuzio_feedback_reaches_the_emulator(tmp_path):
     emulator = Emulator(tmp_path, "--delay", "0.3")
     try:
         config = konfuzio_config(tmp_path, emulator, callbacks=False, port=port)
-        daemon = DaemonProcess(config).start()
+        # `docrelay correct` runs in a process of its own: the daemon sends the feedback at its
+        # next sweep (every 30 s by default, most of this test's time).
+        daemon = DaemonProcess(config, env={"DOCRELAY_PIPELINE__SWEEP_INTERVAL": "2"}).start()
         try:
             drop_invoices(tmp_path / "inbox", 1, prefix="konfuzio", first_seed=500)
             wait_until(lambda: exported(tmp_path) == 1, 60, what="exported")

@@ -36,7 +36,7 @@ from tests.daemon_proc import (
 from tests.invoices import expected_fields
 from tests.test_accuracy import fixed_pdf_date  # noqa: F401 (a fixture)
 from tests.test_breaker import uploads_accepted
-from tests.test_e2e_corrections import insert_row
+from tests.test_e2e_corrections import insert_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -226,10 +226,18 @@ def test_shadow_agreement_outage_and_back(tmp_path, fixed_pdf_date):
         # Accuracy: every document corrected to the values it was generated with (an ERP
         # job's INSERTs); the report judges both vendors against them.
         documents = {r["filename"]: r["id"] for r in query(root, "SELECT * FROM documents")}
-        for name, spec in specs.items():
-            for field, value in expected_fields(spec).items():
-                text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-                insert_row(root, document_id=documents[name], field=field, value=text)
+        insert_rows(
+            root,
+            [
+                {
+                    "document_id": documents[name],
+                    "field": field,
+                    "value": value.isoformat() if hasattr(value, "isoformat") else str(value),
+                }
+                for name, spec in specs.items()
+                for field, value in expected_fields(spec).items()
+            ],
+        )
         wait_until(
             lambda: not query(root, "SELECT id FROM docrelay_corrections WHERE state = 'pending'"),
             120, what="the corrections applied",

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from connectors.emulation.clock import ManualClock
 from connectors.vendors.gini import emulator_cli
 from connectors.vendors.gini.emulator import MEDIA_TYPE, EmulatorOptions, create_app
 from connectors.vendors.gini.emulator_state import GiniState
+from tests.daemon_proc import free_port
 from tests.invoices import (
     encrypted_pdf_bytes,
     expected_fields,
@@ -910,12 +910,6 @@ def test_cli_options():
         emulator_cli.options_from(parser.parse_args(["--token-lifetime", "0"]))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _try_token(root: str) -> str | None:
     try:
         response = password_token(root)
@@ -925,7 +919,7 @@ def _try_token(root: str) -> str | None:
 
 
 def test_docrelay_emulate_gini_serves_and_prints_its_accounts(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     docrelay = Path(sys.executable).with_name("docrelay")
     command = [
         str(docrelay),

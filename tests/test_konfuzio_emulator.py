@@ -10,7 +10,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from connectors.vendors.konfuzio import emulator_cli
 from connectors.vendors.konfuzio.emulator import EmulatorOptions, create_app
 from connectors.vendors.konfuzio.emulator_model import LABELS, STATUSES
 from connectors.vendors.konfuzio.emulator_state import KonfuzioState
+from tests.daemon_proc import free_port
 from tests.invoices import encrypted_pdf_bytes, expected_fields, random_spec, render_pdf
 from tests.servers import serve
 
@@ -593,14 +593,8 @@ def test_cli_options():
         emulator_cli.options_from(parser.parse_args(["--split-rate", "2"]))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_docrelay_emulate_konfuzio_serves_and_prints_its_account(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     docrelay = Path(sys.executable).with_name("docrelay")
     command = [str(docrelay), "emulate", "konfuzio", "--port", str(port), "--delay", "0"]
     with subprocess.Popen(

@@ -357,6 +357,7 @@ def test_content_tree_has_the_invoice_values(seed, lang):
         ("locked.pdf", encrypted_pdf_bytes(random_spec(1)), "password"),
         ("half.pdf", truncated_pdf_bytes(random_spec(1)), "truncated"),
     ],
+    ids=["garbage", "binary", "locked", "truncated"],  # the PDFs' bytes differ per process
 )
 def test_unreadable_files_fail_import_with_a_message(name, data, reason):
     with emulator(delay=0) as emu:

@@ -37,7 +37,8 @@ from tests.daemon_proc import (
 )
 from tests.invoices import random_spec, scanned_pdf_bytes, truncated_pdf_bytes
 
-pytestmark = pytest.mark.e2e
+# One daemon and chromium profile serve the whole module: its tests stay on one pytest-xdist worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("test_status_page")]
 
 SCAN = "scan <script>alert(1).pdf"
 """A filename the page must show as text, never run."""

@@ -30,7 +30,8 @@ from tests.daemon_proc import (
 )
 from tests.servers import serve
 
-pytestmark = pytest.mark.e2e
+# One daemon serves the whole module: its tests stay on one pytest-xdist worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("test_web_hardening")]
 
 SECRET = "rossum-hook-secret"
 K_TOKEN = "konfuzio-callback-token-0123456789"

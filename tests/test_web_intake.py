@@ -15,7 +15,8 @@ import pytest
 from tests.daemon_proc import DaemonProcess, module_daemon, query, wait_until, write_config
 from tests.invoices import expected_fields, random_spec, render_pdf
 
-pytestmark = pytest.mark.e2e
+# One daemon serves the whole module: its tests stay on one pytest-xdist worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("test_web_intake")]
 
 TOKEN = "scanner-token-0123456789abcdef"
 LIMIT = 100_000

@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from tests.daemon_proc import free_port
+
 PASSWORD = "tryton-admin-secret"
 LINE_ACCOUNT = "2.2.1"
 """The English chart's first account of an expense type (what the module test tools use)."""
@@ -41,6 +43,10 @@ PG_ADMIN_URL = os.environ.get(
     "DOCRELAY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 BIN = Path(sys.executable).parent
+ON_ONE_WORKER = pytest.mark.xdist_group("tryton")
+"""For the ``pytestmark`` of every module using these servers: setting one up takes about 45 s,
+so under pytest-xdist (``--dist loadgroup``) all their tests run on one worker, which starts
+each backend's server once."""
 
 
 @dataclasses.dataclass
@@ -99,12 +105,6 @@ class TrytonServer:
 
 class Unavailable(RuntimeError):
     """The backend's database server is not there (PostgreSQL not running)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(workdir: Path, backend: str, port: int) -> Path:

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connectors import registry
 from connectors.base import (
     ConnectorContext,
@@ -31,6 +33,7 @@ from connectors.emulation.faults import FaultInjector
 from connectors.emulation.requestlog import RequestLog
 from tests.invoices import random_spec, render_pdf
 from tests.servers import serve
+from tests.tryton_server import ON_ONE_WORKER
 
 
 def context(name: str, tmp_path: Path) -> ConnectorContext:
@@ -646,6 +649,12 @@ DESTINATIONS: dict[str, Callable[[Path], AbstractContextManager[DestinationRun]]
     "tryton": tryton_destination,
     "odoo": odoo_destination,
 }
+
+DESTINATION_PARAMS = [
+    pytest.param(name, marks=ON_ONE_WORKER) if name == "tryton" else name
+    for name in sorted(DESTINATIONS)
+]
+"""``DESTINATIONS`` for ``parametrize``: Tryton's on the worker that has its server."""
 
 HARNESSES: dict[str, dict[str, Any]] = {
     "vendor": VENDORS,

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.base import CanonicalResult, ExportPayload, FieldValue, LineItem, Provenance
-from tests.conformance.harness import DESTINATIONS, SOURCES, RecordingSink
+from tests.conformance.harness import DESTINATION_PARAMS, DESTINATIONS, SOURCES, RecordingSink
 from tests.daemon_proc import wait_until
 from tests.invoices import random_spec, render_pdf
 
@@ -115,7 +115,7 @@ def payload(version: int = 1, total: str = "100.00") -> ExportPayload:
     )
 
 
-@pytest.mark.parametrize("destination_run", sorted(DESTINATIONS), indirect=True)
+@pytest.mark.parametrize("destination_run", DESTINATION_PARAMS, indirect=True)
 def test_a_repeated_export_makes_one_record_and_a_new_version_updates_it(destination_run):
     destination = destination_run.destination()
     key = "docrelay-42-out"
@@ -129,7 +129,7 @@ def test_a_repeated_export_makes_one_record_and_a_new_version_updates_it(destina
     destination.close()
 
 
-@pytest.mark.parametrize("destination_run", sorted(DESTINATIONS), indirect=True)
+@pytest.mark.parametrize("destination_run", DESTINATION_PARAMS, indirect=True)
 def test_a_destination_probe_writes_nothing(destination_run):
     lines = destination_run.destination().probe()
     assert lines and all(isinstance(line, str) for line in lines)
