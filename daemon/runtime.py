@@ -373,9 +373,10 @@ class Daemon:
             self.pools[name] = self._vendor_pool(f"vendor-{name}", name, runner, concurrency)
             if vendor.capabilities.webhooks:
                 # Threads that only finish documents the vendor has: a webhook's fetch never
-                # waits behind a queue of uploads.
+                # waits behind a queue of uploads. Half as many as upload: a finish carries the
+                # inline export and its report to the vendor (issue 17: a quarter queued them).
                 self.follow_pools[name] = self._vendor_pool(
-                    f"follow-{name}", name, runner, max(1, concurrency // 4), ledger.FOLLOW
+                    f"follow-{name}", name, runner, max(2, concurrency // 2), ledger.FOLLOW
                 )
                 self.pools[name].hurried_to = self.follow_pools[name]
         for name, vendor in self.vendors.items():

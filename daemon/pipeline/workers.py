@@ -280,8 +280,9 @@ class WorkerPool:
         return len(taken)
 
     def _again_now(self, item_id: int) -> None:
-        """Run a kept item (no longer in ``_later``) as soon as a thread is free."""
-        if self.hurried_to is not None:
+        """Run a kept item (no longer in ``_later``) as soon as a thread is free: in
+        ``hurried_to`` while it has one idle, else here."""
+        if self.hurried_to is not None and self.hurried_to.busy < self.hurried_to.size:
             self.hurried_to.adopt(item_id)
             return
         with self._later_lock:
