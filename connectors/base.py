@@ -510,6 +510,10 @@ class SubmitResult:
     keys: dict[str, str] = field(default_factory=dict)
     """The vendor's other names for this submission (``{"review_id": "17"}``) by which its
     webhooks may refer to it."""
+    waited: float = 0.0
+    """Seconds ``submit`` spent after the vendor had taken the document (following an upload
+    task to its result, say): the vendor was processing meanwhile, so the first status poll
+    comes that much sooner than ``poll_interval`` after ``submit`` returned."""
 
 
 @dataclass(slots=True)

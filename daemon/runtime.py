@@ -370,10 +370,12 @@ class Daemon:
             self.pools[name] = self._vendor_pool(f"vendor-{name}", name, runner, concurrency)
             if vendor.capabilities.webhooks:
                 # Threads that only finish documents the vendor has: a webhook's fetch never
-                # waits behind a queue of uploads.
+                # waits behind a queue of uploads. Half as many as upload: a finish carries the
+                # inline export and its report to the vendor (issue 17: a quarter queued them).
                 self.follow_pools[name] = self._vendor_pool(
-                    f"follow-{name}", name, runner, max(1, concurrency // 4), ledger.FOLLOW
+                    f"follow-{name}", name, runner, max(2, concurrency // 2), ledger.FOLLOW
                 )
+                self.pools[name].hurried_to = self.follow_pools[name]
         for name, vendor in self.vendors.items():
             caps = vendor.capabilities
             if not (caps.feedback or caps.export_status):
@@ -878,8 +880,14 @@ class Daemon:
                     keys={k: [v] for h in changed for k, v in h.keys.items()},
                     states=(SubmissionState.DONE,),
                 )
+        runner = self.submission_runners.get(profile)
+        kept = runner.kept_for(refs, document_ids, keys) if runner is not None else []
+        hurried = 0
+        for pool in (self.pools.get(profile), self.follow_pools.get(profile)):
+            if pool is not None:  # kept for a moment: runs now, with no write
+                hurried += pool.hurry([*ids, *kept])
         if not ids and not reopen:
-            return 0
+            return hurried
         with self.engine.begin() as conn:
             poked = ledger.poke(conn, ids) if ids else 0
             for row in reopen:
@@ -892,7 +900,7 @@ class Daemon:
             pool = self.follow_pools.get(profile) or self.pools.get(profile)
             if pool is not None:
                 pool.wake(everyone=poked > 1)
-        return poked
+        return poked + hurried
 
     def hint(self, profile: str, hints: Sequence[WebhookHint]) -> None:
         """Queue verified webhook hints; the web app answers at once and never waits for the

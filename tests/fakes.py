@@ -50,6 +50,8 @@ class ScriptedSettings(VendorSettings):
     """The upload answers with the result (a synchronous vendor)."""
     reconcile: bool = False
     """The vendor can find an earlier upload (``reconcile_uploads``)."""
+    waited: float = 0.0
+    """Seconds the upload reports it spent after the vendor took the document."""
 
 
 def _next(profile: str) -> str:
@@ -94,6 +96,7 @@ class ScriptedVendor(Vendor):
             data={"n": 1},
             raw=self._result(document.id) if sync else None,
             keys={"ticket": f"T{document.id}"},
+            waited=self.settings.waited if isinstance(self.settings, ScriptedSettings) else 0.0,
         )
 
     def poll(self, vendor_ref: str, data: Mapping[str, Any]) -> PollResult:

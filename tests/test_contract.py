@@ -8,6 +8,7 @@ import json
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, text
 
 from connectors.base import WebhookHint
@@ -391,3 +392,43 @@ def test_a_kept_upload_of_a_reconciling_vendor_is_recorded_with_its_first_poll(m
         ("fetched", "normalized"), ("normalized", "done"),
     ]  # fmt: skip
     assert len(calls("a", "submit")) == 1 and len(calls("a", "poll")) == 1
+
+
+@pytest.mark.parametrize("reconcile", [True, False])
+@pytest.mark.parametrize("hint", ["ref", "key"])
+def test_a_hint_polls_a_kept_submission_at_once(make_daemon, reconcile, hint):
+    """A submission kept here for its first poll (2 s) is polled as soon as a webhook names
+    it, by its reference or another name, even before the store knows either (a reconciling
+    vendor's move to `processing` waits for the poll)."""
+    vendors = {
+        "a": {"kind": "scripted", "poll_interval": 2.0, "reconcile": reconcile},
+        "b": {"kind": "scripted"},
+    }
+    daemon = make_daemon({"vendors": vendors})
+    doc = offer(daemon, "hinted.pdf")
+    wait_until(lambda: calls("a", "submit"), 5, what="uploaded")
+    began = time.monotonic()
+    named = (
+        WebhookHint(f"a-{doc}") if hint == "ref" else WebhookHint(None, keys={"ticket": f"T{doc}"})
+    )
+    wait_until(
+        lambda: daemon.poke_submission("a", [named]) or calls("a", "poll"), 1, what="hurried"
+    )
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 5, what="done")
+    assert time.monotonic() - began < 1.0, "polled at once, not after the 2 s"
+    assert len(calls("a", "poll")) == 1
+
+
+def test_the_first_poll_counts_the_time_the_upload_spent_after_the_vendor_took_it(make_daemon):
+    """An upload that followed the vendor's task for 1.4 s of a 1.5 s poll interval: the first
+    poll comes 0.1 s after it, not 1.5 s."""
+    vendors = {
+        "a": {"kind": "scripted", "poll_interval": 1.5, "waited": 1.4},
+        "b": {"kind": "scripted"},
+    }
+    daemon = make_daemon({"vendors": vendors})
+    doc = offer(daemon, "waited.pdf")
+    wait_until(lambda: calls("a", "submit"), 5, what="uploaded")
+    began = time.monotonic()
+    wait_until(lambda: sub_state(daemon, doc).get("state") == "done", 5, what="done")
+    assert time.monotonic() - began < 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -259,6 +259,25 @@ class SubmissionRunner:
             "w_keys": work.keys,
         }
 
+    def kept_for(
+        self, refs: Iterable[str], document_ids: Iterable[int], keys: Mapping[str, Iterable[str]]
+    ) -> list[int]:
+        """The submissions kept here for a moment (see ``_keep``) that webhooks named: the
+        store may not know their vendor reference or state yet (the move to `processing` is
+        written with the poll's outcome), so a hint is matched against the rows in memory."""
+        refs, document_ids = set(refs), set(document_ids)
+        names = {(key, value) for key, values in keys.items() for value in values}
+        found = []
+        for sub_id, row in self.claimed.copy().items():  # a copy: workers change it meanwhile
+            pending = row.get("w_processing") or {}
+            if (
+                pending.get("vendor_ref", row.get("s_vendor_ref")) in refs
+                or row.get("s_document_id") in document_ids
+                or names & set((row.get("w_keys") or {}).items())
+            ):
+                found.append(sub_id)
+        return found
+
     def _run(self, submission_id: int, owner: str) -> float | None:
         row = self.claimed.pop(submission_id, None)
         if row is None:  # adopted, or claimed by a caller that kept no rows
@@ -426,6 +445,8 @@ class SubmissionRunner:
         crash_point("after_upload_response")
         now = utcnow()
         first_poll = self.vendor.poll_interval
+        if first_poll > 0:  # the vendor's processing ran while submit followed up the upload
+            first_poll = max(0.0, first_poll - result.waited)
         processing = {
             "message": f"vendor reference {result.vendor_ref}",
             "vendor_ref": result.vendor_ref,

@@ -219,6 +219,13 @@ class WorkerPool:
         self._later: list[tuple[float, int]] = []
         """(monotonic due time, item) of items still leased here that run again then."""
         self._later_lock = threading.Lock()
+        self._running: set[int] = set()
+        """Items a thread of this pool is running now."""
+        self._hinted: set[int] = set()
+        """Running items a webhook named meanwhile: kept, they run again at once."""
+        self.hurried_to: WorkerPool | None = None
+        """The pool that runs the kept items a webhook hurries (the follow pool, whose threads
+        never wait behind uploads); None: this one."""
         self.busy = 0
         """Threads running an item now."""
         self._busy_lock = threading.Lock()
@@ -252,6 +259,34 @@ class WorkerPool:
         its first runner finish): it joins the claimed queue."""
         with self._claiming:
             self._claimed.append(item_id)
+        self.wake()
+
+    def hurry(self, item_ids: Iterable[int]) -> int:
+        """Run now the items kept here to run again later (a webhook says their vendor is
+        done), in ``hurried_to`` if set; returns how many there were. Items not kept here are
+        left alone."""
+        wanted = set(item_ids)
+        with self._later_lock:
+            # One running now may be kept when its step ends, with what it read before the
+            # hint: it then runs again at once.
+            self._hinted |= wanted & self._running
+            taken = [item for _, item in self._later if item in wanted]
+            if not taken:
+                return 0
+            self._later = [entry for entry in self._later if entry[1] not in wanted]
+            heapq.heapify(self._later)
+        for item in taken:
+            self._again_now(item)
+        return len(taken)
+
+    def _again_now(self, item_id: int) -> None:
+        """Run a kept item (no longer in ``_later``) as soon as a thread is free: in
+        ``hurried_to`` while it has one idle, else here."""
+        if self.hurried_to is not None and self.hurried_to.busy < self.hurried_to.size:
+            self.hurried_to.adopt(item_id)
+            return
+        with self._later_lock:
+            heapq.heappush(self._later, (time.monotonic(), item_id))
         self.wake()
 
     @property
@@ -307,18 +342,28 @@ class WorkerPool:
                 if rest:
                     self.wake(everyone=True)
             self._count(+1)  # before the claim lock is let go: the next claim sees it
+            with self._later_lock:
+                self._running.add(item_id)
         try:
             again = self._run(item_id, self.owner)
             if again is not None:
                 with self._later_lock:
-                    heapq.heappush(self._later, (time.monotonic() + again, item_id))
-                self.wake()  # a sleeping thread may have to wake sooner for it
+                    hinted = item_id in self._hinted
+                    if not hinted:
+                        heapq.heappush(self._later, (time.monotonic() + again, item_id))
+                if hinted:
+                    self._again_now(item_id)
+                else:
+                    self.wake()  # a sleeping thread may have to wake sooner for it
         except OperationalError:
             # The store is locked or unreachable. The item is still leased to this process:
             # run it again after the pause (_loop), not only when its lease runs out.
             self.adopt(item_id)
             raise
         finally:
+            with self._later_lock:
+                self._running.discard(item_id)
+                self._hinted.discard(item_id)
             self._count(-1)
         return True, None
 

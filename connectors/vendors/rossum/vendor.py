@@ -169,6 +169,7 @@ class RossumVendor(Vendor):
             return self._result(existing, {**base_data, "reconciled": True})
 
         response = self._upload(document)
+        accepted = self.client.clock()  # Rossum's processing runs from here, task or not
         try:  # from here on the upload exists: never fail on the answer's shape alone
             body = self.client.json_object(response, "POST", "uploads")
         except TransientError:
@@ -190,6 +191,7 @@ class RossumVendor(Vendor):
                 return SubmitResult(
                     vendor_ref=upload.task_url,
                     data={**base_data, "task_url": upload.task_url, "pending": True},
+                    waited=self.client.clock() - accepted,
                 )
         annotation_id = id_of(upload.annotations[0])
         data = {
@@ -202,7 +204,11 @@ class RossumVendor(Vendor):
         }
         if len(upload.annotations) > 1:
             data["annotations"] = upload.annotations
-        return SubmitResult(vendor_ref=self.annotation_ref(annotation_id), data=data)
+        return SubmitResult(
+            vendor_ref=self.annotation_ref(annotation_id),
+            data=data,
+            waited=self.client.clock() - accepted,
+        )
 
     def _since(self, document: DocumentRef) -> datetime:
         received = document.received_at
