@@ -541,6 +541,11 @@ def test_every_needs_a_person_list_renders_escaped() -> None:
         "instance": {"host": "h", "pid": 1, "uptime": "1 min 0 s", "ready": True,
                      "healthy": False, "storage": {"state": "disk_full", "reason": "no space"}},
         "sources": [], "documents": {}, "documents_total": 0,
+        "processes": [{"id": f"h:1:{evil}", "state": "lost", "heartbeat_age_seconds": 40.5,
+                       "holds": [f"folder:/in/{evil}"], "leased": {"submissions": 2},
+                       "this": False}],
+        "budgets": [{"vendor": f"v{evil}", "limit": "documents_per_day", "used": 5, "of": 5,
+                     "exhausted_at": "2026-12-04T03:00:00+00:00"}],
         "submission_states": {"columns": [], "rows": {}},
         "delivery_states": {"columns": [], "rows": {}},
         "vendors": [], "destinations": [], "oldest_waiting": None, "reauth": [],
@@ -567,4 +572,8 @@ def test_every_needs_a_person_list_renders_escaped() -> None:
     assert "42 items need a person" in text_of(page.get_element_by_id("attention"))
     assert "In review (newest 1 of 40)" in text_of(page.get_element_by_id("needs-person"))
     assert "no space" in text_of(page.xpath("//main")[0])
+    processes = text_of(page.get_element_by_id("processes"))
+    assert f"h:1:{evil}" in processes and f"folder:/in/{evil}" in processes
+    assert "lost" in processes and "submissions 2" in processes
+    assert f"v{evil}" in text_of(page.get_element_by_id("budgets"))
     assert "default-src 'none'" in response.headers["content-security-policy"]
