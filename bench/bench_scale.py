@@ -38,8 +38,8 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from tests.daemon_proc import (  # noqa: E402
     DaemonProcess,
     EmulatorProcess,
-    free_port,
     generate_invoices,
+    sibling_configs,
     wait_until,
     write_config,
 )
@@ -87,13 +87,7 @@ def run(staging: Path, n: int, path: str) -> dict:
         config = write_config(
             work, store_url=url, extra=extra, settle=0.2, vendor=vendor, log_level="warning"
         )
-        base = config.read_text()
-        port = base.split('listen = "127.0.0.1:')[1].split('"')[0]
-        for i in range(n):
-            where = work / f"p{i}"
-            where.mkdir()
-            own = where / "config.toml"
-            own.write_text(base.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"))
+        for own in sibling_configs(config, n):
             daemons.append(DaemonProcess(own).start(timeout=60))
         files = sorted(staging.iterdir())
         engine = create_engine(url)

@@ -20,8 +20,8 @@ from sqlalchemy import create_engine, text
 from tests.daemon_proc import (
     DaemonProcess,
     EmulatorProcess,
-    free_port,
     generate_invoices,
+    sibling_configs,
     toml_table,
     wait_until,
     write_config,
@@ -117,13 +117,9 @@ def run_chaos(
     engine = create_engine(store_url)
     try:
         with serve(app) as hook_url:
-            config = _config(root, store_url, emulator, hook_url)
-            port = config.split('listen = "127.0.0.1:')[1].split('"')[0]
-            for n in range(processes):
-                where = root / f"p{n}"
-                where.mkdir()
-                own = where / "config.toml"
-                own.write_text(config.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"))
+            config = root / "config.toml"
+            config.write_text(_config(root, store_url, emulator, hook_url))
+            for own in sibling_configs(config, processes):
                 daemons.append(DaemonProcess(own).start(timeout=60))
             began = time.time()
             inbox = root / "inbox"

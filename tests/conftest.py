@@ -115,6 +115,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture
+def engine(store_url: str) -> Iterator[object]:
+    """A migrated store (SQLite and PostgreSQL, by ``store_url``) for tests of the engine's
+    parts without a daemon."""
+    from daemon.store import engine as store_engine
+
+    engine = store_engine.make_engine(store_url)
+    store_engine.ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(autouse=True)
 def _no_daemon_left_behind() -> Iterator[None]:
     """A failing test must not leave a daemon running into the next one."""

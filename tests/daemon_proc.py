@@ -161,6 +161,21 @@ destinations = ["outbox"]
     return path
 
 
+def sibling_configs(config: Path, count: int) -> list[Path]:
+    """``count`` copies of ``config`` for processes sharing its store, blob directory and folders,
+    each in a directory of its own (``p<n>/``, for its log) with a web port of its own."""
+    text = config.read_text()
+    port = text.split('listen = "127.0.0.1:')[1].split('"')[0]
+    copies = []
+    for n in range(count):
+        where = config.parent / f"p{n}"
+        where.mkdir(exist_ok=True)
+        copy = where / "config.toml"
+        copy.write_text(text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"))
+        copies.append(copy)
+    return copies
+
+
 RUNNING: list[DaemonProcess] = []
 """Every process started by a test; the conftest kills leftovers after each test."""
 

@@ -17,7 +17,6 @@ from lxml import html as lxml_html
 from daemon.pipeline import breaker as breaker_mod
 from daemon.pipeline import ledger
 from daemon.pipeline.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
-from daemon.store import engine as store_engine
 from tests.daemon_proc import (
     DaemonProcess,
     EmulatorProcess,
@@ -39,14 +38,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.at += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def engine(store_url):
-    engine = store_engine.make_engine(store_url)
-    store_engine.ensure_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def make(engine, clock: FakeClock, failures: int = 3, cooldown: float = 60.0) -> Breaker:

@@ -43,14 +43,6 @@ ROOT = Path(__file__).resolve().parent.parent
 NOON = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def engine(store_url):
-    engine = store_engine.make_engine(store_url)
-    store_engine.ensure_schema(engine)
-    yield engine
-    engine.dispose()
-
-
 def add_submission(
     engine, profile: str = "rossum_main", pages: int | None = 1, **values: object
 ) -> dict:

@@ -18,17 +18,15 @@ from connectors.ratelimit import RateLimiter, reset_shared_limiters, share_among
 from daemon.pipeline import ledger, processes
 from daemon.store import engine as store_engine
 from daemon.store.models import Document, SubmissionState, utcnow
-from tests.daemon_proc import DaemonProcess, drop_invoices, free_port, wait_until, write_config
+from tests.daemon_proc import (
+    DaemonProcess,
+    drop_invoices,
+    sibling_configs,
+    wait_until,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def engine(store_url):
-    engine = store_engine.make_engine(store_url)
-    store_engine.ensure_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def leased_submission(engine, owner: str) -> int:
@@ -153,12 +151,9 @@ def test_two_processes_on_postgresql_share_the_work_and_take_over_a_killed_one(t
         "lease_seconds = 30", "lease_seconds = 30\nheartbeat_interval = 0.5\nsweep_interval = 1"
     )
     config.write_text(text_)
-    other = tmp_path / "b"
-    other.mkdir()
-    second = other / "config.toml"
-    port = text_.split('listen = "127.0.0.1:')[1].split('"')[0]
-    second.write_text(text_.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"))
-    a, b = DaemonProcess(config).start(), DaemonProcess(second).start()
+    first, second = sibling_configs(config, 2)
+    a, b = DaemonProcess(first).start(), DaemonProcess(second).start()
+    config = first
 
     drop_invoices(tmp_path / "inbox", 8, prefix="first", first_seed=1)
     outbox = tmp_path / "outbox"
@@ -203,14 +198,8 @@ def test_two_processes_on_postgresql_share_the_work_and_take_over_a_killed_one(t
     assert {p["state"] for p in status_of(config)["processes"]} == {"lost", "stopped"}
 
     # A process given another blob directory for the same store is refused at once.
-    third = tmp_path / "c"
-    third.mkdir()
-    wrong = third / "config.toml"
-    wrong.write_text(
-        text_.replace(f"{tmp_path}/var/blobs", f"{third}/blobs").replace(
-            f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"
-        )
-    )
+    (wrong,) = sibling_configs(tmp_path / "p0" / "config.toml", 1)
+    wrong.write_text(wrong.read_text().replace(f"{tmp_path}/var/blobs", f"{tmp_path}/other"))
     proc = DaemonProcess(wrong).start(wait_ready=False)
     assert proc.wait_exit(30) == 1
     assert (

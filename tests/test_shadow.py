@@ -271,14 +271,6 @@ def test_a_shadow_rejection_never_reaches_the_source(make_daemon, tmp_path):
 # --------------------------------------------------------------------------- the agreement view
 
 
-@pytest.fixture
-def engine(store_url):
-    engine = store_engine.make_engine(store_url)
-    store_engine.ensure_schema(engine)
-    yield engine
-    engine.dispose()
-
-
 def _document(conn, name: str) -> int:
     return conn.execute(
         insert(ledger.documents).returning(ledger.documents.c.id),
