@@ -808,10 +808,10 @@ class Daemon:
 
     def route_named(self, name: str | None) -> Route | None:
         """The route of that name as configured now (after the last reload)."""
-        for index, route in enumerate(self.config.routes):
-            if route_name(index, route) == name:
-                return route
-        return None
+        if name is None or self.intake is None:
+            return None
+        found = self.intake.router.named(name)
+        return found[1] if found is not None else None
 
     def tell_source_rejected(self, document_id: int, reason: str) -> None:
         """Let the document's source show a vendor's rejection (a folder copies it to failed/)."""

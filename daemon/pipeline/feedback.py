@@ -114,6 +114,19 @@ SHADOWS_TAKING_FEEDBACK = (
 """The extractions of the document's shadows whose route has ``shadow_feedback``, latest first."""
 
 
+def correction_kind(
+    before: str | None, after: str | None, *, loose: bool = False
+) -> CorrectionKind:
+    """What a new value is to the vendor's: ``loose`` (a shadow's value, read by another
+    vendor) ignores case and surrounding blanks when telling a confirmation."""
+    if after is None:
+        return CorrectionKind.ABSENT
+    if before is None:
+        return CorrectionKind.ADD
+    same = before.strip().casefold() == after.strip().casefold() if loose else before == after
+    return CorrectionKind.CONFIRM if same else CorrectionKind.CORRECT
+
+
 def correct(
     engine: Engine,
     document_id: int,
@@ -195,14 +208,7 @@ def apply_correction(
         old = stored.get(name)
         before = old.value_text if old is not None else None
         after = value.value_text if value is not None else None
-        if after is None:
-            kind = CorrectionKind.ABSENT
-        elif before is None:
-            kind = CorrectionKind.ADD
-        elif before == after:
-            kind = CorrectionKind.CONFIRM
-        else:
-            kind = CorrectionKind.CORRECT
+        kind = correction_kind(before, after)
         columns = {
             "value_text": after,
             "raw_text": values[name],
@@ -289,14 +295,7 @@ def _queue_for_shadows(
         for name, after in truth.items():
             old = stored.get(name)
             before = old.value_text if old is not None else None
-            if after is None:
-                kind = CorrectionKind.ABSENT
-            elif before is None:
-                kind = CorrectionKind.ADD
-            elif before.strip().casefold() == after.strip().casefold():
-                kind = CorrectionKind.CONFIRM
-            else:
-                kind = CorrectionKind.CORRECT
+            kind = correction_kind(before, after, loose=True)
             conn.execute(
                 feedback_t.insert(),
                 _feedback_row(target, document_id, name, kind, before, after, old, origin),
