@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,6 +55,16 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process (its threads included), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def transactions(engine: Any, name: str) -> int:
+    """Transactions PostgreSQL counted in the database so far (its statistics)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return conn.execute(
+            text("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = :name"),
+            {"name": name},
+        ).scalar_one()
 
 
 def fresh_database() -> tuple[str, str]:
@@ -91,6 +102,7 @@ def run(staging: Path, n: int, path: str) -> dict:
             daemons.append(DaemonProcess(own).start(timeout=60))
         files = sorted(staging.iterdir())
         engine = create_engine(url)
+        xacts_before = transactions(engine, name)
         cpu_before = sum(cpu_seconds(d.proc.pid) for d in daemons)
         began = time.time()
         inbox = work / "inbox"
@@ -108,6 +120,7 @@ def run(staging: Path, n: int, path: str) -> dict:
             wait_until(delivered, 1800, interval=0.2, what="every export delivered")
         elapsed = time.time() - began
         cpu = sum(cpu_seconds(d.proc.pid) for d in daemons) - cpu_before
+        xacts = transactions(engine, name) - xacts_before
         with engine.connect() as conn:
             docs, distinct = conn.execute(
                 text("SELECT COUNT(*), COUNT(DISTINCT sha256) FROM documents")
@@ -125,6 +138,7 @@ def run(staging: Path, n: int, path: str) -> dict:
             "docs_per_s": len(files) / elapsed,
             "elapsed_s": elapsed,
             "cpu_per_doc": cpu / len(files),
+            "transactions_per_doc": xacts / len(files),
             "duplicates": {
                 "documents": docs - len(files) + (docs - distinct),
                 "submissions": subs - len(files),
@@ -161,6 +175,7 @@ def main() -> None:
                 print(
                     f"{path} N={n}: {result['docs_per_s']:.1f} docs/s ({result['elapsed_s']:.1f} s"
                     f" for {args.docs}); CPU {1000 * result['cpu_per_doc']:.1f} ms/doc "
+                    f"({result['transactions_per_doc']:.1f} transactions/doc) "
                     f"({result['cpu_per_doc'] / first:.2f} x N={counts[0]}, target at N=4 <= 1.15);"
                     f" duplicates {dupes or 'none'}",
                     flush=True,

@@ -36,7 +36,7 @@ from daemon.clock import ClockWatch
 from daemon.config import Config, Route
 from daemon.metrics import DaemonMetrics
 from daemon.pipeline import breaker as breaker_mod
-from daemon.pipeline import budgets, fallbacks, ledger, processes
+from daemon.pipeline import budgets, fallbacks, ledger, processes, wakeups
 from daemon.pipeline.deliveries import DeliveryRunner
 from daemon.pipeline.feedback import ACTIVE as FEEDBACK_ACTIVE
 from daemon.pipeline.feedback import FeedbackRunner, feedback_t, queue_export_status
@@ -149,6 +149,10 @@ class Daemon:
         self.heartbeat = processes.Heartbeat(
             self.engine, self.owner, core.pipeline.heartbeat_interval, on_count=share_among
         )
+        shared = self.engine.dialect.name == "postgresql"
+        self.wakeups = wakeups.Listener(core.store.url, self.wake_profile) if shared else None
+        """Work the other processes of a PostgreSQL store cannot take wakes this one's pools."""
+        self.overflow = wakeups.Overflow(self.engine) if shared else None
         self._hints: queue.SimpleQueue[tuple[str, list[WebhookHint]] | None] = queue.SimpleQueue()
         self._hinter = threading.Thread(target=self._apply_hints, name="hints", daemon=True)
         self.replay_guard = ReplayGuard()
@@ -197,7 +201,7 @@ class Daemon:
             conn.execute(health_t.delete())
         self.vendors, self.destinations, self.sources = self._build(self.config)
         self.intake = Intake(
-            self.engine, self.blobs, self.config, on_queued=self.wake_profile, owner=self.owner
+            self.engine, self.blobs, self.config, on_queued=self.queued, owner=self.owner
         )
 
     def _build(
@@ -280,6 +284,8 @@ class Daemon:
         self._start_pools()
         self.lease_keeper.start()
         self.heartbeat.start()
+        if self.wakeups is not None:
+            self.wakeups.start()
         self._hinter.start()
         assert self.intake is not None
         for source in self.sources:
@@ -401,6 +407,8 @@ class Daemon:
         """Stop taking work, finish the steps in flight, give back every lease."""
         self.ready.clear()
         self.clock_watch.stop()
+        if self.wakeups is not None:
+            self.wakeups.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         for source in self.sources:
@@ -556,6 +564,17 @@ class Daemon:
     def wake_profile(self, profile: str) -> None:
         if pool := self.pools.get(profile):
             pool.wake()
+
+    def queued(self, profile: str) -> None:
+        """A submission was queued here: this process's pool takes it, or, when none of its
+        threads is idle, the other processes of the store are told (``wakeups``)."""
+        pool = self.pools.get(profile)
+        if pool is not None:
+            pool.wake()
+        if self.overflow is None or self.heartbeat.count < 2:
+            return  # no other process to tell
+        if pool is None or pool.busy >= pool.size:
+            self.overflow(profile)
 
     def wake_destination(self, name: str) -> None:
         if pool := self.delivery_pools.get(name):

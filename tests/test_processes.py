@@ -205,3 +205,46 @@ def test_two_processes_on_postgresql_share_the_work_and_take_over_a_killed_one(t
     assert (
         "store.blob_dir" in proc.log() and "must use the store's one blob directory" in proc.log()
     )
+
+
+def test_work_queued_on_postgresql_wakes_the_other_processes(pg_url):
+    import threading
+
+    from daemon.pipeline import wakeups
+
+    heard: list[str] = []
+    got = threading.Event()
+
+    def on_topic(topic: str) -> None:
+        heard.append(topic)
+        got.set()
+
+    listener = wakeups.Listener(pg_url, on_topic)
+    listener.start()
+    engine = store_engine.make_engine(pg_url)
+    try:
+        wait_until(lambda: _listening(engine), 10, what="LISTEN in place")
+        with engine.connect() as conn:  # rolled back: nobody hears of it
+            wakeups.announce(conn, "gone")
+            conn.rollback()
+        with engine.begin() as conn:
+            wakeups.announce(conn, "rossum_main")
+            assert not got.wait(0.2), "sent before the commit"
+        assert got.wait(5) and heard == ["rossum_main"]
+        got.clear()
+        overflow = wakeups.Overflow(engine)  # one announcement per profile and 0.1 s at most
+        overflow("gini")
+        overflow("gini")
+        assert overflow.sent == 1 and got.wait(5) and heard == ["rossum_main", "gini"]
+    finally:
+        listener.stop()
+        engine.dispose()
+
+
+def _listening(engine) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                text("SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'")
+            ).scalar()
+        )

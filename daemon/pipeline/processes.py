@@ -201,6 +201,8 @@ class Heartbeat(Periodic):
     def register(self) -> None:
         with self.engine.begin() as conn:
             register(conn, self.owner, self.lost_after)
+            self.count = max(1, len(running(conn)))
+        self.on_count(self.count)
 
     def tick(self) -> None:
         try:
