@@ -108,6 +108,12 @@ def one_run(
                     text("SELECT delivered_at FROM deliveries ORDER BY delivered_at")
                 )
             ]
+            received = [
+                row[0]
+                for row in conn.execute(
+                    text("SELECT received_at FROM docrelay_documents ORDER BY received_at")
+                )
+            ]
             bad = conn.execute(
                 text("SELECT COUNT(*) FROM docrelay_documents WHERE state != 'done'")
             ).scalar_one()
@@ -120,7 +126,10 @@ def one_run(
 
         lo, hi = ts(times[len(times) // 10]), ts(times[len(times) * 9 // 10])
         sustained = (len(times) * 8 // 10) / (hi - lo) if hi > lo else float("nan")
+        r_lo, r_hi = ts(received[len(received) // 10]), ts(received[len(received) * 9 // 10])
+        intake = (len(received) * 8 // 10) / (r_hi - r_lo) if r_hi > r_lo else float("nan")
         pid = daemon.proc.pid  # type: ignore[union-attr]
+        cpu_ms = 1000 * cpu_seconds(pid) / docs  # the daemon's whole life, start-up included
         rss = peak_rss_mb(pid)
         idle_pct = float("nan")
         if idle > 0:
@@ -135,7 +144,9 @@ def one_run(
             "startup_warm_s": warm,
             "overall_docs_per_s": docs / overall,
             "sustained_docs_per_s": sustained,
+            "intake_docs_per_s": intake,
             "peak_rss_mb": rss,
+            "cpu_ms_per_doc": cpu_ms,
             "idle_cpu_pct": idle_pct,
             "not_done": bad,
         }

@@ -547,6 +547,10 @@ class VendorCapabilities:
     engine records that doubt in the document's history)."""
     poll_interval: float = 5.0
     """First delay between status polls, in seconds; later polls back off from it."""
+    offline: bool = False
+    """`submit`, `poll` and `fetch` run in this process and reach nothing outside it (no
+    account, no bill): a claim of its work lost in a power cut is made and run again for
+    free, so the engine commits it without waiting for the disk (``store.engine.relaxed``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -645,10 +645,14 @@ class Daemon:
                 rows=runner.claimed,
             )
 
+        # A claim is durable before its upload starts: a lost one would let the upload be
+        # made again unseen (the new claim marks it fresh). An offline vendor uploads
+        # nowhere, so its claims skip the fsync: about one per document, under the write lock.
+        offline = runner.vendor.capabilities.offline
         return WorkerPool(
             name=pool_name,
             size=size,
-            engine=self.engine,
+            engine=store_engine.relaxed(self.engine) if offline else self.engine,
             owner=self.owner,
             claim=claim,
             run=runner.run,

@@ -448,6 +448,36 @@ def test_max_in_flight_limits_documents_at_the_vendor(make_daemon):
     assert seen == 2, "the limit is used, not just respected"
 
 
+def test_only_an_offline_vendors_claims_skip_the_fsync(make_daemon):
+    """A claim is durable before its upload starts (lost in a power cut, the upload would be
+    made again unseen); ``local`` uploads nowhere, so its claims are ``relaxed`` commits."""
+    from sqlalchemy import event
+
+    from daemon.store.engine import RELAXED
+
+    daemon = make_daemon(
+        routes=[
+            {"match": {"filename": "l-*"}, "vendor": "local", "destinations": ["out"]},
+            {"vendor": "a", "destinations": ["out"]},
+        ]
+    )
+    claims: list[bool] = []
+
+    @event.listens_for(daemon.engine, "before_cursor_execute")
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE submissions SET state=CASE WHEN (submissions.state"):
+            claims.append(bool(conn.get_execution_options().get(RELAXED)))
+
+    text_layer = b"Invoice No: 4711\nDate: 2026-01-02\nTotal: 10.00 EUR\n"
+    local = offer(daemon, "l-one.txt", text_layer)
+    wait_until(lambda: sub_state(daemon, local).get("completed_at"), 10, what="local done")
+    assert claims and all(claims), claims
+    claims.clear()
+    scripted = offer(daemon, "other.pdf")
+    wait_until(lambda: sub_state(daemon, scripted).get("state") == "done", 10, what="a done")
+    assert claims and not any(claims), claims
+
+
 def test_a_waiting_submission_is_polled_after_the_interval_not_the_lease(make_daemon, monkeypatch):
     """Regression: moving to `processing` must give the lease back, or the first poll waits for
     the lease to run out (minutes) instead of the poll interval."""

@@ -639,8 +639,9 @@ class SubmissionRunner:
             if self._close_unchanged(work, canonical, changes or {}):
                 return
         # A fetched result may be lost in a power cut and is fetched again; a synchronous
-        # vendor's answer was paid for, so its record is durable.
-        engine = self.engine if upload is not None else self.relaxed
+        # vendor's answer was paid for, so its record is durable (an offline one's was not).
+        paid = upload is not None and not self.vendor.capabilities.offline
+        engine = self.engine if paid else self.relaxed
         with ledger.begin(engine) as conn:  # its moves as one UPDATE
             if upload is not None:
                 self._move(conn, work, S.FETCHED, **upload)

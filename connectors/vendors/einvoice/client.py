@@ -71,6 +71,7 @@ class EInvoiceVendor(Vendor):
     capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(
         poll_interval=0,
         reconcile_uploads=True,  # nothing is uploaded: repeating submit reads the file again
+        offline=True,
     )
 
     settings: EInvoiceSettings

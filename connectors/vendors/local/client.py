@@ -88,6 +88,7 @@ class LocalVendor(Vendor):
     capabilities: ClassVar[VendorCapabilities] = VendorCapabilities(
         poll_interval=0,
         reconcile_uploads=True,  # submit is pure: repeating it never makes a second upload
+        offline=True,
     )
 
     settings: LocalSettings
