@@ -89,31 +89,35 @@ def _is_late(row: object, now: datetime) -> bool:
     return row.heartbeat_at + timedelta(seconds=row.lost_after) < now  # type: ignore[attr-defined]
 
 
-def running(conn: Connection, now: datetime | None = None) -> list[str]:
-    """Processes whose heartbeat is fresh (at ``now``)."""
-    now = now or utcnow()
-    rows = conn.execute(
-        select(processes_t.c.id, processes_t.c.heartbeat_at, processes_t.c.lost_after).where(
-            processes_t.c.ended.is_(None)
-        )
-    ).all()
-    return [row.id for row in rows if not _is_late(row, now)]
+OPEN = select(processes_t.c.id, processes_t.c.heartbeat_at, processes_t.c.lost_after).where(
+    processes_t.c.ended.is_(None)
+)
+"""The processes that have not ended, with what tells whether they are late."""
+
+
+def running(conn: Connection) -> list[str]:
+    """Processes whose heartbeat is fresh."""
+    now = utcnow()
+    return [row.id for row in conn.execute(OPEN) if not _is_late(row, now)]
 
 
 def reap(conn: Connection, *, actor: str) -> list[str]:
-    """Mark every process whose heartbeat is late as lost and free its leases; returns them.
+    """Mark every process whose heartbeat is late as lost and free its leases; returns them."""
+    return survey(conn, actor=actor)[0]
+
+
+def survey(conn: Connection, *, actor: str) -> tuple[list[str], int]:
+    """Reap the lost processes (see ``reap``) and count the running ones, in one look.
 
     Safe to run in every process at once: a row is taken by one guarded UPDATE, and only the
     transaction that changed it frees the leases."""
     now = utcnow()
-    rows = conn.execute(
-        select(processes_t.c.id, processes_t.c.heartbeat_at, processes_t.c.lost_after).where(
-            processes_t.c.ended.is_(None)
-        )
-    ).all()
+    rows = conn.execute(OPEN).all()
     lost: list[str] = []
+    fresh = 0
     for row in rows:
         if not _is_late(row, now):
+            fresh += 1
             continue
         taken = conn.execute(
             update(processes_t)
@@ -138,7 +142,7 @@ def reap(conn: Connection, *, actor: str) -> list[str]:
             processes_t.c.ended.is_not(None), processes_t.c.ended_at < now - FORGET_AFTER
         )
     )
-    return lost
+    return lost, fresh
 
 
 def members(conn: Connection) -> list[Member]:
@@ -226,8 +230,8 @@ class Heartbeat(Periodic):
                     self.lost_after,
                 )
                 register(conn, self.owner, self.lost_after)
-            lost = reap(conn, actor="recovery")
-            count = max(1, len(running(conn)))
+            lost, fresh = survey(conn, actor="recovery")
+            count = max(1, fresh)
         if count != self.count:
             log.info("%d docrelay process(es) run on this store", count)
         self.count = count
