@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 IDLE_MAX = 30.0
 """Longest sleep of an idle pool between two looks at the queue."""
+EMPTY_CLAIM_MAX = 1.0
+"""Longest pause after claims that came back empty (50 ms after the first, doubling)."""
 
 
 class InHand:
@@ -213,6 +215,8 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._claiming = threading.Lock()
         self._found_work = False
+        self._empty_claims = 0
+        """Claims in a row that found nothing (each waits longer before the next look)."""
         """The last claim found work: the next one skips the look at the queue first."""
         self._claimed: deque[int] = deque()
         """Items leased by one claim for the pool's other threads (one claim, many items)."""
@@ -335,8 +339,12 @@ class WorkerPool:
                 with self.engine.begin() as conn:
                     ids = self._claim(conn, self.owner, max(1, self.size - self.busy))
                 self._found_work = bool(ids)
-                if not ids:  # another process was quicker, or the work ran out: look again
-                    return False, self._sooner(utcnow() + timedelta(milliseconds=50))
+                if not ids:  # another process was quicker, or the work ran out: look again,
+                    # later after each empty claim (other processes may be taking it all)
+                    self._empty_claims += 1
+                    pause = min(EMPTY_CLAIM_MAX, 0.05 * 2 ** (self._empty_claims - 1))
+                    return False, self._sooner(utcnow() + timedelta(seconds=pause))
+                self._empty_claims = 0
                 item_id, *rest = ids
                 self._claimed.extend(rest)
                 if rest:
